@@ -1,0 +1,13 @@
+//! The only code that knows DigiCert's JSON and HTTP conventions (contract: `../shared/digicert-api.md`).
+//!
+//! - [`client`]: [`Client`], one per account: throttle, bounded retries, status-to-error mapping.
+//! - [`wire`]: lenient parsing of pages, events and error bodies into domain types.
+//! - [`error`]: [`ApiError`], which knows whether it is worth retrying.
+
+pub mod client;
+pub mod error;
+pub mod wire;
+
+pub use client::{AuditQuery, Client, RequestStats};
+pub use error::ApiError;
+pub use wire::{AuditEvent, AuditPage, Malformed, ParsedEvent};

@@ -1,0 +1,447 @@
+//! DigiCert's JSON, parsed leniently (contract section 3): unknown fields are ignored, open sets
+//! stay strings, every documented alternative is accepted (envelope or bare array, `timestamp` or
+//! `date`, a `user` object or flat `user_name`/`user_id`, the three error-body shapes), and an
+//! event that cannot be understood becomes a [`Malformed`] record instead of an error.
+
+use std::fmt;
+
+use chrono::{DateTime, Utc};
+use serde::de::{self, Deserializer, MapAccess, Visitor};
+use serde::Deserialize;
+use serde_json::value::RawValue;
+use sha2::{Digest, Sha256};
+
+/// One audit event, normalized; `raw` is the event's JSON exactly as received.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AuditEvent {
+    pub id: String,
+    pub timestamp: DateTime<Utc>,
+    pub action: String,
+    pub resource_type: Option<String>,
+    pub resource_id: Option<String>,
+    pub resource_name: Option<String>,
+    pub actor_id: Option<String>,
+    pub actor_name: Option<String>,
+    /// Lowercased (`success` / `failure`; other values kept as they are, lowercased).
+    pub status: Option<String>,
+    pub ip_address: Option<String>,
+    pub description: Option<String>,
+    /// The `data` field as text (a JSON string is unwrapped; an object is kept as JSON text).
+    pub data: Option<String>,
+    pub account_id: Option<String>,
+    pub raw: String,
+}
+
+/// An event that could not be understood: kept with the reason, never dropped.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Malformed {
+    /// The event's id when it has one, otherwise `sha256:<hex of raw>` (stable across re-reads).
+    pub key: String,
+    pub raw: String,
+    pub reason: String,
+}
+
+impl Malformed {
+    fn new(id: Option<String>, raw: &str, reason: String) -> Malformed {
+        let key = match id {
+            Some(id) => id,
+            None => format!("sha256:{}", hex::encode(Sha256::digest(raw.as_bytes()))),
+        };
+        Malformed {
+            key,
+            raw: raw.to_string(),
+            reason,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq)]
+#[allow(clippy::large_enum_variant)] // most items are events; boxing each would cost an allocation
+pub enum ParsedEvent {
+    Event(AuditEvent),
+    Malformed(Malformed),
+}
+
+impl ParsedEvent {
+    /// The deduplication key of the item within its account.
+    pub fn key(&self) -> &str {
+        match self {
+            ParsedEvent::Event(e) => &e.id,
+            ParsedEvent::Malformed(m) => &m.key,
+        }
+    }
+}
+
+/// One page of `/audit-log`.
+#[derive(Debug)]
+pub struct AuditPage {
+    /// `total` from the envelope; `None` for a bare-array response.
+    pub total: Option<u64>,
+    pub items: Vec<ParsedEvent>,
+}
+
+#[derive(Deserialize)]
+struct Envelope<'a> {
+    #[serde(default)]
+    total: Option<u64>,
+    #[serde(borrow, default)]
+    items: Option<Vec<&'a RawValue>>,
+}
+
+/// Parse an `/audit-log` body: an envelope `{"total", "items"}` or a bare array of events.
+pub fn parse_audit_page(body: &str) -> Result<AuditPage, String> {
+    let (total, raws): (Option<u64>, Vec<&RawValue>) = match first_char(body) {
+        Some('[') => (
+            None,
+            serde_json::from_str(body).map_err(|e| format!("not a JSON array of events: {e}"))?,
+        ),
+        Some('{') => {
+            let env: Envelope =
+                serde_json::from_str(body).map_err(|e| format!("not a JSON envelope: {e}"))?;
+            let items = env
+                .items
+                .ok_or_else(|| "the envelope has no \"items\" array".to_string())?;
+            (env.total, items)
+        }
+        _ => return Err(format!("expected JSON, got {}", preview(body))),
+    };
+    Ok(AuditPage {
+        total,
+        items: raws.into_iter().map(|r| parse_event(r.get())).collect(),
+    })
+}
+
+fn first_char(s: &str) -> Option<char> {
+    s.trim_start().chars().next()
+}
+
+/// The first bytes of a body, printable, for an error message.
+pub fn preview(body: &str) -> String {
+    let t: String = body.chars().take(80).collect();
+    let t: String = t
+        .chars()
+        .map(|c| if c.is_control() { ' ' } else { c })
+        .collect();
+    if body.chars().count() > 80 {
+        format!("{t:?}…")
+    } else {
+        format!("{t:?}")
+    }
+}
+
+/// A scalar that may arrive as a string, a number or a bool; kept as a string.
+#[derive(Debug, Default)]
+struct Text(Option<String>);
+
+impl<'de> Deserialize<'de> for Text {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Text, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = Text;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("a string, number or null")
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<Text, E> {
+                Ok(Text(Some(v.to_string())))
+            }
+            fn visit_string<E: de::Error>(self, v: String) -> Result<Text, E> {
+                Ok(Text(Some(v)))
+            }
+            fn visit_i64<E: de::Error>(self, v: i64) -> Result<Text, E> {
+                Ok(Text(Some(v.to_string())))
+            }
+            fn visit_u64<E: de::Error>(self, v: u64) -> Result<Text, E> {
+                Ok(Text(Some(v.to_string())))
+            }
+            fn visit_f64<E: de::Error>(self, v: f64) -> Result<Text, E> {
+                Ok(Text(Some(v.to_string())))
+            }
+            fn visit_bool<E: de::Error>(self, v: bool) -> Result<Text, E> {
+                Ok(Text(Some(v.to_string())))
+            }
+            fn visit_unit<E: de::Error>(self) -> Result<Text, E> {
+                Ok(Text(None))
+            }
+            fn visit_none<E: de::Error>(self) -> Result<Text, E> {
+                Ok(Text(None))
+            }
+            fn visit_some<D: Deserializer<'de>>(self, d: D) -> Result<Text, D::Error> {
+                Text::deserialize(d)
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
+/// `{id, name}` as an object, or a bare string (taken as the name).
+#[derive(Debug, Default)]
+struct Party {
+    id: Option<String>,
+    name: Option<String>,
+}
+
+impl<'de> Deserialize<'de> for Party {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Party, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = Party;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("an object {id, name} or a string")
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<Party, E> {
+                Ok(Party {
+                    id: None,
+                    name: Some(v.to_string()),
+                })
+            }
+            fn visit_unit<E: de::Error>(self) -> Result<Party, E> {
+                Ok(Party::default())
+            }
+            fn visit_map<A: MapAccess<'de>>(self, mut m: A) -> Result<Party, A::Error> {
+                let mut p = Party::default();
+                while let Some(k) = m.next_key::<std::borrow::Cow<'de, str>>()? {
+                    match k.as_ref() {
+                        "id" => p.id = m.next_value::<Text>()?.0,
+                        "name" | "user_name" | "username" => p.name = m.next_value::<Text>()?.0,
+                        _ => {
+                            m.next_value::<de::IgnoredAny>()?;
+                        }
+                    }
+                }
+                Ok(p)
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
+#[derive(Deserialize, Default)]
+#[serde(default)]
+struct WireEvent<'a> {
+    id: Text,
+    timestamp: Text,
+    date: Text,
+    account: Option<Party>,
+    user: Option<Party>,
+    user_name: Text,
+    user_id: Text,
+    resource_type: Text,
+    resource_id: Text,
+    resource_name: Text,
+    action: Text,
+    status: Text,
+    description: Text,
+    ip_address: Text,
+    #[serde(borrow)]
+    data: Option<&'a RawValue>,
+}
+
+/// Parse one event; anything not understood becomes [`ParsedEvent::Malformed`] with the reason.
+pub fn parse_event(raw: &str) -> ParsedEvent {
+    let w: WireEvent = match serde_json::from_str(raw) {
+        Ok(w) => w,
+        Err(e) => {
+            // Still try to recover the id so a later good copy replaces nothing twice.
+            let id = serde_json::from_str::<serde_json::Value>(raw)
+                .ok()
+                .and_then(|v| v.get("id").and_then(|i| i.as_str().map(str::to_string)));
+            return ParsedEvent::Malformed(Malformed::new(
+                id,
+                raw,
+                format!("not an event object: {e}"),
+            ));
+        }
+    };
+    let id = w.id.0.filter(|s| !s.trim().is_empty());
+    let Some(id) = id else {
+        return ParsedEvent::Malformed(Malformed::new(None, raw, "no id".into()));
+    };
+    let ts_text = w.timestamp.0.or(w.date.0);
+    let timestamp = match ts_text.as_deref().map(parse_timestamp) {
+        Some(Ok(t)) => t,
+        Some(Err(bad)) => {
+            return ParsedEvent::Malformed(Malformed::new(
+                Some(id),
+                raw,
+                format!("bad timestamp {}", preview(&bad)),
+            ))
+        }
+        None => {
+            return ParsedEvent::Malformed(Malformed::new(Some(id), raw, "no timestamp".into()))
+        }
+    };
+    let (actor_id, actor_name) = match w.user {
+        Some(p) => (p.id.or(w.user_id.0), p.name.or(w.user_name.0)),
+        None => (w.user_id.0, w.user_name.0),
+    };
+    let data = w.data.and_then(|d| {
+        let text = d.get();
+        if text.starts_with('"') {
+            serde_json::from_str::<String>(text).ok()
+        } else if text == "null" {
+            None
+        } else {
+            Some(text.to_string())
+        }
+    });
+    ParsedEvent::Event(AuditEvent {
+        id,
+        timestamp,
+        action: w.action.0.unwrap_or_default(),
+        resource_type: w.resource_type.0,
+        resource_id: w.resource_id.0,
+        resource_name: w.resource_name.0,
+        actor_id,
+        actor_name,
+        status: w.status.0.map(|s| s.to_lowercase()),
+        ip_address: w.ip_address.0,
+        description: w.description.0,
+        data,
+        account_id: w.account.and_then(|a| a.id),
+        raw: raw.to_string(),
+    })
+}
+
+/// RFC 3339 with an offset, milliseconds optional (`Z`, `+00:00`, `+02:00`).
+fn parse_timestamp(s: &str) -> Result<DateTime<Utc>, String> {
+    DateTime::parse_from_rfc3339(s.trim())
+        .map(|t| t.with_timezone(&Utc))
+        .map_err(|_| s.to_string())
+}
+
+#[derive(Deserialize)]
+struct ErrItem {
+    #[serde(default)]
+    code: Text,
+    #[serde(default)]
+    message: Text,
+}
+
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum ErrList {
+    Many(Vec<ErrItem>),
+    One(ErrItem),
+}
+
+#[derive(Deserialize)]
+struct ErrBody {
+    errors: Option<ErrList>,
+    error: Option<ErrItem>,
+    code: Option<Text>,
+    message: Option<Text>,
+}
+
+/// The `(code, message)` pairs of an error body in any of the documented shapes.
+pub fn parse_error_body(body: &str) -> Vec<(String, String)> {
+    let Ok(b) = serde_json::from_str::<ErrBody>(body) else {
+        return Vec::new();
+    };
+    let pair = |i: ErrItem| {
+        (
+            i.code.0.unwrap_or_default(),
+            i.message.0.unwrap_or_default(),
+        )
+    };
+    let mut out: Vec<(String, String)> = match b.errors {
+        Some(ErrList::Many(v)) => v.into_iter().map(pair).collect(),
+        Some(ErrList::One(i)) => vec![pair(i)],
+        None => Vec::new(),
+    };
+    if let Some(e) = b.error {
+        out.push(pair(e));
+    }
+    if b.code.is_some() || b.message.is_some() {
+        out.push((
+            b.code.and_then(|c| c.0).unwrap_or_default(),
+            b.message.and_then(|m| m.0).unwrap_or_default(),
+        ));
+    }
+    out
+}
+
+/// Parse the body of `GET /account` or `GET /user/me`: anything that is JSON proves the key works.
+pub fn parse_any_json(body: &str) -> Result<serde_json::Value, String> {
+    serde_json::from_str(body).map_err(|e| format!("not JSON: {e}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// An envelope page keeps its total; a bare array has none.
+    #[test]
+    fn envelope_and_bare_array() {
+        let ev = r#"{"id":"a1","timestamp":"2026-11-02T08:15:30.125+00:00","action":"login","user":{"id":"u1","name":"ann"},"status":"SUCCESS"}"#;
+        let page = parse_audit_page(&format!(
+            r#"{{"total": 7, "offset": 0, "limit": 1, "items": [{ev}]}}"#
+        ))
+        .unwrap();
+        assert_eq!(page.total, Some(7));
+        let ParsedEvent::Event(e) = &page.items[0] else {
+            panic!("not parsed")
+        };
+        assert_eq!(e.raw, ev);
+        assert_eq!(e.status.as_deref(), Some("success"));
+        assert_eq!(e.actor_name.as_deref(), Some("ann"));
+        let bare = parse_audit_page(&format!("[{ev},{ev}]")).unwrap();
+        assert_eq!(bare.total, None);
+        assert_eq!(bare.items.len(), 2);
+    }
+
+    /// `date` and flat `user_name`/`user_id` are accepted; offsets become UTC.
+    #[test]
+    fn alternative_fields() {
+        let ParsedEvent::Event(e) = parse_event(
+            r#"{"id":5,"date":"2026-11-02T01:00:00+02:00","user_name":"bob","user_id":"u2","action":"update","data":{"roles":{"added":["X"]}}}"#,
+        ) else {
+            panic!()
+        };
+        assert_eq!(e.id, "5");
+        assert_eq!(e.timestamp.to_rfc3339(), "2026-11-01T23:00:00+00:00");
+        assert_eq!(e.actor_name.as_deref(), Some("bob"));
+        assert_eq!(e.data.as_deref(), Some(r#"{"roles":{"added":["X"]}}"#));
+    }
+
+    /// Events with no id or a bad timestamp are kept as malformed, with a stable key.
+    #[test]
+    fn malformed_events_are_kept() {
+        let raw = r#"{"timestamp":"2026-11-02T01:00:00Z","action":"login"}"#;
+        let ParsedEvent::Malformed(m) = parse_event(raw) else {
+            panic!()
+        };
+        assert_eq!(m.reason, "no id");
+        assert!(m.key.starts_with("sha256:"));
+        assert_eq!(parse_event(raw).key(), m.key);
+        let ParsedEvent::Malformed(m) = parse_event(r#"{"id":"x","timestamp":"yesterday"}"#) else {
+            panic!()
+        };
+        assert_eq!(m.key, "x");
+        assert!(m.reason.contains("bad timestamp"));
+        assert!(matches!(parse_event("42"), ParsedEvent::Malformed(_)));
+    }
+
+    /// A truncated page is an error (so the request is retried), not an empty page.
+    #[test]
+    fn truncated_body_is_an_error() {
+        assert!(parse_audit_page(r#"{"total": 3, "items": [{"id":"a"#).is_err());
+        assert!(parse_audit_page("").is_err());
+    }
+
+    /// All documented error-body shapes yield their code and message.
+    #[test]
+    fn error_body_shapes() {
+        for body in [
+            r#"{"errors":[{"code":"invalid_api_key","message":"m"}]}"#,
+            r#"{"errors":{"code":"invalid_api_key","message":"m"}}"#,
+            r#"{"error":{"code":"invalid_api_key","message":"m"}}"#,
+            r#"{"code":"invalid_api_key","message":"m"}"#,
+        ] {
+            assert_eq!(
+                parse_error_body(body),
+                vec![("invalid_api_key".to_string(), "m".to_string())],
+                "{body}"
+            );
+        }
+    }
+}

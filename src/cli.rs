@@ -1,0 +1,571 @@
+//! The command line: parse arguments, load the configuration, run one command, print its result,
+//! and map the outcome to an exit code (0 ok, 1 a command-level failure such as a failed account,
+//! 2 a usage or configuration error). This is the only module that prints results, reads the
+//! process environment or installs signal handlers.
+
+use std::io::{IsTerminal, Write};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use chrono::{DateTime, NaiveDate, Utc};
+use clap::{Args, Parser, Subcommand};
+
+use crate::collect::{self, AccountSummary, CollectOptions};
+use crate::config::{self, Config, ProcessEnv};
+use crate::export::{self, ExportFormat};
+use crate::logging::{self, LogFormat};
+use crate::simulate;
+use crate::store::{EventFilter, Store};
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "auditwarden",
+    version,
+    about = "Collects DigiCert audit logs and user history into SQLite, exactly once.",
+    long_about = None
+)]
+pub struct Cli {
+    /// Configuration file [env: AUDITWARDEN_CONFIG; default: ./auditwarden.toml]
+    #[arg(long, global = true, value_name = "PATH")]
+    config: Option<PathBuf>,
+    /// Log format on stderr.
+    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text)]
+    log_format: LogFormat,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Run one collection pass for each account (or the one named).
+    Collect {
+        #[arg(long, value_name = "NAME")]
+        account: Option<String>,
+    },
+    /// Serve the built-in DigiCert simulator (both APIs) for trying auditwarden without an account.
+    Simulate(SimulateArgs),
+    /// Stream stored data out.
+    #[command(subcommand)]
+    Export(ExportCommand),
+    /// Per account: last successful pass, coverage, events stored, quarantined, last error.
+    Status {
+        #[arg(long, value_name = "NAME")]
+        account: Option<String>,
+        #[arg(long, value_enum, default_value_t = StatusFormat::Table)]
+        format: StatusFormat,
+        /// Also list the most recent quarantined items.
+        #[arg(long)]
+        quarantine: bool,
+    },
+    /// Validate the configuration and make one cheap call per account.
+    Check {
+        #[arg(long, value_name = "NAME")]
+        account: Option<String>,
+    },
+    /// Show everything on the built-in simulator, with no DigiCert account: start it, collect
+    /// through injected faults, and say what was stored.
+    Demo(DemoArgs),
+}
+
+#[derive(Subcommand, Debug)]
+enum ExportCommand {
+    /// Stored audit events as JSONL or spreadsheet-safe CSV.
+    Events {
+        #[arg(long, value_name = "NAME")]
+        account: Option<String>,
+        /// First day (YYYY-MM-DD, UTC) or RFC 3339 instant, inclusive.
+        #[arg(long, value_name = "DATE")]
+        from: Option<String>,
+        /// Last day (YYYY-MM-DD, UTC, inclusive) or RFC 3339 instant (exclusive).
+        #[arg(long, value_name = "DATE")]
+        to: Option<String>,
+        #[arg(long, value_name = "A")]
+        action: Option<String>,
+        #[arg(long, value_enum)]
+        format: ExportFormat,
+        /// Write here (atomically) instead of standard output.
+        #[arg(long, value_name = "FILE")]
+        out: Option<PathBuf>,
+    },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum StatusFormat {
+    Table,
+    Json,
+}
+
+#[derive(Args, Debug)]
+pub struct SimulateArgs {
+    /// Address to listen on (port 0 picks a free port; the address is printed).
+    #[arg(long, default_value = "127.0.0.1:8089")]
+    listen: SocketAddr,
+    #[arg(long, default_value_t = 1)]
+    seed: u64,
+    /// Audit events generated up front.
+    #[arg(long, default_value_t = 5000)]
+    events: usize,
+    /// The events span this many days, ending now.
+    #[arg(long, default_value_t = 30)]
+    days: u32,
+    /// Users per account kind.
+    #[arg(long, default_value_t = 50)]
+    users: usize,
+    /// Fault injection, e.g. "rate-limit=0.05,server-error=0.05,truncate=0.02,drift=10" or "all".
+    #[arg(long, default_value = "")]
+    faults: String,
+    /// Environment variable holding the API key the simulator accepts (default key if unset:
+    /// "simulator-key").
+    #[arg(long, default_value = "AUDITWARDEN_SIM_API_KEY")]
+    api_key_env: String,
+}
+
+#[derive(Args, Debug)]
+pub struct DemoArgs {
+    /// Where the demo database goes.
+    #[arg(long, default_value = "auditwarden-demo.db")]
+    db: PathBuf,
+    /// Audit events in the simulated account.
+    #[arg(long, default_value_t = 20_000)]
+    events: usize,
+    /// Days of history.
+    #[arg(long, default_value_t = 30)]
+    days: u32,
+    /// Fault injection for the demo (see `simulate --faults`).
+    #[arg(
+        long,
+        default_value = "rate-limit=0.03,rate-limit-date=0.02,rate-limit-bare=0.02,server-error=0.04,truncate=0.03,malformed,drift=5,late=5"
+    )]
+    faults: String,
+}
+
+/// The entry point: `main` calls this.
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    logging::init(
+        cli.log_format,
+        std::env::var("AUDITWARDEN_LOG").ok().as_deref(),
+    );
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    match runtime.block_on(run(cli)) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::from(e.exit_code())
+        }
+    }
+}
+
+/// An error at the edge: the message is printed once, with its cause chain.
+#[derive(Debug)]
+pub struct CliError {
+    msg: String,
+    code: u8,
+}
+
+impl CliError {
+    fn usage(msg: impl Into<String>) -> CliError {
+        CliError {
+            msg: msg.into(),
+            code: 2,
+        }
+    }
+    fn failed(msg: impl Into<String>) -> CliError {
+        CliError {
+            msg: msg.into(),
+            code: 1,
+        }
+    }
+    fn exit_code(&self) -> u8 {
+        self.code
+    }
+}
+
+impl std::fmt::Display for CliError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.msg)
+    }
+}
+
+impl<E: std::error::Error> From<E> for CliError {
+    fn from(e: E) -> CliError {
+        let mut msg = e.to_string();
+        let mut src = e.source();
+        while let Some(s) = src {
+            let text = s.to_string();
+            if !msg.contains(&text) {
+                msg.push_str(": ");
+                msg.push_str(&text);
+            }
+            src = s.source();
+        }
+        CliError::failed(msg)
+    }
+}
+
+fn config_path(cli: &Cli) -> PathBuf {
+    cli.config
+        .clone()
+        .or_else(|| std::env::var_os("AUDITWARDEN_CONFIG").map(PathBuf::from))
+        .unwrap_or_else(|| PathBuf::from("auditwarden.toml"))
+}
+
+fn load_config(cli: &Cli) -> Result<Config, CliError> {
+    let path = config_path(cli);
+    if !path.exists() {
+        return Err(CliError::usage(format!(
+            "no configuration at {}: pass --config PATH or set AUDITWARDEN_CONFIG (see config/auditwarden.example.toml)",
+            path.display()
+        )));
+    }
+    config::load(&path, &ProcessEnv).map_err(|e| CliError::usage(e.to_string()))
+}
+
+async fn run(cli: Cli) -> Result<ExitCode, CliError> {
+    match &cli.command {
+        Command::Collect { account } => {
+            let cfg = load_config(&cli)?;
+            let accounts = cfg
+                .select_accounts(account.as_deref())
+                .map_err(CliError::usage)?;
+            let store = Store::open(&cfg.store.path)?;
+            let opts = CollectOptions {
+                today: Utc::now().date_naive(),
+                progress: std::io::stderr().is_terminal(),
+            };
+            let (_store, summaries) = collect::collect(store, &accounts, &opts).await?;
+            let mut out = std::io::stdout().lock();
+            print_summaries(&mut out, &summaries)?;
+            Ok(if summaries.iter().any(|s| s.error.is_some()) {
+                ExitCode::from(1)
+            } else {
+                ExitCode::SUCCESS
+            })
+        }
+        Command::Simulate(args) => simulate_cmd(args).await,
+        Command::Export(ExportCommand::Events {
+            account,
+            from,
+            to,
+            action,
+            format,
+            out,
+        }) => {
+            let cfg = load_config(&cli)?;
+            if let Some(a) = account {
+                cfg.select_accounts(Some(a)).map_err(CliError::usage)?;
+            }
+            let filter = EventFilter {
+                account: account.clone(),
+                from: from
+                    .as_deref()
+                    .map(|s| parse_when(s, false))
+                    .transpose()
+                    .map_err(CliError::usage)?,
+                to: to
+                    .as_deref()
+                    .map(|s| parse_when(s, true))
+                    .transpose()
+                    .map_err(CliError::usage)?,
+                action: action.clone(),
+            };
+            let store = Store::open_read_only(&cfg.store.path)?;
+            let n = match out {
+                Some(path) => {
+                    write_atomically(path, |w| export::export_events(&store, &filter, *format, w))?
+                }
+                None => {
+                    let stdout = std::io::stdout();
+                    let mut w = std::io::BufWriter::new(stdout.lock());
+                    let r = export::export_events(&store, &filter, *format, &mut w);
+                    match r.and_then(|n| w.flush().map(|_| n).map_err(Into::into)) {
+                        Ok(n) => n,
+                        Err(export::ExportError::Io(e))
+                            if e.kind() == std::io::ErrorKind::BrokenPipe =>
+                        {
+                            return Ok(ExitCode::SUCCESS)
+                        }
+                        Err(e) => return Err(e.into()),
+                    }
+                }
+            };
+            tracing::info!(event = "export_finished", rows = n);
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Status {
+            account,
+            format,
+            quarantine,
+        } => {
+            let cfg = load_config(&cli)?;
+            let accounts = cfg
+                .select_accounts(account.as_deref())
+                .map_err(CliError::usage)?;
+            if !cfg.store.path.exists() {
+                return Err(CliError::failed(format!(
+                    "no database at {} yet: run `auditwarden collect` first",
+                    cfg.store.path.display()
+                )));
+            }
+            let store = Store::open_read_only(&cfg.store.path)?;
+            let mut out = std::io::stdout().lock();
+            print_status(&mut out, &store, &accounts, *format, *quarantine)?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Check { account } => {
+            let cfg = load_config(&cli)?;
+            let accounts = cfg
+                .select_accounts(account.as_deref())
+                .map_err(CliError::usage)?;
+            println!("configuration {}: valid", cfg.source.display());
+            let mut failed = 0;
+            for a in accounts {
+                let verdict = match crate::api::Client::new(a) {
+                    Ok(c) => c.check().await,
+                    Err(e) => Err(e),
+                };
+                match verdict {
+                    Ok(msg) => println!("{} ({}): ok, {msg}", a.name, a.kind.as_str()),
+                    Err(e) => {
+                        failed += 1;
+                        println!("{} ({}): FAILED, {e}", a.name, a.kind.as_str());
+                    }
+                }
+            }
+            Ok(if failed > 0 {
+                ExitCode::from(1)
+            } else {
+                ExitCode::SUCCESS
+            })
+        }
+        Command::Demo(args) => {
+            crate::demo::run(args.db.clone(), args.events, args.days, &args.faults)
+                .await
+                .map(|_| ExitCode::SUCCESS)
+                .map_err(|e| CliError::failed(format!("{e:#}")))
+        }
+    }
+}
+
+/// `YYYY-MM-DD` (a whole UTC day: start of day, or for `--to` the start of the next day) or an
+/// RFC 3339 instant.
+fn parse_when(s: &str, end: bool) -> Result<DateTime<Utc>, String> {
+    if let Ok(d) = NaiveDate::parse_from_str(s, "%Y-%m-%d") {
+        let d = if end { d.succ_opt().unwrap_or(d) } else { d };
+        return Ok(d.and_time(chrono::NaiveTime::MIN).and_utc());
+    }
+    DateTime::parse_from_rfc3339(s)
+        .map(|t| t.with_timezone(&Utc))
+        .map_err(|_| format!("{s:?} is not a date (YYYY-MM-DD) or an RFC 3339 time"))
+}
+
+/// Write a file through a temporary sibling and a rename, so a reader never sees half of it.
+fn write_atomically<T, E>(
+    path: &Path,
+    f: impl FnOnce(&mut dyn Write) -> Result<T, E>,
+) -> Result<T, CliError>
+where
+    CliError: From<E>,
+{
+    let dir = path
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    let name = path
+        .file_name()
+        .ok_or_else(|| CliError::usage(format!("{} is not a file path", path.display())))?;
+    let tmp = dir.join(format!(
+        ".{}.tmp-{}",
+        name.to_string_lossy(),
+        std::process::id()
+    ));
+    let file = std::fs::File::create(&tmp)
+        .map_err(|e| CliError::failed(format!("cannot create {}: {e}", tmp.display())))?;
+    let mut w = std::io::BufWriter::new(file);
+    let result = f(&mut w);
+    let finish = result.map_err(CliError::from).and_then(|v| {
+        w.flush()
+            .and_then(|_| w.get_ref().sync_all())
+            .map_err(|e| CliError::failed(format!("cannot write {}: {e}", tmp.display())))?;
+        std::fs::rename(&tmp, path)
+            .map_err(|e| CliError::failed(format!("cannot rename to {}: {e}", path.display())))?;
+        Ok(v)
+    });
+    if finish.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
+    finish
+}
+
+/// One line per account: what the pass stored and what it cost.
+pub fn print_summaries(out: &mut dyn Write, summaries: &[AccountSummary]) -> std::io::Result<()> {
+    for s in summaries {
+        let secs = (s.finished - s.started).num_milliseconds() as f64 / 1000.0;
+        if let Some(why) = &s.skipped {
+            writeln!(out, "{}: skipped, {why}", s.account)?;
+            continue;
+        }
+        let head = match &s.error {
+            None => "ok".to_string(),
+            Some(e) => format!("FAILED, {e}"),
+        };
+        writeln!(
+            out,
+            "{}: {head}\n  {} new events, {} already stored, {} quarantined; {} days read ({} re-reads, {} left incomplete); {} requests ({} retries) in {secs:.1}s",
+            s.account,
+            s.written.inserted,
+            s.written.duplicates,
+            s.written.quarantined,
+            s.days_read,
+            s.rereads,
+            s.unstable_days,
+            s.requests,
+            s.retries,
+        )?;
+    }
+    Ok(())
+}
+
+fn print_status(
+    out: &mut dyn Write,
+    store: &Store,
+    accounts: &[&config::Account],
+    format: StatusFormat,
+    quarantine: bool,
+) -> Result<(), CliError> {
+    let mut json = Vec::new();
+    for a in accounts {
+        let s = store.account_status(&a.name)?;
+        let coverage = match (s.first_complete, s.last_complete) {
+            (Some(f), Some(l)) => format!("{f}..{l} ({} days complete)", s.complete_days),
+            _ => "nothing collected yet".to_string(),
+        };
+        let last_error = s.last_pass.as_ref().and_then(|p| p.error.clone());
+        match format {
+            StatusFormat::Table => {
+                writeln!(out, "{} ({})", a.name, a.kind.as_str())?;
+                writeln!(
+                    out,
+                    "  last successful pass: {}",
+                    s.last_success
+                        .map(export::rfc3339)
+                        .unwrap_or_else(|| "never".into())
+                )?;
+                writeln!(out, "  coverage: {coverage}")?;
+                for (d, note) in &s.incomplete {
+                    writeln!(out, "    gap {d}: {note}")?;
+                }
+                writeln!(
+                    out,
+                    "  events stored: {}, quarantined: {}",
+                    s.events, s.quarantined
+                )?;
+                if let Some(p) = &s.last_pass {
+                    writeln!(
+                        out,
+                        "  last pass: {}, {} new events, {} requests ({} retries)",
+                        export::rfc3339(p.finished),
+                        p.new_events,
+                        p.requests,
+                        p.retries
+                    )?;
+                }
+                writeln!(
+                    out,
+                    "  last error: {}",
+                    last_error.as_deref().unwrap_or("none")
+                )?;
+            }
+            StatusFormat::Json => json.push(serde_json::json!({
+                "account": a.name,
+                "kind": a.kind.as_str(),
+                "last_success": s.last_success.map(export::rfc3339),
+                "coverage": {
+                    "first_complete_day": s.first_complete.map(|d| d.to_string()),
+                    "last_complete_day": s.last_complete.map(|d| d.to_string()),
+                    "complete_days": s.complete_days,
+                    "gaps": s.incomplete.iter().map(|(d, n)| serde_json::json!({"day": d.to_string(), "reason": n})).collect::<Vec<_>>(),
+                },
+                "events": s.events,
+                "quarantined": s.quarantined,
+                "last_error": last_error,
+            })),
+        }
+    }
+    if format == StatusFormat::Json {
+        writeln!(
+            out,
+            "{}",
+            serde_json::to_string_pretty(&json).unwrap_or_default()
+        )?;
+    }
+    if quarantine {
+        writeln!(out, "recent quarantined items:")?;
+        for q in store.quarantine(None, 20)? {
+            writeln!(
+                out,
+                "  {} {} (day {}): {}: {}",
+                q.account,
+                q.key,
+                q.day,
+                q.reason,
+                crate::api::wire::preview(&q.raw)
+            )?;
+        }
+    }
+    Ok(())
+}
+
+async fn simulate_cmd(args: &SimulateArgs) -> Result<ExitCode, CliError> {
+    let faults = simulate::FaultSpec::parse(&args.faults)
+        .map_err(|e| CliError::usage(format!("--faults: {e}")))?;
+    let api_key = std::env::var(&args.api_key_env).unwrap_or_else(|_| "simulator-key".into());
+    let opts = simulate::SimOptions {
+        seed: args.seed,
+        events: args.events,
+        days: args.days,
+        users: args.users,
+        faults,
+        api_key,
+        expired_api_keys: std::env::var("AUDITWARDEN_SIM_EXPIRED_KEY")
+            .ok()
+            .into_iter()
+            .collect(),
+    };
+    let listener = tokio::net::TcpListener::bind(args.listen)
+        .await
+        .map_err(|e| CliError::failed(format!("cannot listen on {}: {e}", args.listen)))?;
+    let addr = listener.local_addr()?;
+    let sim = Arc::new(simulate::Simulator::new(opts));
+    println!("auditwarden simulator listening on http://{addr}");
+    let _ = std::io::stdout().flush();
+    simulate::serve(listener, sim, shutdown_signal()).await?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Completes on SIGINT or SIGTERM.
+pub async fn shutdown_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        if let Ok(mut term) = signal(SignalKind::terminate()) {
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => {}
+                _ = term.recv() => {}
+            }
+            return;
+        }
+    }
+    let _ = tokio::signal::ctrl_c().await;
+}

@@ -1,0 +1,545 @@
+//! Audit-log collection: turns a plan of UTC day windows into stored events, exactly once.
+//!
+//! One pass, per account and action filter:
+//! 1. **Read** every day in `[today - backfill_days, today]` that is not yet complete, newest first,
+//!    page by page (`offset`/`limit`, oldest-first `sort` where the server honours it).
+//! 2. **Probe** the overlap days that are already complete (`limit=1`): a day whose server total
+//!    moved is read again. Without totals (bare-array responses) overlap days are always re-read.
+//! 3. **Verify** older complete days with one `limit=1` request per run of days: the server's total
+//!    for the run is compared with the totals recorded when each day was read; a mismatch is
+//!    bisected (one probe per level) down to the days that changed, which are read again. This is
+//!    how late events in days already read are found without re-reading history.
+//!
+//! A day read is complete when no item was seen twice (a repeat means offsets shifted under the
+//! reader, and an item may have been skipped) and, with totals, the distinct items received reach
+//! the server's total. Otherwise the day is re-read, at most `max_window_rereads` times.
+//!
+//! Fetching and storing overlap: account tasks fetch pages and send them to one writer thread that
+//! owns the SQLite connection. Each page is one transaction, and the page that completes a day
+//! carries the coverage row, so a crash at any instant loses nothing and duplicates nothing.
+
+mod writer;
+
+use std::collections::{BTreeMap, HashSet};
+use std::hash::{DefaultHasher, Hash, Hasher};
+use std::sync::Arc;
+
+use chrono::{DateTime, Days, NaiveDate, Utc};
+use indicatif::{MultiProgress, ProgressBar, ProgressStyle};
+use tokio::sync::mpsc;
+
+use crate::api::{ApiError, AuditQuery, Client, ParsedEvent};
+use crate::config::{Account, AccountKind};
+use crate::store::{Coverage, PassRecord, Store, StoreError, WindowDone};
+pub use writer::WriteCounts;
+use writer::{Writer, WriterMsg};
+
+/// How one account's pass ended.
+#[derive(Debug, Clone)]
+pub struct AccountSummary {
+    pub account: String,
+    pub kind: AccountKind,
+    /// `None` when the pass succeeded.
+    pub error: Option<String>,
+    /// Why nothing was collected, when that is expected (CertCentral has no audit log).
+    pub skipped: Option<String>,
+    pub written: WriteCounts,
+    pub requests: u64,
+    pub retries: u64,
+    pub days_read: u64,
+    pub rereads: u64,
+    /// Days that stayed incomplete (kept shifting); read again next pass.
+    pub unstable_days: u64,
+    pub started: DateTime<Utc>,
+    pub finished: DateTime<Utc>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum CollectError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("the database writer stopped unexpectedly")]
+    WriterGone,
+}
+
+/// Options of one collection run.
+#[derive(Debug, Clone)]
+pub struct CollectOptions {
+    /// The last day collected (UTC); normally today.
+    pub today: NaiveDate,
+    /// Show progress bars (stderr is a terminal).
+    pub progress: bool,
+}
+
+/// One collection pass over `accounts`. Every account runs concurrently; one failing account does
+/// not stop the others. The store is handed to a writer thread and handed back at the end.
+pub async fn collect(
+    store: Store,
+    accounts: &[&Account],
+    opts: &CollectOptions,
+) -> Result<(Store, Vec<AccountSummary>), CollectError> {
+    let mut plans = Vec::new();
+    for a in accounts {
+        plans.push(Plan::build(&store, a, opts.today)?);
+    }
+    let (tx, rx) = mpsc::channel::<WriterMsg>(8);
+    let writer = Writer::spawn(store, rx);
+    let multi = opts.progress.then(MultiProgress::new);
+    let mut tasks = Vec::new();
+    for (a, plan) in accounts.iter().zip(plans) {
+        let account = (*a).clone();
+        let tx = tx.clone();
+        let bar = multi.as_ref().map(|m| m.add(progress_bar(&account.name)));
+        tasks.push(tokio::spawn(async move {
+            run_account(account, plan, tx, bar).await
+        }));
+    }
+    drop(tx);
+    let mut summaries = Vec::new();
+    for t in tasks {
+        match t.await {
+            Ok(s) => summaries.push(s),
+            Err(e) => tracing::error!(event = "account_task_failed", error = %e),
+        }
+    }
+    let (store, counts) = writer.finish().await?;
+    for s in &mut summaries {
+        s.written = counts.get(&s.account).copied().unwrap_or_default();
+    }
+    Ok((store, summaries))
+}
+
+fn progress_bar(name: &str) -> ProgressBar {
+    let pb = ProgressBar::new(0);
+    pb.set_style(
+        ProgressStyle::with_template(
+            "{prefix:>16} [{bar:30}] {pos}/{len} days {msg} ({elapsed}, ETA {eta})",
+        )
+        .unwrap_or_else(|_| ProgressStyle::default_bar())
+        .progress_chars("=> "),
+    );
+    pb.set_prefix(name.to_string());
+    pb
+}
+
+/// What a pass will look at for one account: the days and what is known of each.
+struct Plan {
+    start: NaiveDate,
+    today: NaiveDate,
+    /// Per action filter ('' = all actions): the coverage rows already stored.
+    filters: Vec<(String, BTreeMap<NaiveDate, Coverage>)>,
+}
+
+impl Plan {
+    fn build(store: &Store, a: &Account, today: NaiveDate) -> Result<Plan, StoreError> {
+        let start = today
+            .checked_sub_days(Days::new(u64::from(a.backfill_days)))
+            .unwrap_or(today);
+        let keys: Vec<String> = if a.actions.is_empty() {
+            vec![String::new()]
+        } else {
+            a.actions.clone()
+        };
+        let mut filters = Vec::new();
+        for k in keys {
+            let rows = store.coverage(&a.name, &k, start, today)?;
+            filters.push((k, rows.into_iter().map(|c| (c.day, c)).collect()));
+        }
+        Ok(Plan {
+            start,
+            today,
+            filters,
+        })
+    }
+}
+
+/// The state of one account's pass.
+struct Run {
+    account: Account,
+    name: Arc<str>,
+    client: Client,
+    tx: mpsc::Sender<WriterMsg>,
+    bar: Option<ProgressBar>,
+    /// Learned from the first response: does the server send totals (envelope) or bare arrays?
+    totals: Option<bool>,
+    days_read: u64,
+    rereads: u64,
+    unstable_days: u64,
+    events_seen: u64,
+}
+
+#[derive(Debug, thiserror::Error)]
+enum RunError {
+    #[error(transparent)]
+    Api(#[from] ApiError),
+    #[error("the database writer stopped (see the error above)")]
+    WriterGone,
+}
+
+async fn run_account(
+    account: Account,
+    plan: Plan,
+    tx: mpsc::Sender<WriterMsg>,
+    bar: Option<ProgressBar>,
+) -> AccountSummary {
+    let started = Utc::now();
+    let mut summary = AccountSummary {
+        account: account.name.clone(),
+        kind: account.kind,
+        error: None,
+        skipped: None,
+        written: WriteCounts::default(),
+        requests: 0,
+        retries: 0,
+        days_read: 0,
+        rereads: 0,
+        unstable_days: 0,
+        started,
+        finished: started,
+    };
+    if account.kind == AccountKind::CertCentral {
+        summary.skipped = Some(
+            "CertCentral has no audit-log endpoint (contract 2.3): its users are tracked from snapshots"
+                .into(),
+        );
+        if let Some(b) = bar {
+            b.finish_and_clear();
+        }
+        return summary;
+    }
+    let client = match Client::new(&account) {
+        Ok(c) => c,
+        Err(e) => {
+            summary.error = Some(e.to_string());
+            return summary;
+        }
+    };
+    let mut run = Run {
+        name: Arc::from(account.name.as_str()),
+        account,
+        client,
+        tx: tx.clone(),
+        bar,
+        totals: None,
+        days_read: 0,
+        rereads: 0,
+        unstable_days: 0,
+        events_seen: 0,
+    };
+    let mut result = Ok(());
+    for (filter, coverage) in &plan.filters {
+        result = run.collect_filter(&plan, filter, coverage).await;
+        if result.is_err() {
+            break;
+        }
+    }
+    if let Some(b) = &run.bar {
+        b.finish();
+    }
+    summary.error = result.err().map(|e| e.to_string());
+    summary.requests = run.client.stats().requests();
+    summary.retries = run.client.stats().retries();
+    summary.days_read = run.days_read;
+    summary.rereads = run.rereads;
+    summary.unstable_days = run.unstable_days;
+    summary.finished = Utc::now();
+    match &summary.error {
+        None => tracing::info!(
+            event = "pass_finished",
+            account = %summary.account,
+            requests = summary.requests,
+            retries = summary.retries,
+            days_read = summary.days_read,
+        ),
+        Some(e) => tracing::error!(event = "pass_failed", account = %summary.account, error = %e),
+    }
+    let record = PassRecord {
+        account: summary.account.clone(),
+        started: summary.started,
+        finished: summary.finished,
+        error: summary.error.clone(),
+        new_events: 0,
+        duplicates: 0,
+        quarantined: 0,
+        requests: summary.requests,
+        retries: summary.retries,
+    };
+    if tx.send(WriterMsg::Pass(record)).await.is_err() && summary.error.is_none() {
+        summary.error = Some(RunError::WriterGone.to_string());
+    }
+    summary
+}
+
+/// Order-independent fingerprint of an item key, for spotting repeats within one read.
+fn key_hash(key: &str) -> u64 {
+    let mut h = DefaultHasher::new();
+    key.hash(&mut h);
+    h.finish()
+}
+
+impl Run {
+    async fn collect_filter(
+        &mut self,
+        plan: &Plan,
+        filter: &str,
+        coverage: &BTreeMap<NaiveDate, Coverage>,
+    ) -> Result<(), RunError> {
+        let overlap = u64::from(self.account.collection.overlap_days);
+        let overlap_from = plan
+            .today
+            .checked_sub_days(Days::new(overlap.saturating_sub(1)))
+            .unwrap_or(plan.today);
+        let is_complete = |d: &NaiveDate| coverage.get(d).is_some_and(|c| c.complete);
+        let days: Vec<NaiveDate> = plan
+            .start
+            .iter_days()
+            .take_while(|d| *d <= plan.today)
+            .collect();
+        let mut read_now: HashSet<NaiveDate> = HashSet::new();
+
+        // 1. Days never proven complete, newest first.
+        let pending: Vec<NaiveDate> = days
+            .iter()
+            .rev()
+            .filter(|d| !is_complete(d))
+            .copied()
+            .collect();
+        if let Some(b) = &self.bar {
+            b.set_length(pending.len() as u64);
+        }
+        for d in pending {
+            self.read_day(d, filter).await?;
+            read_now.insert(d);
+            if let Some(b) = &self.bar {
+                b.inc(1);
+            }
+        }
+
+        // 2. Complete overlap days: probe, and re-read the ones whose total moved.
+        if overlap > 0 {
+            for d in days
+                .iter()
+                .rev()
+                .filter(|d| **d >= overlap_from && is_complete(d))
+            {
+                let recorded = coverage.get(d).and_then(|c| c.server_total);
+                let changed = match (self.totals, recorded) {
+                    (Some(false), _) => true,
+                    _ => {
+                        let now = self.probe(*d, *d, filter).await?;
+                        now.is_none() || now != recorded
+                    }
+                };
+                if changed && !read_now.contains(d) {
+                    self.read_day(*d, filter).await?;
+                    read_now.insert(*d);
+                }
+            }
+        }
+
+        // 3. Older complete days: compare run totals, bisect mismatches, re-read what changed.
+        if self.totals == Some(false) {
+            return Ok(());
+        }
+        let mut runs: Vec<Vec<(NaiveDate, u64)>> = Vec::new();
+        let mut cur: Vec<(NaiveDate, u64)> = Vec::new();
+        for d in &days {
+            let usable = (overlap == 0 || *d < overlap_from) && !read_now.contains(d);
+            match coverage.get(d) {
+                Some(c) if usable && c.complete && c.server_total.is_some() => {
+                    cur.push((*d, c.server_total.unwrap_or(0)));
+                }
+                Some(c) if usable && c.complete => {
+                    // Read without totals before (bare arrays); read once to learn its total.
+                    if !cur.is_empty() {
+                        runs.push(std::mem::take(&mut cur));
+                    }
+                    if self.totals != Some(false) {
+                        self.read_day(c.day, filter).await?;
+                    }
+                }
+                _ => {
+                    if !cur.is_empty() {
+                        runs.push(std::mem::take(&mut cur));
+                    }
+                }
+            }
+        }
+        if !cur.is_empty() {
+            runs.push(cur);
+        }
+        for run in runs {
+            for d in self.changed_days(&run, filter).await? {
+                tracing::info!(event = "late_events", account = %self.name, day = %d, "a day already read has new events; reading it again");
+                self.read_day(d, filter).await?;
+            }
+        }
+        Ok(())
+    }
+
+    /// The server's total for `[from, to]` (a `limit=1` request), or `None` for bare arrays.
+    async fn probe(
+        &mut self,
+        from: NaiveDate,
+        to: NaiveDate,
+        filter: &str,
+    ) -> Result<Option<u64>, RunError> {
+        let q = AuditQuery {
+            from,
+            to,
+            action: (!filter.is_empty()).then(|| filter.to_string()),
+            offset: 0,
+            limit: 1,
+        };
+        let page = self.client.audit_log(&q).await?;
+        self.totals.get_or_insert(page.total.is_some());
+        Ok(page.total)
+    }
+
+    /// Days of a run of complete days whose server total no longer matches what was recorded.
+    async fn changed_days(
+        &mut self,
+        run: &[(NaiveDate, u64)],
+        filter: &str,
+    ) -> Result<Vec<NaiveDate>, RunError> {
+        let mut changed = Vec::new();
+        // (slice bounds, server total if already known from the parent's split)
+        let mut stack: Vec<(usize, usize, Option<u64>)> = vec![(0, run.len(), None)];
+        while let Some((lo, hi, known)) = stack.pop() {
+            let part = &run[lo..hi];
+            let expected: u64 = part.iter().map(|(_, t)| t).sum();
+            let total = match known {
+                Some(t) => t,
+                None => match self
+                    .probe(part[0].0, part[part.len() - 1].0, filter)
+                    .await?
+                {
+                    Some(t) => t,
+                    None => return Ok(changed),
+                },
+            };
+            if total == expected {
+                continue;
+            }
+            if total < expected {
+                tracing::warn!(event = "total_shrank", account = %self.name, from = %part[0].0, to = %part[part.len()-1].0, expected, total, "the server reports fewer events than it did when these days were read");
+                continue;
+            }
+            if part.len() == 1 {
+                changed.push(part[0].0);
+                continue;
+            }
+            let mid = lo + part.len() / 2;
+            let left = &run[lo..mid];
+            let lt = match self
+                .probe(left[0].0, left[left.len() - 1].0, filter)
+                .await?
+            {
+                Some(t) => t,
+                None => return Ok(changed),
+            };
+            stack.push((mid, hi, Some(total.saturating_sub(lt))));
+            stack.push((lo, mid, Some(lt)));
+        }
+        changed.sort();
+        Ok(changed)
+    }
+
+    /// Read one day completely, re-reading while paging is seen to shift.
+    async fn read_day(&mut self, day: NaiveDate, filter: &str) -> Result<(), RunError> {
+        let limit = self.account.collection.page_size;
+        let max_rereads = self.account.collection.max_window_rereads;
+        let action: Arc<str> = Arc::from(filter);
+        self.days_read += 1;
+        for attempt in 0..=max_rereads {
+            if attempt > 0 {
+                self.rereads += 1;
+            }
+            let mut seen: HashSet<u64> = HashSet::new();
+            let mut repeated = 0u64;
+            let mut offset = 0u64;
+            loop {
+                let q = AuditQuery {
+                    from: day,
+                    to: day,
+                    action: (!filter.is_empty()).then(|| filter.to_string()),
+                    offset,
+                    limit,
+                };
+                let page = match self.client.audit_log(&q).await {
+                    Ok(p) => p,
+                    Err(e) => {
+                        self.send(WriterMsg::Incomplete {
+                            account: self.name.clone(),
+                            action: action.clone(),
+                            day,
+                            note: format!("read failed: {e}"),
+                        })
+                        .await?;
+                        return Err(e.into());
+                    }
+                };
+                self.totals.get_or_insert(page.total.is_some());
+                let n = page.items.len() as u64;
+                let mut events = Vec::with_capacity(page.items.len());
+                let mut malformed = Vec::new();
+                for item in page.items {
+                    if !seen.insert(key_hash(item.key())) {
+                        repeated += 1;
+                    }
+                    match item {
+                        ParsedEvent::Event(e) => events.push(e),
+                        ParsedEvent::Malformed(m) => {
+                            tracing::warn!(event = "event_quarantined", account = %self.name, day = %day, key = %m.key, reason = %m.reason);
+                            malformed.push(m)
+                        }
+                    }
+                }
+                self.events_seen += n;
+                let last = match page.total {
+                    Some(t) => n == 0 || offset + n >= t,
+                    None => n < u64::from(limit),
+                };
+                let complete =
+                    last && repeated == 0 && page.total.is_none_or(|t| seen.len() as u64 >= t);
+                let done = complete.then_some(WindowDone {
+                    server_total: page.total,
+                    received: seen.len() as u64,
+                });
+                self.send(WriterMsg::Page {
+                    account: self.name.clone(),
+                    action: action.clone(),
+                    day,
+                    events,
+                    malformed,
+                    done,
+                })
+                .await?;
+                if let Some(b) = &self.bar {
+                    b.set_message(format!("{} events", self.events_seen));
+                }
+                offset += n;
+                if complete {
+                    return Ok(());
+                }
+                if last {
+                    tracing::info!(event = "window_shifted", account = %self.name, day = %day, repeated, received = seen.len(), total = ?page.total, "paging shifted while reading; reading the day again");
+                    break;
+                }
+            }
+        }
+        self.unstable_days += 1;
+        tracing::warn!(event = "window_unstable", account = %self.name, day = %day, "paging kept shifting; the day stays incomplete until the next pass");
+        self.send(WriterMsg::Incomplete {
+            account: self.name.clone(),
+            action,
+            day,
+            note: format!("paging kept shifting after {max_rereads} re-reads"),
+        })
+        .await
+    }
+
+    async fn send(&self, msg: WriterMsg) -> Result<(), RunError> {
+        self.tx.send(msg).await.map_err(|_| RunError::WriterGone)
+    }
+}

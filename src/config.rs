@@ -1,0 +1,911 @@
+//! Configuration: the TOML file becomes a validated [`Config`] once, at the boundary.
+//!
+//! Every problem in a file is collected and reported together, each naming the file and the key
+//! (`accounts[1].region`), so an operator fixes a config in one round. Unknown keys are errors (a
+//! typo must not silently fall back to a default). Secrets never sit inline: `api_key_env` names an
+//! environment variable and `api_key_file` a file (for example a systemd credential); both are read
+//! here through a lookup the caller passes in, so nothing below the entry point reads the process
+//! environment itself.
+
+use std::collections::{BTreeSet, HashSet};
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use url::Url;
+
+use crate::secret::Secret;
+
+/// Which DigiCert API an account lives on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AccountKind {
+    /// DigiCert ONE Account Manager, `/account/api/v1`, header `x-api-key`.
+    DigicertOne,
+    /// CertCentral Services API, `/services/v2`, header `X-DC-DEVKEY`.
+    CertCentral,
+}
+
+impl AccountKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AccountKind::DigicertOne => "digicert-one",
+            AccountKind::CertCentral => "certcentral",
+        }
+    }
+}
+
+/// One client-side rate-limit window: at most `requests` per `per_secs` seconds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RateLimit {
+    pub requests: u32,
+    pub per_secs: u32,
+}
+
+/// How a failed request is retried.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RetryPolicy {
+    /// Retries after the first attempt (so `max_retries + 1` attempts at most).
+    pub max_retries: u32,
+    /// First backoff delay; doubles each retry, with jitter.
+    pub base_delay: Duration,
+    /// Longest single wait, also the longest `Retry-After` honoured in a pass.
+    pub max_delay: Duration,
+}
+
+/// A DigiCert ONE mTLS identity: a PEM file holding the client certificate and its private key.
+#[derive(Debug, Clone)]
+pub struct ClientCert {
+    pub pem_file: PathBuf,
+}
+
+#[derive(Debug, Clone)]
+pub enum Credential {
+    ApiKey(Secret),
+    ClientCert(ClientCert),
+}
+
+/// A validated account.
+#[derive(Debug, Clone)]
+pub struct Account {
+    pub name: String,
+    pub kind: AccountKind,
+    /// Scheme, host and port; the API paths are appended by the client.
+    pub base_url: Url,
+    pub credential: Credential,
+    /// Audit-log action filter; empty means every action.
+    pub actions: Vec<String>,
+    pub backfill_days: u32,
+    pub collection: CollectionSettings,
+}
+
+/// Collection settings: `[collection]` holds the defaults, each `[[accounts]]` may override them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CollectionSettings {
+    pub page_size: u32,
+    pub request_timeout: Duration,
+    pub overlap_days: u32,
+    pub rate_limits: Vec<RateLimit>,
+    pub retry: RetryPolicy,
+    /// How many times one window is re-read within a pass when paging was seen to shift.
+    pub max_window_rereads: u32,
+}
+
+impl Default for CollectionSettings {
+    fn default() -> Self {
+        CollectionSettings {
+            page_size: default_page_size(),
+            request_timeout: Duration::from_secs(default_request_timeout_secs()),
+            overlap_days: default_overlap_days(),
+            rate_limits: default_rate_limits(),
+            retry: RetryPolicy {
+                max_retries: default_max_retries(),
+                base_delay: Duration::from_millis(default_retry_base_ms()),
+                max_delay: Duration::from_secs(default_retry_max_secs()),
+            },
+            max_window_rereads: default_max_window_rereads(),
+        }
+    }
+}
+
+/// The server maximum of the contract (section 1.2): fewer requests per event.
+fn default_page_size() -> u32 {
+    1000
+}
+fn default_request_timeout_secs() -> u64 {
+    30
+}
+/// Today and yesterday are re-read every pass: `from`/`to` are day-granular.
+fn default_overlap_days() -> u32 {
+    2
+}
+/// The documented CertCentral limits (contract 2.4): 100 per 5 s and 1000 per 3 min.
+fn default_rate_limits() -> Vec<RateLimit> {
+    vec![
+        RateLimit {
+            requests: 100,
+            per_secs: 5,
+        },
+        RateLimit {
+            requests: 1000,
+            per_secs: 180,
+        },
+    ]
+}
+fn default_max_retries() -> u32 {
+    8
+}
+fn default_retry_base_ms() -> u64 {
+    500
+}
+fn default_retry_max_secs() -> u64 {
+    120
+}
+fn default_max_window_rereads() -> u32 {
+    5
+}
+fn default_backfill_days() -> u32 {
+    90
+}
+
+#[derive(Debug, Clone)]
+pub struct StoreConfig {
+    /// Absolute, or relative to the working directory when the config came from elsewhere.
+    pub path: PathBuf,
+}
+
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Where the configuration was read from (for messages).
+    pub source: PathBuf,
+    pub store: StoreConfig,
+    pub accounts: Vec<Account>,
+}
+
+impl Config {
+    pub fn account(&self, name: &str) -> Option<&Account> {
+        self.accounts.iter().find(|a| a.name == name)
+    }
+
+    /// The accounts a command works on: all, or the one named (an unknown name is an error).
+    pub fn select_accounts(&self, name: Option<&str>) -> Result<Vec<&Account>, String> {
+        match name {
+            None => Ok(self.accounts.iter().collect()),
+            Some(n) => match self.account(n) {
+                Some(a) => Ok(vec![a]),
+                None => Err(format!(
+                    "no account named {n:?} in {} (known: {})",
+                    self.source.display(),
+                    self.accounts
+                        .iter()
+                        .map(|a| a.name.as_str())
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                )),
+            },
+        }
+    }
+}
+
+/// Every problem found in one configuration file.
+#[derive(Debug)]
+pub struct ConfigError {
+    pub file: PathBuf,
+    pub problems: Vec<String>,
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let n = self.problems.len();
+        write!(
+            f,
+            "invalid configuration {} ({} problem{}):",
+            self.file.display(),
+            n,
+            if n == 1 { "" } else { "s" }
+        )?;
+        for p in &self.problems {
+            write!(f, "\n  - {}: {p}", self.file.display())?;
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+/// Where secrets come from. The binary passes the process environment; tests pass a map.
+pub trait Env {
+    fn var(&self, name: &str) -> Option<String>;
+}
+
+/// The real process environment.
+pub struct ProcessEnv;
+
+impl Env for ProcessEnv {
+    fn var(&self, name: &str) -> Option<String> {
+        std::env::var(name).ok()
+    }
+}
+
+impl<F: Fn(&str) -> Option<String>> Env for F {
+    fn var(&self, name: &str) -> Option<String> {
+        self(name)
+    }
+}
+
+/// Read and validate a configuration file.
+pub fn load(path: &Path, env: &dyn Env) -> Result<Config, ConfigError> {
+    let text = std::fs::read_to_string(path).map_err(|e| ConfigError {
+        file: path.to_path_buf(),
+        problems: vec![format!("cannot read the file: {e}")],
+    })?;
+    parse(&text, path, env)
+}
+
+/// Validate configuration text; `path` names the file in messages and anchors relative paths.
+pub fn parse(text: &str, path: &Path, env: &dyn Env) -> Result<Config, ConfigError> {
+    let fail = |problems| ConfigError {
+        file: path.to_path_buf(),
+        problems,
+    };
+    let table: toml::Table = text
+        .parse()
+        .map_err(|e: toml::de::Error| fail(vec![format!("not valid TOML: {}", e.message())]))?;
+    let base_dir = path
+        .parent()
+        .map(Path::to_path_buf)
+        .unwrap_or_else(|| PathBuf::from("."));
+    let mut problems = Vec::new();
+    let mut root = Section::new(String::new(), &table);
+
+    let store = match root.table("store", &mut problems) {
+        Some(t) => {
+            let mut s = Section::new("store".into(), t);
+            let p = s.string("path", &mut problems);
+            s.finish(&mut problems);
+            p.map(|p| resolve(&base_dir, &p))
+        }
+        None => {
+            problems.push("store: missing section [store] (with path = \"...\")".into());
+            None
+        }
+    };
+    let store_path = match store {
+        Some(p) => Some(p),
+        None => {
+            if !problems.iter().any(|p| p.starts_with("store")) {
+                problems.push("store.path: missing (the SQLite database file)".into());
+            }
+            None
+        }
+    };
+
+    let defaults = match root.table("collection", &mut problems) {
+        Some(t) => {
+            let mut s = Section::new("collection".into(), t);
+            let d = collection_settings(&mut s, &CollectionSettings::default(), &mut problems);
+            s.finish(&mut problems);
+            d
+        }
+        None => CollectionSettings::default(),
+    };
+
+    let mut accounts = Vec::new();
+    match root.take("accounts") {
+        None => problems.push("accounts: no [[accounts]] configured".into()),
+        Some(toml::Value::Array(items)) => {
+            let mut names = HashSet::new();
+            for (i, item) in items.iter().enumerate() {
+                let key = format!("accounts[{i}]");
+                let Some(t) = item.as_table() else {
+                    problems.push(format!("{key}: must be a table ([[accounts]])"));
+                    continue;
+                };
+                if let Some(a) = account(&key, t, &defaults, &base_dir, env, &mut problems) {
+                    if !names.insert(a.name.clone()) {
+                        problems.push(format!("{key}.name: {:?} is used twice", a.name));
+                    }
+                    accounts.push(a);
+                }
+            }
+            if items.is_empty() {
+                problems.push("accounts: no [[accounts]] configured".into());
+            }
+        }
+        Some(_) => problems.push("accounts: must be an array of tables ([[accounts]])".into()),
+    }
+    root.finish(&mut problems);
+
+    match store_path {
+        Some(path_) if problems.is_empty() => Ok(Config {
+            source: path.to_path_buf(),
+            store: StoreConfig { path: path_ },
+            accounts,
+        }),
+        _ => Err(fail(problems)),
+    }
+}
+
+fn resolve(base: &Path, p: &str) -> PathBuf {
+    let p = PathBuf::from(p);
+    if p.is_absolute() {
+        p
+    } else {
+        base.join(p)
+    }
+}
+
+fn collection_settings(
+    s: &mut Section<'_>,
+    base: &CollectionSettings,
+    problems: &mut Vec<String>,
+) -> CollectionSettings {
+    let mut c = base.clone();
+    if let Some(v) = s.integer("page_size", 1, 1000, problems) {
+        c.page_size = v as u32;
+    }
+    if let Some(v) = s.integer("request_timeout_secs", 1, 3600, problems) {
+        c.request_timeout = Duration::from_secs(v as u64);
+    }
+    if let Some(v) = s.integer("overlap_days", 0, 366, problems) {
+        c.overlap_days = v as u32;
+    }
+    if let Some(v) = s.integer("max_retries", 0, 100, problems) {
+        c.retry.max_retries = v as u32;
+    }
+    if let Some(v) = s.integer("retry_base_ms", 1, 600_000, problems) {
+        c.retry.base_delay = Duration::from_millis(v as u64);
+    }
+    if let Some(v) = s.integer("retry_max_secs", 1, 86_400, problems) {
+        c.retry.max_delay = Duration::from_secs(v as u64);
+    }
+    if let Some(v) = s.integer("max_window_rereads", 0, 100, problems) {
+        c.max_window_rereads = v as u32;
+    }
+    if let Some(v) = s.take("rate_limits") {
+        let key = s.key("rate_limits");
+        match v {
+            toml::Value::Array(items) => {
+                let mut limits = Vec::new();
+                for (i, item) in items.iter().enumerate() {
+                    let k = format!("{key}[{i}]");
+                    let Some(t) = item.as_table() else {
+                        problems.push(format!(
+                            "{k}: must be a table like {{ requests = 100, per_secs = 5 }}"
+                        ));
+                        continue;
+                    };
+                    let mut r = Section::new(k, t);
+                    let req = r.integer("requests", 1, 1_000_000, problems);
+                    let per = r.integer("per_secs", 1, 86_400, problems);
+                    match (req, per) {
+                        (Some(requests), Some(per_secs)) => limits.push(RateLimit {
+                            requests: requests as u32,
+                            per_secs: per_secs as u32,
+                        }),
+                        (None, _) if !r.has("requests") => {
+                            problems.push(format!("{}: missing", r.key("requests")))
+                        }
+                        (_, None) if !r.has("per_secs") => {
+                            problems.push(format!("{}: missing", r.key("per_secs")))
+                        }
+                        _ => {}
+                    }
+                    r.finish(problems);
+                }
+                c.rate_limits = limits;
+            }
+            _ => problems.push(format!(
+                "{key}: must be an array like [{{ requests = 100, per_secs = 5 }}]"
+            )),
+        }
+    }
+    c
+}
+
+fn account(
+    key: &str,
+    t: &toml::Table,
+    defaults: &CollectionSettings,
+    base_dir: &Path,
+    env: &dyn Env,
+    problems: &mut Vec<String>,
+) -> Option<Account> {
+    let before = problems.len();
+    let mut s = Section::new(key.to_string(), t);
+    let name = s.string("name", problems);
+    match &name {
+        None if !s.has("name") => problems.push(format!("{key}.name: missing")),
+        Some(n) if n.is_empty() || n.len() > 64 || n.chars().any(|c| c.is_control()) => problems
+            .push(format!(
+                "{key}.name: {n:?} must be 1 to 64 printable characters"
+            )),
+        _ => {}
+    }
+    let kind = match s.string("kind", problems).as_deref() {
+        Some("digicert-one") => Some(AccountKind::DigicertOne),
+        Some("certcentral") => Some(AccountKind::CertCentral),
+        Some(other) => {
+            problems.push(format!(
+                "{key}.kind: {other:?} is not one of \"digicert-one\", \"certcentral\""
+            ));
+            None
+        }
+        None => {
+            if !s.has("kind") {
+                problems.push(format!(
+                    "{key}.kind: missing (\"digicert-one\" or \"certcentral\")"
+                ));
+            }
+            None
+        }
+    };
+    let region = s.string("region", problems);
+    let environment = s.string("environment", problems);
+    let base_url = s.string("base_url", problems);
+    let api_key_env = s.string("api_key_env", problems);
+    let api_key_file = s.string("api_key_file", problems);
+    let client_cert_file = s.string("client_cert_file", problems);
+    let actions = s.string_list("actions", problems).unwrap_or_default();
+    for (i, a) in actions.iter().enumerate() {
+        if a.trim().is_empty() {
+            problems.push(format!("{key}.actions[{i}]: empty action name"));
+        }
+    }
+    let dedup: BTreeSet<&String> = actions.iter().collect();
+    if dedup.len() != actions.len() {
+        problems.push(format!("{key}.actions: lists an action twice"));
+    }
+    let backfill_days = s
+        .integer("backfill_days", 0, 3650, problems)
+        .map(|v| v as u32)
+        .unwrap_or_else(default_backfill_days);
+    let collection = collection_settings(&mut s, defaults, problems);
+    s.finish(problems);
+
+    let kind = kind?;
+    let url = endpoint(
+        key,
+        kind,
+        region.as_deref(),
+        environment.as_deref(),
+        base_url.as_deref(),
+        client_cert_file.is_some(),
+        problems,
+    );
+    let credential = credential(
+        key,
+        kind,
+        api_key_env.as_deref(),
+        api_key_file.as_deref(),
+        client_cert_file.as_deref(),
+        base_dir,
+        env,
+        problems,
+    );
+    if problems.len() > before {
+        return None;
+    }
+    Some(Account {
+        name: name?,
+        kind,
+        base_url: url?,
+        credential: credential?,
+        actions,
+        backfill_days,
+        collection,
+    })
+}
+
+#[allow(clippy::too_many_arguments)]
+fn credential(
+    key: &str,
+    kind: AccountKind,
+    api_key_env: Option<&str>,
+    api_key_file: Option<&str>,
+    client_cert_file: Option<&str>,
+    base_dir: &Path,
+    env: &dyn Env,
+    problems: &mut Vec<String>,
+) -> Option<Credential> {
+    let given = [api_key_env, api_key_file, client_cert_file]
+        .iter()
+        .filter(|v| v.is_some())
+        .count();
+    if given > 1 {
+        problems.push(format!(
+            "{key}: set only one of api_key_env, api_key_file, client_cert_file"
+        ));
+        return None;
+    }
+    if let Some(var) = api_key_env {
+        return match env.var(var) {
+            Some(v) if !v.trim().is_empty() => Some(Credential::ApiKey(Secret::new(v.trim()))),
+            Some(_) => {
+                problems.push(format!(
+                    "{key}.api_key_env: the environment variable {var} is empty"
+                ));
+                None
+            }
+            None => {
+                problems.push(format!(
+                    "{key}.api_key_env: the environment variable {var} is not set"
+                ));
+                None
+            }
+        };
+    }
+    if let Some(file) = api_key_file {
+        let p = resolve(base_dir, file);
+        return match std::fs::read_to_string(&p) {
+            Ok(v) if !v.trim().is_empty() => Some(Credential::ApiKey(Secret::new(v.trim()))),
+            Ok(_) => {
+                problems.push(format!(
+                    "{key}.api_key_file: the file {} is empty",
+                    p.display()
+                ));
+                None
+            }
+            Err(e) => {
+                problems.push(format!(
+                    "{key}.api_key_file: cannot read {}: {e}",
+                    p.display()
+                ));
+                None
+            }
+        };
+    }
+    if let Some(file) = client_cert_file {
+        if kind != AccountKind::DigicertOne {
+            problems.push(format!(
+                "{key}.client_cert_file: mTLS is only for digicert-one accounts"
+            ));
+            return None;
+        }
+        let p = resolve(base_dir, file);
+        if !p.is_file() {
+            problems.push(format!(
+                "{key}.client_cert_file: {} is not a readable file",
+                p.display()
+            ));
+            return None;
+        }
+        return Some(Credential::ClientCert(ClientCert { pem_file: p }));
+    }
+    problems.push(format!(
+        "{key}: no credential: set api_key_env or api_key_file{}",
+        if kind == AccountKind::DigicertOne {
+            " (or client_cert_file for mTLS)"
+        } else {
+            ""
+        }
+    ));
+    None
+}
+
+fn endpoint(
+    key: &str,
+    kind: AccountKind,
+    region: Option<&str>,
+    environment: Option<&str>,
+    base_url: Option<&str>,
+    mtls: bool,
+    problems: &mut Vec<String>,
+) -> Option<Url> {
+    let env_name = environment.unwrap_or("production");
+    if !matches!(env_name, "production" | "demo") {
+        problems.push(format!(
+            "{key}.environment: {env_name:?} is not \"production\" or \"demo\""
+        ));
+        return None;
+    }
+    if kind == AccountKind::CertCentral && env_name == "demo" {
+        problems.push(format!(
+            "{key}.environment: \"demo\" exists only for digicert-one accounts"
+        ));
+        return None;
+    }
+    if let Some(raw) = base_url {
+        let url = match Url::parse(raw) {
+            Ok(u) => u,
+            Err(e) => {
+                problems.push(format!("{key}.base_url: {raw:?} is not a URL: {e}"));
+                return None;
+            }
+        };
+        if !matches!(url.scheme(), "http" | "https") || url.host_str().is_none() {
+            problems.push(format!(
+                "{key}.base_url: {raw:?} must be http:// or https:// with a host"
+            ));
+            return None;
+        }
+        if (url.path() != "/" && !url.path().is_empty())
+            || url.query().is_some()
+            || url.fragment().is_some()
+            || !url.username().is_empty()
+            || url.password().is_some()
+        {
+            problems.push(format!(
+                "{key}.base_url: {raw:?} must be scheme, host and port only (the client appends /account/api/v1 or /services/v2)"
+            ));
+            return None;
+        }
+        return Some(url);
+    }
+    let region = region.unwrap_or("us");
+    let host = match (kind, region, env_name) {
+        (AccountKind::DigicertOne, "us", "production") => "one.digicert.com",
+        (AccountKind::DigicertOne, "us", _) => "demo.one.digicert.com",
+        (AccountKind::DigicertOne, "ch", "production") => "one.ch.digicert.com",
+        (AccountKind::DigicertOne, "ch", _) => "demo.one.ch.digicert.com",
+        (AccountKind::DigicertOne, "jp", "production") => "one.digicert.co.jp",
+        (AccountKind::DigicertOne, "jp", _) => "demo.one.digicert.co.jp",
+        (AccountKind::DigicertOne, "nl", "production") => "one.nl.digicert.com",
+        (AccountKind::DigicertOne, "nl", _) => "demo.one.nl.digicert.com",
+        (AccountKind::CertCentral, "us", _) => "www.digicert.com",
+        (AccountKind::CertCentral, "eu", _) => "certcentral.digicert.eu",
+        (AccountKind::DigicertOne, other, _) => {
+            problems.push(format!(
+                "{key}.region: {other:?} is not a digicert-one region (us, ch, jp, nl)"
+            ));
+            return None;
+        }
+        (AccountKind::CertCentral, other, _) => {
+            problems.push(format!(
+                "{key}.region: {other:?} is not a certcentral region (us, eu)"
+            ));
+            return None;
+        }
+    };
+    let host = if mtls {
+        format!("clientauth.{host}")
+    } else {
+        host.to_string()
+    };
+    Url::parse(&format!("https://{host}")).ok()
+}
+
+/// A TOML table being read: remembers which keys were used so leftovers are reported as unknown.
+struct Section<'a> {
+    path: String,
+    table: &'a toml::Table,
+    used: HashSet<String>,
+}
+
+impl<'a> Section<'a> {
+    fn new(path: String, table: &'a toml::Table) -> Section<'a> {
+        Section {
+            path,
+            table,
+            used: HashSet::new(),
+        }
+    }
+
+    fn key(&self, k: &str) -> String {
+        if self.path.is_empty() {
+            k.to_string()
+        } else {
+            format!("{}.{k}", self.path)
+        }
+    }
+
+    fn has(&self, k: &str) -> bool {
+        self.table.contains_key(k)
+    }
+
+    fn take(&mut self, k: &str) -> Option<&'a toml::Value> {
+        self.used.insert(k.to_string());
+        self.table.get(k)
+    }
+
+    fn table(&mut self, k: &str, problems: &mut Vec<String>) -> Option<&'a toml::Table> {
+        match self.take(k)? {
+            toml::Value::Table(t) => Some(t),
+            _ => {
+                problems.push(format!("{}: must be a table ([{k}])", self.key(k)));
+                None
+            }
+        }
+    }
+
+    fn string(&mut self, k: &str, problems: &mut Vec<String>) -> Option<String> {
+        match self.take(k)? {
+            toml::Value::String(s) => Some(s.clone()),
+            other => {
+                problems.push(format!(
+                    "{}: must be a string, found {}",
+                    self.key(k),
+                    other.type_str()
+                ));
+                None
+            }
+        }
+    }
+
+    fn string_list(&mut self, k: &str, problems: &mut Vec<String>) -> Option<Vec<String>> {
+        let key = self.key(k);
+        match self.take(k)? {
+            toml::Value::Array(items) => {
+                let mut out = Vec::new();
+                for (i, v) in items.iter().enumerate() {
+                    match v.as_str() {
+                        Some(s) => out.push(s.to_string()),
+                        None => problems.push(format!("{key}[{i}]: must be a string")),
+                    }
+                }
+                Some(out)
+            }
+            other => {
+                problems.push(format!(
+                    "{key}: must be an array of strings, found {}",
+                    other.type_str()
+                ));
+                None
+            }
+        }
+    }
+
+    fn integer(&mut self, k: &str, min: i64, max: i64, problems: &mut Vec<String>) -> Option<i64> {
+        let key = self.key(k);
+        match self.take(k)? {
+            toml::Value::Integer(v) if (min..=max).contains(v) => Some(*v),
+            toml::Value::Integer(v) => {
+                problems.push(format!("{key}: {v} is out of range ({min} to {max})"));
+                None
+            }
+            other => {
+                problems.push(format!(
+                    "{key}: must be a whole number, found {}",
+                    other.type_str()
+                ));
+                None
+            }
+        }
+    }
+
+    fn finish(self, problems: &mut Vec<String>) {
+        let mut unknown: Vec<&String> = self
+            .table
+            .keys()
+            .filter(|k| !self.used.contains(k.as_str()))
+            .collect();
+        unknown.sort();
+        for k in unknown {
+            problems.push(format!("{}: unknown key", self.key(k)));
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env(name: &str) -> Option<String> {
+        match name {
+            "KEY_A" => Some("secret-a".into()),
+            _ => None,
+        }
+    }
+
+    fn parse_str(text: &str) -> Result<Config, ConfigError> {
+        parse(text, Path::new("/etc/auditwarden/test.toml"), &env)
+    }
+
+    /// The example config shipped in `config/` parses, and every account in it validates.
+    #[test]
+    fn example_config_parses() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("config/auditwarden.example.toml");
+        let text = std::fs::read_to_string(&path).unwrap();
+        let any_env = |_: &str| Some("example-key".to_string());
+        let cfg = parse(&text, &path, &any_env).unwrap_or_else(|e| panic!("{e}"));
+        assert!(cfg.accounts.len() >= 2);
+        let one = cfg.account("acme-us").unwrap();
+        assert_eq!(one.kind, AccountKind::DigicertOne);
+        assert_eq!(one.base_url.as_str(), "https://one.digicert.com/");
+        assert_eq!(one.backfill_days, 90);
+        assert!(cfg.store.path.ends_with("auditwarden.db"));
+        assert!(cfg.store.path.starts_with(path.parent().unwrap()));
+    }
+
+    /// All problems are reported at once, each naming its key.
+    #[test]
+    fn reports_every_problem_with_its_key() {
+        let err = parse_str(
+            r#"
+            [store]
+            path = "x.db"
+            colour = "blue"
+            [[accounts]]
+            name = "a"
+            kind = "digicert-one"
+            region = "mars"
+            api_key_env = "MISSING_VAR"
+            page_size = 5000
+            [[accounts]]
+            name = "a"
+            kind = "certcentral"
+            api_key_env = "KEY_A"
+            backfil_days = 3
+            "#,
+        )
+        .unwrap_err();
+        let all = err.to_string();
+        for needle in [
+            "store.colour: unknown key",
+            "accounts[0].region: \"mars\"",
+            "accounts[0].api_key_env: the environment variable MISSING_VAR is not set",
+            "accounts[0].page_size: 5000 is out of range",
+            "accounts[1].backfil_days: unknown key",
+            "/etc/auditwarden/test.toml",
+        ] {
+            assert!(all.contains(needle), "missing {needle:?} in:\n{all}");
+        }
+    }
+
+    /// base_url takes scheme, host and port only; a path is refused with a reason.
+    #[test]
+    fn base_url_must_not_have_a_path() {
+        let err = parse_str(
+            r#"
+            [store]
+            path = "x.db"
+            [[accounts]]
+            name = "a"
+            kind = "digicert-one"
+            base_url = "http://127.0.0.1:8089/account/api/v1"
+            api_key_env = "KEY_A"
+            "#,
+        )
+        .unwrap_err();
+        assert!(err.to_string().contains("scheme, host and port only"));
+    }
+
+    /// An mTLS account uses the clientauth. host and needs no key.
+    #[test]
+    fn mtls_uses_clientauth_host() {
+        let dir = tempfile::tempdir().unwrap();
+        let pem = dir.path().join("id.pem");
+        std::fs::write(&pem, "x").unwrap();
+        let text = format!(
+            "[store]\npath = \"x.db\"\n[[accounts]]\nname = \"a\"\nkind = \"digicert-one\"\nregion = \"ch\"\nclient_cert_file = {:?}\n",
+            pem.display().to_string()
+        );
+        let cfg = parse_str(&text).unwrap();
+        assert_eq!(
+            cfg.accounts[0].base_url.as_str(),
+            "https://clientauth.one.ch.digicert.com/"
+        );
+    }
+
+    /// Account overrides replace the [collection] defaults key by key.
+    #[test]
+    fn account_overrides_collection_defaults() {
+        let cfg = parse_str(
+            r#"
+            [store]
+            path = "/var/lib/a.db"
+            [collection]
+            page_size = 200
+            rate_limits = [{ requests = 10, per_secs = 1 }]
+            [[accounts]]
+            name = "a"
+            kind = "certcentral"
+            region = "eu"
+            api_key_env = "KEY_A"
+            overlap_days = 4
+            "#,
+        )
+        .unwrap();
+        let a = &cfg.accounts[0];
+        assert_eq!(a.collection.page_size, 200);
+        assert_eq!(a.collection.overlap_days, 4);
+        assert_eq!(
+            a.collection.rate_limits,
+            vec![RateLimit {
+                requests: 10,
+                per_secs: 1
+            }]
+        );
+        assert_eq!(a.base_url.as_str(), "https://certcentral.digicert.eu/");
+        assert_eq!(cfg.store.path, PathBuf::from("/var/lib/a.db"));
+    }
+}

@@ -1,0 +1,22 @@
+//! auditwarden keeps watch over who can do what in DigiCert accounts.
+//!
+//! Layout (see `ARCHITECTURE.md` for the full map and its invariants):
+//! - [`cli`]: the command line and the dispatch of each command; the only place that prints results.
+//! - [`config`]: raw TOML to a validated [`config::Config`], once, with every problem reported.
+//! - [`api`]: the only code that knows DigiCert's JSON: HTTP client, retries, throttle, wire parsing.
+//! - [`store`]: the only code that issues SQL: migrations and one method per use case.
+//! - [`collect`]: audit-log collection: windows, paging, drift detection, the writer thread.
+//! - [`export`]: streaming stored events out as JSONL or spreadsheet-safe CSV.
+//! - [`simulate`]: the built-in DigiCert simulator used by tests, the demo and new users.
+//! - [`secret`]: a string that never prints itself.
+
+pub mod api;
+pub mod cli;
+pub mod collect;
+pub mod config;
+pub mod demo;
+pub mod export;
+pub mod logging;
+pub mod secret;
+pub mod simulate;
+pub mod store;

@@ -1,0 +1,665 @@
+//! The only code that issues SQL. [`Store`] wraps one SQLite connection (WAL mode, busy timeout)
+//! and offers one method per use case. The invariant everything else relies on: a page of events
+//! and the coverage it proves are written in one transaction, so a crash at any instant leaves
+//! either both or neither. A PostgreSQL backend would be a sibling module with the same methods.
+
+mod migrations;
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use chrono::{DateTime, NaiveDate, Utc};
+use rusqlite::{params, Connection, OpenFlags, OptionalExtension};
+
+use crate::api::{AuditEvent, Malformed};
+
+#[derive(Debug, thiserror::Error)]
+#[error("database {path}: {what}: {source}")]
+pub struct StoreError {
+    path: PathBuf,
+    what: String,
+    #[source]
+    source: rusqlite::Error,
+}
+
+pub type Result<T> = std::result::Result<T, StoreError>;
+
+/// The day format used in the store and on the wire.
+pub fn day_str(d: NaiveDate) -> String {
+    d.format("%Y-%m-%d").to_string()
+}
+
+fn parse_day(s: &str) -> Option<NaiveDate> {
+    NaiveDate::parse_from_str(s, "%Y-%m-%d").ok()
+}
+
+/// What proves a day window complete: written with the window's last page.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct WindowDone {
+    pub server_total: Option<u64>,
+    pub received: u64,
+}
+
+/// One page to store, and (with its last page) the completion of its window.
+#[derive(Debug, Default)]
+pub struct PageWrite<'a> {
+    pub account: &'a str,
+    pub action_filter: &'a str,
+    pub day: Option<NaiveDate>,
+    pub events: &'a [AuditEvent],
+    pub malformed: &'a [Malformed],
+    pub done: Option<WindowDone>,
+}
+
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct PageOutcome {
+    pub inserted: u64,
+    pub duplicates: u64,
+    pub quarantined: u64,
+}
+
+/// A coverage row as stored.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Coverage {
+    pub day: NaiveDate,
+    pub complete: bool,
+    pub server_total: Option<u64>,
+    pub received: u64,
+    pub read_at: DateTime<Utc>,
+    pub note: Option<String>,
+}
+
+/// One finished pass of one account.
+#[derive(Debug, Clone)]
+pub struct PassRecord {
+    pub account: String,
+    pub started: DateTime<Utc>,
+    pub finished: DateTime<Utc>,
+    pub error: Option<String>,
+    pub new_events: u64,
+    pub duplicates: u64,
+    pub quarantined: u64,
+    pub requests: u64,
+    pub retries: u64,
+}
+
+/// What `status` shows for an account.
+#[derive(Debug, Clone, Default)]
+pub struct AccountStatus {
+    pub events: u64,
+    pub quarantined: u64,
+    pub last_pass: Option<PassRecord>,
+    pub last_success: Option<DateTime<Utc>>,
+    pub complete_days: u64,
+    pub first_complete: Option<NaiveDate>,
+    pub last_complete: Option<NaiveDate>,
+    /// Incomplete days with their reason, oldest first.
+    pub incomplete: Vec<(NaiveDate, String)>,
+}
+
+/// A stored event, for exports.
+#[derive(Debug, Clone)]
+pub struct StoredEvent {
+    pub account: String,
+    pub id: String,
+    pub timestamp: DateTime<Utc>,
+    pub action: String,
+    pub resource_type: Option<String>,
+    pub resource_id: Option<String>,
+    pub resource_name: Option<String>,
+    pub actor_id: Option<String>,
+    pub actor_name: Option<String>,
+    pub status: Option<String>,
+    pub ip_address: Option<String>,
+    pub description: Option<String>,
+    pub raw: String,
+}
+
+/// Which events an export reads.
+#[derive(Debug, Clone, Default)]
+pub struct EventFilter {
+    pub account: Option<String>,
+    pub from: Option<DateTime<Utc>>,
+    /// Exclusive.
+    pub to: Option<DateTime<Utc>>,
+    pub action: Option<String>,
+}
+
+/// A quarantined item, for `status --quarantine` and tests.
+#[derive(Debug, Clone)]
+pub struct QuarantineItem {
+    pub account: String,
+    pub key: String,
+    pub day: String,
+    pub reason: String,
+    pub raw: String,
+}
+
+pub struct Store {
+    conn: Connection,
+    path: PathBuf,
+}
+
+fn ms(t: DateTime<Utc>) -> i64 {
+    t.timestamp_millis()
+}
+
+fn from_ms(v: i64) -> DateTime<Utc> {
+    DateTime::from_timestamp_millis(v).unwrap_or_default()
+}
+
+impl Store {
+    /// Open (creating if needed) and migrate the database.
+    pub fn open(path: &Path) -> Result<Store> {
+        if let Some(dir) = path.parent() {
+            if !dir.as_os_str().is_empty() && !dir.exists() {
+                let _ = std::fs::create_dir_all(dir);
+            }
+        }
+        let conn = Connection::open(path).map_err(|e| err(path, "cannot open", e))?;
+        let mut store = Store {
+            conn,
+            path: path.to_path_buf(),
+        };
+        store.configure()?;
+        store.migrate()?;
+        Ok(store)
+    }
+
+    /// Open an existing database for reading only (exports, status); never creates or migrates.
+    pub fn open_read_only(path: &Path) -> Result<Store> {
+        let conn = Connection::open_with_flags(
+            path,
+            OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+        )
+        .map_err(|e| err(path, "cannot open (has `collect` run yet?)", e))?;
+        conn.busy_timeout(Duration::from_secs(10))
+            .map_err(|e| err(path, "busy_timeout", e))?;
+        let store = Store {
+            conn,
+            path: path.to_path_buf(),
+        };
+        let v: i64 = store
+            .conn
+            .query_row("PRAGMA user_version", [], |r| r.get(0))
+            .map_err(|e| store.err("not an auditwarden database", e))?;
+        if v == 0 {
+            return Err(store.err(
+                "not an auditwarden database (no schema)",
+                rusqlite::Error::InvalidQuery,
+            ));
+        }
+        Ok(store)
+    }
+
+    fn err(&self, what: &str, e: rusqlite::Error) -> StoreError {
+        err(&self.path, what, e)
+    }
+
+    fn configure(&mut self) -> Result<()> {
+        self.conn
+            .busy_timeout(Duration::from_secs(10))
+            .map_err(|e| self.err("busy_timeout", e))?;
+        // WAL: readers (status, export, reports) never block the collector. synchronous=NORMAL is
+        // durable against a process crash (kill -9); a power loss may roll back the last
+        // transactions, but rows and their coverage always roll back together.
+        self.conn
+            .pragma_update(None, "journal_mode", "WAL")
+            .map_err(|e| self.err("not a usable SQLite database", e))?;
+        self.conn
+            .pragma_update(None, "synchronous", "NORMAL")
+            .map_err(|e| self.err("pragma synchronous", e))?;
+        Ok(())
+    }
+
+    fn migrate(&mut self) -> Result<()> {
+        let current: i64 = self
+            .conn
+            .query_row("PRAGMA user_version", [], |r| r.get(0))
+            .map_err(|e| self.err("reading the schema version", e))?;
+        let known = migrations::MIGRATIONS.len() as i64;
+        if current > known {
+            return Err(self.err(
+                &format!("schema version {current} is newer than this auditwarden knows ({known}); upgrade auditwarden"),
+                rusqlite::Error::InvalidQuery,
+            ));
+        }
+        for (i, sql) in migrations::MIGRATIONS
+            .iter()
+            .enumerate()
+            .skip(current as usize)
+        {
+            let tx = self
+                .conn
+                .transaction()
+                .map_err(|e| err(&self.path, "begin migration", e))?;
+            tx.execute_batch(sql)
+                .map_err(|e| err(&self.path, &format!("migration {}", i + 1), e))?;
+            tx.pragma_update(None, "user_version", (i + 1) as i64)
+                .map_err(|e| err(&self.path, "set user_version", e))?;
+            tx.commit()
+                .map_err(|e| err(&self.path, "commit migration", e))?;
+        }
+        Ok(())
+    }
+
+    /// Store one page (insert-or-ignore on `(account, id)`) and, with the last page of a window
+    /// read that proved complete, mark that day complete, all in one transaction.
+    pub fn write_page(&mut self, w: &PageWrite<'_>) -> Result<PageOutcome> {
+        let now = ms(Utc::now());
+        let path = self.path.clone();
+        let tx = self
+            .conn
+            .transaction()
+            .map_err(|e| err(&path, "begin", e))?;
+        let mut out = PageOutcome::default();
+        {
+            let mut ins = tx
+                .prepare_cached(
+                    "INSERT OR IGNORE INTO events (account, event_id, ts_ms, day, action,
+                        resource_type, resource_id, resource_name, actor_id, actor_name, status,
+                        ip_address, description, data, raw, collected_ms)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16)",
+                )
+                .map_err(|e| err(&path, "prepare insert", e))?;
+            for e in w.events {
+                let n = ins
+                    .execute(params![
+                        w.account,
+                        e.id,
+                        ms(e.timestamp),
+                        day_str(e.timestamp.date_naive()),
+                        e.action,
+                        e.resource_type,
+                        e.resource_id,
+                        e.resource_name,
+                        e.actor_id,
+                        e.actor_name,
+                        e.status,
+                        e.ip_address,
+                        e.description,
+                        e.data,
+                        e.raw,
+                        now
+                    ])
+                    .map_err(|er| err(&path, "insert event", er))?;
+                if n == 1 {
+                    out.inserted += 1;
+                } else {
+                    out.duplicates += 1;
+                }
+            }
+            let day = w.day.map(day_str).unwrap_or_default();
+            let mut q = tx
+                .prepare_cached(
+                    "INSERT OR IGNORE INTO quarantine (account, item_key, window_day, action_filter,
+                        reason, raw, first_seen_ms) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+                )
+                .map_err(|e| err(&path, "prepare quarantine", e))?;
+            for m in w.malformed {
+                out.quarantined +=
+                    q.execute(params![
+                        w.account,
+                        m.key,
+                        day,
+                        w.action_filter,
+                        m.reason,
+                        m.raw,
+                        now
+                    ])
+                    .map_err(|e| err(&path, "insert quarantine", e))? as u64;
+            }
+            if let (Some(done), Some(d)) = (w.done, w.day) {
+                tx.execute(
+                    "INSERT INTO coverage (account, action_filter, day, complete, server_total,
+                        received, read_ms, note) VALUES (?1, ?2, ?3, 1, ?4, ?5, ?6, NULL)
+                     ON CONFLICT (account, action_filter, day) DO UPDATE SET complete = 1,
+                        server_total = excluded.server_total, received = excluded.received,
+                        read_ms = excluded.read_ms, note = NULL",
+                    params![
+                        w.account,
+                        w.action_filter,
+                        day_str(d),
+                        done.server_total.map(|t| t as i64),
+                        done.received as i64,
+                        now
+                    ],
+                )
+                .map_err(|e| err(&path, "update coverage", e))?;
+            }
+        }
+        tx.commit().map_err(|e| err(&path, "commit", e))?;
+        Ok(out)
+    }
+
+    /// Record that a day could not be proven complete in this pass (it is read again next pass).
+    pub fn mark_incomplete(
+        &mut self,
+        account: &str,
+        action_filter: &str,
+        day: NaiveDate,
+        note: &str,
+    ) -> Result<()> {
+        self.conn
+            .execute(
+                "INSERT INTO coverage (account, action_filter, day, complete, server_total,
+                    received, read_ms, note) VALUES (?1, ?2, ?3, 0, NULL, 0, ?4, ?5)
+                 ON CONFLICT (account, action_filter, day) DO UPDATE SET complete = 0,
+                    read_ms = excluded.read_ms, note = excluded.note",
+                params![account, action_filter, day_str(day), ms(Utc::now()), note],
+            )
+            .map_err(|e| self.err("mark incomplete", e))?;
+        Ok(())
+    }
+
+    /// Coverage rows of one account and action filter between two days (inclusive).
+    pub fn coverage(
+        &self,
+        account: &str,
+        action_filter: &str,
+        from: NaiveDate,
+        to: NaiveDate,
+    ) -> Result<Vec<Coverage>> {
+        let mut st = self
+            .conn
+            .prepare_cached(
+                "SELECT day, complete, server_total, received, read_ms, note FROM coverage
+                 WHERE account = ?1 AND action_filter = ?2 AND day BETWEEN ?3 AND ?4 ORDER BY day",
+            )
+            .map_err(|e| self.err("prepare coverage", e))?;
+        let rows = st
+            .query_map(
+                params![account, action_filter, day_str(from), day_str(to)],
+                |r| {
+                    Ok((
+                        r.get::<_, String>(0)?,
+                        r.get::<_, bool>(1)?,
+                        r.get::<_, Option<i64>>(2)?,
+                        r.get::<_, i64>(3)?,
+                        r.get::<_, i64>(4)?,
+                        r.get::<_, Option<String>>(5)?,
+                    ))
+                },
+            )
+            .map_err(|e| self.err("read coverage", e))?;
+        let mut out = Vec::new();
+        for row in rows {
+            let (day, complete, total, received, read, note) =
+                row.map_err(|e| self.err("read coverage", e))?;
+            if let Some(day) = parse_day(&day) {
+                out.push(Coverage {
+                    day,
+                    complete,
+                    server_total: total.map(|t| t as u64),
+                    received: received as u64,
+                    read_at: from_ms(read),
+                    note,
+                });
+            }
+        }
+        Ok(out)
+    }
+
+    pub fn record_pass(&mut self, p: &PassRecord) -> Result<()> {
+        self.conn
+            .execute(
+                "INSERT INTO passes (account, started_ms, finished_ms, ok, error, new_events,
+                    duplicates, quarantined, requests, retries)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
+                params![
+                    p.account,
+                    ms(p.started),
+                    ms(p.finished),
+                    p.error.is_none(),
+                    p.error,
+                    p.new_events as i64,
+                    p.duplicates as i64,
+                    p.quarantined as i64,
+                    p.requests as i64,
+                    p.retries as i64
+                ],
+            )
+            .map_err(|e| self.err("record pass", e))?;
+        Ok(())
+    }
+
+    /// What `status` shows for one account.
+    pub fn account_status(&self, account: &str) -> Result<AccountStatus> {
+        let c = &self.conn;
+        let count = |sql: &str| -> Result<u64> {
+            c.query_row(sql, params![account], |r| r.get::<_, i64>(0))
+                .map(|v| v as u64)
+                .map_err(|e| self.err("count", e))
+        };
+        let mut s = AccountStatus {
+            events: count("SELECT COUNT(*) FROM events WHERE account = ?1")?,
+            quarantined: count("SELECT COUNT(*) FROM quarantine WHERE account = ?1")?,
+            complete_days: count(
+                "SELECT COUNT(DISTINCT day) FROM coverage WHERE account = ?1 AND complete = 1",
+            )?,
+            ..Default::default()
+        };
+        s.last_pass = c
+            .query_row(
+                "SELECT started_ms, finished_ms, error, new_events, duplicates, quarantined,
+                    requests, retries FROM passes WHERE account = ?1 ORDER BY id DESC LIMIT 1",
+                params![account],
+                |r| {
+                    Ok(PassRecord {
+                        account: account.to_string(),
+                        started: from_ms(r.get(0)?),
+                        finished: from_ms(r.get(1)?),
+                        error: r.get(2)?,
+                        new_events: r.get::<_, i64>(3)? as u64,
+                        duplicates: r.get::<_, i64>(4)? as u64,
+                        quarantined: r.get::<_, i64>(5)? as u64,
+                        requests: r.get::<_, i64>(6)? as u64,
+                        retries: r.get::<_, i64>(7)? as u64,
+                    })
+                },
+            )
+            .optional()
+            .map_err(|e| self.err("last pass", e))?;
+        s.last_success = c
+            .query_row(
+                "SELECT MAX(finished_ms) FROM passes WHERE account = ?1 AND ok = 1",
+                params![account],
+                |r| r.get::<_, Option<i64>>(0),
+            )
+            .map_err(|e| self.err("last success", e))?
+            .map(from_ms);
+        let (first, last): (Option<String>, Option<String>) = c
+            .query_row(
+                "SELECT MIN(day), MAX(day) FROM coverage WHERE account = ?1 AND complete = 1",
+                params![account],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
+            .map_err(|e| self.err("coverage range", e))?;
+        s.first_complete = first.as_deref().and_then(parse_day);
+        s.last_complete = last.as_deref().and_then(parse_day);
+        let mut st = c
+            .prepare(
+                "SELECT day, COALESCE(note, 'not read yet') FROM coverage
+                 WHERE account = ?1 AND complete = 0 ORDER BY day",
+            )
+            .map_err(|e| self.err("incomplete days", e))?;
+        let rows = st
+            .query_map(params![account], |r| {
+                Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?))
+            })
+            .map_err(|e| self.err("incomplete days", e))?;
+        for row in rows {
+            let (d, note) = row.map_err(|e| self.err("incomplete days", e))?;
+            if let Some(d) = parse_day(&d) {
+                s.incomplete.push((d, note));
+            }
+        }
+        Ok(s)
+    }
+
+    /// Stream stored events in (account, time, id) order; `f` may stop early with an error.
+    pub fn for_each_event<E: From<StoreError>>(
+        &self,
+        filter: &EventFilter,
+        mut f: impl FnMut(StoredEvent) -> std::result::Result<(), E>,
+    ) -> std::result::Result<u64, E> {
+        let mut st = self
+            .conn
+            .prepare(
+                "SELECT account, event_id, ts_ms, action, resource_type, resource_id,
+                    resource_name, actor_id, actor_name, status, ip_address, description, raw
+                 FROM events
+                 WHERE (?1 IS NULL OR account = ?1) AND (?2 IS NULL OR ts_ms >= ?2)
+                   AND (?3 IS NULL OR ts_ms < ?3) AND (?4 IS NULL OR action = ?4)
+                 ORDER BY account, ts_ms, event_id",
+            )
+            .map_err(|e| self.err("prepare export", e))?;
+        let mut rows = st
+            .query(params![
+                filter.account,
+                filter.from.map(ms),
+                filter.to.map(ms),
+                filter.action
+            ])
+            .map_err(|e| self.err("export", e))?;
+        let mut n = 0;
+        while let Some(r) = rows.next().map_err(|e| self.err("export", e))? {
+            let ev = (|| -> rusqlite::Result<StoredEvent> {
+                Ok(StoredEvent {
+                    account: r.get(0)?,
+                    id: r.get(1)?,
+                    timestamp: from_ms(r.get(2)?),
+                    action: r.get(3)?,
+                    resource_type: r.get(4)?,
+                    resource_id: r.get(5)?,
+                    resource_name: r.get(6)?,
+                    actor_id: r.get(7)?,
+                    actor_name: r.get(8)?,
+                    status: r.get(9)?,
+                    ip_address: r.get(10)?,
+                    description: r.get(11)?,
+                    raw: r.get(12)?,
+                })
+            })()
+            .map_err(|e| self.err("export row", e))?;
+            f(ev)?;
+            n += 1;
+        }
+        Ok(n)
+    }
+
+    /// Every stored event id of an account (tests and the benchmark compare it with ground truth).
+    pub fn event_ids(&self, account: &str) -> Result<Vec<String>> {
+        let mut st = self
+            .conn
+            .prepare("SELECT event_id FROM events WHERE account = ?1 ORDER BY event_id")
+            .map_err(|e| self.err("event ids", e))?;
+        let rows = st
+            .query_map(params![account], |r| r.get::<_, String>(0))
+            .map_err(|e| self.err("event ids", e))?;
+        rows.collect::<rusqlite::Result<Vec<_>>>()
+            .map_err(|e| self.err("event ids", e))
+    }
+
+    /// Quarantined items, newest first (at most `limit`).
+    pub fn quarantine(&self, account: Option<&str>, limit: u32) -> Result<Vec<QuarantineItem>> {
+        let mut st = self
+            .conn
+            .prepare(
+                "SELECT account, item_key, window_day, reason, raw FROM quarantine
+                 WHERE (?1 IS NULL OR account = ?1) ORDER BY seq DESC LIMIT ?2",
+            )
+            .map_err(|e| self.err("quarantine", e))?;
+        let rows = st
+            .query_map(params![account, limit], |r| {
+                Ok(QuarantineItem {
+                    account: r.get(0)?,
+                    key: r.get(1)?,
+                    day: r.get(2)?,
+                    reason: r.get(3)?,
+                    raw: r.get(4)?,
+                })
+            })
+            .map_err(|e| self.err("quarantine", e))?;
+        rows.collect::<rusqlite::Result<Vec<_>>>()
+            .map_err(|e| self.err("quarantine", e))
+    }
+}
+
+fn err(path: &Path, what: &str, source: rusqlite::Error) -> StoreError {
+    StoreError {
+        path: path.to_path_buf(),
+        what: what.to_string(),
+        source,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn event(id: &str) -> AuditEvent {
+        AuditEvent {
+            id: id.into(),
+            timestamp: DateTime::parse_from_rfc3339("2026-11-02T08:00:00Z")
+                .unwrap()
+                .with_timezone(&Utc),
+            action: "login".into(),
+            resource_type: None,
+            resource_id: None,
+            resource_name: None,
+            actor_id: None,
+            actor_name: Some("<b>\"x\"</b>\n".into()),
+            status: Some("success".into()),
+            ip_address: None,
+            description: None,
+            data: None,
+            account_id: None,
+            raw: format!("{{\"id\":\"{id}\"}}"),
+        }
+    }
+
+    /// Re-storing a page inserts nothing twice; the window's coverage lands with its last page.
+    #[test]
+    fn pages_are_idempotent_and_carry_coverage() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut s = Store::open(&dir.path().join("a.db")).unwrap();
+        let day = NaiveDate::from_ymd_opt(2026, 11, 2).unwrap();
+        let evs = [event("a"), event("b")];
+        let w = PageWrite {
+            account: "acc",
+            action_filter: "",
+            day: Some(day),
+            events: &evs,
+            malformed: &[],
+            done: Some(WindowDone {
+                server_total: Some(2),
+                received: 2,
+            }),
+        };
+        assert_eq!(s.write_page(&w).unwrap().inserted, 2);
+        let again = s.write_page(&w).unwrap();
+        assert_eq!((again.inserted, again.duplicates), (0, 2));
+        let cov = s.coverage("acc", "", day, day).unwrap();
+        assert!(cov[0].complete);
+        assert_eq!(cov[0].server_total, Some(2));
+        assert_eq!(s.event_ids("acc").unwrap(), vec!["a", "b"]);
+        s.mark_incomplete("acc", "", day, "paging kept shifting")
+            .unwrap();
+        let st = s.account_status("acc").unwrap();
+        assert_eq!(st.events, 2);
+        assert_eq!(st.incomplete.len(), 1);
+    }
+
+    /// A file that is not SQLite gets an error naming the file, and is left untouched.
+    #[test]
+    fn refuses_a_file_that_is_not_a_database() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("notes.db");
+        std::fs::write(&p, "these are my notes, not a database; ".repeat(200)).unwrap();
+        let before = std::fs::read(&p).unwrap();
+        let e = Store::open(&p).err().unwrap().to_string();
+        assert!(e.contains("notes.db"), "{e}");
+        assert_eq!(std::fs::read(&p).unwrap(), before);
+    }
+}
