@@ -1,0 +1,9 @@
+//! End-to-end tests: the real `auditwarden` binary against the built-in simulator over real HTTP
+//! on loopback, with real SQLite files in temporary directories.
+
+mod helpers;
+
+mod collect;
+mod config_errors;
+mod crash;
+mod secrets;
