@@ -165,6 +165,7 @@ struct Run {
     days_read: u64,
     rereads: u64,
     unstable_days: u64,
+    pages_read: u64,
     events_seen: u64,
 }
 
@@ -224,6 +225,7 @@ async fn run_account(
         days_read: 0,
         rereads: 0,
         unstable_days: 0,
+        pages_read: 0,
         events_seen: 0,
     };
     let mut result = Ok(());
@@ -338,6 +340,10 @@ impl Run {
         }
 
         // 3. Older complete days: compare run totals, bisect mismatches, re-read what changed.
+        if self.totals.is_none() && days.iter().any(|d| !read_now.contains(d)) {
+            // Nothing asked yet this pass: learn whether the server sends totals.
+            self.probe(plan.today, plan.today, filter).await?;
+        }
         if self.totals == Some(false) {
             return Ok(());
         }
@@ -354,9 +360,7 @@ impl Run {
                     if !cur.is_empty() {
                         runs.push(std::mem::take(&mut cur));
                     }
-                    if self.totals != Some(false) {
-                        self.read_day(c.day, filter).await?;
-                    }
+                    self.read_day(c.day, filter).await?;
                 }
                 _ => {
                     if !cur.is_empty() {
@@ -496,6 +500,7 @@ impl Run {
                     }
                 }
                 self.events_seen += n;
+                self.pages_read += 1;
                 let last = match page.total {
                     Some(t) => n == 0 || offset + n >= t,
                     None => n < u64::from(limit),
@@ -516,7 +521,7 @@ impl Run {
                 })
                 .await?;
                 if let Some(b) = &self.bar {
-                    b.set_message(format!("{} events", self.events_seen));
+                    b.set_message(format!("{} pages, {} events", self.pages_read, self.events_seen));
                 }
                 offset += n;
                 if complete {
