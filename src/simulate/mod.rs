@@ -212,6 +212,12 @@ impl Simulator {
         self.world().events.len()
     }
 
+    /// Add `count` well-formed routine events on the UTC `day` (not after now), like
+    /// `POST /_sim/events`.
+    pub fn add_events(&self, count: usize, day: chrono::NaiveDate) {
+        self.world_mut().insert_on_day(count, day);
+    }
+
     /// The DigiCert ONE account id every event carries.
     pub fn account_id(&self) -> String {
         self.world().account_id.clone()

@@ -875,21 +875,25 @@ impl World {
                 self.login_parties.push((u.party, u.created_ms));
             }
         }
+        let structured = self.events.len();
         while self.events.len() < n {
             let ts = g.ts_between(g.start_ms, g.now_ms);
             let ev = self.filler_event(&mut g.rng, ts);
             self.events.push(ev);
         }
         if malformed && n > 0 {
-            let m = (n / 100).max(1);
-            for j in 0..m {
-                let i = g.rng.gen_range(0..self.events.len());
+            // Only routine events break, so the role history stays complete; distinct indices so
+            // exactly `m` events are malformed.
+            let filler = self.events.len() - structured;
+            let m = (n / 100).max(1).min(filler);
+            let picked = rand::seq::index::sample(&mut g.rng, filler, m);
+            for (j, k) in picked.iter().enumerate() {
                 let kind = match j % 3 {
                     0 => Malformed::NoId,
                     1 => Malformed::BadTimestamp,
                     _ => Malformed::NoTimestamp,
                 };
-                let e = &mut self.events[i];
+                let e = &mut self.events[structured + k];
                 e.flags = (e.flags & !MALFORMED_MASK) | ((kind as u8) << MALFORMED_SHIFT);
             }
         }
