@@ -809,3 +809,31 @@ fn fault_spec_parse() {
         assert!(e.contains(name), "{e}");
     }
 }
+
+/// `serve` returns soon after the shutdown future completes, even with an idle keep-alive client.
+#[tokio::test]
+async fn shutdown_with_idle_connections() {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let sim = Arc::new(Simulator::new(opts(10, "")));
+    let (tx, rx) = oneshot::channel::<()>();
+    let server = tokio::spawn(serve(listener, sim, async move {
+        let _ = rx.await;
+    }));
+    let client = reqwest::Client::builder()
+        .no_proxy()
+        .build()
+        .expect("client");
+    let r = client
+        .get(format!("http://{addr}/_sim/stats"))
+        .send()
+        .await
+        .expect("send");
+    assert_eq!(r.status(), 200);
+    let _ = tx.send(());
+    let done = tokio::time::timeout(Duration::from_secs(5), server).await;
+    assert!(matches!(done, Ok(Ok(Ok(())))), "{done:?}");
+    drop(client);
+}
