@@ -1,17 +1,18 @@
-//! The writer thread: owns the [`Store`] during a pass and applies pages in arrival order, one
-//! transaction each, while the account tasks go on fetching. SQLite has one writer at a time, so
+//! The writer thread: owns the [`Store`] during a pass and applies pages in arrival order, grouped
+//! into transactions (up to 50,000 events or one second), while the account tasks go on fetching. SQLite has one writer at a time, so
 //! one thread serializes all accounts' writes; the bounded channel (a few pages) keeps memory flat
 //! and makes fetchers wait when the disk is the bottleneck.
 
 use std::collections::HashMap;
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use chrono::NaiveDate;
 use tokio::sync::mpsc;
 
 use super::CollectError;
 use crate::api::{AuditEvent, Malformed};
-use crate::store::{PageWrite, PassRecord, Store, StoreError, WindowDone};
+use crate::store::{Batch, PageWrite, PassRecord, Store, StoreError, WindowDone};
 
 pub(super) enum WriterMsg {
     Page {
@@ -65,45 +66,89 @@ impl Writer {
     }
 }
 
+/// A batch commits when it holds this many events ...
+const BATCH_MAX_EVENTS: usize = 50_000;
+/// ... or is this old, so readers see progress and a crash re-fetches little.
+const BATCH_MAX_AGE: Duration = Duration::from_secs(1);
+
 fn run(mut store: Store, mut rx: mpsc::Receiver<WriterMsg>) -> WriterResult {
     let mut counts: HashMap<String, WriteCounts> = HashMap::new();
-    while let Some(msg) = rx.blocking_recv() {
-        match msg {
-            WriterMsg::Page {
-                account,
-                action,
-                day,
-                events,
-                malformed,
-                done,
-            } => {
-                let out = store.write_page(&PageWrite {
-                    account: &account,
-                    action_filter: &action,
-                    day: Some(day),
-                    events: &events,
-                    malformed: &malformed,
-                    done,
-                })?;
-                let c = counts.entry(account.to_string()).or_default();
-                c.inserted += out.inserted;
-                c.duplicates += out.duplicates;
-                c.quarantined += out.quarantined;
+    let handle = tokio::runtime::Handle::current();
+    // Pages are grouped into transactions: an index on random event ids dirties about one page
+    // per row, and a page dirtied many times in one transaction is written once. Each message is
+    // still applied whole inside one transaction, so a day's coverage never commits without the
+    // rows it covers.
+    while let Some(first) = rx.blocking_recv() {
+        let started = Instant::now();
+        let mut batch = store.batch()?;
+        let mut events = apply(&mut batch, first, &mut counts)?;
+        let mut closed = false;
+        while events < BATCH_MAX_EVENTS {
+            let Some(left) = BATCH_MAX_AGE.checked_sub(started.elapsed()) else {
+                break;
+            };
+            match handle.block_on(tokio::time::timeout(left, rx.recv())) {
+                Ok(Some(msg)) => events += apply(&mut batch, msg, &mut counts)?,
+                Ok(None) => {
+                    closed = true;
+                    break;
+                }
+                Err(_) => break,
             }
-            WriterMsg::Incomplete {
-                account,
-                action,
-                day,
-                note,
-            } => store.mark_incomplete(&account, &action, day, &note)?,
-            WriterMsg::Pass(mut p) => {
-                let c = counts.get(&p.account).copied().unwrap_or_default();
-                p.new_events = c.inserted;
-                p.duplicates = c.duplicates;
-                p.quarantined = c.quarantined;
-                store.record_pass(&p)?;
-            }
+        }
+        batch.commit()?;
+        if closed {
+            break;
         }
     }
     Ok((store, counts))
+}
+
+/// Apply one message to the open batch; returns how many events it carried.
+fn apply(
+    batch: &mut Batch<'_>,
+    msg: WriterMsg,
+    counts: &mut HashMap<String, WriteCounts>,
+) -> Result<usize, StoreError> {
+    match msg {
+        WriterMsg::Page {
+            account,
+            action,
+            day,
+            events,
+            malformed,
+            done,
+        } => {
+            let out = batch.write_page(&PageWrite {
+                account: &account,
+                action_filter: &action,
+                day: Some(day),
+                events: &events,
+                malformed: &malformed,
+                done,
+            })?;
+            let c = counts.entry(account.to_string()).or_default();
+            c.inserted += out.inserted;
+            c.duplicates += out.duplicates;
+            c.quarantined += out.quarantined;
+            Ok(events.len() + malformed.len())
+        }
+        WriterMsg::Incomplete {
+            account,
+            action,
+            day,
+            note,
+        } => {
+            batch.mark_incomplete(&account, &action, day, &note)?;
+            Ok(0)
+        }
+        WriterMsg::Pass(mut p) => {
+            let c = counts.get(&p.account).copied().unwrap_or_default();
+            p.new_events = c.inserted;
+            p.duplicates = c.duplicates;
+            p.quarantined = c.quarantined;
+            batch.record_pass(&p)?;
+            Ok(0)
+        }
+    }
 }

@@ -315,18 +315,32 @@ fn status_names_gaps_after_a_failed_pass_and_the_next_pass_closes_them() {
     let out = app.run(&["collect"]);
     assert_eq!(out.status.code(), Some(1));
     let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(stdout.contains("one: FAILED, gave up after 2 attempts"), "{stdout}");
+    assert!(
+        stdout.contains("one: FAILED, gave up after 2 attempts"),
+        "{stdout}"
+    );
     let status = app.run(&["status", "--format", "json"]);
     let v: serde_json::Value = serde_json::from_slice(&status.stdout).unwrap();
     let gaps = v[0]["coverage"]["gaps"].as_array().unwrap().clone();
     assert!(!gaps.is_empty());
-    assert!(gaps[0]["reason"].as_str().unwrap().contains("read failed"), "{gaps:?}");
-    assert!(v[0]["last_error"].as_str().unwrap().contains("server error"));
+    assert!(
+        gaps[0]["reason"].as_str().unwrap().contains("read failed"),
+        "{gaps:?}"
+    );
+    assert!(v[0]["last_error"]
+        .as_str()
+        .unwrap()
+        .contains("server error"));
     let table = String::from_utf8_lossy(&app.run(&["status"]).stdout).to_string();
     assert!(table.contains("coverage: INCOMPLETE"), "{table}");
     sim.http("POST", "/_sim/faults", "none");
     app.collect_ok();
     assert_matches_truth(&app, &sim, "one");
-    let v: serde_json::Value = serde_json::from_slice(&app.run(&["status", "--format", "json"]).stdout).unwrap();
-    assert_eq!(v[0]["coverage"]["gaps"].as_array().map(|g| g.len()), Some(0), "{v}");
+    let v: serde_json::Value =
+        serde_json::from_slice(&app.run(&["status", "--format", "json"]).stdout).unwrap();
+    assert_eq!(
+        v[0]["coverage"]["gaps"].as_array().map(|g| g.len()),
+        Some(0),
+        "{v}"
+    );
 }
