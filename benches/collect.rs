@@ -6,6 +6,7 @@
 //!   (bodies fetched beforehand, parse untimed);
 //! - **end to end**: `auditwarden collect` as a child process into a fresh database: events/s,
 //!   requests, and its peak RSS from `wait4`.
+//!
 //! It prints figures and ratios; it asserts nothing about speed.
 
 use std::io::{BufRead, BufReader, Write};
@@ -37,7 +38,14 @@ impl Drop for Sim {
 
 fn start_sim(events: usize) -> Sim {
     let mut child = Command::new(BIN)
-        .args(["simulate", "--listen", "127.0.0.1:0", "--seed", "1", "--days"])
+        .args([
+            "simulate",
+            "--listen",
+            "127.0.0.1:0",
+            "--seed",
+            "1",
+            "--days",
+        ])
         .arg(DAYS.to_string())
         .arg("--events")
         .arg(events.to_string())
@@ -50,7 +58,10 @@ fn start_sim(events: usize) -> Sim {
     BufReader::new(child.stdout.take().expect("stdout"))
         .read_line(&mut line)
         .expect("address");
-    let url = format!("http://{}", line.trim().rsplit("http://").next().unwrap_or(""));
+    let url = format!(
+        "http://{}",
+        line.trim().rsplit("http://").next().unwrap_or("")
+    );
     Sim { child, url }
 }
 
@@ -77,14 +88,25 @@ fn account(url: &str) -> Account {
 }
 
 /// Page through every day of the history; `sink` gets each parsed page.
-async fn fetch_all(client: &Client, mut sink: impl FnMut(chrono::NaiveDate, Vec<ParsedEvent>)) -> (u64, u64) {
+async fn fetch_all(
+    client: &Client,
+    mut sink: impl FnMut(chrono::NaiveDate, Vec<ParsedEvent>),
+) -> (u64, u64) {
     let today = Utc::now().date_naive();
-    let start = today.checked_sub_days(Days::new(u64::from(DAYS))).unwrap_or(today);
+    let start = today
+        .checked_sub_days(Days::new(u64::from(DAYS)))
+        .unwrap_or(today);
     let mut events = 0;
     for day in start.iter_days().take_while(|d| *d <= today) {
         let mut offset = 0u64;
         loop {
-            let q = AuditQuery { from: day, to: day, action: None, offset, limit: PAGE };
+            let q = AuditQuery {
+                from: day,
+                to: day,
+                action: None,
+                offset,
+                limit: PAGE,
+            };
             let page = client.audit_log(&q).await.expect("page");
             let n = page.items.len() as u64;
             events += n;
@@ -98,9 +120,14 @@ async fn fetch_all(client: &Client, mut sink: impl FnMut(chrono::NaiveDate, Vec<
     (events, client.stats().requests())
 }
 
+#[allow(clippy::zombie_processes)] // reaped by wait4 below, which also gives the child's peak RSS
 fn peak_rss_of(mut cmd: Command) -> (std::process::Output, Duration, u64) {
     let started = Instant::now();
-    let child = cmd.stdout(Stdio::piped()).stderr(Stdio::null()).spawn().expect("spawn");
+    let child = cmd
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn");
     let pid = child.id() as libc::pid_t;
     let mut stdout = child.stdout.expect("stdout");
     let reader = std::thread::spawn(move || {
@@ -128,13 +155,20 @@ fn main() {
         .skip(1)
         .filter_map(|a| a.parse().ok())
         .collect();
-    let sizes = if sizes.is_empty() { vec![100_000, 1_000_000] } else { sizes };
+    let sizes = if sizes.is_empty() {
+        vec![100_000, 1_000_000]
+    } else {
+        sizes
+    };
     let rt = tokio::runtime::Runtime::new().expect("runtime");
     println!("auditwarden collection benchmark: {DAYS} days of history, pages of {PAGE}");
     for n in sizes {
         let t = Instant::now();
         let sim = start_sim(n);
-        println!("\n== {n} events (simulator ready in {:.1}s)", t.elapsed().as_secs_f64());
+        println!(
+            "\n== {n} events (simulator ready in {:.1}s)",
+            t.elapsed().as_secs_f64()
+        );
         let acct = account(&sim.url);
 
         // Fetch floor.
@@ -142,7 +176,10 @@ fn main() {
         let t = Instant::now();
         let (fetched, requests) = rt.block_on(fetch_all(&client, |_, _| {}));
         let fetch_s = t.elapsed().as_secs_f64();
-        println!("fetch floor : {fetched} events, {requests} requests in {fetch_s:.2}s = {:.0} events/s", fetched as f64 / fetch_s);
+        println!(
+            "fetch floor : {fetched} events, {requests} requests in {fetch_s:.2}s = {:.0} events/s",
+            fetched as f64 / fetch_s
+        );
 
         // Insert floor: the same pages, fetched first (untimed), then written.
         let client = Client::new(&acct).expect("client");
@@ -168,14 +205,20 @@ fn main() {
                         day: Some(day),
                         events: &evs,
                         malformed: &[],
-                        done: Some(WindowDone { server_total: None, received: evs.len() as u64 }),
+                        done: Some(WindowDone {
+                            server_total: None,
+                            received: evs.len() as u64,
+                        }),
                     })
                     .expect("write");
                 insert_s += t.elapsed().as_secs_f64();
                 inserted += out.inserted;
             }
         }));
-        println!("insert floor: {inserted} events in {insert_s:.2}s = {:.0} events/s", inserted as f64 / insert_s);
+        println!(
+            "insert floor: {inserted} events in {insert_s:.2}s = {:.0} events/s",
+            inserted as f64 / insert_s
+        );
         drop(store);
 
         // End to end.
@@ -189,14 +232,27 @@ fn main() {
         )
         .expect("config");
         let mut cmd = Command::new(BIN);
-        cmd.args(["collect", "--config"]).arg(&cfg).env("BENCH_KEY", KEY).env("AUDITWARDEN_LOG", "warn");
+        cmd.args(["collect", "--config"])
+            .arg(&cfg)
+            .env("BENCH_KEY", KEY)
+            .env("AUDITWARDEN_LOG", "warn");
         let (out, elapsed, rss_mib) = peak_rss_of(cmd);
         let e2e_s = elapsed.as_secs_f64();
         let summary = String::from_utf8_lossy(&out.stdout);
         assert!(out.status.success(), "collect failed: {summary}");
-        let stored = Store::open_read_only(&dir.path().join("e2e.db")).expect("db").event_ids("bench").expect("ids").len();
-        println!("end to end  : {stored} events in {e2e_s:.2}s = {:.0} events/s, peak RSS {rss_mib} MiB", stored as f64 / e2e_s);
-        println!("              {}", summary.lines().nth(1).unwrap_or("").trim());
+        let stored = Store::open_read_only(&dir.path().join("e2e.db"))
+            .expect("db")
+            .event_ids("bench")
+            .expect("ids")
+            .len();
+        println!(
+            "end to end  : {stored} events in {e2e_s:.2}s = {:.0} events/s, peak RSS {rss_mib} MiB",
+            stored as f64 / e2e_s
+        );
+        println!(
+            "              {}",
+            summary.lines().nth(1).unwrap_or("").trim()
+        );
         let slower = fetch_s.max(insert_s);
         println!(
             "ratios      : end-to-end / slower floor = {:.2} (target <= 1.5); fetch {:.2}s, insert {:.2}s",

@@ -494,11 +494,11 @@ impl Run {
                     }
                     match item {
                         ParsedEvent::Event(e) => events.push(e),
-                        ParsedEvent::Malformed(m) => {
-                            tracing::warn!(event = "event_quarantined", account = %self.name, day = %day, key = %m.key, reason = %m.reason);
-                            malformed.push(m)
-                        }
+                        ParsedEvent::Malformed(m) => malformed.push(m),
                     }
+                }
+                if let Some(first) = malformed.first() {
+                    tracing::warn!(event = "events_quarantined", account = %self.name, day = %day, count = malformed.len(), first_key = %first.key, first_reason = %first.reason, "events that cannot be understood are kept in quarantine");
                 }
                 self.events_seen += n;
                 self.pages_read += 1;
@@ -522,7 +522,10 @@ impl Run {
                 })
                 .await?;
                 if let Some(b) = &self.bar {
-                    b.set_message(format!("{} pages, {} events", self.pages_read, self.events_seen));
+                    b.set_message(format!(
+                        "{} pages, {} events",
+                        self.pages_read, self.events_seen
+                    ));
                 }
                 offset += n;
                 if complete {

@@ -5,9 +5,80 @@
 //!
 //! It is deliberately independent of `crate::api`: it shares no wire types with the client, so a
 //! quirk of one cannot hide a quirk of the other.
+//!
+//! # The world
+//! Everything is drawn from one `ChaCha8Rng` seeded with [`SimOptions::seed`]; only the clock
+//! differs between two runs (the events span the `days` days ending at the moment of
+//! [`Simulator::new`]; [`Simulator::new_at`] pins that moment).
+//! - **DigiCert ONE users** (`max(users, 2)`): user 0 is the service user that owns the API key
+//!   (`GET /user/me`, role `AM_VIEW_ONLY`), user 1 is the standard user `admin`
+//!   (`AM_ACCOUNT_ADMIN`) who performs role changes; the rest are ~80% standard, ~20% service
+//!   users, mostly `ACTIVE`, some `PENDING` (invited), `LOCKED`, `DISABLED`, `EXPIRED`.
+//! - **CertCentral users** (`max(users, 1)`): integer ids from 100001; user 0 owns the key
+//!   (Administrator). Statuses are lowercase (`active`, `invited`, `pending`, `inactive`,
+//!   `disabled`); `last_login_date` is absent for users who never signed in.
+//! - **Audit events** (`events`): up to a quarter of them are the role history of the ONE users
+//!   (`create` with `roles.added` for users created inside the window, `update` with
+//!   `roles.added`/`roles.removed`), generated backwards from each user's current roles so that
+//!   replaying them ends in what `GET /user` serves. The rest is routine: sign-ins (10% failed),
+//!   sign-outs, API tokens generated/revoked, account and organization updates, client
+//!   certificates, lock/unlock. About 30% carry no milliseconds, 3% a non-UTC offset (`+02:00`,
+//!   `-05:00`, `+05:30`; still dated by their UTC day), 2% say `SUCCESS`, 10% have no
+//!   `ip_address`, 5% an IPv6 one.
+//! - **Hostile strings** (markup, spreadsheet formulas, quotes, CR LF, tab, U+202E, emoji, odd
+//!   unicode) appear in some user names, first/last names, service-user names and descriptions,
+//!   resource names, failed sign-in descriptions and `data`. They are ordinary, correctly escaped
+//!   JSON strings.
+//!
+//! Events are kept in one vector sorted by `(UTC instant, id)`: that is the oldest-first order,
+//! and its reverse is the newest-first order, so paging is deterministic even with equal
+//! timestamps. See `world.rs` for the storage layout.
+//!
+//! # Faults
+//! See [`FaultSpec`] for the SPEC syntax and [`FAULT_NAMES`] for the names.
+//! - *Request faults* (`rate-limit`, `rate-limit-date`, `rate-limit-bare`, `server-error`, `slow`,
+//!   `truncate`) are rolled per API request (never for `/_sim/*`) with a seeded rng, in that order;
+//!   at most one applies. The first four replace the response; `slow` delays the real response by
+//!   `slow-ms`; `truncate` sends the first half of a 200 body (with a matching Content-Length). A
+//!   request that draws a fault never changes the world (no `drift`/`late` arrival).
+//! - *Shape modes* (`bare`, `user-envelope`, `ignore-sort`, `alt-fields`, `role-objects`,
+//!   `error-shapes`) change how responses look, from the next request on.
+//! - `malformed` is read once, by [`Simulator::new`]: about 1% of the events (at least one) are
+//!   generated broken (no `id`, `"timestamp": "yesterday-ish"`, or no timestamp). They keep their
+//!   place in the order and their UTC day for filtering, and `/_sim/truth` lists them apart.
+//! - *Arrivals*: `drift=N` makes each of the first N audit-log requests with `offset > 0` insert,
+//!   before it is served, an event just after the newest event of its date window (so every
+//!   newest-first offset shifts by one); `late=N` makes each of the first N audit-log requests
+//!   insert an event at a random time of an older day outside its window that already has events.
+//! - `POST /_sim/freeze` stops arrivals and request faults; `POST /_sim/faults` replaces the spec,
+//!   unfreezes and restarts the `drift`/`late` counts.
+//!
+//! # Control endpoints (no authentication, never faulted)
+//! `GET /_sim/truth[?events=0]`, `GET /_sim/stats`, `POST /_sim/freeze`, `POST /_sim/faults`
+//! (body: a SPEC), `POST /_sim/events` (`{"count": N, "day": "YYYY-MM-DD"?}`),
+//! `POST /_sim/users` (create), `POST /_sim/users/{id}/grant|revoke` (`{"role", "actor_id"?}`),
+//! `POST /_sim/users/{id}/accept`, `DELETE /_sim/users/{id}`. DigiCert ONE mutations also append
+//! the matching audit event (grant/revoke: `update` with `roles.added`/`roles.removed`; create:
+//! `create` with `roles.added`; accept: the user's first `login`; delete: `delete`).
 
-use std::future::Future;
-use std::sync::Arc;
+mod faults;
+mod http;
+mod world;
+
+#[cfg(test)]
+mod tests;
+
+use std::collections::BTreeMap;
+use std::sync::{Mutex, MutexGuard, RwLock, RwLockReadGuard, RwLockWriteGuard};
+
+use chrono::{DateTime, Utc};
+use rand::SeedableRng;
+use rand_chacha::ChaCha8Rng;
+
+pub use faults::{FaultSpec, RequestFault, DEFAULT_SLOW_MS, FAULT_NAMES};
+pub use http::serve;
+
+use world::World;
 
 /// Options for one simulated world. Same options (and seed) give the same world.
 #[derive(Debug, Clone)]
@@ -26,34 +97,173 @@ pub struct SimOptions {
     pub expired_api_keys: Vec<String>,
 }
 
-/// Which faults are switched on, parsed from `--faults` (see `FaultSpec::parse`).
-#[derive(Debug, Clone, Default)]
-pub struct FaultSpec {}
-
-impl FaultSpec {
-    pub fn parse(spec: &str) -> Result<FaultSpec, String> {
-        if spec.trim().is_empty() {
-            Ok(FaultSpec::default())
-        } else {
-            Err(format!("fault injection is not implemented yet: {spec}"))
+impl Default for SimOptions {
+    fn default() -> Self {
+        SimOptions {
+            seed: 1,
+            events: 1000,
+            days: 30,
+            users: 50,
+            faults: FaultSpec::default(),
+            api_key: "sim-key".into(),
+            expired_api_keys: Vec::new(),
         }
     }
 }
 
-pub struct Simulator {}
-
-impl Simulator {
-    pub fn new(_opts: SimOptions) -> Simulator {
-        Simulator {}
-    }
+/// Fault state shared by all requests.
+struct Control {
+    spec: FaultSpec,
+    /// Set by `POST /_sim/freeze`: no request faults, no arrivals.
+    frozen: bool,
+    drift_done: u32,
+    late_done: u32,
+    /// Rolls request faults; seeded so a single-client run is reproducible.
+    rng: ChaCha8Rng,
+    /// Rotates error body shapes under `error-shapes`.
+    error_seq: u64,
 }
 
-/// Serve the simulator on `listener` until `shutdown` completes.
-pub async fn serve(
-    _listener: tokio::net::TcpListener,
-    _sim: Arc<Simulator>,
-    shutdown: impl Future<Output = ()> + Send + 'static,
-) -> std::io::Result<()> {
-    shutdown.await;
-    Ok(())
+/// Request counters served by `/_sim/stats`.
+#[derive(Default)]
+struct Stats {
+    requests: u64,
+    routes: BTreeMap<String, u64>,
+    faults: BTreeMap<&'static str, u64>,
+    statuses: BTreeMap<u16, u64>,
+}
+
+/// A running simulated world. Share it as `Arc<Simulator>`.
+pub struct Simulator {
+    api_key: String,
+    expired_api_keys: Vec<String>,
+    /// std (not tokio) locks: every critical section is short and synchronous, none spans an
+    /// `.await`. The world is read by every page and written only by arrivals and `/_sim` calls.
+    world: RwLock<World>,
+    control: Mutex<Control>,
+    stats: Mutex<Stats>,
+}
+
+impl Simulator {
+    /// Build the world; the events end at the current time.
+    pub fn new(opts: SimOptions) -> Simulator {
+        Simulator::new_at(opts, Utc::now())
+    }
+
+    /// Build the world with its events ending at `now` (for reproducible tests).
+    pub fn new_at(opts: SimOptions, now: DateTime<Utc>) -> Simulator {
+        let world = World::generate(
+            opts.seed,
+            opts.events,
+            opts.days,
+            opts.users,
+            opts.faults.malformed,
+            now,
+        );
+        Simulator {
+            api_key: opts.api_key,
+            expired_api_keys: opts.expired_api_keys,
+            world: RwLock::new(world),
+            control: Mutex::new(Control {
+                spec: opts.faults,
+                frozen: false,
+                drift_done: 0,
+                late_done: 0,
+                rng: ChaCha8Rng::seed_from_u64(opts.seed ^ 0xFA17_FA17_FA17_FA17),
+                error_seq: 0,
+            }),
+            stats: Mutex::new(Stats::default()),
+        }
+    }
+
+    fn world(&self) -> RwLockReadGuard<'_, World> {
+        self.world.read().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn world_mut(&self) -> RwLockWriteGuard<'_, World> {
+        self.world.write().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn control(&self) -> MutexGuard<'_, Control> {
+        self.control.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn stats(&self) -> MutexGuard<'_, Stats> {
+        self.stats.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The ground truth (what `GET /_sim/truth` serves): `{"account", "total_events",
+    /// "events": [{id, timestamp, day, action, status, resource_type, resource_id, user_id}],
+    /// "malformed": [{raw, day, reason}], "users": {"digicert_one": [..], "certcentral": [..]},
+    /// "inserted": {drift, late, control}}`. `events` is oldest first and excludes the malformed
+    /// ones; `raw` is the exact text served for a malformed event under the current faults.
+    pub fn truth_json(&self) -> serde_json::Value {
+        serde_json::from_str(&self.truth_text(true)).unwrap_or(serde_json::Value::Null)
+    }
+
+    /// The ground truth as JSON text; without `events` when `include_events` is false.
+    pub fn truth_text(&self, include_events: bool) -> String {
+        let alt = self.control().spec.alt_fields;
+        self.world().truth_text(include_events, alt)
+    }
+
+    /// Number of events that exist now (well-formed and malformed).
+    pub fn event_count(&self) -> usize {
+        self.world().events.len()
+    }
+
+    /// Add `count` well-formed routine events on the UTC `day` (not after now), like
+    /// `POST /_sim/events`.
+    pub fn add_events(&self, count: usize, day: chrono::NaiveDate) {
+        self.world_mut().insert_on_day(count, day);
+    }
+
+    /// The DigiCert ONE account id every event carries.
+    pub fn account_id(&self) -> String {
+        self.world().account_id.clone()
+    }
+
+    /// The counters `GET /_sim/stats` serves.
+    pub fn stats_json(&self) -> serde_json::Value {
+        let s = self.stats();
+        let statuses: BTreeMap<String, u64> = s
+            .statuses
+            .iter()
+            .map(|(k, v)| (k.to_string(), *v))
+            .collect();
+        let c = self.control();
+        let w = self.world();
+        serde_json::json!({
+            "requests": s.requests,
+            "routes": s.routes,
+            "faults": s.faults,
+            "statuses": statuses,
+            "frozen": c.frozen,
+            "arrivals": {
+                "drift": w.inserted_drift,
+                "late": w.inserted_late,
+                "control": w.inserted_control,
+            },
+        })
+    }
+
+    /// Stop arrivals and request faults from now on (`POST /_sim/freeze`).
+    pub fn freeze(&self) {
+        self.control().frozen = true;
+    }
+
+    /// Replace the fault spec (`POST /_sim/faults`): unfreezes and restarts the drift/late counts.
+    /// `malformed` has no effect here (it is read only when the world is built).
+    pub fn set_faults(&self, spec: FaultSpec) {
+        let mut c = self.control();
+        c.spec = spec;
+        c.frozen = false;
+        c.drift_done = 0;
+        c.late_done = 0;
+    }
+
+    /// The fault spec in force.
+    pub fn faults(&self) -> FaultSpec {
+        self.control().spec.clone()
+    }
 }

@@ -14,7 +14,10 @@ fn complete_collection_across_many_pages_envelope() {
     let second = app.collect_ok();
     assert!(second.contains("0 new events"), "{second}");
     let n = requests_in(&second, "one");
-    assert!(n <= 4, "an idle pass should cost a few requests, took {n}: {second}");
+    assert!(
+        n <= 4,
+        "an idle pass should cost a few requests, took {n}: {second}"
+    );
 }
 
 /// Bare-array responses (no total) are paged until a short page, and nothing is missed.
@@ -43,7 +46,9 @@ fn each_fault_kind_alone_loses_nothing() {
         "ignore-sort",
         "error-shapes,server-error=0.1",
     ] {
-        let sim = Sim::start(&["--events", "600", "--days", "6", "--seed", "3", "--faults", fault]);
+        let sim = Sim::start(&[
+            "--events", "600", "--days", "6", "--seed", "3", "--faults", fault,
+        ]);
         let app = App::new(&sim, "");
         let out = app.run(&["collect"]);
         assert!(
@@ -59,7 +64,9 @@ fn each_fault_kind_alone_loses_nothing() {
 /// Every fault at once, then a clean pass: nothing missing, nothing twice.
 #[test]
 fn mixed_faults_lose_nothing() {
-    let sim = Sim::start(&["--events", "2500", "--days", "12", "--seed", "5", "--faults", "all"]);
+    let sim = Sim::start(&[
+        "--events", "2500", "--days", "12", "--seed", "5", "--faults", "all",
+    ]);
     let app = App::new(&sim, "");
     let _ = app.run(&["collect"]);
     sim.freeze();
@@ -72,26 +79,62 @@ fn mixed_faults_lose_nothing() {
 #[test]
 fn events_arriving_during_paging_are_not_missed() {
     let sim = Sim::start(&[
-        "--events", "2000", "--days", "5", "--seed", "8", "--faults", "ignore-sort,drift=25",
+        "--events",
+        "2000",
+        "--days",
+        "5",
+        "--seed",
+        "8",
+        "--faults",
+        "ignore-sort,drift=25",
     ]);
     let app = App::new(&sim, "");
     let out = app.collect_ok();
     assert_matches_truth(&app, &sim, "one");
-    assert!(!out.contains("(0 re-reads"), "drift should have forced re-reads: {out}");
+    assert!(
+        !out.contains("(0 re-reads"),
+        "drift should have forced re-reads: {out}"
+    );
 }
 
 /// Late events landing in days already read are found by the next pass through totals, without
 /// re-reading all of history.
 #[test]
 fn late_events_in_days_already_read_are_found() {
-    let sim = Sim::start(&["--events", "3000", "--days", "30", "--seed", "9", "--faults", "late=15"]);
+    let sim = Sim::start(&[
+        "--events", "3000", "--days", "30", "--seed", "9", "--faults", "late=15",
+    ]);
     let app = App::new(&sim, "");
     app.collect_ok();
     sim.freeze();
+    // And some more, for certain in days the first pass has read.
+    let today = chrono::Utc::now().date_naive();
+    for (back, count) in [(20u64, 3), (7, 2)] {
+        let day = today - chrono::Days::new(back);
+        let (s, b) = sim.http(
+            "POST",
+            "/_sim/events",
+            &format!("{{\"count\": {count}, \"day\": \"{day}\"}}"),
+        );
+        assert!(s < 300, "{s} {b}");
+    }
     let second = app.collect_ok();
     assert_matches_truth(&app, &sim, "one");
+    let new_events: u64 = second
+        .split(" new events")
+        .next()
+        .and_then(|s| s.rsplit(' ').next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(0);
+    assert!(
+        new_events >= 5,
+        "the late events should be found by the second pass: {second}"
+    );
     let n = requests_in(&second, "one");
-    assert!(n < 120, "finding late events should not re-read history ({n} requests): {second}");
+    assert!(
+        n < 120,
+        "finding late events should not re-read history ({n} requests): {second}"
+    );
 }
 
 /// One failing account (rejected key) does not stop the others; the exit code says it failed.
@@ -100,13 +143,21 @@ fn one_failing_account_does_not_stop_the_others() {
     let sim = Sim::start(&["--events", "500", "--days", "5"]);
     let app = App::with_accounts(&[
         ("good", "digicert-one", &sim.url(), ""),
-        ("bad", "digicert-one", &sim.url(), "api_key_file = \"wrong.key\""),
+        (
+            "bad",
+            "digicert-one",
+            &sim.url(),
+            "api_key_file = \"wrong.key\"",
+        ),
     ]);
     std::fs::write(app.dir.path().join("wrong.key"), "not-the-key\n").unwrap();
     let out = app.run(&["collect"]);
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert_eq!(out.status.code(), Some(1), "{stdout}");
-    assert!(stdout.contains("bad: FAILED, the API key was rejected"), "{stdout}");
+    assert!(
+        stdout.contains("bad: FAILED, the API key was rejected"),
+        "{stdout}"
+    );
     assert!(stdout.contains("good: ok"), "{stdout}");
     assert_eq!(app.stored_ids("good"), sim.truth_ids());
 }
@@ -114,9 +165,16 @@ fn one_failing_account_does_not_stop_the_others() {
 /// An expired service-user key is reported as such, distinctly from a wrong key.
 #[test]
 fn expired_credential_is_named() {
-    let sim = Sim::start_with_env(&["--events", "50"], &[("AUDITWARDEN_SIM_EXPIRED_KEY", "expired-key-1")]);
+    let sim = Sim::start_with_env(
+        &["--events", "50"],
+        &[("AUDITWARDEN_SIM_EXPIRED_KEY", "expired-key-1")],
+    );
     let app = App::new(&sim, "");
-    let out = app.command(&["collect"]).env("TEST_API_KEY", "expired-key-1").output().unwrap();
+    let out = app
+        .command(&["collect"])
+        .env("TEST_API_KEY", "expired-key-1")
+        .output()
+        .unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert_eq!(out.status.code(), Some(1));
     assert!(stdout.contains("credential has expired"), "{stdout}");
@@ -133,7 +191,11 @@ fn certcentral_check_and_skip() {
     assert!(stdout.contains("cc (certcentral): ok"), "{stdout}");
     let collect = app.collect_ok();
     assert!(collect.contains("cc: skipped"), "{collect}");
-    let bad = app.command(&["check"]).env("TEST_API_KEY", "wrong").output().unwrap();
+    let bad = app
+        .command(&["check"])
+        .env("TEST_API_KEY", "wrong")
+        .output()
+        .unwrap();
     assert_eq!(bad.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&bad.stdout).contains("the API key was rejected"));
 }
@@ -148,18 +210,35 @@ fn export_jsonl_and_csv() {
     let out = app.run(&["export", "events", "--format", "jsonl"]);
     assert!(out.status.success());
     let text = String::from_utf8(out.stdout).unwrap();
-    let lines: Vec<serde_json::Value> = text.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    let lines: Vec<serde_json::Value> = text
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
     assert_eq!(lines.len(), sim.truth_ids().len());
     let mut hostile = 0;
     for l in &lines {
-        for k in ["account", "id", "timestamp", "action", "resource_type", "resource_id", "actor", "status", "raw"] {
+        for k in [
+            "account",
+            "id",
+            "timestamp",
+            "action",
+            "resource_type",
+            "resource_id",
+            "actor",
+            "status",
+            "raw",
+        ] {
             assert!(l.get(k).is_some(), "missing {k} in {l}");
         }
         assert!(l["timestamp"].as_str().unwrap().ends_with('Z'));
         assert_eq!(l["raw"]["id"], l["id"]);
         let raw_name = l["raw"]["resource_name"].as_str();
         if let Some(n) = raw_name {
-            assert_eq!(l["resource_name"].as_str(), Some(n), "resource_name must round-trip");
+            assert_eq!(
+                l["resource_name"].as_str(),
+                Some(n),
+                "resource_name must round-trip"
+            );
             if n.contains('<') || n.starts_with('=') || n.contains('\n') {
                 hostile += 1;
             }
@@ -168,7 +247,14 @@ fn export_jsonl_and_csv() {
     assert!(hostile > 0, "the simulator should serve hostile strings");
 
     let csv_path = app.dir.path().join("events.csv");
-    let out = app.run(&["export", "events", "--format", "csv", "--out", csv_path.to_str().unwrap()]);
+    let out = app.run(&[
+        "export",
+        "events",
+        "--format",
+        "csv",
+        "--out",
+        csv_path.to_str().unwrap(),
+    ]);
     assert!(out.status.success());
     let mut rdr = csv::Reader::from_path(&csv_path).unwrap();
     let mut rows = 0;
@@ -177,7 +263,10 @@ fn export_jsonl_and_csv() {
         rows += 1;
         for cell in rec.iter() {
             assert!(
-                !matches!(cell.chars().next(), Some('=' | '+' | '-' | '@' | '\t' | '\r')),
+                !matches!(
+                    cell.chars().next(),
+                    Some('=' | '+' | '-' | '@' | '\t' | '\r')
+                ),
                 "formula-like cell {cell:?}"
             );
         }
@@ -196,11 +285,20 @@ fn status_reports_coverage_and_counts() {
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     let a = &v[0];
     assert_eq!(a["account"], "one");
-    assert_eq!(a["events"].as_u64().unwrap() as usize, sim.truth_ids().len());
-    assert_eq!(a["quarantined"].as_u64().unwrap() as usize, sim.truth_malformed());
+    assert_eq!(
+        a["events"].as_u64().unwrap() as usize,
+        sim.truth_ids().len()
+    );
+    assert_eq!(
+        a["quarantined"].as_u64().unwrap() as usize,
+        sim.truth_malformed()
+    );
     assert_eq!(a["coverage"]["complete_days"], 41);
     assert!(a["last_error"].is_null());
     let table = app.run(&["status", "--quarantine"]);
     let t = String::from_utf8_lossy(&table.stdout);
-    assert!(t.contains("coverage: ") && t.contains("41 days complete"), "{t}");
+    assert!(
+        t.contains("coverage: ") && t.contains("41 days complete"),
+        "{t}"
+    );
 }

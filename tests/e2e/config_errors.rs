@@ -15,25 +15,29 @@ fn run_with(config: &str) -> (i32, String) {
         .output()
         .unwrap();
     assert_no_key(&out);
-    (out.status.code().unwrap_or(-1), String::from_utf8_lossy(&out.stderr).to_string())
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stderr).to_string(),
+    )
 }
 
 /// Each malformed config is refused with a message that names the problem.
 #[test]
 fn each_bad_config_names_its_problem() {
-    let ok_account = "[[accounts]]\nname = \"a\"\nkind = \"digicert-one\"\napi_key_env = \"TEST_API_KEY\"\n";
+    let ok_account =
+        "[[accounts]]\nname = \"a\"\nkind = \"digicert-one\"\napi_key_env = \"TEST_API_KEY\"\n";
     let cases: Vec<(String, &str)> = vec![
         ("[store\npath = 1".into(), "not valid TOML"),
-        (format!("{ok_account}"), "missing section [store]"),
-        (format!("[store]\npath = \"x.db\"\n"), "no [[accounts]] configured"),
+        (ok_account.to_string(), "missing section [store]"),
+        ("[store]\npath = \"x.db\"\n".to_string(), "no [[accounts]] configured"),
         (format!("[store]\npath = \"x.db\"\n{ok_account}colour = 1\n"), "accounts[0].colour: unknown key"),
         (format!("[store]\npath = \"x.db\"\n{ok_account}backfill_days = -3\n"), "accounts[0].backfill_days: -3 is out of range"),
         (format!("[store]\npath = \"x.db\"\n{ok_account}backfill_days = \"ninety\"\n"), "accounts[0].backfill_days: must be a whole number"),
         (format!("[store]\npath = \"x.db\"\n{ok_account}region = \"eu\"\n"), "accounts[0].region: \"eu\" is not a digicert-one region"),
-        (format!("[store]\npath = \"x.db\"\n[[accounts]]\nname = \"a\"\nkind = \"certcentral\"\napi_key_env = \"MISSING_KEY_VAR\"\n"), "accounts[0].api_key_env: the environment variable MISSING_KEY_VAR is not set"),
-        (format!("[store]\npath = \"x.db\"\n[[accounts]]\nname = \"a\"\nkind = \"digicert-one\"\n"), "accounts[0]: no credential"),
+        ("[store]\npath = \"x.db\"\n[[accounts]]\nname = \"a\"\nkind = \"certcentral\"\napi_key_env = \"MISSING_KEY_VAR\"\n".to_string(), "accounts[0].api_key_env: the environment variable MISSING_KEY_VAR is not set"),
+        ("[store]\npath = \"x.db\"\n[[accounts]]\nname = \"a\"\nkind = \"digicert-one\"\n".to_string(), "accounts[0]: no credential"),
         (format!("[store]\npath = \"x.db\"\n{ok_account}{ok_account}"), "accounts[1].name: \"a\" is used twice"),
-        (format!("[store]\npath = \"x.db\"\n[[accounts]]\nname = \"a\"\nkind = \"digicert-two\"\napi_key_env = \"TEST_API_KEY\"\n"), "accounts[0].kind: \"digicert-two\""),
+        ("[store]\npath = \"x.db\"\n[[accounts]]\nname = \"a\"\nkind = \"digicert-two\"\napi_key_env = \"TEST_API_KEY\"\n".to_string(), "accounts[0].kind: \"digicert-two\""),
         (format!("[store]\npath = \"x.db\"\n{ok_account}base_url = \"ftp://x\"\n"), "accounts[0].base_url"),
         (format!("[store]\npath = \"x.db\"\n[collection]\nrate_limits = [{{ requests = 0, per_secs = 5 }}]\n{ok_account}"), "collection.rate_limits[0].requests: 0 is out of range"),
         (format!("[store]\npath = \"x.db\"\n{ok_account}api_key = \"inline-secret\"\n"), "accounts[0].api_key: unknown key"),
@@ -41,8 +45,14 @@ fn each_bad_config_names_its_problem() {
     for (text, expected) in cases {
         let (code, err) = run_with(&text);
         assert_eq!(code, 2, "config {text:?} should be refused: {err}");
-        assert!(err.contains(expected), "config {text:?}: expected {expected:?} in:\n{err}");
-        assert!(err.contains("bad.toml"), "the message should name the file: {err}");
+        assert!(
+            err.contains(expected),
+            "config {text:?}: expected {expected:?} in:\n{err}"
+        );
+        assert!(
+            err.contains("bad.toml"),
+            "the message should name the file: {err}"
+        );
     }
 }
 
@@ -81,12 +91,20 @@ fn config_flag_positions_and_env_var() {
         .env("TEST_API_KEY", KEY)
         .output()
         .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let out = std::process::Command::new(BIN)
         .arg("check")
         .env("AUDITWARDEN_CONFIG", &app.config)
         .env("TEST_API_KEY", KEY)
         .output()
         .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }

@@ -101,7 +101,13 @@ impl Drop for Sim {
 }
 
 /// A minimal HTTP/1.0 client (no chunked encoding, connection closes): enough for control calls.
-pub fn http(addr: &str, method: &str, path: &str, body: &str, headers: &[(&str, &str)]) -> (u16, String) {
+pub fn http(
+    addr: &str,
+    method: &str,
+    path: &str,
+    body: &str,
+    headers: &[(&str, &str)],
+) -> (u16, String) {
     let mut s = TcpStream::connect(addr).expect("connect");
     s.set_read_timeout(Some(Duration::from_secs(30))).ok();
     let mut req = format!(
@@ -233,7 +239,10 @@ pub fn requests_in(summary: &str, account: &str) -> u64 {
 pub fn assert_no_key(out: &Output) {
     for (name, bytes) in [("stdout", &out.stdout), ("stderr", &out.stderr)] {
         let text = String::from_utf8_lossy(bytes);
-        assert!(!text.contains(KEY), "the API key leaked into {name}:\n{text}");
+        assert!(
+            !text.contains(KEY),
+            "the API key leaked into {name}:\n{text}"
+        );
     }
 }
 

@@ -1,0 +1,245 @@
+//! The fault specification (`--faults SPEC`) and its parser.
+//!
+//! A SPEC is a comma-separated list of `name` or `name=value`. Request faults take a probability in
+//! `0..=1` (a bare name means probability 1); arrival faults (`drift`, `late`) take a count (a bare
+//! name means 1); modes (`bare`, `alt-fields`, ...) take no value, or `0`/`1`/`true`/`false`.
+//! `slow-ms=N` sets the delay of the `slow` fault. `all` switches on a mix of everything, and later
+//! items override earlier ones (`all,rate-limit=0` is everything but plain rate limits).
+
+use std::fmt;
+
+/// Default delay of a `slow` response: longer than any sane client timeout in tests.
+pub const DEFAULT_SLOW_MS: u64 = 3000;
+
+/// Which faults are switched on, parsed from `--faults` (see [`FaultSpec::parse`]).
+#[derive(Debug, Clone, PartialEq)]
+pub struct FaultSpec {
+    /// 429 with `Retry-After: 1` (seconds).
+    pub rate_limit: f64,
+    /// 429 with `Retry-After` as an HTTP date 1–2 s ahead.
+    pub rate_limit_date: f64,
+    /// 429 `request_limit_exceeded` without `Retry-After` (CertCentral style).
+    pub rate_limit_bare: f64,
+    /// 500, 502 (non-JSON body) or 503 (sometimes with `Retry-After: 1`).
+    pub server_error: f64,
+    /// The response is delayed by `slow_ms`.
+    pub slow: f64,
+    /// Delay of a `slow` response, in milliseconds.
+    pub slow_ms: u64,
+    /// Status 200 but only the first half of the body is sent.
+    pub truncate: f64,
+    /// Audit-log and user lists are bare JSON arrays (no envelope, no total).
+    pub bare: bool,
+    /// The DigiCert ONE user list uses the `{total, offset, limit, items}` envelope.
+    pub user_envelope: bool,
+    /// The audit log is always newest first, whatever `sort` says.
+    pub ignore_sort: bool,
+    /// ~30% of events use `date` and flat `user_name`/`user_id`.
+    pub alt_fields: bool,
+    /// DigiCert ONE user roles are objects `{id, code, name}` instead of codes.
+    pub role_objects: bool,
+    /// ~1% of the generated events are malformed (only read by `Simulator::new`).
+    pub malformed: bool,
+    /// Error bodies rotate through the documented shapes.
+    pub error_shapes: bool,
+    /// The first N audit-log requests with `offset > 0` first insert a newest event in their window.
+    pub drift: u32,
+    /// The first N audit-log requests first insert an event in an older day outside their window.
+    pub late: u32,
+}
+
+impl Default for FaultSpec {
+    fn default() -> Self {
+        FaultSpec {
+            rate_limit: 0.0,
+            rate_limit_date: 0.0,
+            rate_limit_bare: 0.0,
+            server_error: 0.0,
+            slow: 0.0,
+            slow_ms: DEFAULT_SLOW_MS,
+            truncate: 0.0,
+            bare: false,
+            user_envelope: false,
+            ignore_sort: false,
+            alt_fields: false,
+            role_objects: false,
+            malformed: false,
+            error_shapes: false,
+            drift: 0,
+            late: 0,
+        }
+    }
+}
+
+/// The names `FaultSpec::parse` accepts, for help texts and error messages.
+pub const FAULT_NAMES: &[&str] = &[
+    "all",
+    "rate-limit",
+    "rate-limit-date",
+    "rate-limit-bare",
+    "server-error",
+    "slow",
+    "slow-ms",
+    "truncate",
+    "bare",
+    "user-envelope",
+    "ignore-sort",
+    "alt-fields",
+    "role-objects",
+    "malformed",
+    "error-shapes",
+    "drift",
+    "late",
+];
+
+/// The kinds of request fault, in the order they are rolled for each request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RequestFault {
+    RateLimit,
+    RateLimitDate,
+    RateLimitBare,
+    ServerError,
+    Slow,
+    Truncate,
+}
+
+impl RequestFault {
+    pub const ALL: [RequestFault; 6] = [
+        RequestFault::RateLimit,
+        RequestFault::RateLimitDate,
+        RequestFault::RateLimitBare,
+        RequestFault::ServerError,
+        RequestFault::Slow,
+        RequestFault::Truncate,
+    ];
+
+    /// The fault's name in a SPEC (and in `/_sim/stats`).
+    pub fn name(self) -> &'static str {
+        match self {
+            RequestFault::RateLimit => "rate-limit",
+            RequestFault::RateLimitDate => "rate-limit-date",
+            RequestFault::RateLimitBare => "rate-limit-bare",
+            RequestFault::ServerError => "server-error",
+            RequestFault::Slow => "slow",
+            RequestFault::Truncate => "truncate",
+        }
+    }
+}
+
+impl fmt::Display for RequestFault {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+impl FaultSpec {
+    /// Parse a SPEC. An empty SPEC (or `none`) switches everything off.
+    pub fn parse(spec: &str) -> Result<FaultSpec, String> {
+        let mut out = FaultSpec::default();
+        for item in spec.split(',') {
+            let item = item.trim();
+            if item.is_empty() || item == "none" {
+                continue;
+            }
+            let (name, value) = match item.split_once('=') {
+                Some((n, v)) => (n.trim(), Some(v.trim())),
+                None => (item, None),
+            };
+            match name {
+                "all" => {
+                    if value.is_some() {
+                        return Err(format!("fault `all` takes no value: {item}"));
+                    }
+                    out = FaultSpec::all();
+                }
+                "rate-limit" => out.rate_limit = probability(name, value)?,
+                "rate-limit-date" => out.rate_limit_date = probability(name, value)?,
+                "rate-limit-bare" => out.rate_limit_bare = probability(name, value)?,
+                "server-error" => out.server_error = probability(name, value)?,
+                "slow" => out.slow = probability(name, value)?,
+                "truncate" => out.truncate = probability(name, value)?,
+                "slow-ms" => {
+                    let v = value.ok_or_else(|| "fault `slow-ms` needs a value".to_string())?;
+                    out.slow_ms = v
+                        .parse()
+                        .map_err(|_| format!("fault `slow-ms`: not a number of ms: {v:?}"))?;
+                }
+                "bare" => out.bare = switch(name, value)?,
+                "user-envelope" => out.user_envelope = switch(name, value)?,
+                "ignore-sort" => out.ignore_sort = switch(name, value)?,
+                "alt-fields" => out.alt_fields = switch(name, value)?,
+                "role-objects" => out.role_objects = switch(name, value)?,
+                "malformed" => out.malformed = switch(name, value)?,
+                "error-shapes" => out.error_shapes = switch(name, value)?,
+                "drift" => out.drift = count(name, value)?,
+                "late" => out.late = count(name, value)?,
+                _ => {
+                    return Err(format!(
+                        "unknown fault `{name}` (known: {})",
+                        FAULT_NAMES.join(", ")
+                    ))
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// The mix `all` switches on: every kind, request faults at a few percent each, so a client
+    /// with sane retries still finishes.
+    pub fn all() -> FaultSpec {
+        FaultSpec {
+            rate_limit: 0.03,
+            rate_limit_date: 0.02,
+            rate_limit_bare: 0.02,
+            server_error: 0.03,
+            slow: 0.01,
+            slow_ms: DEFAULT_SLOW_MS,
+            truncate: 0.02,
+            bare: true,
+            user_envelope: true,
+            ignore_sort: true,
+            alt_fields: true,
+            role_objects: true,
+            malformed: true,
+            error_shapes: true,
+            drift: 3,
+            late: 3,
+        }
+    }
+
+    /// The probability of one request fault.
+    pub fn probability_of(&self, fault: RequestFault) -> f64 {
+        match fault {
+            RequestFault::RateLimit => self.rate_limit,
+            RequestFault::RateLimitDate => self.rate_limit_date,
+            RequestFault::RateLimitBare => self.rate_limit_bare,
+            RequestFault::ServerError => self.server_error,
+            RequestFault::Slow => self.slow,
+            RequestFault::Truncate => self.truncate,
+        }
+    }
+}
+
+fn probability(name: &str, value: Option<&str>) -> Result<f64, String> {
+    let Some(v) = value else { return Ok(1.0) };
+    match v.parse::<f64>() {
+        Ok(p) if (0.0..=1.0).contains(&p) => Ok(p),
+        _ => Err(format!(
+            "fault `{name}`: probability must be between 0 and 1, got {v:?}"
+        )),
+    }
+}
+
+fn count(name: &str, value: Option<&str>) -> Result<u32, String> {
+    let Some(v) = value else { return Ok(1) };
+    v.parse::<u32>()
+        .map_err(|_| format!("fault `{name}`: count must be a whole number, got {v:?}"))
+}
+
+fn switch(name: &str, value: Option<&str>) -> Result<bool, String> {
+    match value {
+        None | Some("1") | Some("true") | Some("on") => Ok(true),
+        Some("0") | Some("false") | Some("off") => Ok(false),
+        Some(v) => Err(format!("fault `{name}` is on or off, got {v:?}")),
+    }
+}

@@ -1,0 +1,859 @@
+//! The HTTP side of the simulator: one fallback handler that authenticates, rolls request faults,
+//! routes by hand (so each API gets its own 404 body and every route its own stats label) and
+//! builds the responses.
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use axum::body::{Body, Bytes};
+use axum::extract::State;
+use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode, Uri};
+use axum::response::{IntoResponse, Response};
+use axum::Router;
+use chrono::NaiveDate;
+use rand::Rng;
+use serde::Deserialize;
+use serde_json::{json, Value};
+
+use super::faults::{FaultSpec, RequestFault};
+use super::world::{
+    ms_to_day, AuditQuery, CreateUser, Mutation, WorldError, CC_CONTAINERS, CC_ROLES, ONE_ROLES,
+};
+use super::Simulator;
+
+/// DigiCert ONE paging limits (contract 1.2, 1.4); CertCentral uses the same numbers [A].
+const DEFAULT_LIMIT: usize = 50;
+const MAX_LIMIT: usize = 1000;
+
+/// Serve the simulator on `listener` until `shutdown` completes.
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    sim: Arc<Simulator>,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    let app = Router::new().fallback(handle).with_state(sim);
+    axum::serve(listener, app)
+        .with_graceful_shutdown(shutdown)
+        .await
+}
+
+async fn handle(
+    State(sim): State<Arc<Simulator>>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    sim.dispatch(&method, &uri, &headers, &body)
+        .await
+        .into_response()
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Api {
+    One,
+    Cc,
+}
+
+/// A response before it becomes an axum `Response`.
+struct Reply {
+    status: u16,
+    content_type: &'static str,
+    headers: Vec<(header::HeaderName, String)>,
+    body: Vec<u8>,
+}
+
+impl Reply {
+    fn json_text(status: u16, body: String) -> Reply {
+        Reply {
+            status,
+            content_type: "application/json",
+            headers: Vec::new(),
+            body: body.into_bytes(),
+        }
+    }
+
+    fn json(status: u16, v: &Value) -> Reply {
+        Reply::json_text(status, v.to_string())
+    }
+
+    fn with_header(mut self, name: header::HeaderName, value: String) -> Reply {
+        self.headers.push((name, value));
+        self
+    }
+}
+
+impl IntoResponse for Reply {
+    fn into_response(self) -> Response {
+        let mut r = Response::new(Body::from(self.body));
+        *r.status_mut() = StatusCode::from_u16(self.status).unwrap_or(StatusCode::OK);
+        r.headers_mut().insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static(self.content_type),
+        );
+        for (k, v) in self.headers {
+            if let Ok(v) = HeaderValue::from_str(&v) {
+                r.headers_mut().insert(k, v);
+            }
+        }
+        r
+    }
+}
+
+/// Query parameters in order (a name may repeat; the first wins).
+struct Params(Vec<(String, String)>);
+
+impl Params {
+    fn parse(q: Option<&str>) -> Params {
+        Params(
+            url::form_urlencoded::parse(q.unwrap_or("").as_bytes())
+                .map(|(k, v)| (k.into_owned(), v.into_owned()))
+                .collect(),
+        )
+    }
+
+    /// The value of `name`; an empty value counts as absent.
+    fn get(&self, name: &str) -> Option<&str> {
+        self.0
+            .iter()
+            .find(|(k, v)| k == name && !v.is_empty())
+            .map(|(_, v)| v.as_str())
+    }
+}
+
+fn parse_day(name: &str, v: &str) -> Result<NaiveDate, String> {
+    let ok_shape = v.len() == 10
+        && v.bytes().enumerate().all(|(i, b)| match i {
+            4 | 7 => b == b'-',
+            _ => b.is_ascii_digit(),
+        });
+    if !ok_shape {
+        return Err(format!("{name} must be a date YYYY-MM-DD, got {v:?}"));
+    }
+    NaiveDate::parse_from_str(v, "%Y-%m-%d")
+        .map_err(|_| format!("{name} is not a valid date: {v:?}"))
+}
+
+fn parse_paging(p: &Params) -> Result<(usize, usize), String> {
+    let offset = match p.get("offset") {
+        None => 0,
+        Some(v) => v
+            .parse::<usize>()
+            .map_err(|_| format!("offset must be a whole number >= 0, got {v:?}"))?,
+    };
+    let limit = match p.get("limit") {
+        None => DEFAULT_LIMIT,
+        Some(v) => match v.parse::<usize>() {
+            Ok(l) if (1..=MAX_LIMIT).contains(&l) => l,
+            _ => {
+                return Err(format!(
+                    "limit must be between 1 and {MAX_LIMIT}, got {v:?}"
+                ))
+            }
+        },
+    };
+    Ok((offset, limit))
+}
+
+fn parse_audit_query(p: &Params) -> Result<AuditQuery, String> {
+    let from = p.get("from").map(|v| parse_day("from", v)).transpose()?;
+    let to = p.get("to").map(|v| parse_day("to", v)).transpose()?;
+    if let (Some(f), Some(t)) = (from, to) {
+        if f > t {
+            return Err(format!("from ({f}) is after to ({t})"));
+        }
+    }
+    let newest_first = match p.get("sort") {
+        None | Some("-timestamp") => true,
+        Some("timestamp") => false,
+        Some(s) => return Err(format!("sort must be timestamp or -timestamp, got {s:?}")),
+    };
+    let (offset, limit) = parse_paging(p)?;
+    Ok(AuditQuery {
+        from,
+        to,
+        action: p.get("action").map(str::to_string),
+        user_name: p.get("user_name").map(str::to_string),
+        resource_types: p.get("resource_types").map(|v| {
+            v.split(',')
+                .map(|s| s.trim().to_string())
+                .filter(|s| !s.is_empty())
+                .collect()
+        }),
+        resource_id: p.get("resource_id").map(str::to_string),
+        status: p.get("status").map(str::to_string),
+        account_id: p.get("account_id").map(str::to_string),
+        newest_first,
+        offset,
+        limit,
+    })
+}
+
+#[derive(Deserialize)]
+struct RoleBody {
+    role: String,
+    actor_id: Option<String>,
+}
+
+#[derive(Deserialize, Default)]
+struct ActorBody {
+    actor_id: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct EventsBody {
+    count: usize,
+    day: Option<String>,
+}
+
+/// Most events one `POST /_sim/events` may add.
+const MAX_CONTROL_EVENTS: usize = 10_000_000;
+
+fn control_error(status: u16, message: impl Into<String>) -> Reply {
+    Reply::json(status, &json!({"error": message.into()}))
+}
+
+fn parse_body<'a, T: Deserialize<'a>>(body: &'a [u8]) -> Result<T, Reply> {
+    serde_json::from_slice(body).map_err(|e| control_error(400, format!("bad JSON body: {e}")))
+}
+
+fn from_world(r: Result<Value, WorldError>) -> Reply {
+    match r {
+        Ok(v) => Reply::json(200, &v),
+        Err(e) => control_error(e.status, e.message),
+    }
+}
+
+impl Simulator {
+    async fn dispatch(
+        &self,
+        method: &Method,
+        uri: &Uri,
+        headers: &HeaderMap,
+        body: &[u8],
+    ) -> Reply {
+        let path = uri.path();
+        let params = Params::parse(uri.query());
+        if path == "/_sim" || path.starts_with("/_sim/") {
+            let (label, reply) = self.control_route(method, path, &params, body);
+            self.count(label, None, reply.status);
+            return reply;
+        }
+        let (api, rest) = if let Some(r) = path.strip_prefix("/account/api/v1") {
+            (Api::One, r)
+        } else if let Some(r) = path.strip_prefix("/services/v2") {
+            (Api::Cc, r)
+        } else {
+            let reply = self.error(
+                Api::One,
+                404,
+                "resource_not_found",
+                &format!("no such path: {path}"),
+            );
+            self.count("other".into(), None, reply.status);
+            return reply;
+        };
+        let fault = self.roll_fault();
+        let slow_ms = self.control().spec.slow_ms;
+        if let Some(f) = fault {
+            if let Some(reply) = self.fault_reply(api, f) {
+                let label = route_label(api, method, rest);
+                self.count(label, Some(f), reply.status);
+                return reply;
+            }
+        }
+        let (label, mut reply) =
+            self.api_route(api, method, rest, &params, headers, fault.is_none());
+        let mut applied = None;
+        match fault {
+            Some(RequestFault::Slow) => {
+                tokio::time::sleep(Duration::from_millis(slow_ms)).await;
+                applied = fault;
+            }
+            Some(RequestFault::Truncate) if reply.status == 200 => {
+                let half = reply.body.len() / 2;
+                reply.body.truncate(half);
+                applied = fault;
+            }
+            _ => {}
+        }
+        self.count(label, applied, reply.status);
+        reply
+    }
+
+    fn count(&self, label: String, fault: Option<RequestFault>, status: u16) {
+        let mut s = self.stats();
+        s.requests += 1;
+        *s.routes.entry(label).or_default() += 1;
+        if let Some(f) = fault {
+            *s.faults.entry(f.name()).or_default() += 1;
+        }
+        *s.statuses.entry(status).or_default() += 1;
+    }
+
+    fn roll_fault(&self) -> Option<RequestFault> {
+        let mut c = self.control();
+        if c.frozen {
+            return None;
+        }
+        for f in RequestFault::ALL {
+            let p = c.spec.probability_of(f);
+            if p > 0.0 && c.rng.gen_bool(p.clamp(0.0, 1.0)) {
+                return Some(f);
+            }
+        }
+        None
+    }
+
+    /// The response of a fault that replaces the real one (`None` for `slow` and `truncate`).
+    fn fault_reply(&self, api: Api, f: RequestFault) -> Option<Reply> {
+        let limited = "Too many requests; slow down";
+        match f {
+            RequestFault::RateLimit => {
+                let code = match api {
+                    Api::One => "too_many_requests",
+                    Api::Cc => "request_limit_exceeded",
+                };
+                Some(
+                    self.error(api, 429, code, limited)
+                        .with_header(header::RETRY_AFTER, "1".into()),
+                )
+            }
+            RequestFault::RateLimitDate => {
+                let code = match api {
+                    Api::One => "too_many_requests",
+                    Api::Cc => "request_limit_exceeded",
+                };
+                // HTTP dates have whole seconds: 2 s ahead is 1-2 s from now.
+                let at = httpdate::fmt_http_date(SystemTime::now() + Duration::from_secs(2));
+                Some(
+                    self.error(api, 429, code, limited)
+                        .with_header(header::RETRY_AFTER, at),
+                )
+            }
+            RequestFault::RateLimitBare => {
+                Some(self.error(api, 429, "request_limit_exceeded", limited))
+            }
+            RequestFault::ServerError => {
+                let (kind, retry) = {
+                    let mut c = self.control();
+                    (c.rng.gen_range(0..3u8), c.rng.gen_bool(0.5))
+                };
+                Some(match kind {
+                    0 => self.error(api, 500, "internal_error", "Internal server error"),
+                    1 => Reply {
+                        status: 502,
+                        content_type: "text/html",
+                        headers: Vec::new(),
+                        body: b"<html><body><h1>502 Bad Gateway</h1></body></html>".to_vec(),
+                    },
+                    _ => {
+                        let r = self.error(api, 503, "service_unavailable", "Down for maintenance");
+                        if retry {
+                            r.with_header(header::RETRY_AFTER, "1".into())
+                        } else {
+                            r
+                        }
+                    }
+                })
+            }
+            RequestFault::Slow | RequestFault::Truncate => None,
+        }
+    }
+
+    /// An API error body in the documented shape (rotating through the alternatives under
+    /// `error-shapes`).
+    fn error(&self, api: Api, status: u16, code: &str, message: &str) -> Reply {
+        let shape = {
+            let mut c = self.control();
+            if c.spec.error_shapes {
+                c.error_seq += 1;
+                c.error_seq
+            } else {
+                0
+            }
+        };
+        let e = json!({"code": code, "message": message});
+        let body = match (api, shape % 3) {
+            (_, 0) => json!({"errors": [e]}),
+            (Api::One, 1) => json!({"error": e}),
+            (Api::One, _) => e,
+            (Api::Cc, 1) => json!({"errors": e}),
+            (Api::Cc, _) => json!({"errors": [e]}),
+        };
+        Reply::json(status, &body)
+    }
+
+    fn bad_request(&self, api: Api, message: &str) -> Reply {
+        let code = match api {
+            Api::One => "invalid_request",
+            Api::Cc => "invalid_input",
+        };
+        self.error(api, 400, code, message)
+    }
+
+    fn authenticate(&self, api: Api, headers: &HeaderMap) -> Result<(), Reply> {
+        let name = match api {
+            Api::One => "x-api-key",
+            Api::Cc => "x-dc-devkey",
+        };
+        let key = headers.get(name).and_then(|v| v.to_str().ok());
+        match (api, key) {
+            (_, Some(k)) if k == self.api_key => Ok(()),
+            (Api::One, Some(k)) if self.expired_api_keys.iter().any(|e| e == k) => Err(self.error(
+                api,
+                401,
+                "invalid_api_key",
+                "The API key has expired (service user end date passed)",
+            )),
+            (Api::One, None) => Err(self.error(api, 401, "invalid_api_key", "Missing API key")),
+            (Api::One, Some(_)) => Err(self.error(api, 401, "invalid_api_key", "Invalid API key")),
+            (Api::Cc, _) => Err(self.error(
+                api,
+                403,
+                "access_denied|access_denied_invalid_key",
+                "Invalid API key",
+            )),
+        }
+    }
+
+    fn api_route(
+        &self,
+        api: Api,
+        method: &Method,
+        rest: &str,
+        params: &Params,
+        headers: &HeaderMap,
+        may_change: bool,
+    ) -> (String, Reply) {
+        let label = route_label(api, method, rest);
+        if let Err(r) = self.authenticate(api, headers) {
+            return (label, r);
+        }
+        let segs: Vec<&str> = rest
+            .trim_matches('/')
+            .split('/')
+            .filter(|s| !s.is_empty())
+            .collect();
+        let not_found = |s: &Simulator| match api {
+            Api::One => s.error(
+                api,
+                404,
+                "resource_not_found",
+                &format!("no such resource: {rest}"),
+            ),
+            Api::Cc => s.error(
+                api,
+                404,
+                "not_found|route",
+                &format!("no such route: {rest}"),
+            ),
+        };
+        if !rest.is_empty() && !rest.starts_with('/') {
+            return (label, not_found(self));
+        }
+        if *method != Method::GET {
+            let known = match api {
+                Api::One => matches!(
+                    segs.as_slice(),
+                    ["audit-log"] | ["user", ..] | ["role"] | ["account"]
+                ),
+                Api::Cc => matches!(segs.as_slice(), ["user", ..] | ["container"]),
+            };
+            if known {
+                let code = match api {
+                    Api::One => "method_not_allowed",
+                    Api::Cc => "not_found|route",
+                };
+                let status = if api == Api::One { 405 } else { 404 };
+                return (label, self.error(api, status, code, "method not allowed"));
+            }
+            return (label, not_found(self));
+        }
+        let reply = match (api, segs.as_slice()) {
+            (Api::One, ["audit-log"]) => self.one_audit_log(params, may_change),
+            (Api::One, ["user"]) => self.one_users(params),
+            (Api::One, ["user", "me"]) => self.one_user_me(),
+            (Api::One, ["user", id]) => self.one_user(id),
+            (Api::One, ["role"]) => self.one_roles(params),
+            (Api::One, ["account"]) => {
+                let w = self.world();
+                Reply::json(
+                    200,
+                    &json!([{"id": w.account_id, "name": w.account_name, "active": true}]),
+                )
+            }
+            (Api::Cc, ["user"]) => self.cc_users(params),
+            (Api::Cc, ["user", "me"]) => self.cc_user_me(),
+            (Api::Cc, ["user", "access_roles"]) => {
+                let roles: Vec<Value> = CC_ROLES
+                    .iter()
+                    .map(|(id, name)| json!({"id": id, "name": name}))
+                    .collect();
+                Reply::json(200, &json!({"access_roles": roles}))
+            }
+            (Api::Cc, ["user", id]) => self.cc_user(id),
+            (Api::Cc, ["container"]) => {
+                let cs: Vec<Value> = CC_CONTAINERS
+                    .iter()
+                    .map(|(id, name, parent, active)| {
+                        json!({"id": id, "name": name, "parent_id": parent, "is_active": active})
+                    })
+                    .collect();
+                Reply::json(200, &json!({"containers": cs}))
+            }
+            _ => not_found(self),
+        };
+        (label, reply)
+    }
+
+    fn one_audit_log(&self, params: &Params, may_change: bool) -> Reply {
+        let mut q = match parse_audit_query(params) {
+            Ok(q) => q,
+            Err(m) => return self.bad_request(Api::One, &m),
+        };
+        let (bare, alt, drift, late) = {
+            let mut c = self.control();
+            if c.spec.ignore_sort {
+                q.newest_first = true;
+            }
+            let mut drift = false;
+            let mut late = false;
+            if may_change && !c.frozen {
+                if q.offset > 0 && c.drift_done < c.spec.drift {
+                    c.drift_done += 1;
+                    drift = true;
+                }
+                if c.late_done < c.spec.late {
+                    c.late_done += 1;
+                    late = true;
+                }
+            }
+            (c.spec.bare, c.spec.alt_fields, drift, late)
+        };
+        if drift || late {
+            let mut w = self.world_mut();
+            if drift {
+                w.insert_drift(&q);
+            }
+            if late {
+                w.insert_late(&q);
+            }
+        }
+        let w = self.world();
+        let page = w.select(&q);
+        let mut out = String::with_capacity(page.indices.len() * 560 + 80);
+        if !bare {
+            out.push_str(&format!(
+                "{{\"total\":{},\"offset\":{},\"limit\":{},\"items\":",
+                page.total, q.offset, q.limit
+            ));
+        }
+        out.push('[');
+        for (n, &i) in page.indices.iter().enumerate() {
+            if n > 0 {
+                out.push(',');
+            }
+            w.write_event(&mut out, i, alt);
+        }
+        out.push(']');
+        if !bare {
+            out.push('}');
+        }
+        Reply::json_text(200, out)
+    }
+
+    fn one_users(&self, params: &Params) -> Reply {
+        let user_type = params.get("user_type");
+        if let Some(t) = user_type {
+            if t != "standard" && t != "service" {
+                return self.bad_request(
+                    Api::One,
+                    &format!("user_type must be standard or service, got {t:?}"),
+                );
+            }
+        }
+        let (offset, limit) = match parse_paging(params) {
+            Ok(p) => p,
+            Err(m) => return self.bad_request(Api::One, &m),
+        };
+        let spec = self.faults_view();
+        let w = self.world();
+        let matching: Vec<_> = w
+            .one_users
+            .iter()
+            .filter(|u| user_type.is_none_or(|t| u.user_type_str() == t))
+            .collect();
+        let total = matching.len();
+        let items: Vec<Value> = matching
+            .into_iter()
+            .skip(offset)
+            .take(limit)
+            .map(|u| w.one_user_json(u, spec.role_objects))
+            .collect();
+        if spec.user_envelope && !spec.bare {
+            Reply::json(
+                200,
+                &json!({"total": total, "offset": offset, "limit": limit, "items": items}),
+            )
+        } else {
+            Reply::json(200, &Value::Array(items))
+        }
+    }
+
+    fn one_user_me(&self) -> Reply {
+        let role_objects = self.faults_view().role_objects;
+        let w = self.world();
+        match w.one_user_by_id(&w.me_one_id) {
+            Some(u) => Reply::json(200, &w.one_user_json(u, role_objects)),
+            None => self.error(
+                Api::One,
+                404,
+                "resource_not_found",
+                "the key's user is gone",
+            ),
+        }
+    }
+
+    fn one_user(&self, id: &str) -> Reply {
+        let role_objects = self.faults_view().role_objects;
+        let w = self.world();
+        match w.one_user_by_id(id) {
+            Some(u) => Reply::json(200, &w.one_user_json(u, role_objects)),
+            None => self.error(
+                Api::One,
+                404,
+                "resource_not_found",
+                &format!("user {id} not found"),
+            ),
+        }
+    }
+
+    fn one_roles(&self, params: &Params) -> Reply {
+        let app = params.get("application_code");
+        let roles: Vec<Value> = ONE_ROLES
+            .iter()
+            .filter(|r| app.is_none_or(|a| r.app == a))
+            .map(|r| json!({"id": r.id, "code": r.code, "name": r.name, "application_code": r.app}))
+            .collect();
+        Reply::json(200, &Value::Array(roles))
+    }
+
+    fn cc_users(&self, params: &Params) -> Reply {
+        let (offset, limit) = match parse_paging(params) {
+            Ok(p) => p,
+            Err(m) => return self.bad_request(Api::Cc, &m),
+        };
+        let status = params.get("filters[status]");
+        let search = params.get("filters[search]").map(str::to_lowercase);
+        let sort = params.get("sort").unwrap_or("id");
+        let (desc, key) = match sort.strip_prefix('-') {
+            Some(k) => (true, k),
+            None => (false, sort),
+        };
+        if !matches!(key, "id" | "username" | "status" | "last_login_date") {
+            return self.bad_request(Api::Cc, &format!("cannot sort by {sort:?}"));
+        }
+        let w = self.world();
+        let mut users: Vec<_> = w
+            .cc_users
+            .iter()
+            .filter(|u| status.is_none_or(|s| u.status == s))
+            .filter(|u| {
+                search.as_deref().is_none_or(|s| {
+                    u.username.to_lowercase().contains(s)
+                        || u.email.to_lowercase().contains(s)
+                        || u.first_name.to_lowercase().contains(s)
+                        || u.last_name.to_lowercase().contains(s)
+                })
+            })
+            .collect();
+        match key {
+            "username" => users.sort_by(|a, b| a.username.cmp(&b.username).then(a.id.cmp(&b.id))),
+            "status" => users.sort_by(|a, b| a.status.cmp(&b.status).then(a.id.cmp(&b.id))),
+            "last_login_date" => users.sort_by(|a, b| {
+                a.last_login_date
+                    .cmp(&b.last_login_date)
+                    .then(a.id.cmp(&b.id))
+            }),
+            _ => users.sort_by_key(|u| u.id),
+        }
+        if desc {
+            users.reverse();
+        }
+        let total = users.len();
+        let items: Vec<Value> = users
+            .into_iter()
+            .skip(offset)
+            .take(limit)
+            .map(|u| w.cc_user_json(u))
+            .collect();
+        Reply::json(
+            200,
+            &json!({"users": items, "page": {"total": total, "limit": limit, "offset": offset}}),
+        )
+    }
+
+    fn cc_user_me(&self) -> Reply {
+        let w = self.world();
+        match w.cc_user_by_id(w.me_cc_id) {
+            Some(u) => Reply::json(200, &w.cc_user_json(u)),
+            None => self.error(Api::Cc, 404, "not_found|user", "the key's user is gone"),
+        }
+    }
+
+    fn cc_user(&self, id: &str) -> Reply {
+        let Ok(n) = id.parse::<u64>() else {
+            return self.error(
+                Api::Cc,
+                404,
+                "not_found|route",
+                &format!("no such route: /user/{id}"),
+            );
+        };
+        let w = self.world();
+        match w.cc_user_by_id(n) {
+            Some(u) => Reply::json(200, &w.cc_user_json(u)),
+            None => self.error(
+                Api::Cc,
+                404,
+                "not_found|user",
+                &format!("user {n} not found"),
+            ),
+        }
+    }
+
+    fn faults_view(&self) -> FaultSpec {
+        self.control().spec.clone()
+    }
+
+    // ---- /_sim ---------------------------------------------------------------------------
+
+    fn control_route(
+        &self,
+        method: &Method,
+        path: &str,
+        params: &Params,
+        body: &[u8],
+    ) -> (String, Reply) {
+        let segs: Vec<&str> = path.trim_matches('/').split('/').skip(1).collect();
+        let label = format!(
+            "{method} /_sim/{}",
+            match segs.as_slice() {
+                ["users", _, action] => format!("users/{{id}}/{action}"),
+                ["users", _] => "users/{id}".to_string(),
+                s => s.join("/"),
+            }
+        );
+        let reply = match (method.clone(), segs.as_slice()) {
+            (Method::GET, ["truth"]) => {
+                let events = params.get("events") != Some("0");
+                Reply::json_text(200, self.truth_text(events))
+            }
+            (Method::GET, ["stats"]) => Reply::json(200, &self.stats_json()),
+            (Method::POST, ["freeze"]) => {
+                self.freeze();
+                Reply::json(200, &json!({"frozen": true}))
+            }
+            (Method::POST, ["faults"]) => {
+                let text = String::from_utf8_lossy(body);
+                // Accept the SPEC as plain text or as a JSON string.
+                let spec_text = serde_json::from_str::<String>(&text).unwrap_or(text.to_string());
+                match FaultSpec::parse(&spec_text) {
+                    Ok(spec) => {
+                        self.set_faults(spec);
+                        Reply::json(200, &json!({"faults": spec_text.trim()}))
+                    }
+                    Err(e) => control_error(400, e),
+                }
+            }
+            (Method::POST, ["events"]) => self.control_events(body),
+            (Method::POST, ["users"]) => match parse_body::<CreateUser>(body) {
+                Ok(req) => from_world(self.world_mut().create_user(&req)),
+                Err(r) => r,
+            },
+            (Method::POST, ["users", id, action]) => self.control_mutation(id, action, body),
+            (Method::DELETE, ["users", id]) => {
+                let actor = if body.is_empty() {
+                    Ok(ActorBody::default())
+                } else {
+                    parse_body::<ActorBody>(body)
+                };
+                match actor {
+                    Ok(a) => from_world(self.world_mut().mutate_user(
+                        id,
+                        Mutation::Delete,
+                        a.actor_id.as_deref().or(params.get("actor_id")),
+                    )),
+                    Err(r) => r,
+                }
+            }
+            _ => control_error(404, format!("no control endpoint {method} {path}")),
+        };
+        (label, reply)
+    }
+
+    fn control_events(&self, body: &[u8]) -> Reply {
+        let req = match parse_body::<EventsBody>(body) {
+            Ok(r) => r,
+            Err(r) => return r,
+        };
+        if req.count > MAX_CONTROL_EVENTS {
+            return control_error(400, format!("count must be at most {MAX_CONTROL_EVENTS}"));
+        }
+        let day = match req.day.as_deref() {
+            None => ms_to_day(chrono::Utc::now().timestamp_millis()),
+            Some(d) => match parse_day("day", d) {
+                Ok(d) => d,
+                Err(e) => return control_error(400, e),
+            },
+        };
+        let mut w = self.world_mut();
+        w.insert_on_day(req.count, day);
+        Reply::json(
+            200,
+            &json!({"added": req.count, "day": day.to_string(), "total_events": w.events.len()}),
+        )
+    }
+
+    fn control_mutation(&self, id: &str, action: &str, body: &[u8]) -> Reply {
+        let (m, actor) = match action {
+            "grant" | "revoke" => match parse_body::<RoleBody>(body) {
+                Ok(b) if action == "grant" => (Mutation::Grant(b.role), b.actor_id),
+                Ok(b) => (Mutation::Revoke(b.role), b.actor_id),
+                Err(r) => return r,
+            },
+            "accept" => {
+                let a = if body.is_empty() {
+                    ActorBody::default()
+                } else {
+                    match parse_body::<ActorBody>(body) {
+                        Ok(a) => a,
+                        Err(r) => return r,
+                    }
+                };
+                (Mutation::Accept, a.actor_id)
+            }
+            _ => return control_error(404, format!("unknown user action {action:?}")),
+        };
+        from_world(self.world_mut().mutate_user(id, m, actor.as_deref()))
+    }
+}
+
+/// The stats label of an API route: ids are replaced by `{id}`.
+fn route_label(api: Api, method: &Method, rest: &str) -> String {
+    let prefix = match api {
+        Api::One => "/account/api/v1",
+        Api::Cc => "/services/v2",
+    };
+    let segs: Vec<&str> = rest.trim_matches('/').split('/').collect();
+    let shape = match segs.as_slice() {
+        ["user", "me"] => "/user/me".to_string(),
+        ["user", "access_roles"] => "/user/access_roles".to_string(),
+        ["user", _] => "/user/{id}".to_string(),
+        [one @ ("audit-log" | "user" | "role" | "account" | "container")] => format!("/{one}"),
+        _ => "/{unknown}".to_string(),
+    };
+    format!("{method} {prefix}{shape}")
+}
