@@ -195,8 +195,9 @@ fn user_json(l: &UserListing, q: &UsersQuery) -> serde_json::Value {
     let activity = last_activity(l);
     // The acceptance moment: the sign-in when the API gave one, else the observation.
     let accepted = u.accepted_at_ms.or(u.accepted_ms);
+    // Server times have whole seconds and may trail our own clock a little: never negative.
     let to_accept = match (u.invited_ms, accepted) {
-        (Some(i), Some(a)) if a >= i => Some((a - i) / 1000),
+        (Some(i), Some(a)) => Some((a - i).max(0) / 1000),
         _ => None,
     };
     json!({
