@@ -57,7 +57,8 @@ fn start_sim(users: usize) -> Sim {
     Sim { child, url }
 }
 
-/// Run to completion; returns (stdout, wall time, peak RSS in MiB) of the child.
+/// Run to completion; returns (stdout, success, wall time, peak RSS in MiB) of the child.
+#[allow(clippy::zombie_processes)] // reaped by wait4 below, which also gives the child's peak RSS
 fn run_measured(mut cmd: Command) -> (String, bool, Duration, u64) {
     let started = Instant::now();
     let child = cmd
