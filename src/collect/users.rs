@@ -28,10 +28,10 @@ use chrono::{DateTime, Utc};
 use tokio::task::JoinSet;
 
 use crate::api::users::{self, ParsedUser, UserPage, UserStatus, WireUser};
-use crate::api::{ApiError, Client};
+use crate::api::{ApiError, Client, Malformed};
 use crate::config::{Account, AccountKind};
 use crate::store::{
-    Deletion, HistoryRow, RoleChange, Store, StoreError, UserBatch, UserRow, UserRun,
+    Deletion, HistoryRow, PageWrite, RoleChange, Store, StoreError, UserBatch, UserRow, UserRun,
 };
 
 /// How far an audit event's time may lie outside a snapshot window and still explain the change
@@ -398,6 +398,23 @@ fn new_observer(
     })
 }
 
+/// Keep users that could not be understood in the quarantine, like malformed events (counted in
+/// `status`), under the action filter `users`.
+fn quarantine(store: &mut Store, account: &str, bad: &[Malformed]) -> Result<u64, StoreError> {
+    if bad.is_empty() {
+        return Ok(0);
+    }
+    let out = store.write_page(&PageWrite {
+        account,
+        action_filter: "users",
+        day: None,
+        events: &[],
+        malformed: bad,
+        done: None,
+    })?;
+    Ok(out.quarantined)
+}
+
 /// A user-list page parser of one API.
 type ParsePage = fn(&str) -> Result<UserPage, String>;
 
@@ -458,6 +475,7 @@ async fn sync_account(
             };
             let n = page.items.len() as u64;
             let mut batch = UserBatch::default();
+            let mut bad = Vec::new();
             for item in page.items {
                 match item {
                     ParsedUser::User(u) => {
@@ -474,14 +492,16 @@ async fn sync_account(
                     }
                     ParsedUser::Malformed(m) => {
                         s.malformed += 1;
-                        tracing::warn!(event = "user_malformed", account = %account.name, key = %m.key, reason = %m.reason, raw = %crate::api::wire::preview(&m.raw));
+                        tracing::warn!(event = "user_quarantined", account = %account.name, key = %m.key, reason = %m.reason);
                         s.incomplete.get_or_insert_with(|| {
                             "a listed user could not be understood (no id)".into()
                         });
+                        bad.push(m);
                     }
                 }
             }
             s.rows_written += store.write_user_batch(&account.name, &batch)?;
+            s.rows_written += quarantine(store, &account.name, &bad)?;
             offset += n;
             let last = match page.total {
                 Some(t) => n == 0 || offset >= t,
@@ -513,6 +533,7 @@ async fn sync_account(
             .map(|u| u.user_id.clone())
             .collect();
         let mut batch = UserBatch::default();
+        let mut bad = Vec::new();
         for id in missing {
             // Confirm each one: a listing can look complete and still have skipped someone.
             if !path_safe(&id) {
@@ -526,10 +547,14 @@ async fn sync_account(
                     s,
                 ),
                 Some(ParsedUser::User(u)) => obs.observe(u, &mut batch, s),
-                Some(ParsedUser::Malformed(_)) => s.malformed += 1,
+                Some(ParsedUser::Malformed(m)) => {
+                    s.malformed += 1;
+                    bad.push(m);
+                }
             }
         }
         s.rows_written += store.write_user_batch(&account.name, &batch)?;
+        s.rows_written += quarantine(store, &account.name, &bad)?;
     } else if let Some(why) = &s.incomplete {
         tracing::warn!(event = "users_incomplete", account = %account.name, reason = %why, "no user is marked deleted from this listing");
     }
@@ -656,6 +681,7 @@ async fn poll_account(
             }
         }
         let mut batch = UserBatch::default();
+        let mut bad = Vec::new();
         for (id, r) in results {
             match r {
                 Ok(Some(ParsedUser::User(u))) => {
@@ -664,7 +690,8 @@ async fn poll_account(
                 }
                 Ok(Some(ParsedUser::Malformed(m))) => {
                     s.malformed += 1;
-                    tracing::warn!(event = "user_malformed", account = %account.name, user = %id, reason = %m.reason);
+                    tracing::warn!(event = "user_quarantined", account = %account.name, user = %id, reason = %m.reason);
+                    bad.push(m);
                 }
                 Ok(None) => {
                     s.listed += 1;
@@ -682,6 +709,7 @@ async fn poll_account(
             }
         }
         s.rows_written += store.write_user_batch(&account.name, &batch)?;
+        s.rows_written += quarantine(store, &account.name, &bad)?;
     }
     let stale_before = obs.now_ms - i64::from(stale_days) * 86_400_000;
     for u in obs.known.values() {
@@ -707,4 +735,85 @@ pub fn is_stale_invite(u: &UserRow, now: DateTime<Utc>, stale_days: u32) -> bool
         && u.status == UserStatus::Invited.as_str()
         && u.invited_ms.unwrap_or(u.first_seen_ms)
             < now.timestamp_millis() - i64::from(stale_days) * 86_400_000
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn wire(id: &str, status: &str, roles: &[&str]) -> WireUser {
+        let raw = format!(r#"{{"id":"{id}","status":"{status}","roles":{roles:?}}}"#);
+        match users::parse_user(&raw) {
+            ParsedUser::User(u) => u,
+            ParsedUser::Malformed(m) => panic!("{}", m.reason),
+        }
+    }
+
+    fn observer(now_ms: i64) -> Observer {
+        Observer {
+            now_ms,
+            source: "sync",
+            prev_sync_ms: None,
+            prev_poll_ms: None,
+            known: HashMap::new(),
+        }
+    }
+
+    /// An unchanged user costs nothing; a role change is one history row and one role change per
+    /// role, observed between the previous sync and now.
+    #[test]
+    fn unchanged_users_write_nothing_and_changes_carry_their_window() {
+        let mut o = observer(1_000);
+        let mut s = UserSummary::default();
+        let mut b = UserBatch::default();
+        o.observe(wire("a", "ACTIVE", &["R1"]), &mut b, &mut s);
+        assert_eq!((b.rows.len(), b.history.len()), (1, 1));
+        o.now_ms = 2_000;
+        o.prev_sync_ms = Some(1_000);
+        let mut b = UserBatch::default();
+        o.observe(wire("a", "ACTIVE", &["R1"]), &mut b, &mut s);
+        assert!(b.is_empty());
+        o.now_ms = 3_000;
+        o.prev_sync_ms = Some(2_000);
+        o.observe(wire("a", "ACTIVE", &["R2"]), &mut b, &mut s);
+        assert_eq!(b.role_changes.len(), 2);
+        for c in &b.role_changes {
+            assert_eq!((c.after_ms, c.observed_ms), (Some(2_000), Some(3_000)));
+        }
+        assert_eq!(b.history.len(), 1);
+        assert_eq!(b.history[0].field, "roles");
+    }
+
+    /// A user recorded deleted who comes back is the same user: one status row, no new sighting.
+    #[test]
+    fn a_user_who_reappears_is_the_same_user() {
+        let mut o = observer(1_000);
+        let mut s = UserSummary::default();
+        let mut b = UserBatch::default();
+        o.observe(wire("a", "PENDING", &[]), &mut b, &mut s);
+        o.now_ms = 2_000;
+        o.delete("a", "gone", &mut b, &mut s);
+        assert_eq!(b.deletions.len(), 1);
+        o.now_ms = 3_000;
+        let mut b = UserBatch::default();
+        o.observe(wire("a", "ACTIVE", &[]), &mut b, &mut s);
+        assert_eq!((s.new_users, s.deleted, s.reappeared), (1, 1, 1));
+        assert_eq!(b.history.len(), 1);
+        assert_eq!(b.history[0].before.as_deref(), Some("deleted"));
+        assert_eq!(b.rows[0].first_seen_ms, 1_000);
+        assert_eq!(b.rows[0].deleted_ms, None);
+        assert_eq!(b.rows[0].invited_ms, Some(1_000));
+    }
+
+    /// A status outside the contract is kept raw and counted, not fatal.
+    #[test]
+    fn unknown_status_is_counted() {
+        let mut o = observer(1_000);
+        let mut s = UserSummary::default();
+        let mut b = UserBatch::default();
+        o.observe(wire("a", "SUSPENDED_BY_HR", &[]), &mut b, &mut s);
+        assert_eq!(s.unknown_statuses, 1);
+        assert_eq!(b.rows[0].status, "unknown");
+        assert_eq!(b.rows[0].status_raw, "SUSPENDED_BY_HR");
+    }
 }

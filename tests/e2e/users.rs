@@ -229,8 +229,19 @@ fn invited_user_accepting_flips_exactly_once() {
         cc["id"].to_string(),
     );
     run_ok(&app, &["sync-users"]);
-    let invited_before = listed_users(&app, &["--status", "invited"]).len();
+    let invited = listed_users(&app, &["--status", "invited"]);
+    let invited_before = invited.len();
     assert!(invited_before >= 2);
+    // Stale: invited more than 14 days ago (the default), by the API's created_at when it has one.
+    let stale_cut = now_ms() - 14 * 86_400_000;
+    for u in &invited {
+        let old = ms_of(&u["invited"]) < stale_cut;
+        assert_eq!(u["stale_invite"], old, "{u}");
+    }
+    assert!(invited.iter().any(|u| u["stale_invite"] == true));
+    assert!(invited
+        .iter()
+        .any(|u| u["id"] == one_id.as_str() && u["stale_invite"] == false));
     let t1 = now_ms();
     control(&sim, "POST", &format!("/_sim/users/{one_id}/accept"), "");
     control(&sim, "POST", &format!("/_sim/users/{cc_id}/accept"), "");
@@ -271,7 +282,9 @@ fn invited_user_accepting_flips_exactly_once() {
         // CertCentral's sign-in time has whole seconds.
         let accepted = ms_of(&u["accepted"]);
         assert!(accepted >= t1 - 1000 && accepted <= now_ms(), "{u}");
-        let secs = u["invite_to_accept_secs"].as_i64().unwrap_or_else(|| panic!("{u}"));
+        let secs = u["invite_to_accept_secs"]
+            .as_i64()
+            .unwrap_or_else(|| panic!("{u}"));
         assert_eq!(secs, (accepted - invited).max(0) / 1000);
         assert_eq!(u["stale_invite"], false);
     }
@@ -464,4 +477,72 @@ fn hostile_strings_in_names_round_trip_exactly() {
         !table.contains('\r') && !table.contains('\u{202E}'),
         "raw control characters in the table"
     );
+}
+
+/// Under every request fault (with retries) and in every response shape, a sync stores exactly
+/// the simulator's users: same ids, statuses and roles, and nobody deleted.
+#[test]
+fn user_sync_under_faults_and_shapes_matches_truth() {
+    for faults in [
+        "rate-limit=0.1,rate-limit-bare=0.15,server-error=0.15,truncate=0.15",
+        "user-envelope,role-objects,error-shapes,server-error=0.1",
+        "bare,slow=0.05,slow-ms=2500",
+    ] {
+        let sim = Sim::start(&[
+            "--users", "45", "--events", "200", "--days", "2", "--faults", faults,
+        ]);
+        let app = both(&sim, "page_size = 6");
+        run_ok(&app, &["sync-users"]);
+        let mine = listed_users(&app, &[]);
+        assert_eq!(
+            app.sql_count("SELECT COUNT(*) FROM users WHERE status = 'deleted'"),
+            0
+        );
+        let truth_one = truth_users(&sim, "digicert_one");
+        let truth_cc = truth_users(&sim, "certcentral");
+        assert_eq!(mine.len(), truth_one.len() + truth_cc.len(), "{faults}");
+        let status = |raw: &str| match raw.to_ascii_lowercase().as_str() {
+            "pending" | "invited" => "invited".to_string(),
+            "inactive" => "disabled".to_string(),
+            s => s.to_string(),
+        };
+        for (account, truth, roles_key, role_field) in [
+            ("one", &truth_one, "roles", None),
+            ("cc", &truth_cc, "access_roles", Some("name")),
+        ] {
+            for t in truth.iter() {
+                let id = match &t["id"] {
+                    Value::String(s) => s.clone(),
+                    other => other.to_string(),
+                };
+                let u = mine
+                    .iter()
+                    .find(|u| u["account"] == account && u["id"] == id.as_str())
+                    .unwrap_or_else(|| panic!("{faults}: {account} {id} missing"));
+                assert_eq!(
+                    u["status"],
+                    status(t["status"].as_str().unwrap_or("")),
+                    "{faults}: {u}"
+                );
+                let mut roles: Vec<String> = t[roles_key]
+                    .as_array()
+                    .expect("roles")
+                    .iter()
+                    .map(|r| match role_field {
+                        Some(f) => r[f].as_str().unwrap_or("").to_string(),
+                        None => r.as_str().unwrap_or("").to_string(),
+                    })
+                    .collect();
+                roles.sort();
+                roles.dedup();
+                let got: Vec<String> = u["roles"]
+                    .as_array()
+                    .expect("roles")
+                    .iter()
+                    .map(|r| r.as_str().unwrap_or("").to_string())
+                    .collect();
+                assert_eq!(got, roles, "{faults}: {account} {id}");
+            }
+        }
+    }
 }
