@@ -182,6 +182,7 @@ const CSV_HEADER: &[&str] = &[
     "last_activity_source",
     "invited",
     "accepted",
+    "accepted_source",
     "accepted_after",
     "invite_to_accept_secs",
     "stale_invite",
@@ -193,8 +194,14 @@ const CSV_HEADER: &[&str] = &[
 fn user_json(l: &UserListing, q: &UsersQuery) -> serde_json::Value {
     let u = &l.user;
     let activity = last_activity(l);
-    // The acceptance moment: the sign-in when the API gave one, else the observation.
-    let accepted = u.accepted_at_ms.or(u.accepted_ms);
+    // The acceptance moment: the sign-in the API reported, else the first sign-in in the audit
+    // log inside the window, else when it was observed.
+    let (accepted, accepted_source) = match (u.accepted_at_ms, &l.accept_event, u.accepted_ms) {
+        (Some(t), _, _) => (Some(t), Some("last_login_date".to_string())),
+        (None, Some((t, id)), _) => (Some(*t), Some(format!("audit event {id}"))),
+        (None, None, Some(t)) => (Some(t), Some("observed".to_string())),
+        _ => (None, None),
+    };
     // Server times have whole seconds and may trail our own clock a little: never negative.
     let to_accept = match (u.invited_ms, accepted) {
         (Some(i), Some(a)) => Some((a - i).max(0) / 1000),
@@ -217,6 +224,7 @@ fn user_json(l: &UserListing, q: &UsersQuery) -> serde_json::Value {
         "last_activity_source": activity.map(|a| a.source),
         "invited": when(u.invited_ms),
         "accepted": when(accepted),
+        "accepted_source": accepted_source,
         "accepted_after": when(u.accepted_after_ms),
         "invite_to_accept_secs": to_accept,
         "stale_invite": is_stale_invite(u, q.now, q.stale_invite_days),

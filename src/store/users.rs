@@ -146,7 +146,13 @@ pub struct UserListing {
     pub user: UserRow,
     /// Latest successful event the user acted in (time, event id).
     pub last_event: Option<(i64, String)>,
+    /// The first sign-in inside the window in which an invitation was seen accepted.
+    pub accept_event: Option<(i64, String)>,
 }
+
+/// How far the sign-in that accepted an invitation may lie outside the observed window (clock
+/// skew between DigiCert and this host).
+const ACCEPT_SLACK_MS: i64 = 120_000;
 
 fn opt_json(roles: &[String]) -> String {
     serde_json::to_string(roles).unwrap_or_else(|_| "[]".into())
@@ -526,16 +532,23 @@ impl Store {
                 "SELECT account, {USER_COLUMNS},
                     (SELECT e.seq FROM events e WHERE e.account = users.account
                         AND e.actor_id = users.user_id AND COALESCE(e.status, '') <> 'failure'
-                        ORDER BY e.ts_ms DESC LIMIT 1) AS last_seq
+                        ORDER BY e.ts_ms DESC LIMIT 1) AS last_seq,
+                    (SELECT e.seq FROM events e WHERE users.accepted_ms IS NOT NULL
+                        AND e.account = users.account AND e.actor_id = users.user_id
+                        AND e.action = 'login' AND COALESCE(e.status, '') <> 'failure'
+                        AND e.ts_ms BETWEEN COALESCE(users.accepted_after_ms, 0) - ?2
+                            AND users.accepted_ms + ?2
+                        ORDER BY e.ts_ms LIMIT 1) AS accept_seq
                  FROM users WHERE (?1 IS NULL OR account = ?1) ORDER BY account, user_id"
             ))
             .map_err(|e| self.err("list users", e))?;
         let rows = st
-            .query_map(params![account], |r| {
+            .query_map(params![account, ACCEPT_SLACK_MS], |r| {
                 Ok((
                     r.get::<_, String>(0)?,
                     user_from_row(r, 1)?,
                     r.get::<_, Option<i64>>(21)?,
+                    r.get::<_, Option<i64>>(22)?,
                 ))
             })
             .map_err(|e| self.err("list users", e))?;
@@ -544,19 +557,23 @@ impl Store {
             .prepare("SELECT ts_ms, event_id FROM events WHERE seq = ?1")
             .map_err(|e| self.err("last event", e))?;
         let mut out = Vec::new();
-        for row in rows {
-            let (account, user, last_seq) = row.map_err(|e| self.err("list users", e))?;
-            let last_event = match last_seq {
+        let mut event = |seq: Option<i64>| -> Result<Option<(i64, String)>> {
+            match seq {
                 Some(s) => ev
                     .query_row(params![s], |r| Ok((r.get(0)?, r.get(1)?)))
                     .optional()
-                    .map_err(|e| self.err("last event", e))?,
-                None => None,
-            };
+                    .map_err(|e| err(&self.path, "event", e)),
+                None => Ok(None),
+            }
+        };
+        for row in rows {
+            let (account, user, last_seq, accept_seq) =
+                row.map_err(|e| self.err("list users", e))?;
             out.push(UserListing {
                 account,
                 user,
-                last_event,
+                last_event: event(last_seq)?,
+                accept_event: event(accept_seq)?,
             });
         }
         Ok(out)

@@ -288,9 +288,18 @@ fn invited_user_accepting_flips_exactly_once() {
         assert_eq!(secs, (accepted - invited).max(0) / 1000);
         assert_eq!(u["stale_invite"], false);
     }
-    // CertCentral tells the sign-in time: it is the acceptance moment.
+    // CertCentral tells the sign-in time; on DigiCert ONE the collected sign-in event does.
     let u = user_row(&app, "cc", &cc_id);
     assert_eq!(u["accepted"], u["last_login"], "{u}");
+    assert_eq!(u["accepted_source"], "last_login_date");
+    let u = user_row(&app, "one", &one_id);
+    assert!(
+        u["accepted_source"]
+            .as_str()
+            .is_some_and(|s| s.starts_with("audit event ")),
+        "{u}"
+    );
+    assert_eq!(u["accepted"], u["last_activity"], "{u}");
 }
 
 /// A user deleted in DigiCert is recorded as deleted (with when it was last seen) by the next
