@@ -541,10 +541,11 @@ fn print_status(
     let mut json = Vec::new();
     for a in accounts {
         let s = store.account_status(&a.name)?;
-        let coverage = match (s.first_complete, s.last_complete) {
-            (Some(f), Some(l)) => format!("{f}..{l} ({} days complete)", s.complete_days),
-            _ => "nothing collected yet".to_string(),
-        };
+        let today = Utc::now().date_naive();
+        let from = today
+            .checked_sub_days(chrono::Days::new(u64::from(a.backfill_days)))
+            .unwrap_or(today);
+        let cov = crate::coverage::summarize(store, a, from, today)?;
         let last_error = s.last_pass.as_ref().and_then(|p| p.error.clone());
         match format {
             StatusFormat::Table => {
@@ -556,10 +557,7 @@ fn print_status(
                         .map(export::rfc3339)
                         .unwrap_or_else(|| "never".into())
                 )?;
-                writeln!(out, "  coverage: {coverage}")?;
-                for (d, note) in &s.incomplete {
-                    writeln!(out, "    gap {d}: {note}")?;
-                }
+                writeln!(out, "  coverage: {}", cov.describe())?;
                 writeln!(
                     out,
                     "  events stored: {}, quarantined: {}",
@@ -585,12 +583,7 @@ fn print_status(
                 "account": a.name,
                 "kind": a.kind.as_str(),
                 "last_success": s.last_success.map(export::rfc3339),
-                "coverage": {
-                    "first_complete_day": s.first_complete.map(|d| d.to_string()),
-                    "last_complete_day": s.last_complete.map(|d| d.to_string()),
-                    "complete_days": s.complete_days,
-                    "gaps": s.incomplete.iter().map(|(d, n)| serde_json::json!({"day": d.to_string(), "reason": n})).collect::<Vec<_>>(),
-                },
+                "coverage": cov,
                 "events": s.events,
                 "quarantined": s.quarantined,
                 "last_error": last_error,

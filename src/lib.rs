@@ -6,6 +6,7 @@
 //! - [`api`]: the only code that knows DigiCert's JSON: HTTP client, retries, throttle, wire parsing.
 //! - [`store`]: the only code that issues SQL: migrations and one method per use case.
 //! - [`collect`]: audit-log collection: windows, paging, drift detection, the writer thread.
+//! - [`coverage`]: which days are known complete, and the gaps with their reasons.
 //! - [`report_users`]: the user directory (`auditwarden users`) as a table, JSON or safe CSV.
 //! - [`export`]: streaming stored events out as JSONL or spreadsheet-safe CSV.
 //! - [`simulate`]: the built-in DigiCert simulator used by tests, the demo and new users.
@@ -15,6 +16,7 @@ pub mod api;
 pub mod cli;
 pub mod collect;
 pub mod config;
+pub mod coverage;
 pub mod demo;
 pub mod export;
 pub mod logging;

@@ -294,6 +294,7 @@ fn status_reports_coverage_and_counts() {
         sim.truth_malformed()
     );
     assert_eq!(a["coverage"]["complete_days"], 41);
+    assert_eq!(a["coverage"]["gaps"].as_array().map(|g| g.len()), Some(0));
     assert!(a["last_error"].is_null());
     let table = app.run(&["status", "--quarantine"]);
     let t = String::from_utf8_lossy(&table.stdout);
@@ -301,4 +302,31 @@ fn status_reports_coverage_and_counts() {
         t.contains("coverage: ") && t.contains("41 days complete"),
         "{t}"
     );
+}
+
+/// A pass cut short by an outage leaves gaps that `status` names with their reason; the next
+/// pass closes them.
+#[test]
+fn status_names_gaps_after_a_failed_pass_and_the_next_pass_closes_them() {
+    let sim = Sim::start(&["--events", "400", "--days", "10"]);
+    let app = App::new(&sim, "max_retries = 1");
+    let (s, b) = sim.http("POST", "/_sim/faults", "server-error=1");
+    assert!(s < 300, "{s} {b}");
+    let out = app.run(&["collect"]);
+    assert_eq!(out.status.code(), Some(1));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(stdout.contains("one: FAILED, gave up after 2 attempts"), "{stdout}");
+    let status = app.run(&["status", "--format", "json"]);
+    let v: serde_json::Value = serde_json::from_slice(&status.stdout).unwrap();
+    let gaps = v[0]["coverage"]["gaps"].as_array().unwrap().clone();
+    assert!(!gaps.is_empty());
+    assert!(gaps[0]["reason"].as_str().unwrap().contains("read failed"), "{gaps:?}");
+    assert!(v[0]["last_error"].as_str().unwrap().contains("server error"));
+    let table = String::from_utf8_lossy(&app.run(&["status"]).stdout).to_string();
+    assert!(table.contains("coverage: INCOMPLETE"), "{table}");
+    sim.http("POST", "/_sim/faults", "none");
+    app.collect_ok();
+    assert_matches_truth(&app, &sim, "one");
+    let v: serde_json::Value = serde_json::from_slice(&app.run(&["status", "--format", "json"]).stdout).unwrap();
+    assert_eq!(v[0]["coverage"]["gaps"].as_array().map(|g| g.len()), Some(0), "{v}");
 }
