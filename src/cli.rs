@@ -80,6 +80,18 @@ enum Command {
     },
     /// List the current users with their roles and last activity (from the database only).
     Users(UsersArgs),
+    /// List role grants and revokes: when, by whom, from where (from the database only).
+    RoleChanges {
+        #[arg(long, value_name = "NAME")]
+        account: Option<String>,
+        /// Only this user id.
+        #[arg(long, value_name = "ID")]
+        user: Option<String>,
+        #[arg(long, value_name = "R")]
+        role: Option<String>,
+        #[arg(long, value_enum, default_value_t = crate::report_users::UsersFormat::Table)]
+        format: crate::report_users::UsersFormat,
+    },
 }
 
 #[derive(Args, Debug)]
@@ -402,6 +414,41 @@ async fn run(cli: Cli) -> Result<ExitCode, CliError> {
             } else {
                 ExitCode::SUCCESS
             })
+        }
+        Command::RoleChanges {
+            account,
+            user,
+            role,
+            format,
+        } => {
+            let cfg = load_config(&cli)?;
+            let accounts = cfg
+                .select_accounts(account.as_deref())
+                .map_err(CliError::usage)?;
+            if !cfg.store.path.exists() {
+                return Err(CliError::failed(format!(
+                    "no database at {} yet: run `auditwarden collect` or `sync-users` first",
+                    cfg.store.path.display()
+                )));
+            }
+            let store = Store::open_read_only(&cfg.store.path)?;
+            let query = crate::report_users::RoleChangesQuery {
+                accounts: accounts.iter().map(|a| a.name.clone()).collect(),
+                user: user.clone(),
+                role: role.clone(),
+            };
+            let stdout = std::io::stdout();
+            let mut w = std::io::BufWriter::new(stdout.lock());
+            let r = crate::report_users::write_role_changes(&store, &query, *format, &mut w);
+            match r.and_then(|n| w.flush().map(|_| n).map_err(Into::into)) {
+                Ok(_) => Ok(ExitCode::SUCCESS),
+                Err(crate::report_users::UsersError::Io(e))
+                    if e.kind() == std::io::ErrorKind::BrokenPipe =>
+                {
+                    Ok(ExitCode::SUCCESS)
+                }
+                Err(e) => Err(e.into()),
+            }
         }
         Command::Users(args) => {
             let cfg = load_config(&cli)?;

@@ -297,3 +297,136 @@ pub fn print_user_summaries(out: &mut dyn Write, summaries: &[UserSummary]) -> s
     }
     Ok(())
 }
+
+/// Which role changes to list.
+#[derive(Debug, Clone)]
+pub struct RoleChangesQuery {
+    pub accounts: Vec<String>,
+    pub user: Option<String>,
+    pub role: Option<String>,
+}
+
+/// When a role change happened, in words: the audit event's time, or the snapshot window.
+pub fn role_change_when(c: &crate::store::StoredRoleChange) -> String {
+    match (&c.evidence, c.after_ms, c.observed_ms) {
+        (Some(e), _, _) => rfc3339(at(e.event_ms)),
+        (None, Some(t1), Some(t2)) => format!(
+            "observed between {} and {}",
+            rfc3339(at(t1)),
+            rfc3339(at(t2))
+        ),
+        (None, None, Some(t2)) => format!("observed by {}", rfc3339(at(t2))),
+        _ => "unknown".into(),
+    }
+}
+
+/// Write the role changes matching `q` (oldest established first); returns how many.
+pub fn write_role_changes(
+    store: &Store,
+    q: &RoleChangesQuery,
+    format: UsersFormat,
+    out: &mut dyn Write,
+) -> Result<u64, UsersError> {
+    let mut rows = Vec::new();
+    for account in &q.accounts {
+        let names: std::collections::HashMap<String, String> = store
+            .list_users(Some(account))?
+            .into_iter()
+            .map(|l| {
+                let n = l
+                    .user
+                    .user_name
+                    .clone()
+                    .or(l.user.display_name.clone())
+                    .unwrap_or_default();
+                (l.user.user_id, n)
+            })
+            .collect();
+        for c in store.role_changes(account, q.user.as_deref())? {
+            if q.role.as_ref().is_some_and(|r| *r != c.role) {
+                continue;
+            }
+            let ev = c.evidence.as_ref();
+            rows.push(json!({
+                "account": account,
+                "user_id": c.user_id,
+                "user_name": names.get(&c.user_id),
+                "role": c.role,
+                "change": c.change,
+                "when": role_change_when(&c),
+                "observed_after": when(c.after_ms),
+                "observed": when(c.observed_ms),
+                "source": c.source,
+                "event_id": ev.map(|e| e.event_id.clone()),
+                "event_time": ev.map(|e| rfc3339(at(e.event_ms))),
+                "actor_id": ev.and_then(|e| e.actor_id.clone()),
+                "actor_name": ev.and_then(|e| e.actor_name.clone()),
+                "ip_address": ev.and_then(|e| e.ip_address.clone()),
+            }));
+        }
+    }
+    const HEADER: &[&str] = &[
+        "account",
+        "user_id",
+        "user_name",
+        "role",
+        "change",
+        "when",
+        "observed_after",
+        "observed",
+        "source",
+        "event_id",
+        "event_time",
+        "actor_id",
+        "actor_name",
+        "ip_address",
+    ];
+    match format {
+        UsersFormat::Json => {
+            serde_json::to_writer_pretty(&mut *out, &rows).map_err(std::io::Error::from)?;
+            writeln!(out)?;
+        }
+        UsersFormat::Csv => {
+            let mut w = csv::Writer::from_writer(&mut *out);
+            w.write_record(HEADER)?;
+            for r in &rows {
+                let cells: Vec<String> = HEADER
+                    .iter()
+                    .map(|k| match &r[*k] {
+                        serde_json::Value::Null => String::new(),
+                        serde_json::Value::String(s) => neutralize(s).into_owned(),
+                        other => other.to_string(),
+                    })
+                    .collect();
+                w.write_record(&cells)?;
+            }
+            w.flush()?;
+        }
+        UsersFormat::Table => {
+            for r in &rows {
+                let s = |k: &str| printable(r[k].as_str().unwrap_or(""));
+                let by = match r["actor_name"].as_str() {
+                    Some(a) => format!(
+                        " by {} from {} (event {})",
+                        printable(a),
+                        s("ip_address"),
+                        s("event_id")
+                    ),
+                    None => String::new(),
+                };
+                writeln!(
+                    out,
+                    "{} {} ({}): {} {} {}{by}",
+                    s("account"),
+                    s("user_name"),
+                    s("user_id"),
+                    s("role"),
+                    s("change"),
+                    s("when"),
+                )?;
+            }
+            writeln!(out, "{} role change(s)", rows.len())?;
+        }
+    }
+    Ok(rows.len() as u64)
+}

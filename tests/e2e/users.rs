@@ -201,6 +201,40 @@ fn grants_and_revokes_between_syncs_carry_audit_evidence() {
     assert_eq!(c.source, "snapshot");
     assert!(c.evidence.is_none());
     assert!(c.after_ms.expect("T1") <= t3 && c.observed_ms.expect("T2") >= t3);
+
+    // `role-changes` tells the same story: who, when, from where, or the window.
+    let text = run_ok(&app, &["role-changes", "--user", &id, "--format", "json"]);
+    let listed: Vec<Value> = serde_json::from_str(&text).expect("json");
+    let admin = listed
+        .iter()
+        .find(|r| {
+            r["role"] == "AM_ACCOUNT_ADMIN"
+                && r["change"] == "granted"
+                && r["source"] == "snapshot+audit"
+        })
+        .expect("the grant");
+    assert_eq!(admin["actor_name"], "admin");
+    assert_eq!(admin["when"], admin["event_time"]);
+    let text = run_ok(
+        &app,
+        &["role-changes", "--account", "cc", "--format", "json"],
+    );
+    let listed: Vec<Value> = serde_json::from_str(&text).expect("json");
+    assert_eq!(listed.len(), 1);
+    assert!(listed[0]["when"]
+        .as_str()
+        .is_some_and(|w| w.starts_with("observed between ")));
+    let table = run_ok(
+        &app,
+        &[
+            "role-changes",
+            "--account",
+            "one",
+            "--role",
+            "AM_ACCOUNT_ADMIN",
+        ],
+    );
+    assert!(table.contains(" by admin from "), "{table}");
 }
 
 /// An invited user who accepts is seen flipping exactly once, by the poll, with the window it
