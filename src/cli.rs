@@ -67,6 +67,45 @@ enum Command {
     /// Show everything on the built-in simulator, with no DigiCert account: start it, collect
     /// through injected faults, and say what was stored.
     Demo(DemoArgs),
+    /// Sync the user directory of each account (or the one named): current state and history.
+    /// `collect` does this too, after the audit-log pass.
+    SyncUsers {
+        #[arg(long, value_name = "NAME")]
+        account: Option<String>,
+    },
+    /// Check each invited user (one `GET /user/{id}` each) and record acceptances.
+    PollInvites {
+        #[arg(long, value_name = "NAME")]
+        account: Option<String>,
+    },
+    /// List the current users with their roles and last activity (from the database only).
+    Users(UsersArgs),
+    /// List role grants and revokes: when, by whom, from where (from the database only).
+    RoleChanges {
+        #[arg(long, value_name = "NAME")]
+        account: Option<String>,
+        /// Only this user id.
+        #[arg(long, value_name = "ID")]
+        user: Option<String>,
+        #[arg(long, value_name = "R")]
+        role: Option<String>,
+        #[arg(long, value_enum, default_value_t = crate::report_users::UsersFormat::Table)]
+        format: crate::report_users::UsersFormat,
+    },
+}
+
+#[derive(Args, Debug)]
+pub struct UsersArgs {
+    #[arg(long, value_name = "NAME")]
+    account: Option<String>,
+    /// invited | active | locked | disabled | expired | deleted | unknown (default: all but deleted).
+    #[arg(long, value_name = "S")]
+    status: Option<String>,
+    /// Only users holding this role (exact code or name).
+    #[arg(long, value_name = "R")]
+    role: Option<String>,
+    #[arg(long, value_enum, default_value_t = crate::report_users::UsersFormat::Table)]
+    format: crate::report_users::UsersFormat,
 }
 
 #[derive(Subcommand, Debug)]
@@ -244,14 +283,21 @@ async fn run(cli: Cli) -> Result<ExitCode, CliError> {
                 today: Utc::now().date_naive(),
                 progress: std::io::stderr().is_terminal(),
             };
-            let (_store, summaries) = collect::collect(store, &accounts, &opts).await?;
+            let (mut store, summaries) = collect::collect(store, &accounts, &opts).await?;
             let mut out = std::io::stdout().lock();
             print_summaries(&mut out, &summaries)?;
-            Ok(if summaries.iter().any(|s| s.error.is_some()) {
-                ExitCode::from(1)
-            } else {
-                ExitCode::SUCCESS
-            })
+            // Users after the audit log, so the events that explain role changes are stored.
+            let user_summaries = collect::users::sync_users(&mut store, &accounts).await;
+            crate::report_users::print_user_summaries(&mut out, &user_summaries)?;
+            Ok(
+                if summaries.iter().any(|s| s.error.is_some())
+                    || user_summaries.iter().any(|s| s.error.is_some())
+                {
+                    ExitCode::from(1)
+                } else {
+                    ExitCode::SUCCESS
+                },
+            )
         }
         Command::Simulate(args) => simulate_cmd(args).await,
         Command::Export(ExportCommand::Events {
@@ -348,6 +394,101 @@ async fn run(cli: Cli) -> Result<ExitCode, CliError> {
             } else {
                 ExitCode::SUCCESS
             })
+        }
+        Command::SyncUsers { account } | Command::PollInvites { account } => {
+            let cfg = load_config(&cli)?;
+            let accounts = cfg
+                .select_accounts(account.as_deref())
+                .map_err(CliError::usage)?;
+            let mut store = Store::open(&cfg.store.path)?;
+            let summaries = if matches!(cli.command, Command::SyncUsers { .. }) {
+                collect::users::sync_users(&mut store, &accounts).await
+            } else {
+                collect::users::poll_invites(&mut store, &accounts, cfg.users.stale_invite_days)
+                    .await
+            };
+            let mut out = std::io::stdout().lock();
+            crate::report_users::print_user_summaries(&mut out, &summaries)?;
+            Ok(if summaries.iter().any(|s| s.error.is_some()) {
+                ExitCode::from(1)
+            } else {
+                ExitCode::SUCCESS
+            })
+        }
+        Command::RoleChanges {
+            account,
+            user,
+            role,
+            format,
+        } => {
+            let cfg = load_config(&cli)?;
+            let accounts = cfg
+                .select_accounts(account.as_deref())
+                .map_err(CliError::usage)?;
+            if !cfg.store.path.exists() {
+                return Err(CliError::failed(format!(
+                    "no database at {} yet: run `auditwarden collect` or `sync-users` first",
+                    cfg.store.path.display()
+                )));
+            }
+            let store = Store::open_read_only(&cfg.store.path)?;
+            let query = crate::report_users::RoleChangesQuery {
+                accounts: accounts.iter().map(|a| a.name.clone()).collect(),
+                user: user.clone(),
+                role: role.clone(),
+            };
+            let stdout = std::io::stdout();
+            let mut w = std::io::BufWriter::new(stdout.lock());
+            let r = crate::report_users::write_role_changes(&store, &query, *format, &mut w);
+            match r.and_then(|n| w.flush().map(|_| n).map_err(Into::into)) {
+                Ok(_) => Ok(ExitCode::SUCCESS),
+                Err(crate::report_users::UsersError::Io(e))
+                    if e.kind() == std::io::ErrorKind::BrokenPipe =>
+                {
+                    Ok(ExitCode::SUCCESS)
+                }
+                Err(e) => Err(e.into()),
+            }
+        }
+        Command::Users(args) => {
+            let cfg = load_config(&cli)?;
+            if let Some(a) = &args.account {
+                cfg.select_accounts(Some(a)).map_err(CliError::usage)?;
+            }
+            let status = match &args.status {
+                None => None,
+                Some(st) => Some(crate::api::users::UserStatus::from_name(st).ok_or_else(|| {
+                    CliError::usage(format!(
+                        "--status {st:?} is not one of invited, active, locked, disabled, expired, deleted, unknown"
+                    ))
+                })?),
+            };
+            if !cfg.store.path.exists() {
+                return Err(CliError::failed(format!(
+                    "no database at {} yet: run `auditwarden collect` or `sync-users` first",
+                    cfg.store.path.display()
+                )));
+            }
+            let store = Store::open_read_only(&cfg.store.path)?;
+            let query = crate::report_users::UsersQuery {
+                account: args.account.clone(),
+                status,
+                role: args.role.clone(),
+                stale_invite_days: cfg.users.stale_invite_days,
+                now: Utc::now(),
+            };
+            let stdout = std::io::stdout();
+            let mut w = std::io::BufWriter::new(stdout.lock());
+            let r = crate::report_users::write_users(&store, &query, args.format, &mut w);
+            match r.and_then(|n| w.flush().map(|_| n).map_err(Into::into)) {
+                Ok(_) => Ok(ExitCode::SUCCESS),
+                Err(crate::report_users::UsersError::Io(e))
+                    if e.kind() == std::io::ErrorKind::BrokenPipe =>
+                {
+                    Ok(ExitCode::SUCCESS)
+                }
+                Err(e) => Err(e.into()),
+            }
         }
         Command::Demo(args) => {
             crate::demo::run(args.db.clone(), args.events, args.days, &args.faults)

@@ -147,6 +147,26 @@ fn default_backfill_days() -> u32 {
     90
 }
 
+/// `[users]`: user sync and invitation polling.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UserSettings {
+    /// An invitation not accepted after this many days is stale.
+    pub stale_invite_days: u32,
+}
+
+impl Default for UserSettings {
+    fn default() -> Self {
+        UserSettings {
+            stale_invite_days: default_stale_invite_days(),
+        }
+    }
+}
+
+/// Two weeks: long enough for holidays, short enough that a forgotten invitation is noticed.
+fn default_stale_invite_days() -> u32 {
+    14
+}
+
 #[derive(Debug, Clone)]
 pub struct StoreConfig {
     /// Absolute, or relative to the working directory when the config came from elsewhere.
@@ -159,6 +179,7 @@ pub struct Config {
     pub source: PathBuf,
     pub store: StoreConfig,
     pub accounts: Vec<Account>,
+    pub users: UserSettings,
 }
 
 impl Config {
@@ -289,6 +310,19 @@ pub fn parse(text: &str, path: &Path, env: &dyn Env) -> Result<Config, ConfigErr
         None => CollectionSettings::default(),
     };
 
+    let users = match root.table("users", &mut problems) {
+        Some(t) => {
+            let mut s = Section::new("users".into(), t);
+            let mut u = UserSettings::default();
+            if let Some(v) = s.integer("stale_invite_days", 1, 3650, &mut problems) {
+                u.stale_invite_days = v as u32;
+            }
+            s.finish(&mut problems);
+            u
+        }
+        None => UserSettings::default(),
+    };
+
     let mut accounts = Vec::new();
     match root.take("accounts") {
         None => problems.push("accounts: no [[accounts]] configured".into()),
@@ -320,6 +354,7 @@ pub fn parse(text: &str, path: &Path, env: &dyn Env) -> Result<Config, ConfigErr
             source: path.to_path_buf(),
             store: StoreConfig { path: path_ },
             accounts,
+            users,
         }),
         _ => Err(fail(problems)),
     }
@@ -804,6 +839,21 @@ mod tests {
         assert_eq!(one.backfill_days, 90);
         assert!(cfg.store.path.ends_with("auditwarden.db"));
         assert!(cfg.store.path.starts_with(path.parent().unwrap()));
+        assert_eq!(cfg.users.stale_invite_days, 14);
+    }
+
+    /// `[users]` takes stale_invite_days and reports unknown keys like every section.
+    #[test]
+    fn users_section() {
+        let base = "[store]\npath = \"x.db\"\n[[accounts]]\nname = \"a\"\nkind = \"certcentral\"\napi_key_env = \"KEY_A\"\n";
+        let cfg = parse_str(&format!("{base}[users]\nstale_invite_days = 30\n")).unwrap();
+        assert_eq!(cfg.users.stale_invite_days, 30);
+        let err = parse_str(&format!("{base}[users]\nstale_invite_day = 3\n")).unwrap_err();
+        assert!(
+            err.to_string()
+                .contains("users.stale_invite_day: unknown key"),
+            "{err}"
+        );
     }
 
     /// All problems are reported at once, each naming its key.

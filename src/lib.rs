@@ -7,6 +7,7 @@
 //! - [`store`]: the only code that issues SQL: migrations and one method per use case.
 //! - [`collect`]: audit-log collection: windows, paging, drift detection, the writer thread.
 //! - [`coverage`]: which days are known complete, and the gaps with their reasons.
+//! - [`report_users`]: the user directory (`auditwarden users`) as a table, JSON or safe CSV.
 //! - [`export`]: streaming stored events out as JSONL or spreadsheet-safe CSV.
 //! - [`simulate`]: the built-in DigiCert simulator used by tests, the demo and new users.
 //! - [`secret`]: a string that never prints itself.
@@ -19,6 +20,7 @@ pub mod coverage;
 pub mod demo;
 pub mod export;
 pub mod logging;
+pub mod report_users;
 pub mod secret;
 pub mod simulate;
 pub mod store;

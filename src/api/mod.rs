@@ -2,10 +2,12 @@
 //!
 //! - [`client`]: [`Client`], one per account: throttle, bounded retries, status-to-error mapping.
 //! - [`wire`]: lenient parsing of pages, events and error bodies into domain types.
+//! - [`users`]: user objects of both APIs and role details of audit events.
 //! - [`error`]: [`ApiError`], which knows whether it is worth retrying.
 
 pub mod client;
 pub mod error;
+pub mod users;
 pub mod wire;
 
 pub use client::{AuditQuery, Client, RequestStats};

@@ -18,6 +18,7 @@
 //! owns the SQLite connection. Each page is one transaction, and the page that completes a day
 //! carries the coverage row, so a crash at any instant loses nothing and duplicates nothing.
 
+pub mod users;
 mod writer;
 
 use std::collections::{BTreeMap, HashSet};

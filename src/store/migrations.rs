@@ -73,4 +73,97 @@ pub const MIGRATIONS: &[&str] = &[
     -- `status` asks for each account's latest passes.
     CREATE INDEX passes_by_account ON passes (account, id);
     "#,
+    // 2: users (current state per account), their observed history, role changes joined with
+    // audit evidence, and a log of user syncs and invitation polls.
+    r#"
+    CREATE TABLE users (
+        account         TEXT NOT NULL,
+        user_id         TEXT NOT NULL,
+        user_name       TEXT,
+        email           TEXT,
+        display_name    TEXT,
+        user_type       TEXT,
+        status          TEXT NOT NULL,      -- invited|active|locked|disabled|expired|deleted|unknown
+        status_raw      TEXT NOT NULL,      -- as served ('' when absent)
+        roles           TEXT NOT NULL,      -- JSON array of role codes/names, sorted
+        created_ms      INTEGER,            -- the API's created_at
+        last_login_ms   INTEGER,            -- the API's last sign-in (CertCentral last_login_date)
+        container       TEXT,
+        raw             TEXT NOT NULL,      -- the user object as last served
+        -- Hash of every field above as served: an unchanged user is recognised without a write.
+        fingerprint     INTEGER NOT NULL,
+        first_seen_ms   INTEGER NOT NULL,
+        updated_ms      INTEGER NOT NULL,   -- last time a change was written
+        invited_ms      INTEGER,            -- invitation time (created_at, else first seen invited)
+        accepted_ms     INTEGER,            -- observed active after invited (upper bound)
+        accepted_after_ms INTEGER,          -- last observation still invited (lower bound)
+        accepted_at_ms  INTEGER,            -- the sign-in that accepted it, when the API tells
+        deleted_ms      INTEGER,            -- observed gone (complete listing or 404)
+        last_seen_ms    INTEGER,            -- for deleted users: the last observation present
+        PRIMARY KEY (account, user_id)
+    ) WITHOUT ROWID;
+
+    -- Every observed change of a user's status or roles (and first sightings): when it was
+    -- observed, and the last observation before it (so the change happened in between).
+    CREATE TABLE user_history (
+        seq             INTEGER PRIMARY KEY,
+        account         TEXT NOT NULL,
+        user_id         TEXT NOT NULL,
+        observed_ms     INTEGER NOT NULL,
+        after_ms        INTEGER,            -- the previous observation (NULL for a first sighting)
+        field           TEXT NOT NULL,      -- first_seen | status | roles
+        before          TEXT,
+        after           TEXT,
+        detail          TEXT,               -- raw statuses, or why (e.g. "missing from a complete listing")
+        source          TEXT NOT NULL       -- sync | poll
+    );
+    -- Reports read one user's history in order.
+    CREATE INDEX user_history_by_user ON user_history (account, user_id, seq);
+
+    -- One row per role granted or revoked. Established from snapshots (after_ms..observed_ms) or
+    -- from an audit event, and joined when both saw the same change (so it is counted once).
+    CREATE TABLE role_changes (
+        seq             INTEGER PRIMARY KEY,
+        account         TEXT NOT NULL,
+        user_id         TEXT NOT NULL,
+        role            TEXT NOT NULL,
+        change          TEXT NOT NULL,      -- granted | revoked
+        observed_ms     INTEGER,            -- snapshot that showed it (NULL: audit log only)
+        after_ms        INTEGER,            -- snapshot before it
+        event_id        TEXT,               -- audit evidence
+        event_ms        INTEGER,
+        actor_id        TEXT,
+        actor_name      TEXT,
+        ip_address      TEXT,
+        source          TEXT NOT NULL       -- snapshot | audit | snapshot+audit
+    );
+    -- One audit event proves each (role, change) once.
+    CREATE UNIQUE INDEX role_changes_by_event ON role_changes (account, event_id, user_id, role, change)
+        WHERE event_id IS NOT NULL;
+    -- Evidence is matched to a user's open snapshot rows.
+    CREATE INDEX role_changes_by_user ON role_changes (account, user_id, role, change);
+
+    -- One row per user sync or invitation poll of an account.
+    CREATE TABLE user_runs (
+        id              INTEGER PRIMARY KEY,
+        account         TEXT NOT NULL,
+        kind            TEXT NOT NULL,      -- sync | poll
+        started_ms      INTEGER NOT NULL,
+        finished_ms     INTEGER NOT NULL,
+        complete        INTEGER NOT NULL,   -- the listing (or every poll) succeeded
+        listed          INTEGER NOT NULL,
+        changes         INTEGER NOT NULL,
+        error           TEXT
+    );
+    CREATE INDEX user_runs_by_account ON user_runs (account, kind, id);
+
+    -- Per account: audit events up to this seq have been matched to role changes.
+    CREATE TABLE role_event_scan (
+        account         TEXT PRIMARY KEY,
+        last_seq        INTEGER NOT NULL
+    );
+
+    -- A user's last activity is their latest event as actor.
+    CREATE INDEX events_by_actor ON events (account, actor_id, ts_ms);
+    "#,
 ];

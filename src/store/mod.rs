@@ -4,6 +4,7 @@
 //! either both or neither. A PostgreSQL backend would be a sibling module with the same methods.
 
 mod migrations;
+mod users;
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -12,6 +13,10 @@ use chrono::{DateTime, NaiveDate, Utc};
 use rusqlite::{params, Connection, OpenFlags, OptionalExtension};
 
 use crate::api::{AuditEvent, Malformed};
+pub use users::{
+    Deletion, Evidence, HistoryRow, RoleChange, RoleEvent, StoredRoleChange, UserBatch,
+    UserListing, UserRow, UserRun,
+};
 
 #[derive(Debug, thiserror::Error)]
 #[error("database {path}: {what}: {source}")]

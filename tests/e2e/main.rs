@@ -7,3 +7,4 @@ mod collect;
 mod config_errors;
 mod crash;
 mod secrets;
+mod users;

@@ -1,0 +1,663 @@
+//! The SQL of user tracking: current users, their history, role changes with audit evidence, and
+//! the log of syncs and invitation polls. Decisions (what changed, what matches what) are made in
+//! `collect::users`; this module only reads and writes, each batch in one transaction.
+
+use std::collections::HashMap;
+
+use rusqlite::{params, OptionalExtension};
+
+use super::{err, Result, Store};
+
+/// One user as stored. `raw` is empty when loaded by [`Store::load_users`] (it is only written).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct UserRow {
+    pub user_id: String,
+    pub user_name: Option<String>,
+    pub email: Option<String>,
+    pub display_name: Option<String>,
+    pub user_type: Option<String>,
+    /// Normalized: invited | active | locked | disabled | expired | deleted | unknown.
+    pub status: String,
+    pub status_raw: String,
+    /// Sorted role codes or names.
+    pub roles: Vec<String>,
+    pub created_ms: Option<i64>,
+    pub last_login_ms: Option<i64>,
+    pub container: Option<String>,
+    pub raw: String,
+    pub fingerprint: i64,
+    pub first_seen_ms: i64,
+    pub updated_ms: i64,
+    pub invited_ms: Option<i64>,
+    pub accepted_ms: Option<i64>,
+    pub accepted_after_ms: Option<i64>,
+    pub accepted_at_ms: Option<i64>,
+    pub deleted_ms: Option<i64>,
+    pub last_seen_ms: Option<i64>,
+}
+
+/// One observed change (or first sighting) of a user.
+#[derive(Debug, Clone, PartialEq)]
+pub struct HistoryRow {
+    pub user_id: String,
+    pub observed_ms: i64,
+    /// The previous observation: the change happened between `after_ms` and `observed_ms`.
+    pub after_ms: Option<i64>,
+    /// `first_seen`, `status` or `roles`.
+    pub field: &'static str,
+    pub before: Option<String>,
+    pub after: Option<String>,
+    pub detail: Option<String>,
+    /// `sync` or `poll`.
+    pub source: &'static str,
+}
+
+/// Who changed a role, when and from where: an audit event (contract 1.3).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Evidence {
+    pub event_id: String,
+    pub event_ms: i64,
+    pub actor_id: Option<String>,
+    pub actor_name: Option<String>,
+    pub ip_address: Option<String>,
+}
+
+/// One role granted or revoked.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RoleChange {
+    pub user_id: String,
+    pub role: String,
+    /// `granted` or `revoked`.
+    pub change: &'static str,
+    /// The snapshot that showed it, and the one before (`None` when only the audit log saw it).
+    pub observed_ms: Option<i64>,
+    pub after_ms: Option<i64>,
+    pub evidence: Option<Evidence>,
+}
+
+/// A stored role change, as read back.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StoredRoleChange {
+    pub seq: i64,
+    pub user_id: String,
+    pub role: String,
+    pub change: String,
+    pub observed_ms: Option<i64>,
+    pub after_ms: Option<i64>,
+    pub evidence: Option<Evidence>,
+    /// `snapshot`, `audit` or `snapshot+audit`.
+    pub source: String,
+}
+
+/// A user confirmed gone.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Deletion {
+    pub user_id: String,
+    pub deleted_ms: i64,
+    pub last_seen_ms: i64,
+}
+
+/// What one step of a sync or poll writes, in one transaction.
+#[derive(Debug, Default)]
+pub struct UserBatch {
+    pub rows: Vec<UserRow>,
+    pub deletions: Vec<Deletion>,
+    pub history: Vec<HistoryRow>,
+    pub role_changes: Vec<RoleChange>,
+}
+
+impl UserBatch {
+    pub fn is_empty(&self) -> bool {
+        self.rows.is_empty()
+            && self.deletions.is_empty()
+            && self.history.is_empty()
+            && self.role_changes.is_empty()
+    }
+}
+
+/// An audit event that may carry role details (`user`/`service_user`, `create`/`update`).
+#[derive(Debug, Clone)]
+pub struct RoleEvent {
+    pub seq: i64,
+    /// The target user (`resource_id`).
+    pub user_id: String,
+    pub data: String,
+    pub evidence: Evidence,
+}
+
+/// One user sync or invitation poll, for the log.
+#[derive(Debug, Clone)]
+pub struct UserRun {
+    pub account: String,
+    /// `sync` or `poll`.
+    pub kind: &'static str,
+    pub started_ms: i64,
+    pub finished_ms: i64,
+    pub complete: bool,
+    pub listed: u64,
+    pub changes: u64,
+    pub error: Option<String>,
+}
+
+/// A user for `auditwarden users`, with the last activity worked out.
+#[derive(Debug, Clone)]
+pub struct UserListing {
+    pub account: String,
+    pub user: UserRow,
+    /// Latest successful event the user acted in (time, event id).
+    pub last_event: Option<(i64, String)>,
+    /// The first sign-in inside the window in which an invitation was seen accepted.
+    pub accept_event: Option<(i64, String)>,
+}
+
+/// How far the sign-in that accepted an invitation may lie outside the observed window (clock
+/// skew between DigiCert and this host).
+const ACCEPT_SLACK_MS: i64 = 120_000;
+
+fn opt_json(roles: &[String]) -> String {
+    serde_json::to_string(roles).unwrap_or_else(|_| "[]".into())
+}
+
+const USER_COLUMNS: &str = "user_id, user_name, email, display_name, user_type, status, status_raw,
+    roles, created_ms, last_login_ms, container, fingerprint, first_seen_ms, updated_ms,
+    invited_ms, accepted_ms, accepted_after_ms, accepted_at_ms, deleted_ms, last_seen_ms";
+
+fn user_from_row(r: &rusqlite::Row<'_>, at: usize) -> rusqlite::Result<UserRow> {
+    let roles: String = r.get(at + 7)?;
+    Ok(UserRow {
+        user_id: r.get(at)?,
+        user_name: r.get(at + 1)?,
+        email: r.get(at + 2)?,
+        display_name: r.get(at + 3)?,
+        user_type: r.get(at + 4)?,
+        status: r.get(at + 5)?,
+        status_raw: r.get(at + 6)?,
+        roles: serde_json::from_str(&roles).unwrap_or_default(),
+        created_ms: r.get(at + 8)?,
+        last_login_ms: r.get(at + 9)?,
+        container: r.get(at + 10)?,
+        raw: String::new(),
+        fingerprint: r.get(at + 11)?,
+        first_seen_ms: r.get(at + 12)?,
+        updated_ms: r.get(at + 13)?,
+        invited_ms: r.get(at + 14)?,
+        accepted_ms: r.get(at + 15)?,
+        accepted_after_ms: r.get(at + 16)?,
+        accepted_at_ms: r.get(at + 17)?,
+        deleted_ms: r.get(at + 18)?,
+        last_seen_ms: r.get(at + 19)?,
+    })
+}
+
+impl Store {
+    /// Every stored user of an account (deleted ones included), by id; `raw` is not loaded.
+    pub fn load_users(&self, account: &str) -> Result<HashMap<String, UserRow>> {
+        let mut st = self
+            .conn
+            .prepare(&format!(
+                "SELECT {USER_COLUMNS} FROM users WHERE account = ?1"
+            ))
+            .map_err(|e| self.err("load users", e))?;
+        let rows = st
+            .query_map(params![account], |r| user_from_row(r, 0))
+            .map_err(|e| self.err("load users", e))?;
+        let mut out = HashMap::new();
+        for row in rows {
+            let u = row.map_err(|e| self.err("load users", e))?;
+            out.insert(u.user_id.clone(), u);
+        }
+        Ok(out)
+    }
+
+    /// Write one batch of user changes in one transaction; returns the rows written.
+    pub fn write_user_batch(&mut self, account: &str, b: &UserBatch) -> Result<u64> {
+        if b.is_empty() {
+            return Ok(0);
+        }
+        let path = self.path.clone();
+        let tx = self
+            .conn
+            .transaction()
+            .map_err(|e| err(&path, "begin", e))?;
+        let mut n = 0u64;
+        {
+            let mut up = tx
+                .prepare_cached(
+                    "INSERT INTO users (account, user_id, user_name, email, display_name, user_type,
+                        status, status_raw, roles, created_ms, last_login_ms, container, raw,
+                        fingerprint, first_seen_ms, updated_ms, invited_ms, accepted_ms,
+                        accepted_after_ms, accepted_at_ms, deleted_ms, last_seen_ms)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16,
+                        ?17, ?18, ?19, ?20, ?21, ?22)
+                     ON CONFLICT (account, user_id) DO UPDATE SET user_name = excluded.user_name,
+                        email = excluded.email, display_name = excluded.display_name,
+                        user_type = excluded.user_type, status = excluded.status,
+                        status_raw = excluded.status_raw, roles = excluded.roles,
+                        created_ms = excluded.created_ms, last_login_ms = excluded.last_login_ms,
+                        container = excluded.container, raw = excluded.raw,
+                        fingerprint = excluded.fingerprint, updated_ms = excluded.updated_ms,
+                        invited_ms = excluded.invited_ms, accepted_ms = excluded.accepted_ms,
+                        accepted_after_ms = excluded.accepted_after_ms,
+                        accepted_at_ms = excluded.accepted_at_ms, deleted_ms = excluded.deleted_ms,
+                        last_seen_ms = excluded.last_seen_ms",
+                )
+                .map_err(|e| err(&path, "prepare user upsert", e))?;
+            for u in &b.rows {
+                n += up
+                    .execute(params![
+                        account,
+                        u.user_id,
+                        u.user_name,
+                        u.email,
+                        u.display_name,
+                        u.user_type,
+                        u.status,
+                        u.status_raw,
+                        opt_json(&u.roles),
+                        u.created_ms,
+                        u.last_login_ms,
+                        u.container,
+                        u.raw,
+                        u.fingerprint,
+                        u.first_seen_ms,
+                        u.updated_ms,
+                        u.invited_ms,
+                        u.accepted_ms,
+                        u.accepted_after_ms,
+                        u.accepted_at_ms,
+                        u.deleted_ms,
+                        u.last_seen_ms
+                    ])
+                    .map_err(|e| err(&path, "upsert user", e))? as u64;
+            }
+            let mut del = tx
+                .prepare_cached(
+                    "UPDATE users SET status = 'deleted', deleted_ms = ?3, last_seen_ms = ?4,
+                        updated_ms = ?3 WHERE account = ?1 AND user_id = ?2",
+                )
+                .map_err(|e| err(&path, "prepare deletion", e))?;
+            for d in &b.deletions {
+                n += del
+                    .execute(params![account, d.user_id, d.deleted_ms, d.last_seen_ms])
+                    .map_err(|e| err(&path, "mark deleted", e))? as u64;
+            }
+            let mut hist = tx
+                .prepare_cached(
+                    "INSERT INTO user_history (account, user_id, observed_ms, after_ms, field,
+                        before, after, detail, source) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+                )
+                .map_err(|e| err(&path, "prepare history", e))?;
+            for h in &b.history {
+                n += hist
+                    .execute(params![
+                        account,
+                        h.user_id,
+                        h.observed_ms,
+                        h.after_ms,
+                        h.field,
+                        h.before,
+                        h.after,
+                        h.detail,
+                        h.source
+                    ])
+                    .map_err(|e| err(&path, "insert history", e))? as u64;
+            }
+            n += insert_role_changes(&tx, &path, account, &b.role_changes)?;
+        }
+        tx.commit().map_err(|e| err(&path, "commit users", e))?;
+        Ok(n)
+    }
+
+    /// Audit events after `after_seq` that may carry role details, in insertion order.
+    pub fn role_events_after(&self, account: &str, after_seq: i64) -> Result<Vec<RoleEvent>> {
+        let mut st = self
+            .conn
+            .prepare(
+                "SELECT seq, resource_id, data, event_id, ts_ms, actor_id, actor_name, ip_address
+                 FROM events WHERE seq > ?2 AND account = ?1
+                   AND resource_type IN ('user', 'service_user') AND action IN ('create', 'update')
+                   AND data IS NOT NULL AND resource_id IS NOT NULL
+                   AND COALESCE(status, 'success') <> 'failure'
+                 ORDER BY seq",
+            )
+            .map_err(|e| self.err("role events", e))?;
+        let rows = st
+            .query_map(params![account, after_seq], |r| {
+                Ok(RoleEvent {
+                    seq: r.get(0)?,
+                    user_id: r.get(1)?,
+                    data: r.get(2)?,
+                    evidence: Evidence {
+                        event_id: r.get(3)?,
+                        event_ms: r.get(4)?,
+                        actor_id: r.get(5)?,
+                        actor_name: r.get(6)?,
+                        ip_address: r.get(7)?,
+                    },
+                })
+            })
+            .map_err(|e| self.err("role events", e))?;
+        rows.collect::<rusqlite::Result<Vec<_>>>()
+            .map_err(|e| self.err("role events", e))
+    }
+
+    /// How far the account's audit events have been matched to role changes.
+    pub fn role_event_watermark(&self, account: &str) -> Result<i64> {
+        Ok(self
+            .conn
+            .query_row(
+                "SELECT last_seq FROM role_event_scan WHERE account = ?1",
+                params![account],
+                |r| r.get(0),
+            )
+            .optional()
+            .map_err(|e| self.err("role watermark", e))?
+            .unwrap_or(0))
+    }
+
+    /// Role changes seen in snapshots that no audit event explains yet.
+    pub fn open_role_changes(&self, account: &str) -> Result<Vec<StoredRoleChange>> {
+        self.read_role_changes(
+            "WHERE account = ?1 AND event_id IS NULL AND observed_ms IS NOT NULL",
+            account,
+            None,
+        )
+    }
+
+    /// An account's role changes (of one user, if given) in the order they were established.
+    pub fn role_changes(&self, account: &str, user: Option<&str>) -> Result<Vec<StoredRoleChange>> {
+        self.read_role_changes(
+            "WHERE account = ?1 AND (?2 IS NULL OR user_id = ?2)",
+            account,
+            user,
+        )
+    }
+
+    fn read_role_changes(
+        &self,
+        filter: &str,
+        account: &str,
+        user: Option<&str>,
+    ) -> Result<Vec<StoredRoleChange>> {
+        let two = filter.contains("?2");
+        let mut st = self
+            .conn
+            .prepare(&format!(
+                "SELECT seq, user_id, role, change, observed_ms, after_ms, event_id, event_ms,
+                    actor_id, actor_name, ip_address, source FROM role_changes {filter} ORDER BY seq"
+            ))
+            .map_err(|e| self.err("role changes", e))?;
+        let map = |r: &rusqlite::Row<'_>| -> rusqlite::Result<StoredRoleChange> {
+            let event_id: Option<String> = r.get(6)?;
+            let evidence = match event_id {
+                Some(event_id) => Some(Evidence {
+                    event_id,
+                    event_ms: r.get::<_, Option<i64>>(7)?.unwrap_or_default(),
+                    actor_id: r.get(8)?,
+                    actor_name: r.get(9)?,
+                    ip_address: r.get(10)?,
+                }),
+                None => None,
+            };
+            Ok(StoredRoleChange {
+                seq: r.get(0)?,
+                user_id: r.get(1)?,
+                role: r.get(2)?,
+                change: r.get(3)?,
+                observed_ms: r.get(4)?,
+                after_ms: r.get(5)?,
+                evidence,
+                source: r.get(11)?,
+            })
+        };
+        let rows = if two {
+            st.query_map(params![account, user], map)
+        } else {
+            st.query_map(params![account], map)
+        }
+        .map_err(|e| self.err("role changes", e))?;
+        rows.collect::<rusqlite::Result<Vec<_>>>()
+            .map_err(|e| self.err("role changes", e))
+    }
+
+    /// Whether an audit event already proves this role change.
+    pub fn role_change_has_event(
+        &self,
+        account: &str,
+        event_id: &str,
+        user_id: &str,
+        role: &str,
+        change: &str,
+    ) -> Result<bool> {
+        self.conn
+            .query_row(
+                "SELECT 1 FROM role_changes WHERE account = ?1 AND event_id = ?2 AND user_id = ?3
+                    AND role = ?4 AND change = ?5",
+                params![account, event_id, user_id, role, change],
+                |_| Ok(()),
+            )
+            .optional()
+            .map(|o| o.is_some())
+            .map_err(|e| self.err("role change lookup", e))
+    }
+
+    /// Attach audit evidence to snapshot role changes, add changes only the audit log saw, and
+    /// move the account's scan watermark, in one transaction. Returns the rows written.
+    pub fn write_role_links(
+        &mut self,
+        account: &str,
+        attach: &[(i64, Evidence)],
+        audit_only: &[RoleChange],
+        watermark: i64,
+    ) -> Result<u64> {
+        let path = self.path.clone();
+        let tx = self
+            .conn
+            .transaction()
+            .map_err(|e| err(&path, "begin", e))?;
+        let mut n = 0u64;
+        {
+            let mut up = tx
+                .prepare_cached(
+                    "UPDATE role_changes SET event_id = ?2, event_ms = ?3, actor_id = ?4,
+                        actor_name = ?5, ip_address = ?6, source = 'snapshot+audit'
+                     WHERE seq = ?1 AND event_id IS NULL",
+                )
+                .map_err(|e| err(&path, "prepare evidence", e))?;
+            for (seq, ev) in attach {
+                n += up
+                    .execute(params![
+                        seq,
+                        ev.event_id,
+                        ev.event_ms,
+                        ev.actor_id,
+                        ev.actor_name,
+                        ev.ip_address
+                    ])
+                    .map_err(|e| err(&path, "attach evidence", e))? as u64;
+            }
+            n += insert_role_changes(&tx, &path, account, audit_only)?;
+            let changed = tx
+                .execute(
+                    "INSERT INTO role_event_scan (account, last_seq) VALUES (?1, ?2)
+                     ON CONFLICT (account) DO UPDATE SET last_seq = excluded.last_seq
+                     WHERE last_seq <> excluded.last_seq",
+                    params![account, watermark],
+                )
+                .map_err(|e| err(&path, "role watermark", e))?;
+            n += changed as u64;
+        }
+        tx.commit()
+            .map_err(|e| err(&path, "commit role links", e))?;
+        Ok(n)
+    }
+
+    /// Log one user sync or poll.
+    pub fn record_user_run(&mut self, r: &UserRun) -> Result<()> {
+        self.conn
+            .execute(
+                "INSERT INTO user_runs (account, kind, started_ms, finished_ms, complete, listed,
+                    changes, error) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+                params![
+                    r.account,
+                    r.kind,
+                    r.started_ms,
+                    r.finished_ms,
+                    r.complete,
+                    r.listed as i64,
+                    r.changes as i64,
+                    r.error
+                ],
+            )
+            .map_err(|e| self.err("record user run", e))?;
+        Ok(())
+    }
+
+    /// Start of the latest complete run of `kind` (`sync` or `poll`) of an account.
+    pub fn last_complete_user_run(&self, account: &str, kind: &str) -> Result<Option<i64>> {
+        self.conn
+            .query_row(
+                "SELECT MAX(started_ms) FROM user_runs WHERE account = ?1 AND kind = ?2 AND complete = 1",
+                params![account, kind],
+                |r| r.get(0),
+            )
+            .map_err(|e| self.err("last user run", e))
+    }
+
+    /// Users of one account (or all), with each user's latest successful audit event as actor.
+    pub fn list_users(&self, account: Option<&str>) -> Result<Vec<UserListing>> {
+        let mut st = self
+            .conn
+            .prepare(&format!(
+                "SELECT account, {USER_COLUMNS},
+                    (SELECT e.seq FROM events e WHERE e.account = users.account
+                        AND e.actor_id = users.user_id AND COALESCE(e.status, '') <> 'failure'
+                        ORDER BY e.ts_ms DESC LIMIT 1) AS last_seq,
+                    (SELECT e.seq FROM events e WHERE users.accepted_ms IS NOT NULL
+                        AND e.account = users.account AND e.actor_id = users.user_id
+                        AND e.action = 'login' AND COALESCE(e.status, '') <> 'failure'
+                        AND e.ts_ms BETWEEN COALESCE(users.accepted_after_ms, 0) - ?2
+                            AND users.accepted_ms + ?2
+                        ORDER BY e.ts_ms LIMIT 1) AS accept_seq
+                 FROM users WHERE (?1 IS NULL OR account = ?1) ORDER BY account, user_id"
+            ))
+            .map_err(|e| self.err("list users", e))?;
+        let rows = st
+            .query_map(params![account, ACCEPT_SLACK_MS], |r| {
+                Ok((
+                    r.get::<_, String>(0)?,
+                    user_from_row(r, 1)?,
+                    r.get::<_, Option<i64>>(21)?,
+                    r.get::<_, Option<i64>>(22)?,
+                ))
+            })
+            .map_err(|e| self.err("list users", e))?;
+        let mut ev = self
+            .conn
+            .prepare("SELECT ts_ms, event_id FROM events WHERE seq = ?1")
+            .map_err(|e| self.err("last event", e))?;
+        let mut out = Vec::new();
+        let mut event = |seq: Option<i64>| -> Result<Option<(i64, String)>> {
+            match seq {
+                Some(s) => ev
+                    .query_row(params![s], |r| Ok((r.get(0)?, r.get(1)?)))
+                    .optional()
+                    .map_err(|e| err(&self.path, "event", e)),
+                None => Ok(None),
+            }
+        };
+        for row in rows {
+            let (account, user, last_seq, accept_seq) =
+                row.map_err(|e| self.err("list users", e))?;
+            out.push(UserListing {
+                account,
+                user,
+                last_event: event(last_seq)?,
+                accept_event: event(accept_seq)?,
+            });
+        }
+        Ok(out)
+    }
+
+    /// One user's history rows in order: (observed, after, field, before, after, detail, source).
+    #[allow(clippy::type_complexity)]
+    pub fn user_history(
+        &self,
+        account: &str,
+        user_id: &str,
+    ) -> Result<
+        Vec<(
+            i64,
+            Option<i64>,
+            String,
+            Option<String>,
+            Option<String>,
+            Option<String>,
+            String,
+        )>,
+    > {
+        let mut st = self
+            .conn
+            .prepare(
+                "SELECT observed_ms, after_ms, field, before, after, detail, source FROM user_history
+                 WHERE account = ?1 AND user_id = ?2 ORDER BY seq",
+            )
+            .map_err(|e| self.err("user history", e))?;
+        let rows = st
+            .query_map(params![account, user_id], |r| {
+                Ok((
+                    r.get(0)?,
+                    r.get(1)?,
+                    r.get(2)?,
+                    r.get(3)?,
+                    r.get(4)?,
+                    r.get(5)?,
+                    r.get(6)?,
+                ))
+            })
+            .map_err(|e| self.err("user history", e))?;
+        rows.collect::<rusqlite::Result<Vec<_>>>()
+            .map_err(|e| self.err("user history", e))
+    }
+}
+
+fn insert_role_changes(
+    tx: &rusqlite::Transaction<'_>,
+    path: &std::path::Path,
+    account: &str,
+    changes: &[RoleChange],
+) -> Result<u64> {
+    let mut ins = tx
+        .prepare_cached(
+            "INSERT OR IGNORE INTO role_changes (account, user_id, role, change, observed_ms,
+                after_ms, event_id, event_ms, actor_id, actor_name, ip_address, source)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
+        )
+        .map_err(|e| err(path, "prepare role change", e))?;
+    let mut n = 0u64;
+    for c in changes {
+        let ev = c.evidence.as_ref();
+        let source = match (c.observed_ms.is_some(), ev.is_some()) {
+            (true, true) => "snapshot+audit",
+            (true, false) => "snapshot",
+            _ => "audit",
+        };
+        n += ins
+            .execute(params![
+                account,
+                c.user_id,
+                c.role,
+                c.change,
+                c.observed_ms,
+                c.after_ms,
+                ev.map(|e| &e.event_id),
+                ev.map(|e| e.event_ms),
+                ev.and_then(|e| e.actor_id.as_ref()),
+                ev.and_then(|e| e.actor_name.as_ref()),
+                ev.and_then(|e| e.ip_address.as_ref()),
+                source
+            ])
+            .map_err(|e| err(path, "insert role change", e))? as u64;
+    }
+    Ok(n)
+}
