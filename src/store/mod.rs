@@ -530,7 +530,7 @@ impl Batch<'_> {
                         ip_address, description, data, raw, collected_ms)
                      VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16)",
                 )
-                .map_err(|e| err(&path, "prepare insert", e))?;
+                .map_err(|e| err(path, "prepare insert", e))?;
             for e in w.events {
                 let n = ins
                     .execute(params![
@@ -551,7 +551,7 @@ impl Batch<'_> {
                         e.raw,
                         now
                     ])
-                    .map_err(|er| err(&path, "insert event", er))?;
+                    .map_err(|er| err(path, "insert event", er))?;
                 if n == 1 {
                     out.inserted += 1;
                 } else {
@@ -564,7 +564,7 @@ impl Batch<'_> {
                     "INSERT OR IGNORE INTO quarantine (account, item_key, window_day, action_filter,
                         reason, raw, first_seen_ms) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
                 )
-                .map_err(|e| err(&path, "prepare quarantine", e))?;
+                .map_err(|e| err(path, "prepare quarantine", e))?;
             for m in w.malformed {
                 out.quarantined +=
                     q.execute(params![
@@ -576,7 +576,7 @@ impl Batch<'_> {
                         m.raw,
                         now
                     ])
-                    .map_err(|e| err(&path, "insert quarantine", e))? as u64;
+                    .map_err(|e| err(path, "insert quarantine", e))? as u64;
             }
             if let (Some(done), Some(d)) = (w.done, w.day) {
                 tx.execute(
@@ -594,7 +594,7 @@ impl Batch<'_> {
                         now
                     ],
                 )
-                .map_err(|e| err(&path, "update coverage", e))?;
+                .map_err(|e| err(path, "update coverage", e))?;
             }
         }
         Ok(out)
