@@ -299,7 +299,7 @@ fn status_reports_coverage_and_counts() {
     let table = app.run(&["status", "--quarantine"]);
     let t = String::from_utf8_lossy(&table.stdout);
     assert!(
-        t.contains("coverage: ") && t.contains("41 days complete"),
+        t.contains("coverage: complete ") && t.contains("(41 days)"),
         "{t}"
     );
 }
@@ -324,7 +324,8 @@ fn status_names_gaps_after_a_failed_pass_and_the_next_pass_closes_them() {
     let gaps = v[0]["coverage"]["gaps"].as_array().unwrap().clone();
     assert!(!gaps.is_empty());
     assert!(
-        gaps[0]["reason"].as_str().unwrap().contains("read failed"),
+        gaps.iter()
+            .any(|g| g["reason"].as_str().unwrap().contains("read failed")),
         "{gaps:?}"
     );
     assert!(v[0]["last_error"]
