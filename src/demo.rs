@@ -1,7 +1,8 @@
 //! `auditwarden demo`: the whole job on the built-in simulator, for a new user with no DigiCert
 //! account. Starts the simulator in-process on a free loopback port with faults switched on,
-//! collects (twice: a backfill, then an incremental pass), compares the database with the
-//! simulator's ground truth, and prints where to look next.
+//! collects and syncs users (twice: a backfill, then an incremental pass after an admin grant and
+//! an accepted invitation), polls invitations, shows the role changes it established, compares
+//! the database with the simulator's ground truth, and prints where to look next.
 
 use std::collections::BTreeSet;
 use std::path::PathBuf;
@@ -91,12 +92,59 @@ pub async fn run(db: PathBuf, events: usize, days: u32, faults: &str) -> anyhow:
         if summaries.iter().any(|s| s.error.is_some()) {
             bail!("a pass failed (see above)");
         }
+        let users = collect::users::sync_users(&mut store, &refs).await;
+        crate::report_users::print_user_summaries(&mut out, &users)?;
         if pass == "backfill" {
             // Late events landed in days already read during the backfill: the next pass finds
             // them by comparing totals, without re-reading history. Stop arrivals and faults now.
-            http_post(&base, "/_sim/freeze").await?;
+            http_post(&base, "/_sim/freeze", "").await?;
+            // Between the passes, someone makes a user an administrator and an invitee accepts.
+            let truth = http_get_json(&base, "/_sim/truth?events=0").await?;
+            let one_users = truth["users"]["digicert_one"]
+                .as_array()
+                .cloned()
+                .unwrap_or_default();
+            let pick = |pred: &dyn Fn(&serde_json::Value) -> bool| {
+                one_users
+                    .iter()
+                    .find(|u| pred(u))
+                    .and_then(|u| u["id"].as_str().map(str::to_string))
+            };
+            let not_admin = |u: &serde_json::Value| {
+                u["status"] == "ACTIVE"
+                    && u["user_type"] == "standard"
+                    && !u["roles"].to_string().contains("AM_ACCOUNT_ADMIN")
+            };
+            if let Some(id) = pick(&not_admin) {
+                println!("\n(simulator: user {id} is granted AM_ACCOUNT_ADMIN)");
+                http_post(
+                    &base,
+                    &format!("/_sim/users/{id}/grant"),
+                    r#"{"role": "AM_ACCOUNT_ADMIN"}"#,
+                )
+                .await?;
+            }
+            if let Some(id) = pick(&|u| u["status"] == "PENDING") {
+                println!("(simulator: invited user {id} accepts the invitation)");
+                http_post(&base, &format!("/_sim/users/{id}/accept"), "").await?;
+            }
         }
     }
+    println!("\n== invitation poll");
+    let polls = collect::users::poll_invites(&mut store, &refs, 14).await;
+    crate::report_users::print_user_summaries(&mut out, &polls)?;
+    println!("\n== role changes established (audit evidence, or the snapshot window)");
+    let q = crate::report_users::RoleChangesQuery {
+        accounts: vec!["demo-one".into()],
+        user: None,
+        role: Some("AM_ACCOUNT_ADMIN".into()),
+    };
+    crate::report_users::write_role_changes(
+        &store,
+        &q,
+        crate::report_users::UsersFormat::Table,
+        &mut out,
+    )?;
 
     let truth = http_get_json(&base, "/_sim/truth").await?;
     let truth_ids: BTreeSet<String> = truth["events"]
@@ -129,7 +177,7 @@ pub async fn run(db: PathBuf, events: usize, days: u32, faults: &str) -> anyhow:
     } else {
         println!("MISMATCH: {missing} missing, {extra} not in the simulator");
     }
-    println!("\nnext: query {} with sqlite3, or write a config from config/auditwarden.example.toml and run `auditwarden status` / `auditwarden export events --format csv`", db.display());
+    println!("\nnext: query {} with sqlite3, or write a config from config/auditwarden.example.toml and run `auditwarden status`, `auditwarden users`, `auditwarden role-changes` or `auditwarden export events --format csv`", db.display());
     let _ = stop_tx.send(());
     let _ = server.await;
     if missing != 0 || extra != 0 {
@@ -144,10 +192,12 @@ async fn http_get_json(base: &url::Url, path: &str) -> anyhow::Result<serde_json
     Ok(serde_json::from_str(&body)?)
 }
 
-async fn http_post(base: &url::Url, path: &str) -> anyhow::Result<()> {
+async fn http_post(base: &url::Url, path: &str, body: &str) -> anyhow::Result<()> {
     let url = base.join(path)?;
     reqwest::Client::new()
         .post(url)
+        .header("content-type", "application/json")
+        .body(body.to_string())
         .send()
         .await?
         .error_for_status()?;

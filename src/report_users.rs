@@ -406,12 +406,19 @@ pub fn write_role_changes(
             for r in &rows {
                 let s = |k: &str| printable(r[k].as_str().unwrap_or(""));
                 let by = match r["actor_name"].as_str() {
-                    Some(a) => format!(
-                        " by {} from {} (event {})",
-                        printable(a),
-                        s("ip_address"),
-                        s("event_id")
-                    ),
+                    Some(a) => {
+                        let ip = s("ip_address");
+                        format!(
+                            " by {} from {} (event {})",
+                            printable(a),
+                            if ip.is_empty() {
+                                "an unrecorded address".into()
+                            } else {
+                                ip
+                            },
+                            s("event_id")
+                        )
+                    }
                     None => String::new(),
                 };
                 writeln!(
