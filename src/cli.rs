@@ -80,6 +80,12 @@ enum Command {
     },
     /// List the current users with their roles and last activity (from the database only).
     Users(UsersArgs),
+    /// Write one compliance report (from the database only): role-changes, dormant, invitations
+    /// or access-review, as CSV, HTML or JSON.
+    Report(ReportArgs),
+    /// The scheduled report set of `[reports]`.
+    #[command(subcommand)]
+    Reports(ReportsCommand),
     /// List role grants and revokes: when, by whom, from where (from the database only).
     RoleChanges {
         #[arg(long, value_name = "NAME")]
@@ -106,6 +112,37 @@ pub struct UsersArgs {
     role: Option<String>,
     #[arg(long, value_enum, default_value_t = crate::report_users::UsersFormat::Table)]
     format: crate::report_users::UsersFormat,
+}
+
+#[derive(Args, Debug)]
+pub struct ReportArgs {
+    #[arg(value_enum)]
+    kind: crate::report::ReportKind,
+    #[arg(long, value_name = "NAME")]
+    account: Option<String>,
+    /// First day (YYYY-MM-DD, in the display time zone) or RFC 3339 instant; period reports only
+    /// (default: 30 days before now).
+    #[arg(long, value_name = "DATE")]
+    from: Option<String>,
+    /// Last day (YYYY-MM-DD, inclusive, in the display time zone) or RFC 3339 instant
+    /// (exclusive); period reports only (default: now).
+    #[arg(long, value_name = "DATE")]
+    to: Option<String>,
+    /// Default: from the --out extension, else csv.
+    #[arg(long, value_enum)]
+    format: Option<crate::report::ReportFormat>,
+    /// Write here (atomically) instead of standard output.
+    #[arg(long, value_name = "PATH")]
+    out: Option<PathBuf>,
+}
+
+#[derive(Subcommand, Debug)]
+enum ReportsCommand {
+    /// Write the configured reports now: a date-stamped run directory with a manifest.json.
+    Run {
+        #[arg(long, value_name = "NAME")]
+        account: Option<String>,
+    },
 }
 
 #[derive(Subcommand, Debug)]
@@ -490,6 +527,39 @@ async fn run(cli: Cli) -> Result<ExitCode, CliError> {
                 Err(e) => Err(e.into()),
             }
         }
+        Command::Report(args) => report_cmd(&cli, args),
+        Command::Reports(ReportsCommand::Run { account }) => {
+            let cfg = load_config(&cli)?;
+            let accounts = cfg
+                .select_accounts(account.as_deref())
+                .map_err(CliError::usage)?;
+            let store = open_for_reports(&cfg)?;
+            let run = crate::report::run::run_scheduled(
+                &store,
+                &cfg.reports,
+                &accounts,
+                cfg.users.stale_invite_days,
+                Utc::now(),
+            )?;
+            let mut out = std::io::stdout().lock();
+            writeln!(out, "reports written to {}", run.dir.display())?;
+            for f in &run.manifest.files {
+                writeln!(
+                    out,
+                    "  {} ({} rows, {} bytes, sha256 {}){}",
+                    f.file,
+                    f.rows,
+                    f.bytes,
+                    f.sha256,
+                    if f.complete { "" } else { " INCOMPLETE DATA" }
+                )?;
+            }
+            writeln!(out, "  manifest.json")?;
+            for p in &run.pruned {
+                writeln!(out, "removed (retention): {}", p.display())?;
+            }
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Demo(args) => {
             crate::demo::run(args.db.clone(), args.events, args.days, &args.faults)
                 .await
@@ -497,6 +567,116 @@ async fn run(cli: Cli) -> Result<ExitCode, CliError> {
                 .map_err(|e| CliError::failed(format!("{e:#}")))
         }
     }
+}
+
+fn open_for_reports(cfg: &Config) -> Result<Store, CliError> {
+    if !cfg.store.path.exists() {
+        return Err(CliError::failed(format!(
+            "no database at {} yet: run `auditwarden collect` first",
+            cfg.store.path.display()
+        )));
+    }
+    Ok(Store::open_read_only(&cfg.store.path)?)
+}
+
+/// A report's `--from`/`--to`: a day in the display time zone (`--to` inclusive: the end is the
+/// start of the next day there), or an RFC 3339 instant.
+fn parse_report_when(s: &str, tz: chrono_tz::Tz, end: bool) -> Result<DateTime<Utc>, String> {
+    if let Ok(d) = NaiveDate::parse_from_str(s, "%Y-%m-%d") {
+        let d = if end { d.succ_opt().unwrap_or(d) } else { d };
+        return Ok(crate::report::start_of_day(tz, d));
+    }
+    DateTime::parse_from_rfc3339(s)
+        .map(|t| t.with_timezone(&Utc))
+        .map_err(|_| format!("{s:?} is not a date (YYYY-MM-DD) or an RFC 3339 time"))
+}
+
+fn report_cmd(cli: &Cli, args: &ReportArgs) -> Result<ExitCode, CliError> {
+    use crate::report::{self, Period, ReportFormat, ReportRequest};
+    let cfg = load_config(cli)?;
+    let accounts = cfg
+        .select_accounts(args.account.as_deref())
+        .map_err(CliError::usage)?;
+    let tz = cfg.reports.time_zone;
+    let now = Utc::now();
+    let period = if args.kind.is_period() {
+        let from = args
+            .from
+            .as_deref()
+            .map(|s| parse_report_when(s, tz, false))
+            .transpose()
+            .map_err(|e| CliError::usage(format!("--from: {e}")))?;
+        let to = args
+            .to
+            .as_deref()
+            .map(|s| parse_report_when(s, tz, true))
+            .transpose()
+            .map_err(|e| CliError::usage(format!("--to: {e}")))?;
+        let to = to.unwrap_or(now);
+        let from = from.unwrap_or(to - chrono::Duration::days(30));
+        if from >= to {
+            return Err(CliError::usage("--from must be before --to"));
+        }
+        Period::Range { from, to }
+    } else {
+        if args.from.is_some() || args.to.is_some() {
+            return Err(CliError::usage(format!(
+                "{} is a point-in-time report (as of now): --from/--to do not apply",
+                args.kind.as_str()
+            )));
+        }
+        Period::AsOf(now)
+    };
+    let format = args
+        .format
+        .or_else(|| args.out.as_deref().and_then(report::run::format_of))
+        .unwrap_or(ReportFormat::Csv);
+    let store = open_for_reports(&cfg)?;
+    let req = ReportRequest {
+        kind: args.kind,
+        accounts,
+        period,
+        now,
+        time_zone: tz,
+        dormant_days: cfg.reports.dormant_days,
+        stale_invite_days: cfg.users.stale_invite_days,
+    };
+    let outcome = match &args.out {
+        Some(path) => write_atomically(path, |w| report::generate(&store, &req, format, w))?,
+        None => {
+            let stdout = std::io::stdout();
+            let mut w = std::io::BufWriter::new(stdout.lock());
+            let r = report::generate(&store, &req, format, &mut w);
+            match r.and_then(|o| w.flush().map(|_| o).map_err(Into::into)) {
+                Ok(o) => o,
+                Err(report::ReportError::Io(e)) if e.kind() == std::io::ErrorKind::BrokenPipe => {
+                    return Ok(ExitCode::SUCCESS)
+                }
+                Err(e) => return Err(e.into()),
+            }
+        }
+    };
+    // The report states all of this itself (but CSV has only rows): say it here too.
+    let mut err = std::io::stderr().lock();
+    writeln!(
+        err,
+        "{} report: {} row(s), {}, generated {} by auditwarden {}",
+        args.kind.as_str(),
+        outcome.rows,
+        outcome.period,
+        export::rfc3339(now),
+        env!("CARGO_PKG_VERSION")
+    )?;
+    for c in &outcome.coverage {
+        writeln!(err, "  coverage {c}")?;
+    }
+    if !outcome.complete {
+        writeln!(
+            err,
+            "WARNING: the collected data is incomplete for this report (see coverage)"
+        )?;
+    }
+    Ok(ExitCode::SUCCESS)
 }
 
 /// `YYYY-MM-DD` (a whole UTC day: start of day, or for `--to` the start of the next day) or an

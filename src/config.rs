@@ -14,6 +14,7 @@ use std::time::Duration;
 
 use url::Url;
 
+use crate::report::{ReportFormat, ReportKind};
 use crate::secret::Secret;
 
 /// Which DigiCert API an account lives on.
@@ -167,6 +168,80 @@ fn default_stale_invite_days() -> u32 {
     14
 }
 
+/// `[reports]`: the scheduled report set (`auditwarden reports run`; the scheduler that runs it
+/// on `schedule` is the daemon's) and the defaults of `auditwarden report`.
+#[derive(Debug, Clone)]
+pub struct ReportSettings {
+    pub kinds: Vec<ReportKind>,
+    pub formats: Vec<ReportFormat>,
+    /// Absolute, or relative to the config file's directory.
+    pub output_dir: PathBuf,
+    /// When the daemon writes the set, in `time_zone` (validated here; run by the scheduler).
+    /// `None` (`schedule = ""`): only `auditwarden reports run` writes it.
+    pub schedule: Option<cron::Schedule>,
+    /// The expression as written, for messages.
+    pub schedule_text: String,
+    /// Times are shown in UTC and in this zone; `--from`/`--to` dates are days in this zone.
+    pub time_zone: chrono_tz::Tz,
+    /// Report runs older than this many days are deleted by the next run; 0 keeps them all.
+    pub retention_days: u32,
+    /// A user with no activity for at least this many days is dormant.
+    pub dormant_days: u32,
+}
+
+/// Every report, in every format.
+fn default_report_kinds() -> Vec<ReportKind> {
+    ReportKind::ALL.to_vec()
+}
+fn default_report_formats() -> Vec<ReportFormat> {
+    ReportFormat::ALL.to_vec()
+}
+fn default_report_dir() -> &'static str {
+    "reports"
+}
+/// Every morning at 06:00, before the security team reads it.
+fn default_report_schedule() -> &'static str {
+    "0 6 * * *"
+}
+/// A year of daily reports: the usual audit look-back.
+fn default_report_retention_days() -> u32 {
+    400
+}
+/// The common access-review threshold (e.g. PCI DSS 8.2.6: inactive accounts within 90 days).
+fn default_dormant_days() -> u32 {
+    90
+}
+
+/// Parse a cron expression: standard five fields (minute hour day month weekday), or the `cron`
+/// crate's six or seven (with seconds, and year).
+pub fn parse_schedule(text: &str) -> Result<cron::Schedule, String> {
+    let fields = text.split_whitespace().count();
+    let full = if fields == 5 {
+        format!("0 {}", text.trim())
+    } else {
+        text.trim().to_string()
+    };
+    full.parse::<cron::Schedule>().map_err(|e| {
+        format!("{text:?} is not a cron expression ({e}); e.g. \"0 6 * * *\" for 06:00 daily")
+    })
+}
+
+impl ReportSettings {
+    fn defaults(base_dir: &Path) -> ReportSettings {
+        ReportSettings {
+            kinds: default_report_kinds(),
+            formats: default_report_formats(),
+            output_dir: resolve(base_dir, default_report_dir()),
+            // The default expression is a constant known to parse; fall back to a fixed one.
+            schedule: parse_schedule(default_report_schedule()).ok(),
+            schedule_text: default_report_schedule().to_string(),
+            time_zone: chrono_tz::UTC,
+            retention_days: default_report_retention_days(),
+            dormant_days: default_dormant_days(),
+        }
+    }
+}
+
 #[derive(Debug, Clone)]
 pub struct StoreConfig {
     /// Absolute, or relative to the working directory when the config came from elsewhere.
@@ -180,6 +255,7 @@ pub struct Config {
     pub store: StoreConfig,
     pub accounts: Vec<Account>,
     pub users: UserSettings,
+    pub reports: ReportSettings,
 }
 
 impl Config {
@@ -323,6 +399,16 @@ pub fn parse(text: &str, path: &Path, env: &dyn Env) -> Result<Config, ConfigErr
         None => UserSettings::default(),
     };
 
+    let reports = match root.table("reports", &mut problems) {
+        Some(t) => {
+            let mut s = Section::new("reports".into(), t);
+            let r = report_settings(&mut s, &base_dir, &mut problems);
+            s.finish(&mut problems);
+            r
+        }
+        None => ReportSettings::defaults(&base_dir),
+    };
+
     let mut accounts = Vec::new();
     match root.take("accounts") {
         None => problems.push("accounts: no [[accounts]] configured".into()),
@@ -355,9 +441,86 @@ pub fn parse(text: &str, path: &Path, env: &dyn Env) -> Result<Config, ConfigErr
             store: StoreConfig { path: path_ },
             accounts,
             users,
+            reports,
         }),
         _ => Err(fail(problems)),
     }
+}
+
+fn report_settings(
+    s: &mut Section<'_>,
+    base_dir: &Path,
+    problems: &mut Vec<String>,
+) -> ReportSettings {
+    let mut r = ReportSettings::defaults(base_dir);
+    if let Some(kinds) = s.string_list("kinds", problems) {
+        let key = s.key("kinds");
+        r.kinds.clear();
+        for (i, k) in kinds.iter().enumerate() {
+            match ReportKind::from_name(k) {
+                Some(k) if !r.kinds.contains(&k) => r.kinds.push(k),
+                Some(_) => problems.push(format!("{key}[{i}]: {k:?} is listed twice")),
+                None => problems.push(format!(
+                    "{key}[{i}]: {k:?} is not one of {}",
+                    ReportKind::ALL
+                        .map(|k| format!("{:?}", k.as_str()))
+                        .join(", ")
+                )),
+            }
+        }
+    }
+    if let Some(formats) = s.string_list("formats", problems) {
+        let key = s.key("formats");
+        r.formats.clear();
+        for (i, f) in formats.iter().enumerate() {
+            match ReportFormat::from_name(f) {
+                Some(f) if !r.formats.contains(&f) => r.formats.push(f),
+                Some(_) => problems.push(format!("{key}[{i}]: {f:?} is listed twice")),
+                None => problems.push(format!(
+                    "{key}[{i}]: {f:?} is not one of \"csv\", \"html\", \"json\""
+                )),
+            }
+        }
+        if r.formats.is_empty() {
+            problems.push(format!("{key}: lists no format"));
+        }
+    }
+    if let Some(d) = s.string("output_dir", problems) {
+        if d.trim().is_empty() {
+            problems.push(format!("{}: empty path", s.key("output_dir")));
+        } else {
+            r.output_dir = resolve(base_dir, &d);
+        }
+    }
+    if let Some(text) = s.string("schedule", problems) {
+        match parse_schedule(&text) {
+            _ if text.trim().is_empty() => {
+                r.schedule = None;
+                r.schedule_text = text;
+            }
+            Ok(sch) => {
+                r.schedule = Some(sch);
+                r.schedule_text = text;
+            }
+            Err(e) => problems.push(format!("{}: {e}", s.key("schedule"))),
+        }
+    }
+    if let Some(tz) = s.string("time_zone", problems) {
+        match tz.parse::<chrono_tz::Tz>() {
+            Ok(z) => r.time_zone = z,
+            Err(_) => problems.push(format!(
+                "{}: {tz:?} is not an IANA time zone (e.g. \"UTC\", \"Europe/Berlin\")",
+                s.key("time_zone")
+            )),
+        }
+    }
+    if let Some(v) = s.integer("retention_days", 0, 36_500, problems) {
+        r.retention_days = v as u32;
+    }
+    if let Some(v) = s.integer("dormant_days", 1, 3650, problems) {
+        r.dormant_days = v as u32;
+    }
+    r
 }
 
 fn resolve(base: &Path, p: &str) -> PathBuf {

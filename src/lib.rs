@@ -20,6 +20,7 @@ pub mod coverage;
 pub mod demo;
 pub mod export;
 pub mod logging;
+pub mod report;
 pub mod report_users;
 pub mod secret;
 pub mod simulate;

@@ -191,21 +191,41 @@ const CSV_HEADER: &[&str] = &[
     "last_seen",
 ];
 
+/// When an invitation was accepted, and how that is known.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Acceptance {
+    pub at_ms: i64,
+    /// `last_login_date`, `audit event <id>` or `observed`.
+    pub source: String,
+    /// From the invitation to the acceptance, when the invitation time is known.
+    pub to_accept_secs: Option<i64>,
+}
+
+/// The acceptance moment: the sign-in the API reported, else the first sign-in in the audit log
+/// inside the window, else when it was observed.
+pub fn acceptance(l: &UserListing) -> Option<Acceptance> {
+    let u = &l.user;
+    let (at_ms, source) = match (u.accepted_at_ms, &l.accept_event, u.accepted_ms) {
+        (Some(t), _, _) => (t, "last_login_date".to_string()),
+        (None, Some((t, id)), _) => (*t, format!("audit event {id}")),
+        (None, None, Some(t)) => (t, "observed".to_string()),
+        _ => return None,
+    };
+    // Server times have whole seconds and may trail our own clock a little: never negative.
+    let to_accept_secs = u.invited_ms.map(|i| (at_ms - i).max(0) / 1000);
+    Some(Acceptance {
+        at_ms,
+        source,
+        to_accept_secs,
+    })
+}
+
 fn user_json(l: &UserListing, q: &UsersQuery) -> serde_json::Value {
     let u = &l.user;
     let activity = last_activity(l);
-    // The acceptance moment: the sign-in the API reported, else the first sign-in in the audit
-    // log inside the window, else when it was observed.
-    let (accepted, accepted_source) = match (u.accepted_at_ms, &l.accept_event, u.accepted_ms) {
-        (Some(t), _, _) => (Some(t), Some("last_login_date".to_string())),
-        (None, Some((t, id)), _) => (Some(*t), Some(format!("audit event {id}"))),
-        (None, None, Some(t)) => (Some(t), Some("observed".to_string())),
-        _ => (None, None),
-    };
-    // Server times have whole seconds and may trail our own clock a little: never negative.
-    let to_accept = match (u.invited_ms, accepted) {
-        (Some(i), Some(a)) => Some((a - i).max(0) / 1000),
-        _ => None,
+    let (accepted, accepted_source, to_accept) = match acceptance(l) {
+        Some(a) => (Some(a.at_ms), Some(a.source), a.to_accept_secs),
+        None => (None, None, None),
     };
     json!({
         "account": l.account,

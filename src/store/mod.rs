@@ -4,6 +4,7 @@
 //! either both or neither. A PostgreSQL backend would be a sibling module with the same methods.
 
 mod migrations;
+mod reports;
 mod users;
 
 use std::path::{Path, PathBuf};
@@ -13,6 +14,7 @@ use chrono::{DateTime, NaiveDate, Utc};
 use rusqlite::{params, Connection, OpenFlags, OptionalExtension};
 
 use crate::api::{AuditEvent, Malformed};
+pub use reports::{RoleChangeRow, UserActivityRow, UserSelection};
 pub use users::{
     Deletion, Evidence, HistoryRow, RoleChange, RoleEvent, StoredRoleChange, UserBatch,
     UserListing, UserRow, UserRun,

@@ -152,17 +152,18 @@ pub struct UserListing {
 
 /// How far the sign-in that accepted an invitation may lie outside the observed window (clock
 /// skew between DigiCert and this host).
-const ACCEPT_SLACK_MS: i64 = 120_000;
+pub(super) const ACCEPT_SLACK_MS: i64 = 120_000;
 
 fn opt_json(roles: &[String]) -> String {
     serde_json::to_string(roles).unwrap_or_else(|_| "[]".into())
 }
 
-const USER_COLUMNS: &str = "user_id, user_name, email, display_name, user_type, status, status_raw,
+pub(super) const USER_COLUMNS: &str =
+    "user_id, user_name, email, display_name, user_type, status, status_raw,
     roles, created_ms, last_login_ms, container, fingerprint, first_seen_ms, updated_ms,
     invited_ms, accepted_ms, accepted_after_ms, accepted_at_ms, deleted_ms, last_seen_ms";
 
-fn user_from_row(r: &rusqlite::Row<'_>, at: usize) -> rusqlite::Result<UserRow> {
+pub(super) fn user_from_row(r: &rusqlite::Row<'_>, at: usize) -> rusqlite::Result<UserRow> {
     let roles: String = r.get(at + 7)?;
     Ok(UserRow {
         user_id: r.get(at)?,

@@ -1,0 +1,230 @@
+//! The scheduled report set (`auditwarden reports run`; the daemon calls the same function on the
+//! `[reports] schedule`): every configured report in every configured format, as of one instant,
+//! into a date-stamped run directory `{output_dir}/{stamp}/` with date-stamped file names
+//! (`{kind}-{stamp}.{ext}`, so a file copied out keeps its date). Each file is written to a
+//! temporary sibling, synced and renamed, so a reader never sees half a report; `manifest.json`
+//! (each file with its size, SHA-256, row count and coverage) is written the same way, last, so
+//! its presence marks a finished run. Runs older than `retention_days` are then removed; only
+//! directories whose name is a run stamp are ever touched.
+
+use std::fs;
+use std::io::{self, BufWriter, Write};
+use std::path::{Path, PathBuf};
+
+use chrono::{DateTime, NaiveDateTime, Utc};
+use serde::Serialize;
+use sha2::{Digest, Sha256};
+
+use super::{default_period, generate, Outcome, Period, ReportError, ReportFormat, ReportRequest};
+use crate::config::{Account, ReportSettings};
+use crate::export::rfc3339;
+use crate::store::Store;
+
+const STAMP: &str = "%Y-%m-%dT%H%M%SZ";
+
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    #[error("{path}: {source}")]
+    Io { path: PathBuf, source: io::Error },
+    #[error("{path}: {source}")]
+    Report {
+        path: PathBuf,
+        source: Box<ReportError>,
+    },
+    #[error("encoding the manifest: {0}")]
+    Manifest(#[from] serde_json::Error),
+}
+
+fn io_err(path: &Path) -> impl FnOnce(io::Error) -> RunError + '_ {
+    move |source| RunError::Io {
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+/// One file of a run, as the manifest lists it.
+#[derive(Debug, Clone, Serialize)]
+pub struct ManifestEntry {
+    pub file: String,
+    pub kind: &'static str,
+    pub format: &'static str,
+    pub bytes: u64,
+    pub sha256: String,
+    pub rows: u64,
+    /// False when the collected data behind the report is incomplete (the report says where).
+    pub complete: bool,
+    pub period: String,
+    pub coverage: Vec<String>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Manifest {
+    pub schema: &'static str,
+    pub generated_at: String,
+    pub generator: String,
+    pub display_time_zone: String,
+    pub files: Vec<ManifestEntry>,
+}
+
+#[derive(Debug)]
+pub struct RunOutcome {
+    pub dir: PathBuf,
+    pub manifest: Manifest,
+    /// Old run directories removed by retention.
+    pub pruned: Vec<PathBuf>,
+}
+
+/// Counts and hashes what passes through.
+struct Hashing<W: Write> {
+    inner: W,
+    hash: Sha256,
+    bytes: u64,
+}
+
+impl<W: Write> Write for Hashing<W> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        let n = self.inner.write(buf)?;
+        self.hash.update(&buf[..n]);
+        self.bytes += n as u64;
+        Ok(n)
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        self.inner.flush()
+    }
+}
+
+/// Write `path` through a temporary sibling and a rename; returns what `f` returned, the size and
+/// the SHA-256 of the bytes written.
+pub fn write_file_atomically<T>(
+    path: &Path,
+    f: impl FnOnce(&mut dyn Write) -> Result<T, ReportError>,
+) -> Result<(T, u64, String), RunError> {
+    let dir = path.parent().unwrap_or(Path::new("."));
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().to_string())
+        .unwrap_or_default();
+    let tmp = dir.join(format!(".{name}.tmp-{}", std::process::id()));
+    let result = (|| {
+        let file = fs::File::create(&tmp).map_err(io_err(&tmp))?;
+        let mut w = Hashing {
+            inner: BufWriter::new(file),
+            hash: Sha256::new(),
+            bytes: 0,
+        };
+        let v = f(&mut w).map_err(|source| RunError::Report {
+            path: path.to_path_buf(),
+            source: Box::new(source),
+        })?;
+        w.flush().map_err(io_err(&tmp))?;
+        w.inner.get_ref().sync_all().map_err(io_err(&tmp))?;
+        let sha = hex::encode(w.hash.finalize());
+        fs::rename(&tmp, path).map_err(io_err(path))?;
+        Ok((v, w.bytes, sha))
+    })();
+    if result.is_err() {
+        let _ = fs::remove_file(&tmp);
+    }
+    result
+}
+
+/// Write the configured report set as of `now`.
+pub fn run_scheduled(
+    store: &Store,
+    settings: &ReportSettings,
+    accounts: &[&Account],
+    stale_invite_days: u32,
+    now: DateTime<Utc>,
+) -> Result<RunOutcome, RunError> {
+    let stamp = now.format(STAMP).to_string();
+    let dir = settings.output_dir.join(&stamp);
+    fs::create_dir_all(&dir).map_err(io_err(&dir))?;
+    let mut files = Vec::new();
+    for kind in &settings.kinds {
+        let req = ReportRequest {
+            kind: *kind,
+            accounts: accounts.to_vec(),
+            period: if kind.is_period() {
+                default_period(now)
+            } else {
+                Period::AsOf(now)
+            },
+            now,
+            time_zone: settings.time_zone,
+            dormant_days: settings.dormant_days,
+            stale_invite_days,
+        };
+        for format in &settings.formats {
+            let file = format!("{}-{stamp}.{}", kind.as_str(), format.as_str());
+            let path = dir.join(&file);
+            let (outcome, bytes, sha256): (Outcome, u64, String) =
+                write_file_atomically(&path, |w| generate(store, &req, *format, w))?;
+            files.push(ManifestEntry {
+                file,
+                kind: kind.as_str(),
+                format: format.as_str(),
+                bytes,
+                sha256,
+                rows: outcome.rows,
+                complete: outcome.complete,
+                period: outcome.period,
+                coverage: outcome.coverage,
+            });
+        }
+    }
+    let manifest = Manifest {
+        schema: "auditwarden-report-manifest/1",
+        generated_at: rfc3339(now),
+        generator: format!("auditwarden {}", env!("CARGO_PKG_VERSION")),
+        display_time_zone: settings.time_zone.name().to_string(),
+        files,
+    };
+    let text = serde_json::to_vec_pretty(&manifest)?;
+    write_file_atomically(&dir.join("manifest.json"), |w| {
+        w.write_all(&text)?;
+        w.write_all(b"\n")?;
+        Ok(())
+    })?;
+    let pruned = prune(&settings.output_dir, settings.retention_days, now, &stamp)?;
+    Ok(RunOutcome {
+        dir,
+        manifest,
+        pruned,
+    })
+}
+
+/// Remove run directories older than `retention_days` (never the current one, never anything
+/// whose name is not a run stamp).
+fn prune(
+    output_dir: &Path,
+    retention_days: u32,
+    now: DateTime<Utc>,
+    current: &str,
+) -> Result<Vec<PathBuf>, RunError> {
+    let mut pruned = Vec::new();
+    if retention_days == 0 {
+        return Ok(pruned);
+    }
+    let cut = now - chrono::Duration::days(i64::from(retention_days));
+    for entry in fs::read_dir(output_dir).map_err(io_err(output_dir))? {
+        let entry = entry.map_err(io_err(output_dir))?;
+        let name = entry.file_name().to_string_lossy().to_string();
+        let Ok(t) = NaiveDateTime::parse_from_str(&name, STAMP) else {
+            continue;
+        };
+        if name == current || t.and_utc() >= cut || !entry.path().is_dir() {
+            continue;
+        }
+        fs::remove_dir_all(entry.path()).map_err(io_err(&entry.path()))?;
+        pruned.push(entry.path());
+    }
+    pruned.sort();
+    Ok(pruned)
+}
+
+/// The format a path's extension names.
+pub fn format_of(path: &Path) -> Option<ReportFormat> {
+    path.extension()
+        .and_then(|e| e.to_str())
+        .and_then(|e| ReportFormat::from_name(&e.to_ascii_lowercase()))
+}

@@ -1,0 +1,1 @@
+//! Report building from a store filled directly (no network): DST, empty periods, ordering.

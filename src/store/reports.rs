@@ -1,0 +1,203 @@
+//! The SQL of compliance reports (`crate::report`). Every method streams its rows through a
+//! callback in the order the report shows them, so memory stays flat in the number of rows; the
+//! ordering, the dormancy cut and the "latest activity" lookup run inside SQLite (the
+//! `events_by_actor` index answers "latest event of this user" with one seek per user).
+
+use rusqlite::params;
+
+use super::users::{user_from_row, ACCEPT_SLACK_MS, USER_COLUMNS};
+use super::{Evidence, Store, StoreError, StoredRoleChange, UserListing};
+
+/// One role change with the target user's current name and the instant the report files it
+/// under (the audit event's time, else the snapshot that observed it).
+#[derive(Debug, Clone)]
+pub struct RoleChangeRow {
+    pub account: String,
+    pub change: StoredRoleChange,
+    pub user_name: Option<String>,
+    pub at_ms: i64,
+}
+
+/// A user with their latest successful audit event as actor (and, for invitations, the first
+/// sign-in inside the acceptance window), as [`UserListing`] carries them.
+#[derive(Debug, Clone)]
+pub struct UserActivityRow {
+    pub listing: UserListing,
+    /// Holds a role whose code or name contains "admin" (any case).
+    pub privileged: bool,
+    /// Last activity, else invitation, creation or first sighting: what inactivity counts from.
+    pub inactive_since_ms: i64,
+}
+
+/// Which users a user report streams, and in which order.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum UserSelection {
+    /// Everyone but deleted users; privileged first, then by name (access review).
+    Current,
+    /// Not deleted and inactive since at or before this instant (ms); privileged first, then the
+    /// longest inactive first (dormant accounts).
+    InactiveSince(i64),
+    /// Pending invitations and accepted ones, oldest invitation first (invitations).
+    Invitations,
+}
+
+impl Store {
+    /// Role changes of `account` filed in `[from_ms, to_ms)`, oldest first.
+    pub fn for_each_role_change_in<E: From<StoreError>>(
+        &self,
+        account: &str,
+        from_ms: i64,
+        to_ms: i64,
+        mut f: impl FnMut(RoleChangeRow) -> Result<(), E>,
+    ) -> Result<u64, E> {
+        let mut st = self
+            .conn
+            .prepare(
+                "SELECT rc.seq, rc.user_id, rc.role, rc.change, rc.observed_ms, rc.after_ms,
+                    rc.event_id, rc.event_ms, rc.actor_id, rc.actor_name, rc.ip_address, rc.source,
+                    COALESCE(u.user_name, u.display_name), COALESCE(rc.event_ms, rc.observed_ms) AS t
+                 FROM role_changes rc
+                 LEFT JOIN users u ON u.account = rc.account AND u.user_id = rc.user_id
+                 WHERE rc.account = ?1 AND COALESCE(rc.event_ms, rc.observed_ms) >= ?2
+                   AND COALESCE(rc.event_ms, rc.observed_ms) < ?3
+                 ORDER BY t, rc.seq",
+            )
+            .map_err(|e| self.err("prepare role-change report", e))?;
+        let mut rows = st
+            .query(params![account, from_ms, to_ms])
+            .map_err(|e| self.err("role-change report", e))?;
+        let mut n = 0;
+        while let Some(r) = rows.next().map_err(|e| self.err("role-change report", e))? {
+            let row = (|| -> rusqlite::Result<RoleChangeRow> {
+                let event_id: Option<String> = r.get(6)?;
+                let evidence = match event_id {
+                    Some(event_id) => Some(Evidence {
+                        event_id,
+                        event_ms: r.get::<_, Option<i64>>(7)?.unwrap_or_default(),
+                        actor_id: r.get(8)?,
+                        actor_name: r.get(9)?,
+                        ip_address: r.get(10)?,
+                    }),
+                    None => None,
+                };
+                Ok(RoleChangeRow {
+                    account: account.to_string(),
+                    change: StoredRoleChange {
+                        seq: r.get(0)?,
+                        user_id: r.get(1)?,
+                        role: r.get(2)?,
+                        change: r.get(3)?,
+                        observed_ms: r.get(4)?,
+                        after_ms: r.get(5)?,
+                        evidence,
+                        source: r.get(11)?,
+                    },
+                    user_name: r.get(12)?,
+                    at_ms: r.get(13)?,
+                })
+            })()
+            .map_err(|e| self.err("role-change report row", e))?;
+            f(row)?;
+            n += 1;
+        }
+        Ok(n)
+    }
+
+    /// Users of `account` for a user report (see [`UserSelection`]).
+    pub fn for_each_user_activity<E: From<StoreError>>(
+        &self,
+        account: &str,
+        selection: UserSelection,
+        mut f: impl FnMut(UserActivityRow) -> Result<(), E>,
+    ) -> Result<u64, E> {
+        let cols: Vec<String> = USER_COLUMNS
+            .split(',')
+            .map(|c| format!("u.{}", c.trim()))
+            .collect();
+        let cols = cols.join(", ");
+        // The first sign-in inside the acceptance window (as `list_users` finds it).
+        let accept = match selection {
+            UserSelection::Invitations => {
+                "(SELECT e.event_id || char(31) || e.ts_ms FROM events e
+                    WHERE u.accepted_ms IS NOT NULL AND e.account = u.account
+                    AND e.actor_id = u.user_id AND e.action = 'login'
+                    AND COALESCE(e.status, '') <> 'failure'
+                    AND e.ts_ms BETWEEN COALESCE(u.accepted_after_ms, 0) - ?3
+                        AND u.accepted_ms + ?3
+                    ORDER BY e.ts_ms LIMIT 1)"
+            }
+            _ => "NULL",
+        };
+        let (filter, order) = match selection {
+            UserSelection::Current => (
+                "status <> 'deleted'",
+                "privileged DESC, lower(COALESCE(user_name, display_name, '')), user_id",
+            ),
+            UserSelection::InactiveSince(_) => (
+                "status <> 'deleted' AND since <= ?2",
+                "privileged DESC, since, user_id",
+            ),
+            UserSelection::Invitations => (
+                "status = 'invited' OR accepted_ms IS NOT NULL",
+                "COALESCE(invited_ms, created_ms, first_seen_ms), user_id",
+            ),
+        };
+        let sql = format!(
+            "WITH a AS (
+                SELECT u.account AS acc, {cols}, le.ts_ms AS ev_ms, le.event_id AS ev_id,
+                    (u.roles LIKE '%admin%') AS privileged, {accept} AS accept_ev
+                FROM users u LEFT JOIN events le ON le.seq = (
+                    SELECT e.seq FROM events e WHERE e.account = u.account
+                        AND e.actor_id = u.user_id AND COALESCE(e.status, '') <> 'failure'
+                    ORDER BY e.ts_ms DESC LIMIT 1)
+                WHERE u.account = ?1
+             ), b AS (
+                SELECT a.*, COALESCE(
+                    CASE WHEN COALESCE(last_login_ms, -1) >= COALESCE(ev_ms, -1)
+                        THEN last_login_ms ELSE ev_ms END,
+                    invited_ms, created_ms, first_seen_ms) AS since
+                FROM a
+             )
+             SELECT * FROM b WHERE ({filter}) AND ?2 IS NOT NULL AND ?3 IS NOT NULL ORDER BY {order}"
+        );
+        let mut st = self
+            .conn
+            .prepare(&sql)
+            .map_err(|e| self.err("prepare user report", e))?;
+        let cut = match selection {
+            UserSelection::InactiveSince(t) => t,
+            _ => 0,
+        };
+        let mut rows = st
+            .query(params![account, cut, ACCEPT_SLACK_MS])
+            .map_err(|e| self.err("user report", e))?;
+        let mut n = 0;
+        while let Some(r) = rows.next().map_err(|e| self.err("user report", e))? {
+            let row = (|| -> rusqlite::Result<UserActivityRow> {
+                let user = user_from_row(r, 1)?;
+                let ev_ms: Option<i64> = r.get(21)?;
+                let ev_id: Option<String> = r.get(22)?;
+                let accept: Option<String> = r.get(24)?;
+                let accept_event = accept.and_then(|s| {
+                    let (id, t) = s.rsplit_once('\u{1f}')?;
+                    Some((t.parse::<i64>().ok()?, id.to_string()))
+                });
+                let since: i64 = r.get(25)?;
+                Ok(UserActivityRow {
+                    privileged: r.get(23)?,
+                    inactive_since_ms: since,
+                    listing: UserListing {
+                        account: r.get(0)?,
+                        user,
+                        last_event: ev_ms.zip(ev_id),
+                        accept_event,
+                    },
+                })
+            })()
+            .map_err(|e| self.err("user report row", e))?;
+            f(row)?;
+            n += 1;
+        }
+        Ok(n)
+    }
+}
