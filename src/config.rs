@@ -1019,6 +1019,46 @@ mod tests {
         );
     }
 
+    /// `[reports]` defaults to every report in every format under reports/ next to the config,
+    /// daily at 06:00 UTC, 90 dormant days; a bad cron, zone, kind or format names its key.
+    #[test]
+    fn reports_section() {
+        let base = "[store]\npath = \"x.db\"\n[[accounts]]\nname = \"a\"\nkind = \"certcentral\"\napi_key_env = \"KEY_A\"\n";
+        let cfg = parse_str(base).unwrap();
+        let r = &cfg.reports;
+        assert_eq!(r.kinds.len(), 4);
+        assert_eq!(r.formats.len(), 3);
+        assert_eq!(r.output_dir, Path::new("/etc/auditwarden/reports"));
+        assert_eq!(r.dormant_days, 90);
+        assert_eq!(r.time_zone, chrono_tz::UTC);
+        assert!(r.schedule.is_some());
+        let cfg = parse_str(&format!(
+            "{base}[reports]\nkinds = [\"dormant\"]\nformats = [\"html\"]\nschedule = \"30 5 * * 1-5\"\ntime_zone = \"Europe/Berlin\"\noutput_dir = \"/srv/r\"\nretention_days = 0\ndormant_days = 45\n"
+        ))
+        .unwrap();
+        let r = &cfg.reports;
+        assert_eq!(r.kinds, vec![ReportKind::Dormant]);
+        assert_eq!(r.formats, vec![ReportFormat::Html]);
+        assert_eq!(r.time_zone, chrono_tz::Europe::Berlin);
+        assert_eq!(r.output_dir, Path::new("/srv/r"));
+        assert_eq!((r.retention_days, r.dormant_days), (0, 45));
+        let err = parse_str(&format!(
+            "{base}[reports]\nkinds = [\"dormnat\"]\nformats = [\"pdf\"]\nschedule = \"every morning\"\ntime_zone = \"Mars/Olympus\"\ndormant_days = 0\ncolour = 1\n"
+        ))
+        .unwrap_err()
+        .to_string();
+        for key in [
+            "reports.kinds[0]",
+            "reports.formats[0]",
+            "reports.schedule",
+            "reports.time_zone",
+            "reports.dormant_days",
+            "reports.colour: unknown key",
+        ] {
+            assert!(err.contains(key), "{key} missing in {err}");
+        }
+    }
+
     /// All problems are reported at once, each naming its key.
     #[test]
     fn reports_every_problem_with_its_key() {
