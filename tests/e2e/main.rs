@@ -6,5 +6,6 @@ mod helpers;
 mod collect;
 mod config_errors;
 mod crash;
+mod reports;
 mod secrets;
 mod users;
