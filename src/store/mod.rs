@@ -3,6 +3,7 @@
 //! and the coverage it proves are written in one transaction, so a crash at any instant leaves
 //! either both or neither. A PostgreSQL backend would be a sibling module with the same methods.
 
+mod alerts;
 mod migrations;
 mod users;
 
@@ -13,6 +14,7 @@ use chrono::{DateTime, NaiveDate, Utc};
 use rusqlite::{params, Connection, OpenFlags, OptionalExtension};
 
 use crate::api::{AuditEvent, Malformed};
+pub use alerts::{AlertCounts, AlertDelivery, AlertFacts, NewAlert};
 pub use users::{
     Deletion, Evidence, HistoryRow, RoleChange, RoleEvent, StoredRoleChange, UserBatch,
     UserListing, UserRow, UserRun,
