@@ -2,7 +2,7 @@
 //! (signed webhooks verified here with an independent HMAC, a Slack-shaped receiver, a command)
 //! exactly once per sink, through 500s, timeouts, a kill -9 and a dead sink.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::sync::{Arc, Mutex};
