@@ -3,6 +3,7 @@
 //! and the coverage it proves are written in one transaction, so a crash at any instant leaves
 //! either both or neither. A PostgreSQL backend would be a sibling module with the same methods.
 
+mod alerts;
 mod migrations;
 mod reports;
 mod users;
@@ -14,6 +15,7 @@ use chrono::{DateTime, NaiveDate, Utc};
 use rusqlite::{params, Connection, OpenFlags, OptionalExtension};
 
 use crate::api::{AuditEvent, Malformed};
+pub use alerts::{AlertCounts, AlertDelivery, AlertFacts, NewAlert};
 pub use reports::{RoleChangeRow, UserActivityRow, UserSelection};
 pub use users::{
     Deletion, Evidence, HistoryRow, RoleChange, RoleEvent, StoredRoleChange, UserBatch,
