@@ -387,7 +387,7 @@ fn meta(store: &Store, req: &ReportRequest<'_>) -> Result<Meta, ReportError> {
             vec![
                 "a change proven by an audit event is filed at the event's time, with who made it and from which address".into(),
                 "a change seen only by comparing user snapshots is filed at the snapshot that observed it, and said to have happened between the two snapshots".into(),
-                "alert flags: alert rules are not part of this version, so no change is flagged".into(),
+                "flagged: an alert rule ([alerts]) fired on the change; the rules are listed".into(),
             ],
         ),
         ReportKind::Dormant => (
@@ -456,6 +456,7 @@ fn columns(req: &ReportRequest<'_>) -> Vec<Column> {
             col("observed", "Snapshot after", "time"),
             col("source", "Established from", "text"),
             col("alert_flagged", "Flagged by an alert", "bool"),
+            col("alert_rules", "Alert rules", "list"),
         ],
         ReportKind::Dormant => vec![
             col("account", "Account", "text"),
@@ -512,6 +513,7 @@ enum TallyRow {
         granted: bool,
         privileged: bool,
         evidenced: bool,
+        flagged: bool,
     },
     Dormant {
         privileged: bool,
@@ -612,7 +614,11 @@ impl Tally {
                 granted,
                 privileged,
                 evidenced,
+                flagged,
             } => {
+                if *flagged {
+                    self.inc("flagged");
+                }
                 self.inc(if *granted { "granted" } else { "revoked" });
                 if *granted && *privileged {
                     self.inc("privileged_grants");
@@ -695,6 +701,7 @@ impl Tally {
                     card("Revokes", c("revoked"), false),
                     card("Admin roles granted", c("privileged_grants"), true),
                     card("Without audit evidence", c("no_evidence"), true),
+                    card("Flagged by an alert", c("flagged"), true),
                 ],
                 chart: Some(Chart {
                     title: format!(
@@ -843,7 +850,8 @@ fn build_rows(
                             Cell::opt_time(c.after_ms),
                             Cell::opt_time(c.observed_ms),
                             Cell::text(&c.source),
-                            Cell::Bool(false),
+                            Cell::Bool(!r.alert_rules.is_empty()),
+                            Cell::List(r.alert_rules.clone()),
                         ];
                         emit(
                             cells,
@@ -852,6 +860,7 @@ fn build_rows(
                                 granted: c.change == "granted",
                                 privileged: is_privileged(std::slice::from_ref(&c.role)),
                                 evidenced: ev.is_some(),
+                                flagged: !r.alert_rules.is_empty(),
                             },
                         )
                     },

@@ -302,3 +302,41 @@ fn hostile_names_exact_in_json_escaped_in_html_neutralized_in_csv() {
     );
     assert!(csv.contains("<img src=x onerror=alert(1)> =cmd"), "{csv}");
 }
+
+/// A role change an alert rule fired on is flagged with the rule's name; the others are not.
+#[test]
+fn role_changes_flagged_by_alerts_say_so() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let store = store_with_changes(
+        dir.path(),
+        &["2026-06-01T12:00:00Z", "2026-06-01T13:00:00Z"],
+    );
+    let c = rusqlite::Connection::open(dir.path().join("r.db")).expect("db");
+    c.execute(
+        "INSERT INTO alerts (alert_key, uid, account, rule, severity, at_ms, summary, payload,
+            suppressed, created_ms)
+         VALUES ('privileged-role-grant|acme|event:ev-0:u1:ROLE_0', 'msg_1', 'acme',
+            'privileged-role-grant', 'high', 0, 's', '{}', 0, 0)",
+        [],
+    )
+    .expect("alert");
+    let period = Period::Range {
+        from: t("2026-06-01T00:00:00Z"),
+        to: t("2026-06-02T00:00:00Z"),
+    };
+    let (json, _) = render(
+        &store,
+        ReportKind::RoleChanges,
+        period,
+        chrono_tz::UTC,
+        ReportFormat::Json,
+    );
+    let v: Value = serde_json::from_str(&json).expect("json");
+    assert_eq!(v["rows"][0]["alert_flagged"], true);
+    assert_eq!(
+        v["rows"][0]["alert_rules"],
+        serde_json::json!(["privileged-role-grant"])
+    );
+    assert_eq!(v["rows"][1]["alert_flagged"], false);
+    assert_eq!(v["rows"][1]["alert_rules"], serde_json::json!([]));
+}

@@ -16,6 +16,8 @@ pub struct RoleChangeRow {
     pub change: StoredRoleChange,
     pub user_name: Option<String>,
     pub at_ms: i64,
+    /// Names of the alert rules that flagged this change (empty: none).
+    pub alert_rules: Vec<String>,
 }
 
 /// A user with their latest successful audit event as actor (and, for invitations, the first
@@ -55,7 +57,16 @@ impl Store {
             .prepare(
                 "SELECT rc.seq, rc.user_id, rc.role, rc.change, rc.observed_ms, rc.after_ms,
                     rc.event_id, rc.event_ms, rc.actor_id, rc.actor_name, rc.ip_address, rc.source,
-                    COALESCE(u.user_name, u.display_name), COALESCE(rc.event_ms, rc.observed_ms) AS t
+                    COALESCE(u.user_name, u.display_name), COALESCE(rc.event_ms, rc.observed_ms) AS t,
+                    -- Alert rules that fired on this change: the outbox key is
+                    -- rule|account|evidence, evidence as `alert::rules::Grant::evidence_key`.
+                    (SELECT group_concat(a.rule, ';') FROM alerts a
+                        WHERE a.account = rc.account AND a.alert_key = a.rule || '|' || rc.account
+                        || '|' || CASE WHEN rc.event_id IS NOT NULL
+                            THEN 'event:' || rc.event_id || ':' || rc.user_id || ':' || rc.role
+                            ELSE 'snapshot:' || rc.user_id || ':' || rc.role || ':'
+                                || COALESCE(rc.after_ms, 0) || '..' || COALESCE(rc.observed_ms, 0)
+                            END)
                  FROM role_changes rc
                  LEFT JOIN users u ON u.account = rc.account AND u.user_id = rc.user_id
                  WHERE rc.account = ?1 AND COALESCE(rc.event_ms, rc.observed_ms) >= ?2
@@ -94,6 +105,10 @@ impl Store {
                     },
                     user_name: r.get(12)?,
                     at_ms: r.get(13)?,
+                    alert_rules: r
+                        .get::<_, Option<String>>(14)?
+                        .map(|s| s.split(';').map(str::to_string).collect())
+                        .unwrap_or_default(),
                 })
             })()
             .map_err(|e| self.err("role-change report row", e))?;
