@@ -2,7 +2,9 @@
 //! no external requests), readable offline and printed.
 //!
 //! Markup comes from `maud`: every `(value)` in a template is HTML-escaped, text and attributes
-//! alike, and only our own constant CSS and script are emitted unescaped (`PreEscaped`). No data
+//! alike, and only our own constant CSS and script are emitted unescaped (`PreEscaped`). Table
+//! cells, the hot path, implement maud's `Render` and put every string through its `Escaper`;
+//! the only unescaped values there are digits we formatted. No data
 //! ever goes into a script or style context. A Content-Security-Policy allows only that one script
 //! (by its SHA-256), so even a markup bug could not run a script from the data. Rows are rendered
 //! one by one into a temporary spool file so the summary can sit above the table with flat memory.
@@ -10,9 +12,11 @@
 use std::io::{BufWriter, Seek, Write};
 
 use base64::Engine;
-use chrono::{DateTime, Utc};
-use chrono_tz::Tz;
-use maud::{html, Markup, PreEscaped, DOCTYPE};
+use std::fmt::Write as _;
+
+use chrono::{DateTime, Datelike, Timelike, Utc};
+use chrono_tz::{OffsetName, Tz};
+use maud::{html, Escaper, Markup, PreEscaped, Render, DOCTYPE};
 use sha2::{Digest, Sha256};
 
 use super::{Cell, Chart, Meta, ReportError, ReportKind, Sink, Summary};
@@ -25,6 +29,8 @@ pub(super) struct HtmlSink<'a> {
     types: Vec<&'static str>,
     privileged_col: Option<usize>,
     rows: u64,
+    /// Reused for every row.
+    row_buf: String,
 }
 
 impl<'a> HtmlSink<'a> {
@@ -36,6 +42,7 @@ impl<'a> HtmlSink<'a> {
             types: Vec::new(),
             privileged_col: None,
             rows: 0,
+            row_buf: String::with_capacity(4096),
         })
     }
 }
@@ -122,26 +129,78 @@ fn at(ms: i64) -> DateTime<Utc> {
     super::at(ms)
 }
 
-fn cell(c: &Cell, ty: &str, tz: Tz) -> Markup {
-    match c {
-        Cell::Null => html! { td.null data-v="" { "–" } },
-        Cell::Text(s) => html! { td { (s) } },
-        Cell::Time(ms) => {
-            let t = at(*ms);
-            html! {
-                td.t data-v=(ms) {
-                    time datetime=(rfc3339(t)) { (t.format("%Y-%m-%d %H:%M:%S UTC")) }
-                    br;
-                    span.local { (t.with_timezone(&tz).format("%Y-%m-%d %H:%M:%S %Z")) }
+/// One table cell, rendered straight into the row buffer (no per-cell allocation): text goes
+/// through maud's escaper; times and numbers are digits we format ourselves.
+struct CellView<'a> {
+    cell: &'a Cell,
+    ty: &'a str,
+    tz: Tz,
+}
+
+fn ymd_hms(buf: &mut String, t: &impl Datelike2) {
+    let _ = write!(
+        buf,
+        "{:04}-{:02}-{:02} {:02}:{:02}:{:02}",
+        t.year(),
+        t.month(),
+        t.day(),
+        t.hour(),
+        t.minute(),
+        t.second()
+    );
+}
+
+/// The date and time fields both a UTC and a zoned time have.
+trait Datelike2: Datelike + Timelike {}
+impl<T: Datelike + Timelike> Datelike2 for T {}
+
+impl Render for CellView<'_> {
+    fn render_to(&self, buf: &mut String) {
+        match self.cell {
+            Cell::Null => buf.push_str("<td class=\"null\" data-v=\"\">–</td>"),
+            Cell::Text(s) => {
+                buf.push_str("<td>");
+                let _ = Escaper::new(buf).write_str(s);
+                buf.push_str("</td>");
+            }
+            Cell::Time(ms) => {
+                let t = at(*ms);
+                let local = t.with_timezone(&self.tz);
+                let _ = write!(
+                    buf,
+                    "<td class=\"t\" data-v=\"{ms}\"><time datetime=\"{}\">",
+                    rfc3339(t)
+                );
+                ymd_hms(buf, &t);
+                buf.push_str(" UTC</time><br><span class=\"local\">");
+                ymd_hms(buf, &local);
+                buf.push(' ');
+                let name = local.offset().abbreviation().map(str::to_string);
+                let name = name.unwrap_or_else(|| local.format("%:z").to_string());
+                let _ = Escaper::new(buf).write_str(&name);
+                buf.push_str("</span></td>");
+            }
+            Cell::Int(v) => {
+                let _ = write!(buf, "<td class=\"n\" data-v=\"{v}\">{v}</td>");
+            }
+            Cell::Bool(b) => {
+                let _ = write!(buf, "<td data-v=\"{}\">", u8::from(*b));
+                buf.push_str(if *b && self.ty == "bool" {
+                    "<span class=\"yes\">yes</span></td>"
+                } else {
+                    "no</td>"
+                });
+            }
+            Cell::List(v) => {
+                buf.push_str("<td>");
+                for r in v {
+                    buf.push_str("<span class=\"chip\">");
+                    let _ = Escaper::new(buf).write_str(r);
+                    buf.push_str("</span>");
                 }
+                buf.push_str("</td>");
             }
         }
-        Cell::Int(v) => html! { td.n data-v=(v) { (v) } },
-        Cell::Bool(b) => {
-            let warn = *b && ty == "bool";
-            html! { td data-v=(u8::from(*b)) { @if warn { span.yes { "yes" } } @else { "no" } } }
-        }
-        Cell::List(v) => html! { td { @for r in v { span.chip { (r) } } } },
     }
 }
 
@@ -188,17 +247,23 @@ impl Sink for HtmlSink<'_> {
             .privileged_col
             .and_then(|i| cells.get(i))
             .is_some_and(|c| *c == Cell::Bool(true));
-        let tz = self.tz;
-        let types = &self.types;
-        let m = html! {
-            tr class=[privileged.then_some("priv")] {
-                @for (i, c) in cells.iter().enumerate() {
-                    (cell(c, types.get(i).copied().unwrap_or("text"), tz))
-                }
+        let buf = &mut self.row_buf;
+        buf.clear();
+        buf.push_str(if privileged {
+            "<tr class=\"priv\">"
+        } else {
+            "<tr>"
+        });
+        for (i, c) in cells.iter().enumerate() {
+            CellView {
+                cell: c,
+                ty: self.types.get(i).copied().unwrap_or("text"),
+                tz: self.tz,
             }
-        };
-        self.spool.write_all(m.into_string().as_bytes())?;
-        self.spool.write_all(b"\n")?;
+            .render_to(buf);
+        }
+        buf.push_str("</tr>\n");
+        self.spool.write_all(buf.as_bytes())?;
         self.rows += 1;
         Ok(())
     }

@@ -4,8 +4,6 @@
 
 use std::io::Write;
 
-use serde_json::{Map, Value};
-
 use super::{Cell, Meta, ReportError, Sink, Summary};
 use crate::export::rfc3339;
 
@@ -25,17 +23,6 @@ impl<'a> JsonSink<'a> {
     }
 }
 
-fn value(c: &Cell) -> Value {
-    match c {
-        Cell::Null => Value::Null,
-        Cell::Text(s) => Value::String(s.clone()),
-        Cell::Time(ms) => Value::String(rfc3339(super::at(*ms))),
-        Cell::Int(v) => Value::from(*v),
-        Cell::Bool(b) => Value::Bool(*b),
-        Cell::List(v) => Value::from(v.clone()),
-    }
-}
-
 impl Sink for JsonSink<'_> {
     fn begin(&mut self, meta: &Meta) -> Result<(), ReportError> {
         self.keys = meta.columns.iter().map(|c| c.key).collect();
@@ -51,16 +38,29 @@ impl Sink for JsonSink<'_> {
     }
 
     fn row(&mut self, cells: &[Cell]) -> Result<(), ReportError> {
-        let mut m = Map::with_capacity(cells.len());
-        for (k, c) in self.keys.iter().zip(cells) {
-            m.insert((*k).to_string(), value(c));
-        }
-        self.out.write_all(if self.rows == 0 {
-            b"\n    "
+        // Written field by field (no map per row); every string goes through serde_json.
+        let out = &mut *self.out;
+        out.write_all(if self.rows == 0 {
+            b"\n    {"
         } else {
-            b",\n    "
+            b",\n    {"
         })?;
-        serde_json::to_writer(&mut *self.out, &m)?;
+        for (i, (k, c)) in self.keys.iter().zip(cells).enumerate() {
+            if i > 0 {
+                out.write_all(b",")?;
+            }
+            serde_json::to_writer(&mut *out, k)?;
+            out.write_all(b":")?;
+            match c {
+                Cell::Null => out.write_all(b"null")?,
+                Cell::Text(s) => serde_json::to_writer(&mut *out, s)?,
+                Cell::Time(ms) => serde_json::to_writer(&mut *out, &rfc3339(super::at(*ms)))?,
+                Cell::Int(v) => write!(out, "{v}")?,
+                Cell::Bool(b) => write!(out, "{b}")?,
+                Cell::List(v) => serde_json::to_writer(&mut *out, v)?,
+            }
+        }
+        out.write_all(b"}")?;
         self.rows += 1;
         Ok(())
     }
