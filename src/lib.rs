@@ -11,6 +11,7 @@
 //! - [`export`]: streaming stored events out as JSONL or spreadsheet-safe CSV.
 //! - [`simulate`]: the built-in DigiCert simulator used by tests, the demo and new users.
 //! - [`secret`]: a string that never prints itself.
+//! - [`signing`]: Ed25519 keys (`keygen`) and detached signatures over report manifests.
 
 pub mod api;
 pub mod cli;
@@ -22,5 +23,6 @@ pub mod export;
 pub mod logging;
 pub mod report_users;
 pub mod secret;
+pub mod signing;
 pub mod simulate;
 pub mod store;
