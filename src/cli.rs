@@ -107,6 +107,47 @@ enum Command {
         #[arg(long, value_name = "PATH", default_value = "auditwarden-signing.pem")]
         out: PathBuf,
     },
+    /// List alerts and their deliveries (or deliver, retry, test; see `alerts --help`).
+    Alerts(AlertsArgs),
+}
+
+#[derive(Args, Debug)]
+#[command(args_conflicts_with_subcommands = true)]
+pub struct AlertsArgs {
+    #[command(subcommand)]
+    command: Option<AlertsCommand>,
+    /// Only alerts whose delivery has this status.
+    #[arg(long, value_enum)]
+    status: Option<AlertStatus>,
+    #[arg(long, value_enum, default_value_t = StatusFormat::Table)]
+    format: StatusFormat,
+    /// At most this many rows, newest first.
+    #[arg(long, default_value_t = 100)]
+    limit: u32,
+}
+
+#[derive(Subcommand, Debug)]
+enum AlertsCommand {
+    /// Deliver every pending alert to its sinks (`collect` does this at its end).
+    Deliver,
+    /// Send a failed (dead-lettered) or suppressed alert again, now.
+    Retry {
+        /// The alert's number, as `auditwarden alerts` lists it.
+        id: i64,
+    },
+    /// Send a test alert through one sink.
+    Test {
+        #[arg(long, value_name = "NAME")]
+        sink: String,
+    },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum AlertStatus {
+    Pending,
+    Sent,
+    Failed,
+    Suppressed,
 }
 
 #[derive(Args, Debug)]
@@ -304,6 +345,8 @@ async fn run(cli: Cli) -> Result<ExitCode, CliError> {
             // Users after the audit log, so the events that explain role changes are stored.
             let user_summaries = collect::users::sync_users(&mut store, &accounts).await;
             crate::report_users::print_user_summaries(&mut out, &user_summaries)?;
+            // Alerts never fail the collection: their problems are printed and logged only.
+            alerts_after_sync(&mut store, &accounts, &cfg, &mut out).await?;
             Ok(
                 if summaries.iter().any(|s| s.error.is_some())
                     || user_summaries.iter().any(|s| s.error.is_some())
@@ -424,6 +467,9 @@ async fn run(cli: Cli) -> Result<ExitCode, CliError> {
             };
             let mut out = std::io::stdout().lock();
             crate::report_users::print_user_summaries(&mut out, &summaries)?;
+            if matches!(cli.command, Command::SyncUsers { .. }) {
+                alerts_after_sync(&mut store, &accounts, &cfg, &mut out).await?;
+            }
             Ok(if summaries.iter().any(|s| s.error.is_some()) {
                 ExitCode::from(1)
             } else {
@@ -518,6 +564,7 @@ async fn run(cli: Cli) -> Result<ExitCode, CliError> {
             print!("{public}");
             Ok(ExitCode::SUCCESS)
         }
+        Command::Alerts(args) => alerts_cmd(&cli, args).await,
         Command::Demo(args) => {
             crate::demo::run(args.db.clone(), args.events, args.days, &args.faults)
                 .await
@@ -586,6 +633,163 @@ fn verify_cmd(cli: &Cli, account: Option<&str>, db: Option<&Path>) -> Result<Exi
             path.display()
         )?;
         Ok(ExitCode::SUCCESS)
+    }
+}
+
+/// Evaluate the rules on what the sync established, then deliver pending alerts; prints one line
+/// per account that got alerts and one per sink that had work.
+async fn alerts_after_sync(
+    store: &mut Store,
+    accounts: &[&config::Account],
+    cfg: &Config,
+    out: &mut dyn Write,
+) -> std::io::Result<()> {
+    for e in crate::alert::evaluate(store, accounts, &cfg.alerts, Utc::now()) {
+        match e.result {
+            Ok(c) if c.alerts > 0 => writeln!(
+                out,
+                "{}: {} new alert(s), {} suppressed on backfill",
+                e.account, c.alerts, c.suppressed
+            )?,
+            Ok(_) => {}
+            Err(err) => writeln!(out, "{}: alerts not evaluated: {err}", e.account)?,
+        }
+    }
+    let d = crate::alert::deliver(store, &cfg.alerts).await;
+    print_delivery(out, &d)
+}
+
+fn print_delivery(out: &mut dyn Write, d: &crate::alert::DeliverySummary) -> std::io::Result<()> {
+    for (sink, (sent, failed, pending)) in &d.per_sink {
+        writeln!(
+            out,
+            "alerts to {sink}: {sent} sent, {failed} failed, {pending} still pending"
+        )?;
+    }
+    if let Some(e) = &d.error {
+        writeln!(out, "alerts: {e}")?;
+    }
+    Ok(())
+}
+
+/// Stored text on one terminal line: control characters (hostile names included) become spaces.
+fn printable(s: &str) -> String {
+    s.chars()
+        .map(|c| if c.is_control() { ' ' } else { c })
+        .collect()
+}
+
+async fn alerts_cmd(cli: &Cli, args: &AlertsArgs) -> Result<ExitCode, CliError> {
+    let cfg = load_config(cli)?;
+    let sinks: Vec<String> = cfg.alerts.sinks.iter().map(|s| s.name.clone()).collect();
+    let mut out = std::io::stdout().lock();
+    match &args.command {
+        Some(AlertsCommand::Test { sink }) => {
+            let Some(s) = cfg.alerts.sinks.iter().find(|s| s.name == *sink) else {
+                return Err(CliError::usage(format!(
+                    "no sink named {sink:?} in {} (known: {})",
+                    cfg.source.display(),
+                    sinks.join(", ")
+                )));
+            };
+            match crate::alert::send_test(s, &cfg.alerts.delivery).await {
+                Ok(uid) => {
+                    writeln!(out, "test alert {uid} delivered to {sink}")?;
+                    Ok(ExitCode::SUCCESS)
+                }
+                Err(e) => Err(CliError::failed(format!(
+                    "test alert to {sink} failed: {e}"
+                ))),
+            }
+        }
+        Some(AlertsCommand::Deliver) => {
+            let mut store = Store::open(&cfg.store.path)?;
+            let d = crate::alert::deliver(&mut store, &cfg.alerts).await;
+            print_delivery(&mut out, &d)?;
+            Ok(if d.failed() > 0 || d.error.is_some() {
+                ExitCode::from(1)
+            } else {
+                ExitCode::SUCCESS
+            })
+        }
+        Some(AlertsCommand::Retry { id }) => {
+            let mut store = Store::open(&cfg.store.path)?;
+            match store.retry_alert(*id, &sinks, Utc::now().timestamp_millis())? {
+                None => Err(CliError::failed(format!("no alert {id}"))),
+                Some(0) => Err(CliError::failed(format!(
+                    "alert {id} has nothing to send again (no failed delivery, or no sink configured)"
+                ))),
+                Some(n) => {
+                    writeln!(out, "alert {id}: {n} delivery(ies) pending again")?;
+                    let d = crate::alert::deliver(&mut store, &cfg.alerts).await;
+                    print_delivery(&mut out, &d)?;
+                    Ok(if d.failed() > 0 || d.error.is_some() {
+                        ExitCode::from(1)
+                    } else {
+                        ExitCode::SUCCESS
+                    })
+                }
+            }
+        }
+        None => {
+            if !cfg.store.path.exists() {
+                return Err(CliError::failed(format!(
+                    "no database at {} yet: run `auditwarden collect` first",
+                    cfg.store.path.display()
+                )));
+            }
+            let store = Store::open_read_only(&cfg.store.path)?;
+            let status = args.status.map(|s| match s {
+                AlertStatus::Pending => "pending",
+                AlertStatus::Sent => "sent",
+                AlertStatus::Failed => "failed",
+                AlertStatus::Suppressed => "suppressed",
+            });
+            let rows = store.list_alerts(status, args.limit)?;
+            match args.format {
+                StatusFormat::Json => {
+                    for r in &rows {
+                        let payload: serde_json::Value =
+                            serde_json::from_str(&r.payload).unwrap_or_default();
+                        let line = serde_json::json!({
+                            "alert": r.alert_id, "id": r.uid, "sink": r.sink, "status": r.status,
+                            "attempts": r.attempts, "last_error": r.last_error, "payload": payload,
+                        });
+                        writeln!(out, "{line}")?;
+                    }
+                }
+                StatusFormat::Table => {
+                    writeln!(
+                        out,
+                        "{:>6}  {:<10}  {:<12}  {:>3}  {:<8}  {:<20}  summary",
+                        "alert", "status", "sink", "try", "severity", "time"
+                    )?;
+                    for r in &rows {
+                        let time = r
+                            .at_ms
+                            .and_then(DateTime::from_timestamp_millis)
+                            .map(|t| t.format("%Y-%m-%d %H:%M:%SZ").to_string())
+                            .unwrap_or_else(|| "-".into());
+                        writeln!(
+                            out,
+                            "{:>6}  {:<10}  {:<12}  {:>3}  {:<8}  {:<20}  {}",
+                            r.alert_id,
+                            r.status,
+                            r.sink.as_deref().unwrap_or("-"),
+                            r.attempts,
+                            r.severity,
+                            time,
+                            printable(&r.summary)
+                        )?;
+                        if let (Some(e), "failed" | "pending") = (&r.last_error, r.status.as_str())
+                        {
+                            writeln!(out, "{:>6}  last error: {}", "", printable(e))?;
+                        }
+                    }
+                }
+            }
+            Ok(ExitCode::SUCCESS)
+        }
     }
 }
 

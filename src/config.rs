@@ -14,6 +14,7 @@ use std::time::Duration;
 
 use url::Url;
 
+use crate::alert::rules::{self, BusinessHours, Cidr, Rule, RuleKind, Severity};
 use crate::secret::Secret;
 
 /// Which DigiCert API an account lives on.
@@ -167,6 +168,100 @@ fn default_stale_invite_days() -> u32 {
     14
 }
 
+/// `[alerts]`: rules, sinks and how deliveries are retried.
+#[derive(Debug, Clone)]
+pub struct AlertSettings {
+    /// Changes older than this when first evaluated are recorded as suppressed, not sent.
+    pub backfill_horizon: Duration,
+    pub delivery: DeliveryPolicy,
+    /// The configured rules, or [`rules::default_rules`] when none is configured.
+    pub rules: Vec<Rule>,
+    pub sinks: Vec<SinkConfig>,
+}
+
+impl Default for AlertSettings {
+    fn default() -> Self {
+        AlertSettings {
+            backfill_horizon: Duration::from_secs(default_backfill_horizon_hours() * 3600),
+            delivery: DeliveryPolicy::default(),
+            rules: rules::default_rules(),
+            sinks: Vec::new(),
+        }
+    }
+}
+
+/// Bounded retries of one delivery within one run; after the last, the delivery is failed (the
+/// dead letter) until `auditwarden alerts retry`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeliveryPolicy {
+    pub max_attempts: u32,
+    pub base_delay: Duration,
+    pub max_delay: Duration,
+    pub request_timeout: Duration,
+}
+
+impl Default for DeliveryPolicy {
+    fn default() -> Self {
+        DeliveryPolicy {
+            max_attempts: default_alert_max_attempts(),
+            base_delay: Duration::from_millis(default_alert_retry_base_ms()),
+            max_delay: Duration::from_secs(default_alert_retry_max_secs()),
+            request_timeout: Duration::from_secs(default_alert_timeout_secs()),
+        }
+    }
+}
+
+/// A day: the first collection of a long backfill reports only what happened since yesterday.
+fn default_backfill_horizon_hours() -> u64 {
+    24
+}
+fn default_alert_max_attempts() -> u32 {
+    5
+}
+fn default_alert_retry_base_ms() -> u64 {
+    1000
+}
+fn default_alert_retry_max_secs() -> u64 {
+    60
+}
+fn default_alert_timeout_secs() -> u64 {
+    10
+}
+/// Slack allows about one message per second per incoming webhook.
+fn default_slack_interval_ms() -> u64 {
+    1100
+}
+
+#[derive(Debug, Clone)]
+pub struct SinkConfig {
+    pub name: String,
+    pub kind: SinkKind,
+}
+
+#[derive(Debug, Clone)]
+pub enum SinkKind {
+    /// Signed JSON POST (Standard Webhooks).
+    Webhook { url: Url, secret: Secret },
+    /// Slack incoming webhook; the URL is itself a credential.
+    Slack { url: Secret, min_interval: Duration },
+    /// A program run without a shell, the alert JSON on stdin.
+    Command {
+        program: PathBuf,
+        args: Vec<String>,
+        timeout: Duration,
+    },
+}
+
+impl SinkKind {
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            SinkKind::Webhook { .. } => "webhook",
+            SinkKind::Slack { .. } => "slack",
+            SinkKind::Command { .. } => "command",
+        }
+    }
+}
+
 #[derive(Debug, Clone)]
 pub struct StoreConfig {
     /// Absolute, or relative to the working directory when the config came from elsewhere.
@@ -180,6 +275,7 @@ pub struct Config {
     pub store: StoreConfig,
     pub accounts: Vec<Account>,
     pub users: UserSettings,
+    pub alerts: AlertSettings,
 }
 
 impl Config {
@@ -323,6 +419,11 @@ pub fn parse(text: &str, path: &Path, env: &dyn Env) -> Result<Config, ConfigErr
         None => UserSettings::default(),
     };
 
+    let alerts = match root.table("alerts", &mut problems) {
+        Some(t) => alert_settings(t, &base_dir, env, &mut problems),
+        None => AlertSettings::default(),
+    };
+
     let mut accounts = Vec::new();
     match root.take("accounts") {
         None => problems.push("accounts: no [[accounts]] configured".into()),
@@ -355,6 +456,7 @@ pub fn parse(text: &str, path: &Path, env: &dyn Env) -> Result<Config, ConfigErr
             store: StoreConfig { path: path_ },
             accounts,
             users,
+            alerts,
         }),
         _ => Err(fail(problems)),
     }
@@ -367,6 +469,406 @@ fn resolve(base: &Path, p: &str) -> PathBuf {
     } else {
         base.join(p)
     }
+}
+
+fn alert_settings(
+    t: &toml::Table,
+    base_dir: &Path,
+    env: &dyn Env,
+    problems: &mut Vec<String>,
+) -> AlertSettings {
+    let mut a = AlertSettings::default();
+    let mut s = Section::new("alerts".into(), t);
+    if let Some(v) = s.integer("backfill_horizon_hours", 0, 24 * 3650, problems) {
+        a.backfill_horizon = Duration::from_secs(v as u64 * 3600);
+    }
+    if let Some(v) = s.integer("max_attempts", 1, 100, problems) {
+        a.delivery.max_attempts = v as u32;
+    }
+    if let Some(v) = s.integer("retry_base_ms", 1, 600_000, problems) {
+        a.delivery.base_delay = Duration::from_millis(v as u64);
+    }
+    if let Some(v) = s.integer("retry_max_secs", 1, 86_400, problems) {
+        a.delivery.max_delay = Duration::from_secs(v as u64);
+    }
+    if let Some(v) = s.integer("request_timeout_secs", 1, 3600, problems) {
+        a.delivery.request_timeout = Duration::from_secs(v as u64);
+    }
+    if let Some(items) = table_array(&mut s, "rules", problems) {
+        let mut names = HashSet::new();
+        a.rules = Vec::new();
+        for (i, t) in items {
+            let key = format!("alerts.rules[{i}]");
+            if let Some(r) = alert_rule(&key, t, problems) {
+                if !names.insert(r.name.clone()) {
+                    problems.push(format!("{key}.name: {:?} is used twice", r.name));
+                }
+                a.rules.push(r);
+            }
+        }
+    }
+    if let Some(items) = table_array(&mut s, "sinks", problems) {
+        let mut names = HashSet::new();
+        for (i, t) in items {
+            let key = format!("alerts.sinks[{i}]");
+            if let Some(k) = alert_sink(&key, t, base_dir, env, problems) {
+                if !names.insert(k.name.clone()) {
+                    problems.push(format!("{key}.name: {:?} is used twice", k.name));
+                }
+                a.sinks.push(k);
+            }
+        }
+    }
+    s.finish(problems);
+    a
+}
+
+/// An array of tables (`[[alerts.rules]]`), with each item's index.
+fn table_array<'a>(
+    s: &mut Section<'a>,
+    k: &str,
+    problems: &mut Vec<String>,
+) -> Option<Vec<(usize, &'a toml::Table)>> {
+    let key = s.key(k);
+    match s.take(k)? {
+        toml::Value::Array(items) => {
+            let mut out = Vec::new();
+            for (i, item) in items.iter().enumerate() {
+                match item.as_table() {
+                    Some(t) => out.push((i, t)),
+                    None => problems.push(format!("{key}[{i}]: must be a table ([[{key}]])")),
+                }
+            }
+            Some(out)
+        }
+        _ => {
+            problems.push(format!("{key}: must be an array of tables ([[{key}]])"));
+            None
+        }
+    }
+}
+
+fn required_name(s: &mut Section<'_>, problems: &mut Vec<String>) -> Option<String> {
+    match s.string("name", problems) {
+        None => {
+            if !s.has("name") {
+                problems.push(format!("{}: missing", s.key("name")));
+            }
+            None
+        }
+        Some(n) if n.is_empty() || n.len() > 64 || n.chars().any(|c| c.is_control()) => {
+            problems.push(format!(
+                "{}: {n:?} must be 1 to 64 printable characters",
+                s.key("name")
+            ));
+            None
+        }
+        Some(n) => Some(n),
+    }
+}
+
+fn alert_rule(key: &str, t: &toml::Table, problems: &mut Vec<String>) -> Option<Rule> {
+    let before = problems.len();
+    let mut s = Section::new(key.to_string(), t);
+    let name = required_name(&mut s, problems);
+    let severity = match s.string("severity", problems) {
+        None => Some(Severity::High),
+        Some(v) => Severity::parse(&v).or_else(|| {
+            problems.push(format!(
+                "{key}.severity: {v:?} is not one of low, medium, high, critical"
+            ));
+            None
+        }),
+    };
+    let kind_name = s.string("kind", problems);
+    let roles = s.string_list("roles", problems);
+    let kind = match kind_name.as_deref() {
+        Some("privileged-role-grant") => Some(RuleKind::PrivilegedRoleGrant),
+        Some("self-grant") => Some(RuleKind::SelfGrant),
+        Some("service-actor-grant") => Some(RuleKind::ServiceActorGrant),
+        Some("off-hours-grant") => {
+            let mut h = BusinessHours::default();
+            if let Some(tz) = s.string("timezone", problems) {
+                match tz.parse::<chrono_tz::Tz>() {
+                    Ok(z) => h.timezone = z,
+                    Err(_) => problems.push(format!(
+                        "{key}.timezone: {tz:?} is not an IANA time zone (e.g. \"Europe/Zurich\")"
+                    )),
+                }
+            }
+            if let Some(v) = s.integer("business_hours_start", 0, 23, problems) {
+                h.start_hour = v as u32;
+            }
+            if let Some(v) = s.integer("business_hours_end", 1, 24, problems) {
+                h.end_hour = v as u32;
+            }
+            if h.start_hour >= h.end_hour {
+                problems.push(format!(
+                    "{key}.business_hours_end: must be after business_hours_start"
+                ));
+            }
+            if let Some(days) = s.string_list("business_days", problems) {
+                h.days = Vec::new();
+                for (i, d) in days.iter().enumerate() {
+                    match d.parse::<chrono::Weekday>() {
+                        Ok(w) => h.days.push(w),
+                        Err(_) => problems.push(format!(
+                            "{key}.business_days[{i}]: {d:?} is not a weekday (mon .. sun)"
+                        )),
+                    }
+                }
+            }
+            Some(RuleKind::OffHoursGrant(h))
+        }
+        Some("source-ip-outside") => {
+            let mut nets = Vec::new();
+            match s.string_list("cidrs", problems) {
+                None if !s.has("cidrs") => problems.push(format!(
+                    "{key}.cidrs: missing (the networks grants may come from, e.g. [\"10.0.0.0/8\"])"
+                )),
+                None => {}
+                Some(list) => {
+                    for (i, c) in list.iter().enumerate() {
+                        match Cidr::parse(c) {
+                            Some(n) => nets.push(n),
+                            None => problems.push(format!(
+                                "{key}.cidrs[{i}]: {c:?} is not an address or network like 10.0.0.0/8"
+                            )),
+                        }
+                    }
+                }
+            }
+            Some(RuleKind::SourceIpOutside(nets))
+        }
+        Some("dormant-or-invited-grant") => Some(RuleKind::DormantOrInvitedGrant {
+            dormant_days: s
+                .integer("dormant_days", 1, 3650, problems)
+                .map(|v| v as u32)
+                .unwrap_or(30),
+        }),
+        Some("grant-burst") => Some(RuleKind::GrantBurst {
+            count: s
+                .integer("count", 2, 100_000, problems)
+                .map(|v| v as u32)
+                .unwrap_or(5),
+            window: Duration::from_secs(
+                s.integer("window_minutes", 1, 7 * 24 * 60, problems)
+                    .map(|v| v as u64)
+                    .unwrap_or(10)
+                    * 60,
+            ),
+        }),
+        Some("new-privileged-service-user") => Some(RuleKind::NewPrivilegedServiceUser),
+        Some(other) => {
+            problems.push(format!(
+                "{key}.kind: {other:?} is not one of {}",
+                RuleKind::NAMES.join(", ")
+            ));
+            None
+        }
+        None => {
+            if !s.has("kind") {
+                problems.push(format!(
+                    "{key}.kind: missing ({})",
+                    RuleKind::NAMES.join(", ")
+                ));
+            }
+            None
+        }
+    };
+    s.finish(problems);
+    if problems.len() > before {
+        return None;
+    }
+    let kind = kind?;
+    // Rules about privilege default to the privileged roles; the others look at every role.
+    let roles = roles.unwrap_or_else(|| match kind {
+        RuleKind::PrivilegedRoleGrant | RuleKind::NewPrivilegedServiceUser => {
+            rules::default_privileged_roles()
+        }
+        _ => Vec::new(),
+    });
+    Some(Rule {
+        name: name?,
+        severity: severity?,
+        roles,
+        kind,
+    })
+}
+
+/// A secret named by `<prefix>_env` or `<prefix>_file` (one of the two).
+fn secret_from(
+    s: &mut Section<'_>,
+    prefix: &str,
+    base_dir: &Path,
+    env: &dyn Env,
+    problems: &mut Vec<String>,
+) -> Option<Secret> {
+    let env_key = format!("{prefix}_env");
+    let file_key = format!("{prefix}_file");
+    let var = s.string(&env_key, problems);
+    let file = s.string(&file_key, problems);
+    match (var, file) {
+        (Some(_), Some(_)) => {
+            problems.push(format!("{}: set only one of {env_key}, {file_key}", s.path));
+            None
+        }
+        (Some(var), None) => match env.var(&var) {
+            Some(v) if !v.trim().is_empty() => Some(Secret::new(v.trim())),
+            Some(_) => {
+                problems.push(format!(
+                    "{}: the environment variable {var} is empty",
+                    s.key(&env_key)
+                ));
+                None
+            }
+            None => {
+                problems.push(format!(
+                    "{}: the environment variable {var} is not set",
+                    s.key(&env_key)
+                ));
+                None
+            }
+        },
+        (None, Some(file)) => {
+            let p = resolve(base_dir, &file);
+            match std::fs::read_to_string(&p) {
+                Ok(v) if !v.trim().is_empty() => Some(Secret::new(v.trim())),
+                Ok(_) => {
+                    problems.push(format!(
+                        "{}: the file {} is empty",
+                        s.key(&file_key),
+                        p.display()
+                    ));
+                    None
+                }
+                Err(e) => {
+                    problems.push(format!(
+                        "{}: cannot read {}: {e}",
+                        s.key(&file_key),
+                        p.display()
+                    ));
+                    None
+                }
+            }
+        }
+        (None, None) => None,
+    }
+}
+
+fn http_url(key: &str, raw: &str, problems: &mut Vec<String>) -> Option<Url> {
+    match Url::parse(raw) {
+        Ok(u) if matches!(u.scheme(), "http" | "https") && u.host_str().is_some() => Some(u),
+        // The text is not echoed: a Slack URL is a credential.
+        _ => {
+            problems.push(format!("{key}: not an http:// or https:// URL with a host"));
+            None
+        }
+    }
+}
+
+fn alert_sink(
+    key: &str,
+    t: &toml::Table,
+    base_dir: &Path,
+    env: &dyn Env,
+    problems: &mut Vec<String>,
+) -> Option<SinkConfig> {
+    let before = problems.len();
+    let mut s = Section::new(key.to_string(), t);
+    let name = required_name(&mut s, problems);
+    let kind = match s.string("kind", problems).as_deref() {
+        Some("webhook") => {
+            let url = match s.string("url", problems) {
+                Some(u) => http_url(&s.key("url"), &u, problems),
+                None => {
+                    problems.push(format!("{key}.url: missing"));
+                    None
+                }
+            };
+            let secret = secret_from(&mut s, "secret", base_dir, env, problems);
+            if secret.is_none() && !s.has("secret_env") && !s.has("secret_file") {
+                problems.push(format!(
+                    "{key}: no signing secret: set secret_env or secret_file"
+                ));
+            }
+            match (url, secret) {
+                (Some(url), Some(secret)) => Some(SinkKind::Webhook { url, secret }),
+                _ => None,
+            }
+        }
+        Some("slack") => {
+            let inline = s.string("url", problems);
+            let hidden = secret_from(&mut s, "url", base_dir, env, problems);
+            let url = match (inline, hidden) {
+                (Some(_), Some(_)) => {
+                    problems.push(format!("{key}: set only one of url, url_env, url_file"));
+                    None
+                }
+                (Some(u), None) => Some(Secret::new(u)),
+                (None, Some(u)) => Some(u),
+                (None, None) => {
+                    if !s.has("url_env") && !s.has("url_file") {
+                        problems.push(format!("{key}.url: missing (or url_env, url_file)"));
+                    }
+                    None
+                }
+            };
+            let url = url.filter(|u| http_url(&s.key("url"), u.expose(), problems).is_some());
+            let min_interval = Duration::from_millis(
+                s.integer("min_interval_ms", 0, 3_600_000, problems)
+                    .map(|v| v as u64)
+                    .unwrap_or_else(default_slack_interval_ms),
+            );
+            url.map(|url| SinkKind::Slack { url, min_interval })
+        }
+        Some("command") => {
+            let program = s.string("program", problems);
+            let args = s.string_list("args", problems).unwrap_or_default();
+            let timeout = Duration::from_secs(
+                s.integer("timeout_secs", 1, 3600, problems)
+                    .map(|v| v as u64)
+                    .unwrap_or(30),
+            );
+            match program {
+                Some(p) if !p.trim().is_empty() => Some(SinkKind::Command {
+                    program: if p.contains('/') {
+                        resolve(base_dir, &p)
+                    } else {
+                        PathBuf::from(p)
+                    },
+                    args,
+                    timeout,
+                }),
+                _ => {
+                    problems.push(format!(
+                        "{key}.program: missing (the program to run; no shell is involved)"
+                    ));
+                    None
+                }
+            }
+        }
+        Some(other) => {
+            problems.push(format!(
+                "{key}.kind: {other:?} is not one of webhook, slack, command"
+            ));
+            None
+        }
+        None => {
+            if !s.has("kind") {
+                problems.push(format!("{key}.kind: missing (webhook, slack or command)"));
+            }
+            None
+        }
+    };
+    s.finish(problems);
+    if problems.len() > before {
+        return None;
+    }
+    Some(SinkConfig {
+        name: name?,
+        kind: kind?,
+    })
 }
 
 fn collection_settings(
@@ -830,8 +1332,18 @@ mod tests {
     fn example_config_parses() {
         let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("config/auditwarden.example.toml");
         let text = std::fs::read_to_string(&path).unwrap();
-        let any_env = |_: &str| Some("example-key".to_string());
+        let any_env = |name: &str| {
+            Some(if name.ends_with("_URL") {
+                "https://hooks.example.com/slack".to_string()
+            } else {
+                "example-key".to_string()
+            })
+        };
         let cfg = parse(&text, &path, &any_env).unwrap_or_else(|e| panic!("{e}"));
+        let kinds: Vec<&str> = cfg.alerts.rules.iter().map(|r| r.kind.as_str()).collect();
+        assert_eq!(kinds, RuleKind::NAMES, "the example shows every rule kind");
+        let sinks: Vec<&str> = cfg.alerts.sinks.iter().map(|s| s.kind.as_str()).collect();
+        assert_eq!(sinks, ["webhook", "slack", "command"]);
         assert!(cfg.accounts.len() >= 2);
         let one = cfg.account("acme-us").unwrap();
         assert_eq!(one.kind, AccountKind::DigicertOne);
@@ -840,6 +1352,39 @@ mod tests {
         assert!(cfg.store.path.ends_with("auditwarden.db"));
         assert!(cfg.store.path.starts_with(path.parent().unwrap()));
         assert_eq!(cfg.users.stale_invite_days, 14);
+    }
+
+    /// `[alerts]`: defaults without rules; every bad rule or sink key is named; secrets stay hidden.
+    #[test]
+    fn alerts_section() {
+        let base = "[store]\npath = \"x.db\"\n[[accounts]]\nname = \"a\"\nkind = \"certcentral\"\napi_key_env = \"KEY_A\"\n";
+        let cfg = parse_str(base).unwrap();
+        assert_eq!(cfg.alerts.rules, rules::default_rules());
+        assert!(cfg.alerts.sinks.is_empty());
+        let cfg = parse_str(&format!(
+            "{base}[[alerts.sinks]]\nname = \"soc\"\nkind = \"webhook\"\nurl = \"http://127.0.0.1:9/x\"\nsecret_env = \"KEY_A\"\n"
+        ))
+        .unwrap();
+        assert!(!format!("{:?}", cfg.alerts).contains("secret-a"));
+        let err = parse_str(&format!(
+            "{base}[alerts]\nbackfill_horizon_hour = 1\n[[alerts.rules]]\nname = \"x\"\nkind = \"self-grant\"\ncidrs = [\"10.0.0.0/8\"]\n\
+             [[alerts.rules]]\nname = \"y\"\nkind = \"source-ip-outside\"\ncidrs = [\"10.0.0.300/8\"]\n\
+             [[alerts.rules]]\nname = \"z\"\nkind = \"off-hours-grant\"\ntimezone = \"Mars/Olympus\"\n\
+             [[alerts.sinks]]\nname = \"s\"\nkind = \"webhook\"\nurl = \"http://127.0.0.1:9/x\"\nsecret_env = \"NOPE\"\n\
+             [[alerts.sinks]]\nname = \"t\"\nkind = \"pigeon\"\n"
+        ))
+        .unwrap_err()
+        .to_string();
+        for needle in [
+            "alerts.backfill_horizon_hour: unknown key",
+            "alerts.rules[0].cidrs: unknown key",
+            "alerts.rules[1].cidrs[0]",
+            "alerts.rules[2].timezone",
+            "alerts.sinks[0].secret_env: the environment variable NOPE is not set",
+            "alerts.sinks[1].kind",
+        ] {
+            assert!(err.contains(needle), "{needle} in {err}");
+        }
     }
 
     /// `[users]` takes stale_invite_days and reports unknown keys like every section.

@@ -10,9 +10,11 @@
 //! - [`report_users`]: the user directory (`auditwarden users`) as a table, JSON or safe CSV.
 //! - [`export`]: streaming stored events out as JSONL or spreadsheet-safe CSV.
 //! - [`simulate`]: the built-in DigiCert simulator used by tests, the demo and new users.
+//! - [`alert`]: rules on role grants and new users, the outbox, delivery to webhook/Slack/command.
 //! - [`secret`]: a string that never prints itself.
 //! - [`signing`]: Ed25519 keys (`keygen`) and detached signatures over report manifests.
 
+pub mod alert;
 pub mod api;
 pub mod cli;
 pub mod collect;

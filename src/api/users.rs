@@ -13,7 +13,7 @@ use serde::Deserialize;
 use serde_json::value::RawValue;
 use serde_json::Value;
 
-use super::wire::{preview, Malformed};
+use super::wire::{first_char, preview, split_list, Malformed};
 
 /// A user's state, normalized (contract 1.4 and 2.2). `Unknown` keeps the raw value elsewhere.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -115,14 +115,6 @@ pub struct UserPage {
 }
 
 #[derive(Deserialize)]
-struct OneEnvelope<'a> {
-    #[serde(default)]
-    total: Option<u64>,
-    #[serde(borrow, default)]
-    items: Option<Vec<&'a RawValue>>,
-}
-
-#[derive(Deserialize)]
 struct CcEnvelope<'a> {
     #[serde(borrow, default)]
     users: Option<Vec<&'a RawValue>>,
@@ -138,21 +130,7 @@ struct CcPage {
 
 /// `GET /account/api/v1/user`: a bare array of users, or the `{total, items}` envelope.
 pub fn parse_one_user_page(body: &str) -> Result<UserPage, String> {
-    let (total, raws): (Option<u64>, Vec<&RawValue>) = match first_char(body) {
-        Some('[') => (
-            None,
-            serde_json::from_str(body).map_err(|e| format!("not a JSON array of users: {e}"))?,
-        ),
-        Some('{') => {
-            let env: OneEnvelope =
-                serde_json::from_str(body).map_err(|e| format!("not a JSON envelope: {e}"))?;
-            let items = env
-                .items
-                .ok_or_else(|| "the envelope has no \"items\" array".to_string())?;
-            (env.total, items)
-        }
-        _ => return Err(format!("expected JSON, got {}", preview(body))),
-    };
+    let (total, raws) = split_list(body, "users")?;
     Ok(UserPage {
         total,
         items: raws.into_iter().map(|r| parse_user(r.get())).collect(),
@@ -193,10 +171,6 @@ fn malformed(raw: &str, reason: String) -> Malformed {
         raw: raw.to_string(),
         reason,
     }
-}
-
-fn first_char(s: &str) -> Option<char> {
-    s.trim_start().chars().next()
 }
 
 /// A scalar as text: strings as they are, numbers and bools printed; anything else absent.

@@ -88,30 +88,41 @@ struct Envelope<'a> {
     items: Option<Vec<&'a RawValue>>,
 }
 
-/// Parse an `/audit-log` body: an envelope `{"total", "items"}` or a bare array of events.
-pub fn parse_audit_page(body: &str) -> Result<AuditPage, String> {
-    let (total, raws): (Option<u64>, Vec<&RawValue>) = match first_char(body) {
-        Some('[') => (
+/// Split a DigiCert ONE list body into the server's `total` (envelope only) and the raw items:
+/// an envelope `{"total", "items"}` or a bare array (contract 1.2 and 1.4). `what` names the items
+/// in error messages.
+pub fn split_list<'a>(
+    body: &'a str,
+    what: &str,
+) -> Result<(Option<u64>, Vec<&'a RawValue>), String> {
+    match first_char(body) {
+        Some('[') => Ok((
             None,
-            serde_json::from_str(body).map_err(|e| format!("not a JSON array of events: {e}"))?,
-        ),
+            serde_json::from_str(body).map_err(|e| format!("not a JSON array of {what}: {e}"))?,
+        )),
         Some('{') => {
             let env: Envelope =
                 serde_json::from_str(body).map_err(|e| format!("not a JSON envelope: {e}"))?;
             let items = env
                 .items
                 .ok_or_else(|| "the envelope has no \"items\" array".to_string())?;
-            (env.total, items)
+            Ok((env.total, items))
         }
-        _ => return Err(format!("expected JSON, got {}", preview(body))),
-    };
+        _ => Err(format!("expected JSON, got {}", preview(body))),
+    }
+}
+
+/// Parse an `/audit-log` body: an envelope `{"total", "items"}` or a bare array of events.
+pub fn parse_audit_page(body: &str) -> Result<AuditPage, String> {
+    let (total, raws) = split_list(body, "events")?;
     Ok(AuditPage {
         total,
         items: raws.into_iter().map(|r| parse_event(r.get())).collect(),
     })
 }
 
-fn first_char(s: &str) -> Option<char> {
+/// The first non-blank character of a body: tells a JSON object from an array.
+pub fn first_char(s: &str) -> Option<char> {
     s.trim_start().chars().next()
 }
 

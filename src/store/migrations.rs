@@ -166,7 +166,46 @@ pub const MIGRATIONS: &[&str] = &[
     -- A user's last activity is their latest event as actor.
     CREATE INDEX events_by_actor ON events (account, actor_id, ts_ms);
     "#,
-    // 3: hash chains (see `chain.rs`); `Store::migrate` builds the chains of rows already stored.
+    // 3: alerts. An outbox: each alert is one row, keyed by (rule, account, evidence) so it is
+    // written once ever; each configured sink gets a delivery row that moves pending -> sent, or
+    // -> failed (the dead letter) after the last try. The scan marks say which role changes and
+    // first sightings the rules have seen; they move in the transaction that writes the alerts.
+    r#"
+    CREATE TABLE alerts (
+        id              INTEGER PRIMARY KEY,
+        alert_key       TEXT NOT NULL UNIQUE,   -- rule|account|evidence: one alert per pair, ever
+        uid             TEXT NOT NULL UNIQUE,   -- the webhook-id: stable across retries and restarts
+        account         TEXT NOT NULL,
+        rule            TEXT NOT NULL,
+        severity        TEXT NOT NULL,
+        at_ms           INTEGER,                -- when the change happened (event, else snapshot)
+        summary         TEXT NOT NULL,
+        payload         TEXT NOT NULL,          -- the JSON body sinks send
+        suppressed      INTEGER NOT NULL,       -- older than the backfill horizon: kept, not sent
+        created_ms      INTEGER NOT NULL
+    );
+    CREATE TABLE alert_deliveries (
+        id              INTEGER PRIMARY KEY,
+        alert_id        INTEGER NOT NULL REFERENCES alerts (id),
+        sink            TEXT NOT NULL,
+        status          TEXT NOT NULL,          -- pending | sent | failed
+        attempts        INTEGER NOT NULL,
+        last_error      TEXT,
+        updated_ms      INTEGER NOT NULL,
+        sent_ms         INTEGER,
+        UNIQUE (alert_id, sink)
+    );
+    -- Delivery reads the pending rows of each sink in order.
+    CREATE INDEX alert_deliveries_by_status ON alert_deliveries (status, sink, alert_id);
+    CREATE TABLE alert_scan (
+        account         TEXT PRIMARY KEY,
+        role_seq        INTEGER NOT NULL,       -- role_changes evaluated up to this seq
+        history_seq     INTEGER NOT NULL        -- user_history (first sightings) up to this seq
+    );
+    -- grant-burst counts one actor's grants in a time window.
+    CREATE INDEX role_changes_by_actor ON role_changes (account, actor_id, event_ms);
+    "#,
+    // 4: hash chains (see `chain.rs`); `Store::migrate` builds the chains of rows already stored.
     CHAIN,
 ];
 

@@ -3,6 +3,7 @@
 //! and the coverage it proves are written in one transaction, so a crash at any instant leaves
 //! either both or neither. A PostgreSQL backend would be a sibling module with the same methods.
 
+mod alerts;
 pub mod chain;
 mod migrations;
 mod users;
@@ -15,6 +16,7 @@ use chrono::{DateTime, NaiveDate, Utc};
 use rusqlite::{params, Connection, OpenFlags, OptionalExtension};
 
 use crate::api::{AuditEvent, Malformed};
+pub use alerts::{AlertCounts, AlertDelivery, AlertFacts, NewAlert};
 use chain::{ChainHead, ChainKind};
 pub use chain::{ChainSummary, Finding};
 pub use users::{

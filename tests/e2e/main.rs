@@ -3,6 +3,7 @@
 
 mod helpers;
 
+mod alerts;
 mod chain;
 mod collect;
 mod config_errors;

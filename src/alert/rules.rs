@@ -1,0 +1,581 @@
+//! The rule engine: a closed set of rule kinds, each a pure function of one newly established
+//! fact (a role grant, or a user seen for the first time) and, for bursts, a count of the actor's
+//! other grants. No I/O here: the store gathers the facts and writes what fires (see `alert`).
+
+use std::net::IpAddr;
+use std::time::Duration;
+
+use chrono::{DateTime, Datelike, Timelike, Utc, Weekday};
+use chrono_tz::Tz;
+
+/// The privileged roles of the default rules: DigiCert ONE account administrator, and CertCentral
+/// Administrator and Manager (contract 1.1 and 2.2).
+pub fn default_privileged_roles() -> Vec<String> {
+    vec![
+        "AM_ACCOUNT_ADMIN".into(),
+        "Administrator".into(),
+        "Manager".into(),
+    ]
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Severity {
+    Low,
+    Medium,
+    High,
+    Critical,
+}
+
+impl Severity {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Severity::Low => "low",
+            Severity::Medium => "medium",
+            Severity::High => "high",
+            Severity::Critical => "critical",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Severity> {
+        Some(match s {
+            "low" => Severity::Low,
+            "medium" => Severity::Medium,
+            "high" => Severity::High,
+            "critical" => Severity::Critical,
+            _ => return None,
+        })
+    }
+}
+
+/// An IPv4 or IPv6 network, `10.0.0.0/8` or `2001:db8::/32`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Cidr {
+    addr: IpAddr,
+    prefix: u8,
+}
+
+impl Cidr {
+    pub fn parse(s: &str) -> Option<Cidr> {
+        let (a, p) = match s.split_once('/') {
+            Some((a, p)) => (a, Some(p)),
+            None => (s, None),
+        };
+        let addr: IpAddr = a.trim().parse().ok()?;
+        let max = if addr.is_ipv4() { 32 } else { 128 };
+        let prefix = match p {
+            Some(p) => p.trim().parse::<u8>().ok().filter(|p| *p <= max)?,
+            None => max,
+        };
+        Some(Cidr { addr, prefix })
+    }
+
+    pub fn contains(&self, ip: IpAddr) -> bool {
+        let ip = match ip {
+            IpAddr::V6(v6) => v6.to_ipv4_mapped().map(IpAddr::V4).unwrap_or(ip),
+            v4 => v4,
+        };
+        match (self.addr, ip) {
+            (IpAddr::V4(net), IpAddr::V4(ip)) => {
+                let mask = u32::MAX
+                    .checked_shl(32 - u32::from(self.prefix))
+                    .unwrap_or(0);
+                u32::from(net) & mask == u32::from(ip) & mask
+            }
+            (IpAddr::V6(net), IpAddr::V6(ip)) => {
+                let mask = u128::MAX
+                    .checked_shl(128 - u32::from(self.prefix))
+                    .unwrap_or(0);
+                u128::from(net) & mask == u128::from(ip) & mask
+            }
+            _ => false,
+        }
+    }
+}
+
+/// Business hours in a time zone: `[start_hour, end_hour)` on the listed weekdays.
+#[derive(Debug, Clone, PartialEq)]
+pub struct BusinessHours {
+    pub timezone: Tz,
+    pub start_hour: u32,
+    pub end_hour: u32,
+    pub days: Vec<Weekday>,
+}
+
+impl Default for BusinessHours {
+    fn default() -> Self {
+        BusinessHours {
+            timezone: Tz::UTC,
+            start_hour: 8,
+            end_hour: 18,
+            days: vec![
+                Weekday::Mon,
+                Weekday::Tue,
+                Weekday::Wed,
+                Weekday::Thu,
+                Weekday::Fri,
+            ],
+        }
+    }
+}
+
+impl BusinessHours {
+    pub fn contains(&self, t: DateTime<Utc>) -> bool {
+        let local = t.with_timezone(&self.timezone);
+        self.days.contains(&local.weekday())
+            && local.hour() >= self.start_hour
+            && local.hour() < self.end_hour
+    }
+}
+
+/// The kinds of rule: one `match` in [`Rule::fires_on_grant`] shows what each means.
+#[derive(Debug, Clone, PartialEq)]
+pub enum RuleKind {
+    /// `privileged-role-grant`: a grant of one of the rule's roles.
+    PrivilegedRoleGrant,
+    /// `self-grant`: the actor is the user who got the role.
+    SelfGrant,
+    /// `service-actor-grant`: the grant was made by a service user (an API token).
+    ServiceActorGrant,
+    /// `off-hours-grant`: outside business hours or on a non-business day.
+    OffHoursGrant(BusinessHours),
+    /// `source-ip-outside`: from an address outside every listed network.
+    SourceIpOutside(Vec<Cidr>),
+    /// `dormant-or-invited-grant`: to a user inactive for `dormant_days`, or still invited.
+    DormantOrInvitedGrant { dormant_days: u32 },
+    /// `grant-burst`: the actor made at least `count` grants within `window`.
+    GrantBurst { count: u32, window: Duration },
+    /// `new-privileged-service-user`: a service user first seen holding one of the rule's roles.
+    NewPrivilegedServiceUser,
+}
+
+impl RuleKind {
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            RuleKind::PrivilegedRoleGrant => "privileged-role-grant",
+            RuleKind::SelfGrant => "self-grant",
+            RuleKind::ServiceActorGrant => "service-actor-grant",
+            RuleKind::OffHoursGrant(_) => "off-hours-grant",
+            RuleKind::SourceIpOutside(_) => "source-ip-outside",
+            RuleKind::DormantOrInvitedGrant { .. } => "dormant-or-invited-grant",
+            RuleKind::GrantBurst { .. } => "grant-burst",
+            RuleKind::NewPrivilegedServiceUser => "new-privileged-service-user",
+        }
+    }
+
+    /// Every kind name, for configuration messages.
+    pub const NAMES: &'static [&'static str] = &[
+        "privileged-role-grant",
+        "self-grant",
+        "service-actor-grant",
+        "off-hours-grant",
+        "source-ip-outside",
+        "dormant-or-invited-grant",
+        "grant-burst",
+        "new-privileged-service-user",
+    ];
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Rule {
+    pub name: String,
+    pub severity: Severity,
+    /// Roles the rule looks at; empty means every role.
+    pub roles: Vec<String>,
+    pub kind: RuleKind,
+}
+
+/// The rules that apply when no `[[alerts.rules]]` is configured.
+pub fn default_rules() -> Vec<Rule> {
+    vec![
+        Rule {
+            name: "privileged-role-grant".into(),
+            severity: Severity::High,
+            roles: default_privileged_roles(),
+            kind: RuleKind::PrivilegedRoleGrant,
+        },
+        Rule {
+            name: "self-grant".into(),
+            severity: Severity::High,
+            roles: Vec::new(),
+            kind: RuleKind::SelfGrant,
+        },
+        Rule {
+            name: "off-hours-grant".into(),
+            severity: Severity::Medium,
+            roles: Vec::new(),
+            kind: RuleKind::OffHoursGrant(BusinessHours::default()),
+        },
+    ]
+}
+
+/// A role granted, with what is known about the target and the actor.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Grant {
+    pub account: String,
+    pub user_id: String,
+    pub user_name: Option<String>,
+    pub role: String,
+    /// The audit event that made it, when known.
+    pub event_id: Option<String>,
+    pub event_ms: Option<i64>,
+    pub actor_id: Option<String>,
+    pub actor_name: Option<String>,
+    pub ip_address: Option<String>,
+    /// The snapshots between which it was seen (`None`: the audit log alone).
+    pub after_ms: Option<i64>,
+    pub observed_ms: Option<i64>,
+    /// The target's status now (`invited` for a pending invitation) and first sighting.
+    pub target_status: Option<String>,
+    pub target_first_seen_ms: Option<i64>,
+    /// The target's latest activity before the grant (sign-in or event as actor).
+    pub target_last_active_ms: Option<i64>,
+    /// The actor's `user_type` when the actor is a known user (`service` for API tokens).
+    pub actor_type: Option<String>,
+}
+
+impl Grant {
+    /// When it happened: the event's time, else the snapshot that showed it.
+    pub fn at_ms(&self) -> Option<i64> {
+        self.event_ms.or(self.observed_ms)
+    }
+
+    /// What proves it, stable across runs: the audit event, or the snapshot window.
+    pub fn evidence_key(&self) -> String {
+        match &self.event_id {
+            Some(e) => format!("event:{e}:{}:{}", self.user_id, self.role),
+            None => format!(
+                "snapshot:{}:{}:{}..{}",
+                self.user_id,
+                self.role,
+                self.after_ms.unwrap_or_default(),
+                self.observed_ms.unwrap_or_default()
+            ),
+        }
+    }
+}
+
+/// A user seen for the first time.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct NewUser {
+    pub account: String,
+    pub user_id: String,
+    pub user_name: Option<String>,
+    pub user_type: Option<String>,
+    pub roles: Vec<String>,
+    pub created_ms: Option<i64>,
+    pub observed_ms: i64,
+    /// Seen in the account's first sync: everything is "new" then, so only `created_ms` dates it.
+    pub first_sync: bool,
+}
+
+/// Counts an actor's grants with an event time in `[from_ms, to_ms]` (for `grant-burst`).
+pub trait GrantCounter {
+    fn grants_by(&mut self, actor_id: &str, from_ms: i64, to_ms: i64) -> u64;
+}
+
+impl<F: FnMut(&str, i64, i64) -> u64> GrantCounter for F {
+    fn grants_by(&mut self, actor_id: &str, from_ms: i64, to_ms: i64) -> u64 {
+        self(actor_id, from_ms, to_ms)
+    }
+}
+
+const DAY_MS: i64 = 86_400_000;
+
+impl Rule {
+    fn role_matches(&self, role: &str) -> bool {
+        self.roles.is_empty() || self.roles.iter().any(|r| r.eq_ignore_ascii_case(role))
+    }
+
+    /// Whether this rule fires on a grant; `Some(key)` replaces the evidence key when one alert
+    /// stands for several grants (a burst is keyed by actor and window).
+    pub fn fires_on_grant(&self, g: &Grant, counter: &mut dyn GrantCounter) -> Option<String> {
+        if !self.role_matches(&g.role) {
+            return None;
+        }
+        let fired = match &self.kind {
+            RuleKind::PrivilegedRoleGrant => true,
+            RuleKind::SelfGrant => match (&g.actor_id, &g.actor_name) {
+                (Some(a), _) => *a == g.user_id,
+                (None, Some(n)) => g.user_name.as_deref() == Some(n.as_str()),
+                _ => false,
+            },
+            RuleKind::ServiceActorGrant => g.actor_type.as_deref() == Some("service"),
+            RuleKind::OffHoursGrant(hours) => g
+                .at_ms()
+                .and_then(DateTime::from_timestamp_millis)
+                .is_some_and(|t| !hours.contains(t)),
+            // An unknown or unparseable address is not "outside": only evidence fires a rule.
+            RuleKind::SourceIpOutside(nets) => g
+                .ip_address
+                .as_deref()
+                .and_then(|ip| ip.trim().parse::<IpAddr>().ok())
+                .is_some_and(|ip| !nets.iter().any(|n| n.contains(ip))),
+            RuleKind::DormantOrInvitedGrant { dormant_days } => {
+                let at = g.at_ms().unwrap_or_default();
+                let limit = at - i64::from(*dormant_days) * DAY_MS;
+                g.target_status.as_deref() == Some("invited")
+                    || match g.target_last_active_ms {
+                        Some(t) => t < limit,
+                        // Never active: dormant if known that long.
+                        None => g.target_first_seen_ms.is_some_and(|t| t < limit),
+                    }
+            }
+            RuleKind::GrantBurst { count, window } => {
+                let (Some(actor), Some(at)) = (&g.actor_id, g.event_ms) else {
+                    return None;
+                };
+                let w = i64::try_from(window.as_millis()).unwrap_or(i64::MAX);
+                if counter.grants_by(actor, at.saturating_sub(w), at) < u64::from(*count) {
+                    return None;
+                }
+                // One alert per actor and window bucket, however many grants follow.
+                return Some(format!("burst:{actor}:{}", at / w.max(1)));
+            }
+            RuleKind::NewPrivilegedServiceUser => false,
+        };
+        fired.then(|| g.evidence_key())
+    }
+
+    /// Whether this rule fires on a user seen for the first time.
+    pub fn fires_on_new_user(&self, u: &NewUser) -> Option<String> {
+        match self.kind {
+            RuleKind::NewPrivilegedServiceUser => {
+                let service = u.user_type.as_deref() == Some("service");
+                let privileged = u.roles.iter().any(|r| self.role_matches(r));
+                (service && privileged).then(|| format!("new-user:{}", u.user_id))
+            }
+            _ => None,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ms(s: &str) -> i64 {
+        DateTime::parse_from_rfc3339(s).unwrap().timestamp_millis()
+    }
+
+    /// A weekday-noon grant of a plain role by another user from 10.1.2.3.
+    fn plain() -> Grant {
+        Grant {
+            account: "acc".into(),
+            user_id: "u1".into(),
+            user_name: Some("alice".into()),
+            role: "AM_VIEW_ONLY".into(),
+            event_id: Some("ev1".into()),
+            event_ms: Some(ms("2026-11-04T12:00:00Z")), // a Wednesday
+            actor_id: Some("admin".into()),
+            actor_name: Some("bob".into()),
+            ip_address: Some("10.1.2.3".into()),
+            target_status: Some("active".into()),
+            target_first_seen_ms: Some(ms("2026-10-01T00:00:00Z")),
+            target_last_active_ms: Some(ms("2026-11-03T00:00:00Z")),
+            actor_type: Some("standard".into()),
+            ..Default::default()
+        }
+    }
+
+    fn rule(kind: RuleKind, roles: &[&str]) -> Rule {
+        Rule {
+            name: "r".into(),
+            severity: Severity::High,
+            roles: roles.iter().map(|r| r.to_string()).collect(),
+            kind,
+        }
+    }
+
+    fn none(_: &str, _: i64, _: i64) -> u64 {
+        0
+    }
+
+    fn fires(r: &Rule, g: &Grant) -> bool {
+        r.fires_on_grant(g, &mut none).is_some()
+    }
+
+    /// privileged-role-grant fires on a listed role and not on another.
+    #[test]
+    fn privileged_role_grant() {
+        let r = rule(RuleKind::PrivilegedRoleGrant, &["AM_ACCOUNT_ADMIN"]);
+        assert!(!fires(&r, &plain()));
+        let g = Grant {
+            role: "AM_ACCOUNT_ADMIN".into(),
+            ..plain()
+        };
+        assert!(fires(&r, &g));
+        assert_eq!(
+            r.fires_on_grant(&g, &mut none).as_deref(),
+            Some("event:ev1:u1:AM_ACCOUNT_ADMIN")
+        );
+    }
+
+    /// self-grant fires when the actor is the target, by id or (without ids) by name.
+    #[test]
+    fn self_grant() {
+        let r = rule(RuleKind::SelfGrant, &[]);
+        assert!(!fires(&r, &plain()));
+        let by_id = Grant {
+            actor_id: Some("u1".into()),
+            ..plain()
+        };
+        assert!(fires(&r, &by_id));
+        let by_name = Grant {
+            actor_id: None,
+            actor_name: Some("alice".into()),
+            ..plain()
+        };
+        assert!(fires(&r, &by_name));
+        let snapshot_only = Grant {
+            actor_id: None,
+            actor_name: None,
+            ..plain()
+        };
+        assert!(!fires(&r, &snapshot_only));
+    }
+
+    /// service-actor-grant fires when the actor is a service user.
+    #[test]
+    fn service_actor_grant() {
+        let r = rule(RuleKind::ServiceActorGrant, &[]);
+        assert!(!fires(&r, &plain()));
+        let g = Grant {
+            actor_type: Some("service".into()),
+            ..plain()
+        };
+        assert!(fires(&r, &g));
+    }
+
+    /// off-hours-grant fires at night and on weekends in the configured zone, not at noon midweek.
+    #[test]
+    fn off_hours_grant() {
+        let r = rule(RuleKind::OffHoursGrant(BusinessHours::default()), &[]);
+        assert!(!fires(&r, &plain()));
+        let night = Grant {
+            event_ms: Some(ms("2026-11-04T03:00:00Z")),
+            ..plain()
+        };
+        assert!(fires(&r, &night));
+        let saturday = Grant {
+            event_ms: Some(ms("2026-11-07T12:00:00Z")),
+            ..plain()
+        };
+        assert!(fires(&r, &saturday));
+        // 03:00 UTC is 12:00 in Tokyo: business hours there.
+        let tokyo = rule(
+            RuleKind::OffHoursGrant(BusinessHours {
+                timezone: chrono_tz::Asia::Tokyo,
+                ..BusinessHours::default()
+            }),
+            &[],
+        );
+        assert!(!fires(&tokyo, &night));
+        // Without an event, the snapshot time is used.
+        let snap = Grant {
+            event_id: None,
+            event_ms: None,
+            observed_ms: Some(ms("2026-11-04T23:30:00Z")),
+            ..plain()
+        };
+        assert!(fires(&r, &snap));
+    }
+
+    /// source-ip-outside fires for an address outside every network, not inside or unknown.
+    #[test]
+    fn source_ip_outside() {
+        let nets = vec![
+            Cidr::parse("10.0.0.0/8").unwrap(),
+            Cidr::parse("2001:db8::/32").unwrap(),
+        ];
+        let r = rule(RuleKind::SourceIpOutside(nets), &[]);
+        assert!(!fires(&r, &plain()));
+        for ip in ["203.0.113.9", "2001:db9::1", "11.0.0.1"] {
+            let g = Grant {
+                ip_address: Some(ip.into()),
+                ..plain()
+            };
+            assert!(fires(&r, &g), "{ip}");
+        }
+        for ip in ["2001:db8::7", "::ffff:10.9.9.9"] {
+            let g = Grant {
+                ip_address: Some(ip.into()),
+                ..plain()
+            };
+            assert!(!fires(&r, &g), "{ip}");
+        }
+        let unknown = Grant {
+            ip_address: None,
+            ..plain()
+        };
+        assert!(!fires(&r, &unknown));
+        assert!(Cidr::parse("10.0.0.0/33").is_none());
+    }
+
+    /// dormant-or-invited-grant fires for a long-inactive user or a pending invitation.
+    #[test]
+    fn dormant_or_invited_grant() {
+        let r = rule(RuleKind::DormantOrInvitedGrant { dormant_days: 30 }, &[]);
+        assert!(!fires(&r, &plain()));
+        let dormant = Grant {
+            target_last_active_ms: Some(ms("2026-09-01T00:00:00Z")),
+            ..plain()
+        };
+        assert!(fires(&r, &dormant));
+        let invited = Grant {
+            target_status: Some("invited".into()),
+            ..plain()
+        };
+        assert!(fires(&r, &invited));
+        let never_active_new = Grant {
+            target_last_active_ms: None,
+            target_first_seen_ms: Some(ms("2026-11-01T00:00:00Z")),
+            ..plain()
+        };
+        assert!(!fires(&r, &never_active_new));
+    }
+
+    /// grant-burst fires once the actor's grants in the window reach the count, keyed per window.
+    #[test]
+    fn grant_burst() {
+        let r = rule(
+            RuleKind::GrantBurst {
+                count: 3,
+                window: Duration::from_secs(600),
+            },
+            &[],
+        );
+        let mut two = |_: &str, _: i64, _: i64| 2u64;
+        assert!(r.fires_on_grant(&plain(), &mut two).is_none());
+        let mut three = |a: &str, from: i64, to: i64| {
+            assert_eq!((a, to - from), ("admin", 600_000));
+            3u64
+        };
+        let key = r.fires_on_grant(&plain(), &mut three).unwrap();
+        assert!(key.starts_with("burst:admin:"), "{key}");
+    }
+
+    /// new-privileged-service-user fires for a new service user with a listed role only.
+    #[test]
+    fn new_privileged_service_user() {
+        let r = rule(RuleKind::NewPrivilegedServiceUser, &["AM_ACCOUNT_ADMIN"]);
+        let mut u = NewUser {
+            account: "acc".into(),
+            user_id: "svc".into(),
+            user_type: Some("service".into()),
+            roles: vec!["AM_ACCOUNT_ADMIN".into()],
+            observed_ms: 1,
+            ..Default::default()
+        };
+        assert!(r.fires_on_new_user(&u).is_some());
+        u.roles = vec!["AM_VIEW_ONLY".into()];
+        assert!(r.fires_on_new_user(&u).is_none());
+        u.roles = vec!["AM_ACCOUNT_ADMIN".into()];
+        u.user_type = Some("standard".into());
+        assert!(r.fires_on_new_user(&u).is_none());
+        // Grant rules ignore new users and vice versa.
+        assert!(rule(RuleKind::PrivilegedRoleGrant, &[])
+            .fires_on_new_user(&u)
+            .is_none());
+        assert!(!fires(&r, &plain()));
+    }
+}

@@ -1,0 +1,409 @@
+//! The SQL of alerting: the outbox (`alerts`, one row per (rule, account, evidence), ever), its
+//! per-sink deliveries, and the scan marks that say which facts the rules have seen. Which rules
+//! fire is decided in `alert`; this module gathers the facts and writes the outcome in one
+//! transaction, so a crash leaves either the alerts and the moved marks, or neither.
+
+use rusqlite::{params, OptionalExtension, TransactionBehavior};
+
+use super::{err, Result, Store};
+use crate::alert::rules::{Grant, GrantCounter, NewUser};
+
+/// The facts the rules have not seen yet for one account.
+#[derive(Debug, Default)]
+pub struct AlertFacts {
+    pub grants: Vec<Grant>,
+    pub new_users: Vec<NewUser>,
+}
+
+/// One alert to write (ignored if its key exists already).
+#[derive(Debug, Clone)]
+pub struct NewAlert {
+    pub key: String,
+    pub uid: String,
+    pub rule: String,
+    pub severity: String,
+    pub at_ms: Option<i64>,
+    pub summary: String,
+    pub payload: String,
+    pub suppressed: bool,
+}
+
+/// What one evaluation wrote.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct AlertCounts {
+    pub facts: u64,
+    pub alerts: u64,
+    pub suppressed: u64,
+}
+
+/// One alert for one sink, as listed or delivered. `sink` and `delivery_id` are `None` for an
+/// alert with no delivery (suppressed, or no sink configured when it was written).
+#[derive(Debug, Clone)]
+pub struct AlertDelivery {
+    pub alert_id: i64,
+    pub delivery_id: Option<i64>,
+    pub uid: String,
+    pub account: String,
+    pub rule: String,
+    pub severity: String,
+    pub at_ms: Option<i64>,
+    pub summary: String,
+    pub payload: String,
+    pub sink: Option<String>,
+    /// pending | sent | failed | suppressed
+    pub status: String,
+    pub attempts: i64,
+    pub last_error: Option<String>,
+    pub created_ms: i64,
+}
+
+const DELIVERY_SELECT: &str = "SELECT a.id, d.id, a.uid, a.account, a.rule, a.severity, a.at_ms,
+    a.summary, a.payload, d.sink,
+    COALESCE(d.status, CASE WHEN a.suppressed = 1 THEN 'suppressed' ELSE 'pending' END),
+    COALESCE(d.attempts, 0), d.last_error, a.created_ms
+    FROM alerts a LEFT JOIN alert_deliveries d ON d.alert_id = a.id";
+
+fn delivery_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<AlertDelivery> {
+    Ok(AlertDelivery {
+        alert_id: r.get(0)?,
+        delivery_id: r.get(1)?,
+        uid: r.get(2)?,
+        account: r.get(3)?,
+        rule: r.get(4)?,
+        severity: r.get(5)?,
+        at_ms: r.get(6)?,
+        summary: r.get(7)?,
+        payload: r.get(8)?,
+        sink: r.get(9)?,
+        status: r.get(10)?,
+        attempts: r.get(11)?,
+        last_error: r.get(12)?,
+        created_ms: r.get(13)?,
+    })
+}
+
+/// How long before a grant a target must have been idle to count: read per grant.
+const ACTIVITY_SQL: &str = "SELECT MAX(ts_ms) FROM events WHERE account = ?1 AND actor_id = ?2
+    AND COALESCE(status, '') <> 'failure' AND ts_ms < ?3";
+
+impl Store {
+    /// Evaluate the rules on the account's role grants and first sightings not evaluated yet,
+    /// write the alerts that fire (with a pending delivery per sink unless suppressed) and move
+    /// the scan marks, all in one transaction. `eval` is the rule engine.
+    pub fn record_alerts(
+        &mut self,
+        account: &str,
+        sinks: &[String],
+        now_ms: i64,
+        eval: &mut dyn FnMut(&AlertFacts, &mut dyn GrantCounter) -> Vec<NewAlert>,
+    ) -> Result<AlertCounts> {
+        let path = self.path.clone();
+        // IMMEDIATE: two processes evaluating at once serialize here instead of both reading the
+        // same unseen facts.
+        let tx = self
+            .conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)
+            .map_err(|e| err(&path, "begin alerts", e))?;
+        let (role_mark, hist_mark): (i64, i64) = tx
+            .query_row(
+                "SELECT role_seq, history_seq FROM alert_scan WHERE account = ?1",
+                params![account],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
+            .optional()
+            .map_err(|e| err(&path, "alert marks", e))?
+            .unwrap_or((0, 0));
+        let mut facts = AlertFacts::default();
+        let mut new_role_mark = role_mark;
+        let mut new_hist_mark = hist_mark;
+        {
+            let mut st = tx
+                .prepare(
+                    "SELECT rc.seq, rc.user_id, rc.role, rc.change, rc.observed_ms, rc.after_ms,
+                        rc.event_id, rc.event_ms, rc.actor_id, rc.actor_name, rc.ip_address,
+                        u.user_name, u.status, u.first_seen_ms, u.last_login_ms, a.user_type
+                     FROM role_changes rc
+                     LEFT JOIN users u ON u.account = rc.account AND u.user_id = rc.user_id
+                     LEFT JOIN users a ON a.account = rc.account AND a.user_id = rc.actor_id
+                     WHERE rc.account = ?1 AND rc.seq > ?2 ORDER BY rc.seq",
+                )
+                .map_err(|e| err(&path, "prepare alert facts", e))?;
+            let mut activity = tx
+                .prepare(ACTIVITY_SQL)
+                .map_err(|e| err(&path, "prepare activity", e))?;
+            let mut rows = st
+                .query(params![account, role_mark])
+                .map_err(|e| err(&path, "alert facts", e))?;
+            while let Some(r) = rows.next().map_err(|e| err(&path, "alert facts", e))? {
+                let read = |r: &rusqlite::Row<'_>| -> rusqlite::Result<(i64, String, Grant)> {
+                    Ok((
+                        r.get(0)?,
+                        r.get(3)?,
+                        Grant {
+                            account: account.to_string(),
+                            user_id: r.get(1)?,
+                            role: r.get(2)?,
+                            observed_ms: r.get(4)?,
+                            after_ms: r.get(5)?,
+                            event_id: r.get(6)?,
+                            event_ms: r.get(7)?,
+                            actor_id: r.get(8)?,
+                            actor_name: r.get(9)?,
+                            ip_address: r.get(10)?,
+                            user_name: r.get(11)?,
+                            target_status: r.get(12)?,
+                            target_first_seen_ms: r.get(13)?,
+                            target_last_active_ms: r.get(14)?,
+                            actor_type: r.get(15)?,
+                        },
+                    ))
+                };
+                let (seq, change, mut g) = read(r).map_err(|e| err(&path, "alert fact", e))?;
+                new_role_mark = new_role_mark.max(seq);
+                if change != "granted" {
+                    continue;
+                }
+                // Last activity before the grant: the API's sign-in time or an event as actor.
+                let at = g.at_ms().unwrap_or(now_ms);
+                let last_event: Option<i64> = activity
+                    .query_row(params![account, g.user_id, at], |r| r.get(0))
+                    .map_err(|e| err(&path, "activity", e))?;
+                let login = g.target_last_active_ms.filter(|t| *t < at);
+                g.target_last_active_ms = match (last_event, login) {
+                    (Some(a), Some(b)) => Some(a.max(b)),
+                    (a, b) => a.or(b),
+                };
+                facts.grants.push(g);
+            }
+            let mut st = tx
+                .prepare(
+                    "SELECT h.seq, h.user_id, u.user_name, u.user_type, u.roles, u.created_ms,
+                        h.observed_ms, h.observed_ms <= (SELECT MIN(first_seen_ms) FROM users
+                            WHERE account = h.account)
+                     FROM user_history h
+                     JOIN users u ON u.account = h.account AND u.user_id = h.user_id
+                     WHERE h.account = ?1 AND h.seq > ?2 AND h.field = 'first_seen'
+                     ORDER BY h.seq",
+                )
+                .map_err(|e| err(&path, "prepare new users", e))?;
+            let rows = st
+                .query_map(params![account, hist_mark], |r| {
+                    let roles: String = r.get(4)?;
+                    Ok((
+                        r.get::<_, i64>(0)?,
+                        NewUser {
+                            account: account.to_string(),
+                            user_id: r.get(1)?,
+                            user_name: r.get(2)?,
+                            user_type: r.get(3)?,
+                            roles: serde_json::from_str(&roles).unwrap_or_default(),
+                            created_ms: r.get(5)?,
+                            observed_ms: r.get(6)?,
+                            first_sync: r.get(7)?,
+                        },
+                    ))
+                })
+                .map_err(|e| err(&path, "new users", e))?;
+            for row in rows {
+                let (seq, u) = row.map_err(|e| err(&path, "new user", e))?;
+                new_hist_mark = new_hist_mark.max(seq);
+                facts.new_users.push(u);
+            }
+            // The highest history seq of the account, so marks move past other history rows too.
+            let max_hist: Option<i64> = tx
+                .query_row(
+                    "SELECT MAX(seq) FROM user_history WHERE account = ?1",
+                    params![account],
+                    |r| r.get(0),
+                )
+                .map_err(|e| err(&path, "history mark", e))?;
+            new_hist_mark = new_hist_mark.max(max_hist.unwrap_or(0));
+        }
+        let mut counts = AlertCounts {
+            facts: (facts.grants.len() + facts.new_users.len()) as u64,
+            ..Default::default()
+        };
+        let alerts = {
+            let mut count = tx
+                .prepare(
+                    "SELECT COUNT(*) FROM role_changes WHERE account = ?1 AND actor_id = ?2
+                        AND change = 'granted' AND event_ms BETWEEN ?3 AND ?4",
+                )
+                .map_err(|e| err(&path, "prepare burst count", e))?;
+            let mut counter = |actor: &str, from: i64, to: i64| -> u64 {
+                count
+                    .query_row(params![account, actor, from, to], |r| r.get::<_, i64>(0))
+                    .map(|n| n.max(0) as u64)
+                    .unwrap_or(0)
+            };
+            eval(&facts, &mut counter)
+        };
+        {
+            let mut ins = tx
+                .prepare(
+                    "INSERT OR IGNORE INTO alerts (alert_key, uid, account, rule, severity, at_ms,
+                        summary, payload, suppressed, created_ms)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
+                )
+                .map_err(|e| err(&path, "prepare alert", e))?;
+            let mut del = tx
+                .prepare(
+                    "INSERT OR IGNORE INTO alert_deliveries (alert_id, sink, status, attempts,
+                        updated_ms) VALUES (?1, ?2, 'pending', 0, ?3)",
+                )
+                .map_err(|e| err(&path, "prepare delivery", e))?;
+            for a in &alerts {
+                let n = ins
+                    .execute(params![
+                        a.key,
+                        a.uid,
+                        account,
+                        a.rule,
+                        a.severity,
+                        a.at_ms,
+                        a.summary,
+                        a.payload,
+                        a.suppressed,
+                        now_ms
+                    ])
+                    .map_err(|e| err(&path, "insert alert", e))?;
+                if n == 0 {
+                    continue;
+                }
+                counts.alerts += 1;
+                if a.suppressed {
+                    counts.suppressed += 1;
+                    continue;
+                }
+                let id = tx.last_insert_rowid();
+                for s in sinks {
+                    del.execute(params![id, s, now_ms])
+                        .map_err(|e| err(&path, "insert delivery", e))?;
+                }
+            }
+            tx.execute(
+                "INSERT INTO alert_scan (account, role_seq, history_seq) VALUES (?1, ?2, ?3)
+                 ON CONFLICT (account) DO UPDATE SET role_seq = excluded.role_seq,
+                    history_seq = excluded.history_seq",
+                params![account, new_role_mark, new_hist_mark],
+            )
+            .map_err(|e| err(&path, "alert marks", e))?;
+        }
+        tx.commit().map_err(|e| err(&path, "commit alerts", e))?;
+        Ok(counts)
+    }
+
+    /// Pending deliveries of the named sinks, oldest first.
+    pub fn pending_deliveries(&self, sinks: &[String]) -> Result<Vec<AlertDelivery>> {
+        let mut out = Vec::new();
+        let mut st = self
+            .conn
+            .prepare(&format!(
+                "{DELIVERY_SELECT} WHERE d.status = 'pending' AND d.sink = ?1 ORDER BY a.id"
+            ))
+            .map_err(|e| self.err("pending deliveries", e))?;
+        for s in sinks {
+            let rows = st
+                .query_map(params![s], delivery_from_row)
+                .map_err(|e| self.err("pending deliveries", e))?;
+            for r in rows {
+                out.push(r.map_err(|e| self.err("pending delivery", e))?);
+            }
+        }
+        Ok(out)
+    }
+
+    /// Record one delivery attempt: `sent`, still `pending` (will be tried again), or `failed`.
+    pub fn record_delivery(
+        &mut self,
+        delivery_id: i64,
+        status: &str,
+        error: Option<&str>,
+        now_ms: i64,
+    ) -> Result<()> {
+        self.conn
+            .execute(
+                "UPDATE alert_deliveries SET status = ?2, attempts = attempts + 1,
+                    last_error = ?3, updated_ms = ?4,
+                    sent_ms = CASE WHEN ?2 = 'sent' THEN ?4 ELSE sent_ms END
+                 WHERE id = ?1",
+                params![delivery_id, status, error, now_ms],
+            )
+            .map_err(|e| self.err("record delivery", e))?;
+        Ok(())
+    }
+
+    /// Alerts with their deliveries, newest first, optionally of one status.
+    pub fn list_alerts(&self, status: Option<&str>, limit: u32) -> Result<Vec<AlertDelivery>> {
+        let mut st = self
+            .conn
+            .prepare(&format!(
+                "{DELIVERY_SELECT} WHERE ?1 IS NULL OR COALESCE(d.status, CASE WHEN
+                    a.suppressed = 1 THEN 'suppressed' ELSE 'pending' END) = ?1
+                 ORDER BY a.id DESC, d.sink LIMIT ?2"
+            ))
+            .map_err(|e| self.err("list alerts", e))?;
+        let rows = st
+            .query_map(params![status, limit], delivery_from_row)
+            .map_err(|e| self.err("list alerts", e))?;
+        rows.collect::<rusqlite::Result<Vec<_>>>()
+            .map_err(|e| self.err("list alerts", e))
+    }
+
+    /// Put an alert's failed deliveries (dead letters) back to pending with a fresh retry
+    /// budget; also a suppressed alert, which then gets a delivery per sink. Returns how many
+    /// deliveries are pending for it now, or `None` if there is no such alert.
+    pub fn retry_alert(
+        &mut self,
+        alert_id: i64,
+        sinks: &[String],
+        now_ms: i64,
+    ) -> Result<Option<u64>> {
+        let path = self.path.clone();
+        let tx = self
+            .conn
+            .transaction()
+            .map_err(|e| err(&path, "begin retry", e))?;
+        let exists: Option<bool> = tx
+            .query_row(
+                "SELECT suppressed FROM alerts WHERE id = ?1",
+                params![alert_id],
+                |r| r.get(0),
+            )
+            .optional()
+            .map_err(|e| err(&path, "find alert", e))?;
+        let Some(suppressed) = exists else {
+            return Ok(None);
+        };
+        tx.execute(
+            "UPDATE alert_deliveries SET status = 'pending', attempts = 0, updated_ms = ?2
+             WHERE alert_id = ?1 AND status = 'failed'",
+            params![alert_id, now_ms],
+        )
+        .map_err(|e| err(&path, "retry alert", e))?;
+        if suppressed {
+            tx.execute(
+                "UPDATE alerts SET suppressed = 0 WHERE id = ?1",
+                params![alert_id],
+            )
+            .map_err(|e| err(&path, "unsuppress", e))?;
+            for s in sinks {
+                tx.execute(
+                    "INSERT OR IGNORE INTO alert_deliveries (alert_id, sink, status, attempts,
+                        updated_ms) VALUES (?1, ?2, 'pending', 0, ?3)",
+                    params![alert_id, s, now_ms],
+                )
+                .map_err(|e| err(&path, "insert delivery", e))?;
+            }
+        }
+        let pending: i64 = tx
+            .query_row(
+                "SELECT COUNT(*) FROM alert_deliveries WHERE alert_id = ?1 AND status = 'pending'",
+                params![alert_id],
+                |r| r.get(0),
+            )
+            .map_err(|e| err(&path, "count pending", e))?;
+        tx.commit().map_err(|e| err(&path, "commit retry", e))?;
+        Ok(Some(pending.max(0) as u64))
+    }
+}
