@@ -12,6 +12,7 @@
 //! - [`simulate`]: the built-in DigiCert simulator used by tests, the demo and new users.
 //! - [`alert`]: rules on role grants and new users, the outbox, delivery to webhook/Slack/command.
 //! - [`secret`]: a string that never prints itself.
+//! - [`signing`]: Ed25519 keys (`keygen`) and detached signatures over report manifests.
 
 pub mod alert;
 pub mod api;
@@ -25,5 +26,6 @@ pub mod logging;
 pub mod report;
 pub mod report_users;
 pub mod secret;
+pub mod signing;
 pub mod simulate;
 pub mod store;
