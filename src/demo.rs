@@ -82,6 +82,7 @@ pub async fn run(db: PathBuf, events: usize, days: u32, faults: &str) -> anyhow:
     let opts = CollectOptions {
         today: Utc::now().date_naive(),
         progress: false,
+        cancel: tokio_util::sync::CancellationToken::new(),
     };
     let mut out = std::io::stdout();
     for pass in ["backfill", "incremental pass"] {

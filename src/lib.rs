@@ -11,6 +11,7 @@
 //! - [`export`]: streaming stored events out as JSONL or spreadsheet-safe CSV.
 //! - [`simulate`]: the built-in DigiCert simulator used by tests, the demo and new users.
 //! - [`alert`]: rules on role grants and new users, the outbox, delivery to webhook/Slack/command.
+//! - [`daemon`]: `auditwarden run`: job loops on cron schedules ([`schedule`]), shutdown, health.
 //! - [`secret`]: a string that never prints itself.
 
 pub mod alert;
@@ -19,10 +20,12 @@ pub mod cli;
 pub mod collect;
 pub mod config;
 pub mod coverage;
+pub mod daemon;
 pub mod demo;
 pub mod export;
 pub mod logging;
 pub mod report_users;
+pub mod schedule;
 pub mod secret;
 pub mod simulate;
 pub mod store;
