@@ -740,7 +740,7 @@ fn render_metrics(m: &Metrics, db: &DbFigures) -> String {
     }
     head(
         &mut o,
-        "auditwarden_job_duration_seconds_sum",
+        "auditwarden_job_seconds_total",
         "counter",
         "Total seconds spent in each job.",
     );
@@ -748,7 +748,7 @@ fn render_metrics(m: &Metrics, db: &DbFigures) -> String {
         let s = m.jobs.get(&job).cloned().unwrap_or_default();
         let _ = writeln!(
             o,
-            "auditwarden_job_duration_seconds_sum{{job=\"{job}\"}} {:.3}",
+            "auditwarden_job_seconds_total{{job=\"{job}\"}} {:.3}",
             s.duration_sum_secs
         );
     }

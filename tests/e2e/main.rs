@@ -7,5 +7,6 @@ mod alerts;
 mod collect;
 mod config_errors;
 mod crash;
+mod daemon;
 mod secrets;
 mod users;
