@@ -92,6 +92,21 @@ enum Command {
         #[arg(long, value_enum, default_value_t = crate::report_users::UsersFormat::Table)]
         format: crate::report_users::UsersFormat,
     },
+    /// Walk the hash chains of the stored history (events and user history) and report any row
+    /// edited, deleted or inserted behind auditwarden's back. Exit code 1 on any finding.
+    Verify {
+        #[arg(long, value_name = "NAME")]
+        account: Option<String>,
+        /// Verify this database file instead of the configured one (no configuration needed).
+        #[arg(long, value_name = "PATH")]
+        db: Option<PathBuf>,
+    },
+    /// Generate an Ed25519 signing key for report manifests: writes the private key (PKCS#8 PEM,
+    /// mode 0600, never overwriting) and prints the public key for auditors.
+    Keygen {
+        #[arg(long, value_name = "PATH", default_value = "auditwarden-signing.pem")]
+        out: PathBuf,
+    },
     /// List alerts and their deliveries (or deliver, retry, test; see `alerts --help`).
     Alerts(AlertsArgs),
     /// Run as a daemon: the jobs of `[schedule]`, health and metrics on `[daemon] listen`.
@@ -540,6 +555,19 @@ async fn run(cli: Cli) -> Result<ExitCode, CliError> {
                 Err(e) => Err(e.into()),
             }
         }
+        Command::Verify { account, db } => verify_cmd(&cli, account.as_deref(), db.as_deref()),
+        Command::Keygen { out } => {
+            let key = crate::signing::generate();
+            crate::signing::write_private_key(out, &key)
+                .map_err(|e| CliError::failed(format!("cannot write the private key: {e}")))?;
+            let public = crate::signing::public_key_pem(&key.verifying_key())?;
+            eprintln!(
+                "wrote the private key to {} (mode 0600); give auditors this public key:",
+                out.display()
+            );
+            print!("{public}");
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Alerts(args) => alerts_cmd(&cli, args).await,
         Command::Run => run_daemon(&cli).await,
         Command::Demo(args) => {
@@ -548,6 +576,68 @@ async fn run(cli: Cli) -> Result<ExitCode, CliError> {
                 .map(|_| ExitCode::SUCCESS)
                 .map_err(|e| CliError::failed(format!("{e:#}")))
         }
+    }
+}
+
+/// `auditwarden verify`: stream every finding as it is met, then one line per chain.
+fn verify_cmd(cli: &Cli, account: Option<&str>, db: Option<&Path>) -> Result<ExitCode, CliError> {
+    let path = match db {
+        Some(p) => p.to_path_buf(),
+        None => {
+            let cfg = load_config(cli)?;
+            if let Some(a) = account {
+                cfg.select_accounts(Some(a)).map_err(CliError::usage)?;
+            }
+            cfg.store.path.clone()
+        }
+    };
+    if !path.exists() {
+        return Err(CliError::failed(format!(
+            "no database at {}: nothing to verify",
+            path.display()
+        )));
+    }
+    let store = Store::open_read_only(&path)?;
+    if !store.has_chains()? {
+        return Err(CliError::failed(format!(
+            "{} predates hash chains: run `auditwarden collect` once to upgrade it (the upgrade chains the rows stored so far)",
+            path.display()
+        )));
+    }
+    let mut out = std::io::stdout().lock();
+    let mut findings = 0u64;
+    let mut io_err = None;
+    let summaries = store.verify_chains(account, |f| {
+        findings += 1;
+        if let Err(e) = writeln!(out, "FINDING {f}") {
+            io_err.get_or_insert(e);
+        }
+    })?;
+    if let Some(e) = io_err {
+        return Err(e.into());
+    }
+    for s in &summaries {
+        writeln!(
+            out,
+            "{}: {} chain: {} rows, head #{} {}",
+            s.account,
+            s.chain.as_str(),
+            s.rows,
+            s.head.n,
+            hex::encode(s.head.hash)
+        )?;
+    }
+    if findings > 0 {
+        writeln!(out, "verify: {findings} finding(s) in {}", path.display())?;
+        Ok(ExitCode::from(1))
+    } else {
+        writeln!(
+            out,
+            "verify: ok, {} chain(s) intact in {}",
+            summaries.len(),
+            path.display()
+        )?;
+        Ok(ExitCode::SUCCESS)
     }
 }
 

@@ -13,6 +13,7 @@
 //! - [`alert`]: rules on role grants and new users, the outbox, delivery to webhook/Slack/command.
 //! - [`daemon`]: `auditwarden run`: job loops on cron schedules ([`schedule`]), shutdown, health.
 //! - [`secret`]: a string that never prints itself.
+//! - [`signing`]: Ed25519 keys (`keygen`) and detached signatures over report manifests.
 
 pub mod alert;
 pub mod api;
@@ -27,5 +28,6 @@ pub mod logging;
 pub mod report_users;
 pub mod schedule;
 pub mod secret;
+pub mod signing;
 pub mod simulate;
 pub mod store;

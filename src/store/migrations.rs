@@ -205,4 +205,27 @@ pub const MIGRATIONS: &[&str] = &[
     -- grant-burst counts one actor's grants in a time window.
     CREATE INDEX role_changes_by_actor ON role_changes (account, actor_id, event_ms);
     "#,
+    // 4: hash chains (see `chain.rs`); `Store::migrate` builds the chains of rows already stored.
+    CHAIN,
 ];
+
+/// The migration that introduces hash chains. Named so that `Store::migrate` can recognise it and
+/// build the chains of existing rows in the same transaction, whatever its position in the list.
+pub const CHAIN: &str = r#"
+    -- Each row's position in its account's chain and SHA-256(previous link || canonical bytes).
+    -- NULL only for rows that auditwarden did not write (verify reports them).
+    ALTER TABLE events ADD COLUMN chain_n INTEGER;
+    ALTER TABLE events ADD COLUMN chain_hash BLOB;
+    ALTER TABLE user_history ADD COLUMN chain_n INTEGER;
+    ALTER TABLE user_history ADD COLUMN chain_hash BLOB;
+
+    -- The latest link of each chain, moved in the same transaction as the rows it covers: the
+    -- writer extends chains without a lookup per row, and verify sees a deleted tail.
+    CREATE TABLE chain_heads (
+        chain           TEXT NOT NULL,      -- events | user_history
+        account         TEXT NOT NULL,
+        n               INTEGER NOT NULL,   -- rows in the chain
+        head            BLOB NOT NULL,      -- chain_hash of row n (the genesis hash when n = 0)
+        PRIMARY KEY (chain, account)
+    ) WITHOUT ROWID;
+"#;

@@ -4,9 +4,11 @@
 //! either both or neither. A PostgreSQL backend would be a sibling module with the same methods.
 
 mod alerts;
+pub mod chain;
 mod migrations;
 mod users;
 
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -15,6 +17,8 @@ use rusqlite::{params, Connection, OpenFlags, OptionalExtension};
 
 use crate::api::{AuditEvent, Malformed};
 pub use alerts::{AlertCounts, AlertDelivery, AlertFacts, NewAlert};
+use chain::{ChainHead, ChainKind};
+pub use chain::{ChainSummary, Finding};
 pub use users::{
     Deletion, Evidence, HistoryRow, RoleChange, RoleEvent, StoredRoleChange, UserBatch,
     UserListing, UserRow, UserRun,
@@ -252,6 +256,17 @@ impl Store {
                 .map_err(|e| err(&self.path, "begin migration", e))?;
             tx.execute_batch(sql)
                 .map_err(|e| err(&self.path, &format!("migration {}", i + 1), e))?;
+            if *sql == migrations::CHAIN {
+                // SQLite cannot compute SHA-256: chain the rows already stored from Rust, in the
+                // migration's transaction (a crash leaves the old schema, and the next open redoes it).
+                chain::backfill(&tx).map_err(|e| {
+                    err(
+                        &self.path,
+                        &format!("migration {}: building hash chains", i + 1),
+                        e,
+                    )
+                })?;
+            }
             tx.pragma_update(None, "user_version", (i + 1) as i64)
                 .map_err(|e| err(&self.path, "set user_version", e))?;
             tx.commit()
@@ -269,6 +284,7 @@ impl Store {
         Ok(Batch {
             tx,
             path: &self.path,
+            heads: HashMap::new(),
         })
     }
 
@@ -514,6 +530,11 @@ impl Store {
 pub struct Batch<'a> {
     tx: rusqlite::Transaction<'a>,
     path: &'a Path,
+    /// Event-chain heads of the accounts this batch wrote, read once per batch from
+    /// `chain_heads` and written back by [`Batch::commit`] in the same transaction. Living in the
+    /// batch, the cache dies with a rollback, and a new batch (or process) reads the committed head.
+    /// The flag says whether the head moved (only those are written).
+    heads: HashMap<String, (ChainHead, bool)>,
 }
 
 impl Batch<'_> {
@@ -524,16 +545,25 @@ impl Batch<'_> {
         let path = self.path;
         let tx = &self.tx;
         let mut out = PageOutcome::default();
+        let mut head = match self.heads.get(w.account) {
+            Some((h, _)) => *h,
+            None => chain::load_head(tx, ChainKind::Events, w.account)
+                .map_err(|e| err(path, "read chain head", e))?,
+        };
         {
             let mut ins = tx
                 .prepare_cached(
                     "INSERT OR IGNORE INTO events (account, event_id, ts_ms, day, action,
                         resource_type, resource_id, resource_name, actor_id, actor_name, status,
-                        ip_address, description, data, raw, collected_ms)
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16)",
+                        ip_address, description, data, raw, collected_ms, chain_n, chain_hash)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16,
+                        ?17, ?18)",
                 )
                 .map_err(|e| err(path, "prepare insert", e))?;
             for e in w.events {
+                // The link a new row would get; it becomes the head only if the row is inserted
+                // (a duplicate leaves the chain as it was).
+                let next = head.next(e.raw.as_bytes());
                 let n = ins
                     .execute(params![
                         w.account,
@@ -551,10 +581,13 @@ impl Batch<'_> {
                         e.description,
                         e.data,
                         e.raw,
-                        now
+                        now,
+                        next.n,
+                        &next.hash[..]
                     ])
                     .map_err(|er| err(path, "insert event", er))?;
                 if n == 1 {
+                    head = next;
                     out.inserted += 1;
                 } else {
                     out.duplicates += 1;
@@ -598,6 +631,11 @@ impl Batch<'_> {
                 )
                 .map_err(|e| err(path, "update coverage", e))?;
             }
+        }
+        if out.inserted > 0 {
+            self.heads.insert(w.account.to_string(), (head, true));
+        } else if !self.heads.contains_key(w.account) {
+            self.heads.insert(w.account.to_string(), (head, false));
         }
         Ok(out)
     }
@@ -646,6 +684,10 @@ impl Batch<'_> {
     }
 
     pub fn commit(self) -> Result<()> {
+        for (account, (head, _)) in self.heads.iter().filter(|(_, (_, moved))| *moved) {
+            chain::save_head(&self.tx, ChainKind::Events, account, head)
+                .map_err(|e| err(self.path, "write chain head", e))?;
+        }
         self.tx.commit().map_err(|e| err(self.path, "commit", e))
     }
 }

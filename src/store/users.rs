@@ -6,6 +6,7 @@ use std::collections::HashMap;
 
 use rusqlite::{params, OptionalExtension};
 
+use super::chain::{self, ChainKind};
 use super::{err, Result, Store};
 
 /// One user as stored. `raw` is empty when loaded by [`Store::load_users`] (it is only written).
@@ -284,10 +285,31 @@ impl Store {
             let mut hist = tx
                 .prepare_cached(
                     "INSERT INTO user_history (account, user_id, observed_ms, after_ms, field,
-                        before, after, detail, source) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+                        before, after, detail, source, chain_n, chain_hash)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
                 )
                 .map_err(|e| err(&path, "prepare history", e))?;
+            // History rows extend the account's user-history chain in this same transaction.
+            let mut head = if b.history.is_empty() {
+                None
+            } else {
+                Some(
+                    chain::load_head(&tx, ChainKind::UserHistory, account)
+                        .map_err(|e| err(&path, "read chain head", e))?,
+                )
+            };
             for h in &b.history {
+                let Some(head) = head.as_mut() else { break };
+                *head = head.next(&chain::history_bytes(
+                    &h.user_id,
+                    h.observed_ms,
+                    h.after_ms,
+                    h.field,
+                    h.before.as_deref(),
+                    h.after.as_deref(),
+                    h.detail.as_deref(),
+                    h.source,
+                ));
                 n += hist
                     .execute(params![
                         account,
@@ -298,9 +320,15 @@ impl Store {
                         h.before,
                         h.after,
                         h.detail,
-                        h.source
+                        h.source,
+                        head.n,
+                        &head.hash[..]
                     ])
                     .map_err(|e| err(&path, "insert history", e))? as u64;
+            }
+            if let Some(head) = head {
+                chain::save_head(&tx, ChainKind::UserHistory, account, &head)
+                    .map_err(|e| err(&path, "write chain head", e))?;
             }
             n += insert_role_changes(&tx, &path, account, &b.role_changes)?;
         }

@@ -51,4 +51,7 @@ fn kill_dash_nine_during_backfill_loses_nothing() {
     );
     app.collect_ok();
     assert_matches_truth(&app, &sim, "one");
+    // The hash chain survived every kill: each committed batch moved rows and head together.
+    let (ok, out) = app.verify(None);
+    assert!(ok, "{out}");
 }

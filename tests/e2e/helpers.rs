@@ -216,6 +216,24 @@ impl App {
         store.account_status(account).expect("status").quarantined
     }
 
+    /// `verify` on the configured database, or on `db` if given: (exit success, stdout).
+    pub fn verify(&self, db: Option<&Path>) -> (bool, String) {
+        let mut args = vec!["verify".to_string()];
+        if let Some(db) = db {
+            args.push("--db".into());
+            args.push(db.display().to_string());
+        }
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let out = self.run(&args);
+        let stdout = String::from_utf8_lossy(&out.stdout).to_string();
+        assert!(
+            out.status.code() == Some(0) || out.status.code() == Some(1),
+            "verify crashed: {stdout}\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        (out.status.success(), stdout)
+    }
+
     pub fn sql_count(&self, sql: &str) -> i64 {
         let c = rusqlite::Connection::open(&self.db).expect("open");
         c.query_row(sql, [], |r| r.get(0)).expect("query")

@@ -4,6 +4,7 @@
 mod helpers;
 
 mod alerts;
+mod chain;
 mod collect;
 mod config_errors;
 mod crash;

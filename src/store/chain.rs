@@ -1,0 +1,908 @@
+//! Hash chains over the stored history, so that an edit made behind auditwarden's back shows.
+//!
+//! Each account has two chains: its audit events and its user-history rows, each in insertion
+//! order (`seq`). Row number `n` of a chain carries `chain_n = n` and
+//! `chain_hash = SHA-256(previous hash || canonical bytes)`, where the canonical bytes of an event
+//! are its `raw` text exactly as received, and those of a history row are a JSON array of its
+//! columns. The first link follows a per-chain genesis hash, so two accounts' chains never share a
+//! link. The latest link of every chain is kept in `chain_heads`, written in the same transaction
+//! as the rows, so a deleted tail shows too.
+//!
+//! [`Store::verify_chains`] walks every chain in one streaming pass (memory grows with the number
+//! of accounts, not of rows) and reports each finding as it meets it. What a local chain cannot
+//! show on its own: someone who rewrites a row *and* every link after it *and* the head. Heads
+//! recorded elsewhere (the signed report manifests) close that gap.
+
+use std::collections::HashMap;
+use std::fmt;
+
+use rusqlite::{params, Connection, OptionalExtension};
+use sha2::{Digest, Sha256};
+
+use super::{Result, Store};
+use crate::api::wire::{parse_event, ParsedEvent};
+
+/// A SHA-256 digest.
+pub type Hash = [u8; 32];
+
+/// Which history a chain covers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ChainKind {
+    Events,
+    UserHistory,
+}
+
+impl ChainKind {
+    pub const ALL: [ChainKind; 2] = [ChainKind::Events, ChainKind::UserHistory];
+
+    /// The name in `chain_heads.chain` (and the table the chain covers).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ChainKind::Events => "events",
+            ChainKind::UserHistory => "user_history",
+        }
+    }
+
+    fn parse(s: &str) -> Option<ChainKind> {
+        ChainKind::ALL.into_iter().find(|k| k.as_str() == s)
+    }
+}
+
+/// The latest link of a chain: how many rows it holds and the hash of the last.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ChainHead {
+    pub n: i64,
+    pub hash: Hash,
+}
+
+impl ChainHead {
+    /// The empty chain of one account: no rows, the genesis hash.
+    pub fn genesis(kind: ChainKind, account: &str) -> ChainHead {
+        let mut h = Sha256::new();
+        h.update(b"auditwarden chain v1\0");
+        h.update(kind.as_str().as_bytes());
+        h.update(b"\0");
+        h.update(account.as_bytes());
+        ChainHead {
+            n: 0,
+            hash: h.finalize().into(),
+        }
+    }
+
+    /// The head after appending a row with these canonical bytes.
+    pub fn next(&self, canonical: &[u8]) -> ChainHead {
+        ChainHead {
+            n: self.n + 1,
+            hash: link(&self.hash, canonical),
+        }
+    }
+}
+
+/// `SHA-256(prev || canonical)`: no allocation, the row's bytes are hashed in place.
+pub fn link(prev: &Hash, canonical: &[u8]) -> Hash {
+    let mut h = Sha256::new();
+    h.update(prev);
+    h.update(canonical);
+    h.finalize().into()
+}
+
+/// The canonical bytes of a user-history row: its columns as a JSON array, in a fixed order.
+#[allow(clippy::too_many_arguments)]
+pub fn history_bytes(
+    user_id: &str,
+    observed_ms: i64,
+    after_ms: Option<i64>,
+    field: &str,
+    before: Option<&str>,
+    after: Option<&str>,
+    detail: Option<&str>,
+    source: &str,
+) -> Vec<u8> {
+    // Serializing strings and integers into a Vec cannot fail.
+    serde_json::to_vec(&(
+        user_id,
+        observed_ms,
+        after_ms,
+        field,
+        before,
+        after,
+        detail,
+        source,
+    ))
+    .unwrap_or_default()
+}
+
+/// The recorded head of one chain, or the genesis head when the account has none yet.
+pub(super) fn load_head(
+    conn: &Connection,
+    kind: ChainKind,
+    account: &str,
+) -> rusqlite::Result<ChainHead> {
+    Ok(conn
+        .prepare_cached("SELECT n, head FROM chain_heads WHERE chain = ?1 AND account = ?2")?
+        .query_row(params![kind.as_str(), account], |r| {
+            Ok(ChainHead {
+                n: r.get(0)?,
+                hash: r.get(1)?,
+            })
+        })
+        .optional()?
+        .unwrap_or_else(|| ChainHead::genesis(kind, account)))
+}
+
+pub(super) fn save_head(
+    conn: &Connection,
+    kind: ChainKind,
+    account: &str,
+    head: &ChainHead,
+) -> rusqlite::Result<()> {
+    conn.prepare_cached(
+        "INSERT INTO chain_heads (chain, account, n, head) VALUES (?1, ?2, ?3, ?4)
+         ON CONFLICT (chain, account) DO UPDATE SET n = excluded.n, head = excluded.head",
+    )?
+    .execute(params![kind.as_str(), account, head.n, &head.hash[..]])?;
+    Ok(())
+}
+
+/// Rows read per step while building chains for rows stored before chains existed.
+const BACKFILL_CHUNK: i64 = 10_000;
+
+/// Build both chains for every row already stored (the migration that introduces chains runs
+/// this inside its own transaction). Reads in chunks, so memory stays flat.
+pub(super) fn backfill(conn: &Connection) -> rusqlite::Result<()> {
+    for kind in ChainKind::ALL {
+        let select = match kind {
+            ChainKind::Events => {
+                "SELECT seq, account, raw FROM events WHERE seq > ?1 ORDER BY seq LIMIT ?2"
+            }
+            ChainKind::UserHistory => {
+                "SELECT seq, account, user_id, observed_ms, after_ms, field, before, after, detail,
+                    source FROM user_history WHERE seq > ?1 ORDER BY seq LIMIT ?2"
+            }
+        };
+        let update = format!(
+            "UPDATE {} SET chain_n = ?2, chain_hash = ?3 WHERE seq = ?1",
+            kind.as_str()
+        );
+        let mut heads: HashMap<String, ChainHead> = HashMap::new();
+        let mut after = 0i64;
+        loop {
+            let chunk: Vec<(i64, String, Vec<u8>)> = {
+                let mut st = conn.prepare_cached(select)?;
+                let rows = st.query_map(params![after, BACKFILL_CHUNK], |r| {
+                    let bytes = match kind {
+                        ChainKind::Events => r.get::<_, String>(2)?.into_bytes(),
+                        ChainKind::UserHistory => history_bytes(
+                            &r.get::<_, String>(2)?,
+                            r.get(3)?,
+                            r.get(4)?,
+                            &r.get::<_, String>(5)?,
+                            r.get::<_, Option<String>>(6)?.as_deref(),
+                            r.get::<_, Option<String>>(7)?.as_deref(),
+                            r.get::<_, Option<String>>(8)?.as_deref(),
+                            &r.get::<_, String>(9)?,
+                        ),
+                    };
+                    Ok((r.get(0)?, r.get(1)?, bytes))
+                })?;
+                rows.collect::<rusqlite::Result<_>>()?
+            };
+            let Some(last) = chunk.last() else { break };
+            after = last.0;
+            let mut up = conn.prepare_cached(&update)?;
+            for (seq, account, bytes) in &chunk {
+                let head = heads
+                    .entry(account.clone())
+                    .or_insert_with(|| ChainHead::genesis(kind, account));
+                *head = head.next(bytes);
+                up.execute(params![seq, head.n, &head.hash[..]])?;
+            }
+        }
+        for (account, head) in &heads {
+            save_head(conn, kind, account, head)?;
+        }
+    }
+    Ok(())
+}
+
+/// Something `verify` found. Every variant names the chain, the account and the rows concerned.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Finding {
+    /// A row's stored hash does not follow from the previous link and the row's own bytes: the
+    /// row (or its hash) was edited, or the previous row's hash was rewritten.
+    BrokenLink {
+        chain: ChainKind,
+        account: String,
+        seq: i64,
+        key: String,
+        n: i64,
+        expected: Hash,
+        found: Hash,
+    },
+    /// Chain positions with no row: rows deleted. `after_seq`/`before_seq` are the neighbours.
+    Gap {
+        chain: ChainKind,
+        account: String,
+        first_missing: i64,
+        last_missing: i64,
+        after_seq: Option<i64>,
+        before_seq: i64,
+    },
+    /// A row that is not a link of its chain (no chain position, or a position already taken):
+    /// inserted behind auditwarden's back.
+    Unchained {
+        chain: ChainKind,
+        account: String,
+        seq: i64,
+        key: String,
+        n: Option<i64>,
+    },
+    /// An event column that says something its `raw` text does not: the column was edited.
+    ColumnEdited {
+        account: String,
+        seq: i64,
+        key: String,
+        column: &'static str,
+        stored: String,
+        from_raw: String,
+    },
+    /// The end of the chain is not the head recorded with the last write: rows deleted at the
+    /// end, appended behind auditwarden's back, or the head itself edited.
+    HeadMismatch {
+        chain: ChainKind,
+        account: String,
+        recorded: Option<ChainHead>,
+        found: ChainHead,
+    },
+}
+
+impl fmt::Display for Finding {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let what = |chain: &ChainKind| match chain {
+            ChainKind::Events => "event",
+            ChainKind::UserHistory => "user-history row of user",
+        };
+        match self {
+            Finding::BrokenLink {
+                chain,
+                account,
+                seq,
+                key,
+                n,
+                expected,
+                found,
+            } => write!(
+                f,
+                "{account}: {} chain broken at row seq {seq} ({} {key:?}, link #{n}): expected hash {}, found {} (this row or its hash was edited, or the previous link was rewritten)",
+                chain.as_str(),
+                what(chain),
+                hex::encode(expected),
+                hex::encode(found)
+            ),
+            Finding::Gap {
+                chain,
+                account,
+                first_missing,
+                last_missing,
+                after_seq,
+                before_seq,
+            } => {
+                let links = if first_missing == last_missing {
+                    format!("link #{first_missing} is")
+                } else {
+                    format!("links #{first_missing}..#{last_missing} are")
+                };
+                let after = after_seq
+                    .map(|s| format!("after row seq {s} and "))
+                    .unwrap_or_default();
+                write!(
+                    f,
+                    "{account}: {} chain: {links} missing {after}before row seq {before_seq} (rows deleted)",
+                    chain.as_str()
+                )
+            }
+            Finding::Unchained {
+                chain,
+                account,
+                seq,
+                key,
+                n,
+            } => {
+                let why = match n {
+                    None => "it has no chain link".to_string(),
+                    Some(n) => format!("its link #{n} is out of order or already taken"),
+                };
+                write!(
+                    f,
+                    "{account}: {} row seq {seq} ({} {key:?}) was not written by auditwarden: {why} (inserted behind auditwarden's back)",
+                    chain.as_str(),
+                    what(chain)
+                )
+            }
+            Finding::ColumnEdited {
+                account,
+                seq,
+                key,
+                column,
+                stored,
+                from_raw,
+            } => write!(
+                f,
+                "{account}: events row seq {seq} (event {key:?}): column {column} was edited: stored {stored:?}, the event as received says {from_raw:?}"
+            ),
+            Finding::HeadMismatch {
+                chain,
+                account,
+                recorded,
+                found,
+            } => match recorded {
+                None => write!(
+                    f,
+                    "{account}: {} chain has {} rows but no recorded head (rows inserted behind auditwarden's back, or the head deleted)",
+                    chain.as_str(),
+                    found.n
+                ),
+                Some(r) if found.n < r.n => write!(
+                    f,
+                    "{account}: {} chain ends at link #{} but the recorded head is link #{}: the last {} rows were deleted",
+                    chain.as_str(),
+                    found.n,
+                    r.n,
+                    r.n - found.n
+                ),
+                Some(r) => write!(
+                    f,
+                    "{account}: {} chain ends at link #{} with hash {}, but the recorded head is link #{} with hash {} (rows appended or the end rewritten behind auditwarden's back)",
+                    chain.as_str(),
+                    found.n,
+                    hex::encode(found.hash),
+                    r.n,
+                    hex::encode(r.hash)
+                ),
+            },
+        }
+    }
+}
+
+/// What a walk covered: one entry per chain and account.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ChainSummary {
+    pub chain: ChainKind,
+    pub account: String,
+    /// Rows read.
+    pub rows: u64,
+    /// The end of the chain as found.
+    pub head: ChainHead,
+}
+
+/// Per account while walking one chain.
+struct Walk {
+    head: ChainHead,
+    last_seq: Option<i64>,
+    rows: u64,
+}
+
+impl Store {
+    /// Whether the schema has hash chains (a read-only handle on an old database does not).
+    pub fn has_chains(&self) -> Result<bool> {
+        self.conn
+            .query_row(
+                "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'chain_heads'",
+                [],
+                |_| Ok(()),
+            )
+            .optional()
+            .map(|o| o.is_some())
+            .map_err(|e| self.err("schema", e))
+    }
+
+    /// The recorded heads of every chain (of one account, if given), for manifests.
+    pub fn chain_heads(
+        &self,
+        account: Option<&str>,
+    ) -> Result<Vec<(ChainKind, String, ChainHead)>> {
+        let mut st = self
+            .conn
+            .prepare(
+                "SELECT chain, account, n, head FROM chain_heads
+                 WHERE (?1 IS NULL OR account = ?1) ORDER BY account, chain",
+            )
+            .map_err(|e| self.err("chain heads", e))?;
+        let rows = st
+            .query_map(params![account], |r| {
+                Ok((
+                    r.get::<_, String>(0)?,
+                    r.get::<_, String>(1)?,
+                    ChainHead {
+                        n: r.get(2)?,
+                        hash: r.get(3)?,
+                    },
+                ))
+            })
+            .map_err(|e| self.err("chain heads", e))?;
+        let mut out = Vec::new();
+        for row in rows {
+            let (chain, account, head) = row.map_err(|e| self.err("chain heads", e))?;
+            if let Some(kind) = ChainKind::parse(&chain) {
+                out.push((kind, account, head));
+            }
+        }
+        Ok(out)
+    }
+
+    /// Walk every chain (of one account, if given) in insertion order, recompute each link, and
+    /// hand each finding to `found` as it is met. Streams: memory does not grow with the history.
+    /// After a finding the walk resynchronizes on the stored link, so one edit is one finding.
+    pub fn verify_chains(
+        &self,
+        account: Option<&str>,
+        mut found: impl FnMut(Finding),
+    ) -> Result<Vec<ChainSummary>> {
+        let mut summaries = Vec::new();
+        for kind in ChainKind::ALL {
+            let walks = self.walk_chain(kind, account, &mut found)?;
+            let mut recorded: HashMap<String, ChainHead> = self
+                .chain_heads(account)?
+                .into_iter()
+                .filter(|(k, _, _)| *k == kind)
+                .map(|(_, a, h)| (a, h))
+                .collect();
+            let mut accounts: Vec<&String> = walks.keys().collect();
+            accounts.sort();
+            for a in accounts {
+                let w = &walks[a];
+                let rec = recorded.remove(a);
+                if rec != Some(w.head) {
+                    found(Finding::HeadMismatch {
+                        chain: kind,
+                        account: a.clone(),
+                        recorded: rec,
+                        found: w.head,
+                    });
+                }
+                summaries.push(ChainSummary {
+                    chain: kind,
+                    account: a.clone(),
+                    rows: w.rows,
+                    head: w.head,
+                });
+            }
+            // Heads whose chain has no row left at all.
+            let mut rest: Vec<(String, ChainHead)> = recorded.into_iter().collect();
+            rest.sort_by(|a, b| a.0.cmp(&b.0));
+            for (a, rec) in rest {
+                let empty = ChainHead::genesis(kind, &a);
+                if rec != empty {
+                    found(Finding::HeadMismatch {
+                        chain: kind,
+                        account: a.clone(),
+                        recorded: Some(rec),
+                        found: empty,
+                    });
+                }
+                summaries.push(ChainSummary {
+                    chain: kind,
+                    account: a,
+                    rows: 0,
+                    head: empty,
+                });
+            }
+        }
+        Ok(summaries)
+    }
+
+    fn walk_chain(
+        &self,
+        kind: ChainKind,
+        account: Option<&str>,
+        found: &mut impl FnMut(Finding),
+    ) -> Result<HashMap<String, Walk>> {
+        let sql = match kind {
+            ChainKind::Events => {
+                "SELECT seq, account, chain_n, chain_hash, raw, event_id, ts_ms, day, action,
+                    resource_type, resource_id, resource_name, actor_id, actor_name, status,
+                    ip_address, description, data
+                 FROM events WHERE (?1 IS NULL OR account = ?1) ORDER BY seq"
+            }
+            ChainKind::UserHistory => {
+                "SELECT seq, account, chain_n, chain_hash, user_id, observed_ms, after_ms, field,
+                    before, after, detail, source
+                 FROM user_history WHERE (?1 IS NULL OR account = ?1) ORDER BY seq"
+            }
+        };
+        let what = format!("verify {}", kind.as_str());
+        let mut st = self.conn.prepare(sql).map_err(|e| self.err(&what, e))?;
+        let mut rows = st.query(params![account]).map_err(|e| self.err(&what, e))?;
+        let mut walks: HashMap<String, Walk> = HashMap::new();
+        let mut history = Vec::new();
+        while let Some(r) = rows.next().map_err(|e| self.err(&what, e))? {
+            let step = (|| -> rusqlite::Result<()> {
+                let seq: i64 = r.get(0)?;
+                let acc = r.get_ref(1)?.as_str()?;
+                let n: Option<i64> = r.get(2)?;
+                let stored: Option<Hash> = r.get(3).ok().flatten();
+                let key = |r: &rusqlite::Row<'_>| -> String {
+                    let i = if kind == ChainKind::Events { 5 } else { 4 };
+                    r.get::<_, String>(i).unwrap_or_default()
+                };
+                let canonical: &[u8] = match kind {
+                    ChainKind::Events => r.get_ref(4)?.as_str()?.as_bytes(),
+                    ChainKind::UserHistory => {
+                        history = history_bytes(
+                            r.get_ref(4)?.as_str()?,
+                            r.get(5)?,
+                            r.get(6)?,
+                            r.get_ref(7)?.as_str()?,
+                            r.get_ref(8)?.as_str_or_null()?,
+                            r.get_ref(9)?.as_str_or_null()?,
+                            r.get_ref(10)?.as_str_or_null()?,
+                            r.get_ref(11)?.as_str()?,
+                        );
+                        &history
+                    }
+                };
+                if !walks.contains_key(acc) {
+                    walks.insert(
+                        acc.to_string(),
+                        Walk {
+                            head: ChainHead::genesis(kind, acc),
+                            last_seq: None,
+                            rows: 0,
+                        },
+                    );
+                }
+                let Some(w) = walks.get_mut(acc) else {
+                    return Ok(());
+                };
+                w.rows += 1;
+                let (Some(n), Some(stored)) = (n, stored) else {
+                    found(Finding::Unchained {
+                        chain: kind,
+                        account: acc.to_string(),
+                        seq,
+                        key: key(r),
+                        n,
+                    });
+                    return Ok(());
+                };
+                if n <= w.head.n {
+                    found(Finding::Unchained {
+                        chain: kind,
+                        account: acc.to_string(),
+                        seq,
+                        key: key(r),
+                        n: Some(n),
+                    });
+                    return Ok(());
+                }
+                if n > w.head.n + 1 {
+                    found(Finding::Gap {
+                        chain: kind,
+                        account: acc.to_string(),
+                        first_missing: w.head.n + 1,
+                        last_missing: n - 1,
+                        after_seq: w.last_seq,
+                        before_seq: seq,
+                    });
+                } else {
+                    let expected = link(&w.head.hash, canonical);
+                    if expected != stored {
+                        found(Finding::BrokenLink {
+                            chain: kind,
+                            account: acc.to_string(),
+                            seq,
+                            key: key(r),
+                            n,
+                            expected,
+                            found: stored,
+                        });
+                    }
+                }
+                // Resynchronize on the stored link: the next row is checked against it.
+                w.head = ChainHead { n, hash: stored };
+                w.last_seq = Some(seq);
+                if kind == ChainKind::Events {
+                    check_event_columns(r, acc, seq, found)?;
+                }
+                Ok(())
+            })();
+            step.map_err(|e| self.err(&what, e))?;
+        }
+        Ok(walks)
+    }
+}
+
+/// The derived columns of an event must say what its `raw` text says (the chain covers `raw`).
+fn check_event_columns(
+    r: &rusqlite::Row<'_>,
+    account: &str,
+    seq: i64,
+    found: &mut impl FnMut(Finding),
+) -> rusqlite::Result<()> {
+    let raw = r.get_ref(4)?.as_str()?;
+    let key = || r.get::<_, String>(5).unwrap_or_default();
+    let ev = match parse_event(raw) {
+        ParsedEvent::Event(ev) => ev,
+        ParsedEvent::Malformed(m) => {
+            found(Finding::ColumnEdited {
+                account: account.to_string(),
+                seq,
+                key: key(),
+                column: "raw",
+                stored: crate::api::wire::preview(raw),
+                from_raw: m.reason,
+            });
+            return Ok(());
+        }
+    };
+    let ts_ms = ev.timestamp.timestamp_millis();
+    let day = super::day_str(ev.timestamp.date_naive());
+    let edited = |column: &'static str, stored: String, from_raw: String| Finding::ColumnEdited {
+        account: account.to_string(),
+        seq,
+        key: key(),
+        column,
+        stored,
+        from_raw,
+    };
+    let stored_ms = r.get_ref(6)?.as_i64().ok();
+    if stored_ms != Some(ts_ms) {
+        let stored = stored_ms.map(|v| v.to_string()).unwrap_or_default();
+        found(edited("ts_ms", stored, ts_ms.to_string()));
+    }
+    let text: [(&'static str, usize, Option<&str>); 12] = [
+        ("event_id", 5, Some(&ev.id)),
+        ("day", 7, Some(&day)),
+        ("action", 8, Some(&ev.action)),
+        ("resource_type", 9, ev.resource_type.as_deref()),
+        ("resource_id", 10, ev.resource_id.as_deref()),
+        ("resource_name", 11, ev.resource_name.as_deref()),
+        ("actor_id", 12, ev.actor_id.as_deref()),
+        ("actor_name", 13, ev.actor_name.as_deref()),
+        ("status", 14, ev.status.as_deref()),
+        ("ip_address", 15, ev.ip_address.as_deref()),
+        ("description", 16, ev.description.as_deref()),
+        ("data", 17, ev.data.as_deref()),
+    ];
+    for (column, i, want) in text {
+        let stored = r.get_ref(i)?.as_str_or_null().ok().flatten();
+        if stored != want {
+            let show = |v: Option<&str>| v.unwrap_or("NULL").to_string();
+            found(edited(column, show(stored), show(want)));
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::api::AuditEvent;
+    use crate::store::{HistoryRow, PageWrite, UserBatch};
+
+    fn event(i: usize) -> AuditEvent {
+        let raw = format!(
+            r#"{{"id":"ev-{i}","timestamp":"2026-11-02T08:{:02}:00Z","action":"login","user":{{"id":"u{i}","name":"Ann \"{i}\""}},"status":"SUCCESS"}}"#,
+            i % 60
+        );
+        match parse_event(&raw) {
+            ParsedEvent::Event(e) => e,
+            ParsedEvent::Malformed(m) => panic!("{}", m.reason),
+        }
+    }
+
+    fn page<'a>(account: &'a str, events: &'a [AuditEvent]) -> PageWrite<'a> {
+        PageWrite {
+            account,
+            events,
+            ..Default::default()
+        }
+    }
+
+    fn findings(s: &Store) -> Vec<Finding> {
+        let mut out = Vec::new();
+        s.verify_chains(None, |f| out.push(f)).unwrap();
+        out
+    }
+
+    /// A store with 10 events in account "a", 3 in "b", and two user-history rows in "a".
+    fn filled() -> (tempfile::TempDir, Store) {
+        let dir = tempfile::tempdir().unwrap();
+        let mut s = Store::open(&dir.path().join("c.db")).unwrap();
+        let evs: Vec<_> = (0..10).map(event).collect();
+        s.write_page(&page("a", &evs[..6])).unwrap();
+        s.write_page(&page("b", &evs[..3])).unwrap();
+        s.write_page(&page("a", &evs[4..])).unwrap(); // 4 and 5 are duplicates
+        let hist = |user: &str| HistoryRow {
+            user_id: user.into(),
+            observed_ms: 1000,
+            after_ms: None,
+            field: "first_seen",
+            before: None,
+            after: Some("active".into()),
+            detail: None,
+            source: "sync",
+        };
+        s.write_user_batch(
+            "a",
+            &UserBatch {
+                history: vec![hist("u1"), hist("u2")],
+                ..Default::default()
+            },
+        )
+        .unwrap();
+        (dir, s)
+    }
+
+    fn sql(s: &Store, q: &str) {
+        s.conn.execute_batch(q).unwrap();
+    }
+
+    /// Chains extend across transactions and skip duplicates; an untouched store verifies clean.
+    #[test]
+    fn untouched_chains_verify_and_skip_duplicates() {
+        let (_d, s) = filled();
+        assert_eq!(findings(&s), vec![]);
+        let heads = s.chain_heads(Some("a")).unwrap();
+        assert_eq!(heads.len(), 2);
+        assert_eq!(heads[0].2.n, 10, "{heads:?}");
+        assert_eq!(heads[1].2.n, 2);
+        let n: i64 = s
+            .conn
+            .query_row(
+                "SELECT MAX(chain_n) FROM events WHERE account = 'b'",
+                [],
+                |r| r.get(0),
+            )
+            .unwrap();
+        assert_eq!(n, 3);
+    }
+
+    /// A batch that rolls back leaves the head where it was; the next batch continues from it.
+    #[test]
+    fn a_rolled_back_batch_does_not_move_the_head() {
+        let (_d, mut s) = filled();
+        let evs: Vec<_> = (20..25).map(event).collect();
+        {
+            let mut b = s.batch().unwrap();
+            b.write_page(&page("a", &evs)).unwrap();
+            // dropped: rolled back
+        }
+        s.write_page(&page("a", &evs[..2])).unwrap();
+        assert_eq!(findings(&s), vec![]);
+        assert_eq!(s.chain_heads(Some("a")).unwrap()[0].2.n, 12);
+    }
+
+    /// Editing an event's raw text breaks its link, naming the row; one edit is one finding.
+    #[test]
+    fn an_edited_raw_is_a_broken_link_at_that_row() {
+        let (_d, s) = filled();
+        sql(&s, "UPDATE events SET raw = replace(raw, 'login', 'logout') WHERE event_id = 'ev-3' AND account = 'a'");
+        let f = findings(&s);
+        assert_eq!(f.len(), 2, "{f:#?}"); // the link, and the action column no longer matching raw
+        match &f[0] {
+            Finding::BrokenLink { key, n, .. } => assert_eq!((key.as_str(), *n), ("ev-3", 4)),
+            other => panic!("{other:?}"),
+        }
+        assert!(f[0].to_string().contains("\"ev-3\""), "{}", f[0]);
+    }
+
+    /// Editing a derived column (not the hashed raw) is reported with the column and both values.
+    #[test]
+    fn an_edited_column_is_named() {
+        let (_d, s) = filled();
+        sql(
+            &s,
+            "UPDATE events SET actor_name = 'Mallory' WHERE event_id = 'ev-7'",
+        );
+        let f = findings(&s);
+        assert_eq!(f.len(), 1, "{f:#?}");
+        let text = f[0].to_string();
+        assert!(
+            text.contains("actor_name") && text.contains("Mallory") && text.contains("ev-7"),
+            "{text}"
+        );
+    }
+
+    /// Deleting a row in the middle is a gap naming the neighbours; deleting the tail is a head mismatch.
+    #[test]
+    fn deleted_rows_are_gaps_or_a_short_chain() {
+        let (_d, s) = filled();
+        sql(
+            &s,
+            "DELETE FROM events WHERE account = 'a' AND event_id IN ('ev-2', 'ev-3')",
+        );
+        sql(
+            &s,
+            "DELETE FROM events WHERE account = 'b' AND event_id = 'ev-2'",
+        );
+        sql(&s, "DELETE FROM user_history WHERE user_id = 'u1'");
+        let f = findings(&s);
+        assert!(
+            matches!(&f[0], Finding::Gap { account, first_missing: 3, last_missing: 4, .. } if account == "a"),
+            "{f:#?}"
+        );
+        assert!(
+            f.iter().any(|x| matches!(x, Finding::HeadMismatch { account, found, .. } if account == "b" && found.n == 2)),
+            "{f:#?}"
+        );
+        assert!(
+            f.iter().any(|x| matches!(
+                x,
+                Finding::Gap {
+                    chain: ChainKind::UserHistory,
+                    ..
+                }
+            )),
+            "{f:#?}"
+        );
+        assert_eq!(f.len(), 3, "{f:#?}");
+    }
+
+    /// Rows inserted behind auditwarden's back: without a link, with a copied link, or appended
+    /// with a correctly computed link (the recorded head then disagrees).
+    #[test]
+    fn inserted_rows_are_named() {
+        let (_d, s) = filled();
+        let copy = "INSERT INTO events (account, event_id, ts_ms, day, action, raw, collected_ms, chain_n, chain_hash)
+            SELECT account, 'forged', ts_ms, day, action, raw, collected_ms, chain_n, chain_hash FROM events WHERE event_id = 'ev-5' AND account = 'a'";
+        sql(&s, copy);
+        sql(&s, "INSERT INTO user_history (account, user_id, observed_ms, field, source) VALUES ('a', 'u9', 5, 'status', 'sync')");
+        let f = findings(&s);
+        assert!(
+            f.iter().any(
+                |x| matches!(x, Finding::Unchained { key, n: Some(6), .. } if key == "forged")
+            ),
+            "{f:#?}"
+        );
+        assert!(
+            f.iter().any(|x| matches!(x, Finding::Unchained { key, n: None, chain: ChainKind::UserHistory, .. } if key == "u9")),
+            "{f:#?}"
+        );
+    }
+
+    /// An old database (schema 2, no chains) gets its chains built by the migration.
+    #[test]
+    fn the_migration_chains_existing_rows() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("old.db");
+        {
+            let c = Connection::open(&path).unwrap();
+            for sql in &super::super::migrations::MIGRATIONS[..2] {
+                c.execute_batch(sql).unwrap();
+            }
+            c.pragma_update(None, "user_version", 2).unwrap();
+            for (i, acc) in [(1, "a"), (2, "b"), (3, "a")] {
+                let e = event(i);
+                c.execute(
+                    "INSERT INTO events (account, event_id, ts_ms, day, action, actor_id, actor_name, status, raw, collected_ms)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, 0)",
+                    params![acc, e.id, e.timestamp.timestamp_millis(), crate::store::day_str(e.timestamp.date_naive()), e.action, e.actor_id, e.actor_name, e.status, e.raw],
+                )
+                .unwrap();
+            }
+            c.execute(
+                "INSERT INTO user_history (account, user_id, observed_ms, field, source) VALUES ('a', 'u1', 5, 'first_seen', 'sync')",
+                [],
+            )
+            .unwrap();
+        }
+        let mut s = Store::open(&path).unwrap();
+        assert_eq!(findings(&s), vec![]);
+        let heads = s.chain_heads(None).unwrap();
+        assert_eq!(
+            heads
+                .iter()
+                .map(|(k, a, h)| (k.as_str(), a.as_str(), h.n))
+                .collect::<Vec<_>>(),
+            vec![
+                ("events", "a", 2),
+                ("user_history", "a", 1),
+                ("events", "b", 1)
+            ]
+        );
+        // New rows continue the migrated chains.
+        s.write_page(&page("a", &[event(4)])).unwrap();
+        assert_eq!(findings(&s), vec![]);
+    }
+}
