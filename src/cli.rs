@@ -115,6 +115,9 @@ enum Command {
     },
     /// List alerts and their deliveries (or deliver, retry, test; see `alerts --help`).
     Alerts(AlertsArgs),
+    /// Run as a daemon: the jobs of `[schedule]`, health and metrics on `[daemon] listen`.
+    /// SIGTERM/SIGINT stop at a safe point (a second one exits at once); SIGHUP reloads.
+    Run,
 }
 
 #[derive(Args, Debug)]
@@ -375,6 +378,7 @@ async fn run(cli: Cli) -> Result<ExitCode, CliError> {
             let opts = CollectOptions {
                 today: Utc::now().date_naive(),
                 progress: std::io::stderr().is_terminal(),
+                cancel: tokio_util::sync::CancellationToken::new(),
             };
             let (mut store, summaries) = collect::collect(store, &accounts, &opts).await?;
             let mut out = std::io::stdout().lock();
@@ -635,6 +639,7 @@ async fn run(cli: Cli) -> Result<ExitCode, CliError> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Alerts(args) => alerts_cmd(&cli, args).await,
+        Command::Run => run_daemon(&cli).await,
         Command::Demo(args) => {
             crate::demo::run(args.db.clone(), args.events, args.days, &args.faults)
                 .await
@@ -1160,6 +1165,92 @@ async fn simulate_cmd(args: &SimulateArgs) -> Result<ExitCode, CliError> {
     let _ = std::io::stdout().flush();
     simulate::serve(listener, sim, shutdown_signal()).await?;
     Ok(ExitCode::SUCCESS)
+}
+
+/// `auditwarden run`: everything that touches the process (signals, the environment, the
+/// listening socket) is set up here and handed to `daemon::run`.
+async fn run_daemon(cli: &Cli) -> Result<ExitCode, CliError> {
+    let cfg = load_config(cli)?;
+    let listener = match cfg.daemon.listen {
+        Some(addr) => Some(
+            tokio::net::TcpListener::bind(addr)
+                .await
+                .map_err(|e| CliError::failed(format!("cannot listen on {addr}: {e}")))?,
+        ),
+        None => None,
+    };
+    if let Some(l) = &listener {
+        println!("health and metrics on http://{}", l.local_addr()?);
+    }
+    println!(
+        "auditwarden running (pid {}, config {})",
+        std::process::id(),
+        cfg.source.display()
+    );
+    let _ = std::io::stdout().flush();
+
+    // SIGHUP: load the file again; a bad one is logged and the running configuration kept.
+    let (reload_tx, reload_rx) = tokio::sync::mpsc::channel(1);
+    let path = config_path(cli);
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        let mut hup = signal(SignalKind::hangup())?;
+        tokio::spawn(async move {
+            while hup.recv().await.is_some() {
+                match config::load(&path, &ProcessEnv) {
+                    Ok(c) => {
+                        if reload_tx.send(c).await.is_err() {
+                            return;
+                        }
+                    }
+                    Err(e) => tracing::error!(
+                        event = "reload_rejected",
+                        error = %e,
+                        "keeping the running configuration"
+                    ),
+                }
+            }
+        });
+    }
+    #[cfg(not(unix))]
+    drop((reload_tx, path));
+
+    // The first SIGTERM/SIGINT starts the orderly stop; a second one exits at once.
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    tokio::spawn(async move {
+        shutdown_signal().await;
+        let _ = stop_tx.send(());
+        shutdown_signal().await;
+        eprintln!("second signal: exiting at once");
+        std::process::exit(1);
+    });
+
+    let notifier = crate::daemon::Notifier::new(
+        std::env::var_os("NOTIFY_SOCKET").map(PathBuf::from),
+        std::env::var("WATCHDOG_USEC")
+            .ok()
+            .filter(|_| {
+                std::env::var("WATCHDOG_PID").map_or(true, |p| p == std::process::id().to_string())
+            })
+            .and_then(|v| v.parse::<u64>().ok())
+            .filter(|us| *us > 0)
+            .map(std::time::Duration::from_micros),
+    );
+    let stopped = crate::daemon::run(
+        cfg,
+        listener,
+        reload_rx,
+        async {
+            let _ = stop_rx.await;
+        },
+        notifier,
+    )
+    .await?;
+    Ok(match stopped {
+        crate::daemon::Stopped::Clean => ExitCode::SUCCESS,
+        crate::daemon::Stopped::GraceExceeded => ExitCode::from(1),
+    })
 }
 
 /// Completes on SIGINT or SIGTERM.

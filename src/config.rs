@@ -7,8 +7,9 @@
 //! here through a lookup the caller passes in, so nothing below the entry point reads the process
 //! environment itself.
 
-use std::collections::{BTreeSet, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::fmt;
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -16,6 +17,7 @@ use url::Url;
 
 use crate::alert::rules::{self, BusinessHours, Cidr, Rule, RuleKind, Severity};
 use crate::report::{ReportFormat, ReportKind};
+use crate::schedule::{Cron, Job};
 use crate::secret::Secret;
 
 /// Which DigiCert API an account lives on.
@@ -337,6 +339,74 @@ impl SinkKind {
     }
 }
 
+/// `[schedule]`: when `auditwarden run` starts each job.
+#[derive(Debug, Clone)]
+pub struct ScheduleSettings {
+    /// The zone cron expressions are read in; UTC unless configured.
+    pub time_zone: chrono_tz::Tz,
+    /// Each job and its schedule; a job configured with `""` is absent (never runs).
+    pub jobs: BTreeMap<Job, Cron>,
+}
+
+impl Default for ScheduleSettings {
+    fn default() -> Self {
+        let mut jobs = BTreeMap::new();
+        for j in Job::ALL {
+            // The defaults are constants covered by a unit test in `schedule`.
+            if let Ok(c) = j.default_schedule().parse() {
+                jobs.insert(j, c);
+            }
+        }
+        ScheduleSettings {
+            time_zone: chrono_tz::UTC,
+            jobs,
+        }
+    }
+}
+
+/// `[daemon]`: how `auditwarden run` stops, backs off and reports its health.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DaemonSettings {
+    /// After SIGTERM/SIGINT, running jobs get this long to reach a safe point.
+    pub shutdown_grace: Duration,
+    /// First wait after a failed job run (doubles per consecutive failure, with jitter).
+    pub backoff_base: Duration,
+    /// Longest wait after failures.
+    pub backoff_max: Duration,
+    /// The health and metrics listener; `None` when not configured.
+    pub listen: Option<SocketAddr>,
+    /// `/readyz` fails when an account's last successful collection is older than this.
+    pub ready_max_age: Duration,
+}
+
+impl Default for DaemonSettings {
+    fn default() -> Self {
+        DaemonSettings {
+            shutdown_grace: Duration::from_secs(default_shutdown_grace_secs()),
+            backoff_base: Duration::from_secs(default_backoff_base_secs()),
+            backoff_max: Duration::from_secs(default_backoff_max_secs()),
+            listen: None,
+            ready_max_age: Duration::from_secs(default_ready_max_age_secs()),
+        }
+    }
+}
+
+/// Under systemd's default TimeoutStopSec (90 s), leaving room for the final commit.
+fn default_shutdown_grace_secs() -> u64 {
+    30
+}
+fn default_backoff_base_secs() -> u64 {
+    30
+}
+/// One hour: a broken account is still tried every hour, never hammered.
+fn default_backoff_max_secs() -> u64 {
+    3600
+}
+/// Two hours: several missed 15-minute passes before monitoring hears about it.
+fn default_ready_max_age_secs() -> u64 {
+    7200
+}
+
 #[derive(Debug, Clone)]
 pub struct StoreConfig {
     /// Absolute, or relative to the working directory when the config came from elsewhere.
@@ -352,6 +422,8 @@ pub struct Config {
     pub users: UserSettings,
     pub reports: ReportSettings,
     pub alerts: AlertSettings,
+    pub schedule: ScheduleSettings,
+    pub daemon: DaemonSettings,
 }
 
 impl Config {
@@ -510,6 +582,15 @@ pub fn parse(text: &str, path: &Path, env: &dyn Env) -> Result<Config, ConfigErr
         None => AlertSettings::default(),
     };
 
+    let schedule = match root.table("schedule", &mut problems) {
+        Some(t) => schedule_settings(t, &mut problems),
+        None => ScheduleSettings::default(),
+    };
+    let daemon = match root.table("daemon", &mut problems) {
+        Some(t) => daemon_settings(t, &mut problems),
+        None => DaemonSettings::default(),
+    };
+
     let mut accounts = Vec::new();
     match root.take("accounts") {
         None => problems.push("accounts: no [[accounts]] configured".into()),
@@ -544,6 +625,8 @@ pub fn parse(text: &str, path: &Path, env: &dyn Env) -> Result<Config, ConfigErr
             users,
             reports,
             alerts,
+            schedule,
+            daemon,
         }),
         _ => Err(fail(problems)),
     }
@@ -632,6 +715,73 @@ fn resolve(base: &Path, p: &str) -> PathBuf {
     } else {
         base.join(p)
     }
+}
+
+fn schedule_settings(t: &toml::Table, problems: &mut Vec<String>) -> ScheduleSettings {
+    let mut out = ScheduleSettings::default();
+    let mut s = Section::new("schedule".into(), t);
+    if let Some(z) = s.string("time_zone", problems) {
+        match z.parse::<chrono_tz::Tz>() {
+            Ok(tz) => out.time_zone = tz,
+            Err(_) => problems.push(format!(
+                "{}: {z:?} is not an IANA time zone (e.g. \"UTC\", \"Europe/Zurich\")",
+                s.key("time_zone")
+            )),
+        }
+    }
+    for job in Job::ALL {
+        let Some(text) = s.string(job.as_str(), problems) else {
+            continue;
+        };
+        if text.trim().is_empty() {
+            out.jobs.remove(&job);
+            continue;
+        }
+        match text.parse::<Cron>() {
+            Ok(c) => {
+                out.jobs.insert(job, c);
+            }
+            Err(e) => problems.push(format!("{}: {e}", s.key(job.as_str()))),
+        }
+    }
+    s.finish(problems);
+    out
+}
+
+fn daemon_settings(t: &toml::Table, problems: &mut Vec<String>) -> DaemonSettings {
+    let mut d = DaemonSettings::default();
+    let mut s = Section::new("daemon".into(), t);
+    if let Some(v) = s.integer("shutdown_grace_secs", 1, 3600, problems) {
+        d.shutdown_grace = Duration::from_secs(v as u64);
+    }
+    if let Some(v) = s.integer("backoff_base_secs", 1, 86_400, problems) {
+        d.backoff_base = Duration::from_secs(v as u64);
+    }
+    if let Some(v) = s.integer("backoff_max_secs", 1, 7 * 86_400, problems) {
+        d.backoff_max = Duration::from_secs(v as u64);
+    }
+    if d.backoff_max < d.backoff_base {
+        problems.push(format!(
+            "{}: must be at least backoff_base_secs",
+            s.key("backoff_max_secs")
+        ));
+    }
+    if let Some(v) = s.integer("ready_max_age_secs", 1, 30 * 86_400, problems) {
+        d.ready_max_age = Duration::from_secs(v as u64);
+    }
+    if let Some(l) = s.string("listen", problems) {
+        if !l.is_empty() {
+            match l.parse::<SocketAddr>() {
+                Ok(a) => d.listen = Some(a),
+                Err(_) => problems.push(format!(
+                    "{}: {l:?} is not an address:port (e.g. \"127.0.0.1:9464\")",
+                    s.key("listen")
+                )),
+            }
+        }
+    }
+    s.finish(problems);
+    d
 }
 
 fn alert_settings(
@@ -1515,6 +1665,44 @@ mod tests {
         assert!(cfg.store.path.ends_with("auditwarden.db"));
         assert!(cfg.store.path.starts_with(path.parent().unwrap()));
         assert_eq!(cfg.users.stale_invite_days, 14);
+        let jobs: Vec<&str> = cfg.schedule.jobs.keys().map(|j| j.as_str()).collect();
+        assert_eq!(
+            jobs,
+            ["collect", "poll_invites", "deliver_alerts"],
+            "every job scheduled"
+        );
+        assert_eq!(cfg.schedule.time_zone, chrono_tz::UTC);
+        assert_eq!(cfg.daemon.listen, "127.0.0.1:9464".parse().ok());
+        assert_eq!(cfg.daemon.shutdown_grace, Duration::from_secs(30));
+    }
+
+    /// `[schedule]` and `[daemon]`: five- and six-field crons, "" switches off, bad values named.
+    #[test]
+    fn schedule_and_daemon_sections() {
+        let base = "[store]\npath = \"x.db\"\n[[accounts]]\nname = \"a\"\nkind = \"certcentral\"\napi_key_env = \"KEY_A\"\n";
+        let cfg = parse_str(&format!(
+            "[schedule]\ntime_zone = \"Europe/Zurich\"\ncollect = \"*/5 * * * * *\"\npoll_invites = \"\"\n[daemon]\nlisten = \"127.0.0.1:0\"\nshutdown_grace_secs = 5\n{base}"
+        ))
+        .unwrap();
+        assert_eq!(cfg.schedule.time_zone, chrono_tz::Europe::Zurich);
+        assert_eq!(cfg.schedule.jobs[&Job::Collect].text(), "*/5 * * * * *");
+        assert!(!cfg.schedule.jobs.contains_key(&Job::PollInvites));
+        assert!(cfg.schedule.jobs.contains_key(&Job::DeliverAlerts));
+        assert_eq!(cfg.daemon.shutdown_grace, Duration::from_secs(5));
+        let e = parse_str(&format!(
+            "[schedule]\ntime_zone = \"Mars/Base\"\ncollect = \"every hour\"\ncolect = \"* * * * *\"\n[daemon]\nlisten = \"loopback\"\nbackoff_base_secs = 0\n{base}"
+        ))
+        .unwrap_err()
+        .to_string();
+        for key in [
+            "schedule.time_zone",
+            "schedule.collect",
+            "schedule.colect: unknown key",
+            "daemon.listen",
+            "daemon.backoff_base_secs",
+        ] {
+            assert!(e.contains(key), "{key} missing from {e}");
+        }
     }
 
     /// `[alerts]`: defaults without rules; every bad rule or sink key is named; secrets stay hidden.

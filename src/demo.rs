@@ -2,7 +2,9 @@
 //! account. Starts the simulator in-process on a free loopback port with faults switched on,
 //! collects and syncs users (twice: a backfill, then an incremental pass after an admin grant and
 //! an accepted invitation), polls invitations, shows the role changes it established, compares
-//! the database with the simulator's ground truth, and prints where to look next.
+//! the database with the simulator's ground truth, evaluates the alert rules and delivers the
+//! alerts (signed webhooks) to a receiver it starts on loopback, which prints what it gets, and
+//! prints where to look next.
 
 use std::collections::BTreeSet;
 use std::path::PathBuf;
@@ -82,6 +84,7 @@ pub async fn run(db: PathBuf, events: usize, days: u32, faults: &str) -> anyhow:
     let opts = CollectOptions {
         today: Utc::now().date_naive(),
         progress: false,
+        cancel: tokio_util::sync::CancellationToken::new(),
     };
     let mut out = std::io::stdout();
     for pass in ["backfill", "incremental pass"] {
@@ -146,6 +149,35 @@ pub async fn run(db: PathBuf, events: usize, days: u32, faults: &str) -> anyhow:
         &mut out,
     )?;
 
+    println!("\n== alerts (rules evaluated, delivered as signed webhooks to a local receiver)");
+    let (received, receiver_url, stop_receiver) = start_receiver().await?;
+    let alerts = crate::config::AlertSettings {
+        sinks: vec![crate::config::SinkConfig {
+            name: "demo-receiver".into(),
+            kind: crate::config::SinkKind::Webhook {
+                url: receiver_url,
+                secret: Secret::new("demo-webhook-secret"),
+            },
+        }],
+        ..crate::config::AlertSettings::default()
+    };
+    for e in crate::alert::evaluate(&mut store, &refs, &alerts, Utc::now()) {
+        match e.result {
+            Ok(c) => println!(
+                "{}: {} alert(s), {} of them history older than the backfill horizon (kept, not sent)",
+                e.account, c.alerts, c.suppressed
+            ),
+            Err(err) => println!("{}: alerts not evaluated: {err}", e.account),
+        }
+    }
+    let d = crate::alert::deliver(&mut store, &alerts).await;
+    for (sink, (sent, failed, pending)) in &d.per_sink {
+        println!("delivered to {sink}: {sent} sent, {failed} failed, {pending} pending");
+    }
+    let got = received.lock().map(|v| v.clone()).unwrap_or_default();
+    println!("the receiver got {} alert(s)", got.len());
+    let _ = stop_receiver.send(());
+
     let truth = http_get_json(&base, "/_sim/truth").await?;
     let truth_ids: BTreeSet<String> = truth["events"]
         .as_array()
@@ -177,6 +209,8 @@ pub async fn run(db: PathBuf, events: usize, days: u32, faults: &str) -> anyhow:
     } else {
         println!("MISMATCH: {missing} missing, {extra} not in the simulator");
     }
+    println!("\nalerts: `auditwarden alerts` lists them (with a config whose [store] path is {}); docs/alerts.md has the payload", db.display());
+    println!("daemon: `auditwarden run` schedules all of this ([schedule] in config/auditwarden.example.toml), with /healthz, /readyz and /metrics on [daemon] listen");
     println!("\nnext: query {} with sqlite3, or write a config from config/auditwarden.example.toml and run `auditwarden status`, `auditwarden users`, `auditwarden role-changes` or `auditwarden export events --format csv`", db.display());
     let _ = stop_tx.send(());
     let _ = server.await;
@@ -202,4 +236,44 @@ async fn http_post(base: &url::Url, path: &str, body: &str) -> anyhow::Result<()
         .await?
         .error_for_status()?;
     Ok(())
+}
+
+/// A webhook receiver on loopback that prints each alert it gets and keeps its summary.
+async fn start_receiver() -> anyhow::Result<(
+    Arc<std::sync::Mutex<Vec<String>>>,
+    url::Url,
+    tokio::sync::oneshot::Sender<()>,
+)> {
+    use axum::extract::State;
+    type Received = Arc<std::sync::Mutex<Vec<String>>>;
+    async fn receive(State(got): State<Received>, body: String) -> &'static str {
+        let v: serde_json::Value = serde_json::from_str(&body).unwrap_or_default();
+        // The summary already names the severity and the rule.
+        let line = v["summary"].as_str().unwrap_or("?").to_string();
+        println!(
+            "  receiver got: {}",
+            line.replace(|c: char| c.is_control(), " ")
+        );
+        if let Ok(mut g) = got.lock() {
+            g.push(line);
+        }
+        "ok"
+    }
+    let got: Received = Arc::default();
+    let app = axum::Router::new()
+        .route("/alerts", axum::routing::post(receive))
+        .with_state(got.clone());
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .context("starting the alert receiver on 127.0.0.1")?;
+    let url = url::Url::parse(&format!("http://{}/alerts", listener.local_addr()?))?;
+    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+    tokio::spawn(async move {
+        let _ = axum::serve(listener, app)
+            .with_graceful_shutdown(async {
+                let _ = rx.await;
+            })
+            .await;
+    });
+    Ok((got, url, tx))
 }

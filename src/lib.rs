@@ -11,6 +11,7 @@
 //! - [`export`]: streaming stored events out as JSONL or spreadsheet-safe CSV.
 //! - [`simulate`]: the built-in DigiCert simulator used by tests, the demo and new users.
 //! - [`alert`]: rules on role grants and new users, the outbox, delivery to webhook/Slack/command.
+//! - [`daemon`]: `auditwarden run`: job loops on cron schedules ([`schedule`]), shutdown, health.
 //! - [`secret`]: a string that never prints itself.
 //! - [`signing`]: Ed25519 keys (`keygen`) and detached signatures over report manifests.
 
@@ -20,11 +21,13 @@ pub mod cli;
 pub mod collect;
 pub mod config;
 pub mod coverage;
+pub mod daemon;
 pub mod demo;
 pub mod export;
 pub mod logging;
 pub mod report;
 pub mod report_users;
+pub mod schedule;
 pub mod secret;
 pub mod signing;
 pub mod simulate;

@@ -17,6 +17,10 @@
 //! Fetching and storing overlap: account tasks fetch pages and send them to one writer thread that
 //! owns the SQLite connection. Each page is one transaction, and the page that completes a day
 //! carries the coverage row, so a crash at any instant loses nothing and duplicates nothing.
+//!
+//! A pass can be stopped early through [`CollectOptions::cancel`] (the daemon's shutdown): it is
+//! checked only between pages, where everything received has been handed to the writer and no
+//! transaction is open on this side; the writer still commits what it was sent.
 
 pub mod users;
 mod writer;
@@ -28,6 +32,7 @@ use std::sync::Arc;
 use chrono::{DateTime, Days, NaiveDate, Utc};
 use indicatif::{MultiProgress, ProgressBar, ProgressStyle};
 use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
 
 use crate::api::{ApiError, AuditQuery, Client, ParsedEvent};
 use crate::config::{Account, AccountKind};
@@ -47,6 +52,11 @@ pub struct AccountSummary {
     pub written: WriteCounts,
     pub requests: u64,
     pub retries: u64,
+    /// Responses by HTTP status (0: transport error or timeout), retries included.
+    pub by_status: BTreeMap<u16, u64>,
+    /// The pass was stopped at a safe point by [`CollectOptions::cancel`] (not a failure; the
+    /// next pass resumes where it stopped).
+    pub cancelled: bool,
     pub days_read: u64,
     pub rereads: u64,
     /// Days that stayed incomplete (kept shifting); read again next pass.
@@ -70,6 +80,8 @@ pub struct CollectOptions {
     pub today: NaiveDate,
     /// Show progress bars (stderr is a terminal).
     pub progress: bool,
+    /// Stops the pass at the next safe point (between pages) when cancelled.
+    pub cancel: CancellationToken,
 }
 
 /// One collection pass over `accounts`. Every account runs concurrently; one failing account does
@@ -91,8 +103,9 @@ pub async fn collect(
         let account = (*a).clone();
         let tx = tx.clone();
         let bar = multi.as_ref().map(|m| m.add(progress_bar(&account.name)));
+        let cancel = opts.cancel.clone();
         tasks.push(tokio::spawn(async move {
-            run_account(account, plan, tx, bar).await
+            run_account(account, plan, tx, bar, cancel).await
         }));
     }
     drop(tx);
@@ -161,6 +174,7 @@ struct Run {
     client: Client,
     tx: mpsc::Sender<WriterMsg>,
     bar: Option<ProgressBar>,
+    cancel: CancellationToken,
     /// Learned from the first response: does the server send totals (envelope) or bare arrays?
     totals: Option<bool>,
     days_read: u64,
@@ -176,6 +190,8 @@ enum RunError {
     Api(#[from] ApiError),
     #[error("the database writer stopped (see the error above)")]
     WriterGone,
+    #[error("stopped at a safe point for shutdown")]
+    Cancelled,
 }
 
 async fn run_account(
@@ -183,6 +199,7 @@ async fn run_account(
     plan: Plan,
     tx: mpsc::Sender<WriterMsg>,
     bar: Option<ProgressBar>,
+    cancel: CancellationToken,
 ) -> AccountSummary {
     let started = Utc::now();
     let mut summary = AccountSummary {
@@ -193,6 +210,8 @@ async fn run_account(
         written: WriteCounts::default(),
         requests: 0,
         retries: 0,
+        by_status: BTreeMap::new(),
+        cancelled: false,
         days_read: 0,
         rereads: 0,
         unstable_days: 0,
@@ -222,6 +241,7 @@ async fn run_account(
         client,
         tx: tx.clone(),
         bar,
+        cancel,
         totals: None,
         days_read: 0,
         rereads: 0,
@@ -239,13 +259,23 @@ async fn run_account(
     if let Some(b) = &run.bar {
         b.finish();
     }
-    summary.error = result.err().map(|e| e.to_string());
+    summary.cancelled = matches!(result, Err(RunError::Cancelled));
+    summary.error = result
+        .err()
+        .filter(|_| !summary.cancelled)
+        .map(|e| e.to_string());
     summary.requests = run.client.stats().requests();
     summary.retries = run.client.stats().retries();
+    summary.by_status = run.client.stats().by_status();
     summary.days_read = run.days_read;
     summary.rereads = run.rereads;
     summary.unstable_days = run.unstable_days;
     summary.finished = Utc::now();
+    if summary.cancelled {
+        // Not a pass: nothing is recorded, and the next pass resumes from the coverage rows.
+        tracing::info!(event = "pass_cancelled", account = %summary.account, requests = summary.requests);
+        return summary;
+    }
     match &summary.error {
         None => tracing::info!(
             event = "pass_finished",
@@ -396,7 +426,7 @@ impl Run {
             offset: 0,
             limit: 1,
         };
-        let page = self.client.audit_log(&q).await?;
+        let page = self.fetch(&q).await?;
         self.totals.get_or_insert(page.total.is_some());
         Ok(page.total)
     }
@@ -471,9 +501,11 @@ impl Run {
                     offset,
                     limit,
                 };
-                let page = match self.client.audit_log(&q).await {
+                let page = match self.fetch(&q).await {
                     Ok(p) => p,
-                    Err(e) => {
+                    Err(RunError::Cancelled) => return Err(RunError::Cancelled),
+                    Err(RunError::WriterGone) => return Err(RunError::WriterGone),
+                    Err(RunError::Api(e)) => {
                         self.send(WriterMsg::Incomplete {
                             account: self.name.clone(),
                             action: action.clone(),
@@ -546,6 +578,18 @@ impl Run {
             note: format!("paging kept shifting after {max_rereads} re-reads"),
         })
         .await
+    }
+
+    /// One request, abandoned if the pass is cancelled first. This is a safe point: the previous
+    /// page was already handed to the writer and nothing of this one has been.
+    async fn fetch(&self, q: &AuditQuery) -> Result<crate::api::AuditPage, RunError> {
+        if self.cancel.is_cancelled() {
+            return Err(RunError::Cancelled);
+        }
+        tokio::select! {
+            r = self.client.audit_log(q) => Ok(r?),
+            _ = self.cancel.cancelled() => Err(RunError::Cancelled),
+        }
     }
 
     async fn send(&self, msg: WriterMsg) -> Result<(), RunError> {

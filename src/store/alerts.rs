@@ -333,6 +333,27 @@ impl Store {
         Ok(())
     }
 
+    /// How many deliveries are in each state (pending, sent, failed), plus alerts `suppressed` on
+    /// backfill and alerts waiting for a sink (`pending` with no delivery row): for `/metrics`.
+    pub fn alert_state_counts(&self) -> Result<Vec<(String, u64)>> {
+        let mut st = self
+            .conn
+            .prepare(
+                "SELECT COALESCE(d.status, CASE WHEN a.suppressed = 1 THEN 'suppressed'
+                    ELSE 'pending' END) AS state, COUNT(*)
+                 FROM alerts a LEFT JOIN alert_deliveries d ON d.alert_id = a.id
+                 GROUP BY state ORDER BY state",
+            )
+            .map_err(|e| self.err("alert state counts", e))?;
+        let rows = st
+            .query_map([], |r| {
+                Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?.max(0) as u64))
+            })
+            .map_err(|e| self.err("alert state counts", e))?;
+        rows.collect::<rusqlite::Result<Vec<_>>>()
+            .map_err(|e| self.err("alert state counts", e))
+    }
+
     /// Alerts with their deliveries, newest first, optionally of one status.
     pub fn list_alerts(&self, status: Option<&str>, limit: u32) -> Result<Vec<AlertDelivery>> {
         let mut st = self

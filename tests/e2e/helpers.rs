@@ -289,3 +289,242 @@ pub fn file_contains(path: &Path, needle: &str) -> bool {
         .map(|b| b.windows(needle.len()).any(|w| w == needle.as_bytes()))
         .unwrap_or(false)
 }
+
+/// A running `auditwarden run` (the daemon), killed on drop if still running.
+pub struct Daemon {
+    pub child: Child,
+    /// The health and metrics listener, when `[daemon] listen` was configured.
+    pub addr: Option<String>,
+    stderr_path: PathBuf,
+}
+
+impl App {
+    /// Append `[schedule]` and `[daemon]` lines to the config (after the accounts).
+    pub fn add_config(&self, text: &str) {
+        let mut cfg = std::fs::read_to_string(&self.config).expect("read config");
+        cfg.push('\n');
+        cfg.push_str(text);
+        std::fs::write(&self.config, cfg).expect("write config");
+    }
+
+    /// Start the daemon; returns once it printed that it runs (and its listener address).
+    pub fn start_daemon(&self) -> Daemon {
+        let stderr_path = self.dir.path().join(format!(
+            "daemon-{}.log",
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_nanos())
+        ));
+        let log = std::fs::File::create(&stderr_path).expect("log file");
+        let mut child = self
+            .command(&["run"])
+            .stdout(Stdio::piped())
+            .stderr(log)
+            .spawn()
+            .expect("spawn daemon");
+        let stdout = child.stdout.take().expect("stdout");
+        let mut reader = BufReader::new(stdout);
+        let mut addr = None;
+        loop {
+            let mut line = String::new();
+            let n = reader.read_line(&mut line).expect("daemon stdout");
+            assert!(
+                n > 0,
+                "the daemon exited before it ran: {}",
+                std::fs::read_to_string(&stderr_path).unwrap_or_default()
+            );
+            if let Some(a) = line.trim().strip_prefix("health and metrics on http://") {
+                addr = Some(a.to_string());
+            }
+            if line.starts_with("auditwarden running") {
+                break;
+            }
+        }
+        Daemon {
+            child,
+            addr,
+            stderr_path,
+        }
+    }
+}
+
+impl Daemon {
+    pub fn signal(&self, sig: i32) {
+        // SAFETY: kill(2) on our own child's pid has no memory-safety preconditions.
+        let r = unsafe { libc::kill(self.child.id() as i32, sig) };
+        assert_eq!(r, 0, "kill failed");
+    }
+
+    /// A GET on the listener: (status, body).
+    pub fn get(&self, path: &str) -> (u16, String) {
+        http(
+            self.addr.as_deref().expect("no listener"),
+            "GET",
+            path,
+            "",
+            &[],
+        )
+    }
+
+    /// Wait for the exit at most `limit`; `None` if still running.
+    pub fn wait_for_exit(&mut self, limit: Duration) -> Option<std::process::ExitStatus> {
+        let deadline = std::time::Instant::now() + limit;
+        while std::time::Instant::now() < deadline {
+            if let Some(s) = self.child.try_wait().expect("try_wait") {
+                return Some(s);
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        None
+    }
+
+    /// One scrape of `/metrics`, parsed.
+    pub fn get_metrics(&self) -> Vec<Sample> {
+        let (status, body) = self.get("/metrics");
+        assert_eq!(status, 200, "{body}");
+        parse_prometheus(&body)
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.stderr_path).unwrap_or_default()
+    }
+
+    /// Poll `/metrics` until `f` holds on the parsed samples, at most `limit`.
+    pub fn wait_metrics(&self, limit: Duration, f: impl Fn(&[Sample]) -> bool) -> Vec<Sample> {
+        let deadline = std::time::Instant::now() + limit;
+        loop {
+            let (status, body) = self.get("/metrics");
+            assert_eq!(status, 200, "{body}");
+            let samples = parse_prometheus(&body);
+            if f(&samples) {
+                return samples;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "condition not reached; metrics:\n{body}\nlog:\n{}",
+                self.log()
+            );
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// One sample of the Prometheus text format.
+#[derive(Debug, Clone)]
+pub struct Sample {
+    pub name: String,
+    pub labels: Vec<(String, String)>,
+    pub value: f64,
+}
+
+impl Sample {
+    pub fn label(&self, k: &str) -> Option<&str> {
+        self.labels
+            .iter()
+            .find(|(n, _)| n == k)
+            .map(|(_, v)| v.as_str())
+    }
+}
+
+/// The value of `name` with the given labels (0 when absent).
+pub fn metric(samples: &[Sample], name: &str, labels: &[(&str, &str)]) -> f64 {
+    samples
+        .iter()
+        .find(|s| s.name == name && labels.iter().all(|(k, v)| s.label(k) == Some(*v)))
+        .map_or(0.0, |s| s.value)
+}
+
+/// A strict parser of the Prometheus text exposition format (0.0.4): `# HELP`/`# TYPE` lines
+/// with known types, each sample's family announced by a TYPE line before it, label values
+/// quoted with `\\`, `\"`, `\n` escapes, and a float value. Panics on anything else.
+pub fn parse_prometheus(text: &str) -> Vec<Sample> {
+    let mut typed: BTreeSet<String> = BTreeSet::new();
+    let mut out = Vec::new();
+    for line in text.lines() {
+        if line.is_empty() {
+            continue;
+        }
+        if let Some(rest) = line.strip_prefix("# ") {
+            let mut parts = rest.splitn(3, ' ');
+            match (parts.next(), parts.next(), parts.next()) {
+                (Some("HELP"), Some(_), _) => {}
+                (Some("TYPE"), Some(name), Some(kind)) => {
+                    assert!(
+                        ["counter", "gauge", "histogram", "summary", "untyped"].contains(&kind),
+                        "bad type in {line:?}"
+                    );
+                    assert!(typed.insert(name.to_string()), "TYPE twice: {line:?}");
+                }
+                _ => panic!("bad comment line {line:?}"),
+            }
+            continue;
+        }
+        let (name_labels, value) = line
+            .rsplit_once(' ')
+            .unwrap_or_else(|| panic!("no value: {line:?}"));
+        let value: f64 = value
+            .parse()
+            .unwrap_or_else(|_| panic!("bad value: {line:?}"));
+        let (name, labels) = match name_labels.split_once('{') {
+            None => (name_labels.to_string(), Vec::new()),
+            Some((n, rest)) => {
+                let body = rest
+                    .strip_suffix('}')
+                    .unwrap_or_else(|| panic!("bad labels: {line:?}"));
+                let mut labels = Vec::new();
+                let mut chars = body.chars().peekable();
+                while chars.peek().is_some() {
+                    let key: String = chars.by_ref().take_while(|c| *c != '=').collect();
+                    assert_eq!(chars.next(), Some('"'), "label value not quoted: {line:?}");
+                    let mut v = String::new();
+                    loop {
+                        match chars.next() {
+                            Some('\\') => match chars.next() {
+                                Some('n') => v.push('\n'),
+                                Some(c @ ('\\' | '"')) => v.push(c),
+                                other => panic!("bad escape {other:?} in {line:?}"),
+                            },
+                            Some('"') => break,
+                            Some(c) => v.push(c),
+                            None => panic!("unterminated label in {line:?}"),
+                        }
+                    }
+                    assert!(
+                        !key.is_empty()
+                            && key.chars().all(|c| c.is_ascii_alphanumeric() || c == '_'),
+                        "bad label name {key:?} in {line:?}"
+                    );
+                    labels.push((key, v));
+                    match chars.next() {
+                        Some(',') | None => {}
+                        other => panic!("unexpected {other:?} in {line:?}"),
+                    }
+                }
+                (n.to_string(), labels)
+            }
+        };
+        assert!(
+            name.chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == ':'),
+            "bad metric name {name:?}"
+        );
+        let family = ["_sum", "_count", "_bucket"]
+            .iter()
+            .find_map(|s| name.strip_suffix(s).filter(|f| typed.contains(*f)))
+            .unwrap_or(&name);
+        assert!(typed.contains(family), "sample before its TYPE: {line:?}");
+        out.push(Sample {
+            name,
+            labels,
+            value,
+        });
+    }
+    out
+}

@@ -9,5 +9,6 @@ mod collect;
 mod config_errors;
 mod crash;
 mod reports;
+mod daemon;
 mod secrets;
 mod users;
