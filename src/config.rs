@@ -181,9 +181,7 @@ pub struct ReportSettings {
     pub output_dir: PathBuf,
     /// When the daemon writes the set, in `time_zone` (validated here; run by the scheduler).
     /// `None` (`schedule = ""`): only `auditwarden reports run` writes it.
-    pub schedule: Option<cron::Schedule>,
-    /// The expression as written, for messages.
-    pub schedule_text: String,
+    pub schedule: Option<Cron>,
     /// Times are shown in UTC and in this zone; `--from`/`--to` dates are days in this zone.
     pub time_zone: chrono_tz::Tz,
     /// Report runs older than this many days are deleted by the next run; 0 keeps them all.
@@ -202,10 +200,6 @@ fn default_report_formats() -> Vec<ReportFormat> {
 fn default_report_dir() -> &'static str {
     "reports"
 }
-/// Every morning at 06:00, before the security team reads it.
-fn default_report_schedule() -> &'static str {
-    "0 6 * * *"
-}
 /// A year of daily reports: the usual audit look-back.
 fn default_report_retention_days() -> u32 {
     400
@@ -215,29 +209,14 @@ fn default_dormant_days() -> u32 {
     90
 }
 
-/// Parse a cron expression: standard five fields (minute hour day month weekday), or the `cron`
-/// crate's six or seven (with seconds, and year).
-pub fn parse_schedule(text: &str) -> Result<cron::Schedule, String> {
-    let fields = text.split_whitespace().count();
-    let full = if fields == 5 {
-        format!("0 {}", text.trim())
-    } else {
-        text.trim().to_string()
-    };
-    full.parse::<cron::Schedule>().map_err(|e| {
-        format!("{text:?} is not a cron expression ({e}); e.g. \"0 6 * * *\" for 06:00 daily")
-    })
-}
-
 impl ReportSettings {
     fn defaults(base_dir: &Path) -> ReportSettings {
         ReportSettings {
             kinds: default_report_kinds(),
             formats: default_report_formats(),
             output_dir: resolve(base_dir, default_report_dir()),
-            // The default expression is a constant known to parse; fall back to a fixed one.
-            schedule: parse_schedule(default_report_schedule()).ok(),
-            schedule_text: default_report_schedule().to_string(),
+            // The default expression is a constant covered by a unit test in `schedule`.
+            schedule: Job::Reports.default_schedule().parse().ok(),
             time_zone: chrono_tz::UTC,
             retention_days: default_report_retention_days(),
             dormant_days: default_dormant_days(),
@@ -351,7 +330,7 @@ pub struct ScheduleSettings {
 impl Default for ScheduleSettings {
     fn default() -> Self {
         let mut jobs = BTreeMap::new();
-        for j in Job::ALL {
+        for j in Job::ALL.into_iter().filter(|j| *j != Job::Reports) {
             // The defaults are constants covered by a unit test in `schedule`.
             if let Ok(c) = j.default_schedule().parse() {
                 jobs.insert(j, c);
@@ -427,6 +406,16 @@ pub struct Config {
 }
 
 impl Config {
+    /// When `job` runs under `auditwarden run`, and the zone its expression is read in (the
+    /// report set follows `[reports]`, every other job `[schedule]`). `None`: switched off.
+    pub fn job_schedule(&self, job: Job) -> Option<(&Cron, chrono_tz::Tz)> {
+        let tz = match job {
+            Job::Reports => self.reports.time_zone,
+            _ => self.schedule.time_zone,
+        };
+        self.schedule.jobs.get(&job).map(|c| (c, tz))
+    }
+
     pub fn account(&self, name: &str) -> Option<&Account> {
         self.accounts.iter().find(|a| a.name == name)
     }
@@ -617,6 +606,10 @@ pub fn parse(text: &str, path: &Path, env: &dyn Env) -> Result<Config, ConfigErr
     }
     root.finish(&mut problems);
 
+    let mut schedule = schedule;
+    if let Some(c) = &reports.schedule {
+        schedule.jobs.insert(Job::Reports, c.clone());
+    }
     match store_path {
         Some(path_) if problems.is_empty() => Ok(Config {
             source: path.to_path_buf(),
@@ -678,15 +671,9 @@ fn report_settings(
         }
     }
     if let Some(text) = s.string("schedule", problems) {
-        match parse_schedule(&text) {
-            _ if text.trim().is_empty() => {
-                r.schedule = None;
-                r.schedule_text = text;
-            }
-            Ok(sch) => {
-                r.schedule = Some(sch);
-                r.schedule_text = text;
-            }
+        match text.parse::<Cron>() {
+            _ if text.trim().is_empty() => r.schedule = None,
+            Ok(sch) => r.schedule = Some(sch),
             Err(e) => problems.push(format!("{}: {e}", s.key("schedule"))),
         }
     }
@@ -729,7 +716,8 @@ fn schedule_settings(t: &toml::Table, problems: &mut Vec<String>) -> ScheduleSet
             )),
         }
     }
-    for job in Job::ALL {
+    // The report set is scheduled by `[reports] schedule` (the reports issue's key).
+    for job in Job::ALL.into_iter().filter(|j| *j != Job::Reports) {
         let Some(text) = s.string(job.as_str(), problems) else {
             continue;
         };
@@ -1668,7 +1656,7 @@ mod tests {
         let jobs: Vec<&str> = cfg.schedule.jobs.keys().map(|j| j.as_str()).collect();
         assert_eq!(
             jobs,
-            ["collect", "poll_invites", "deliver_alerts"],
+            ["collect", "poll_invites", "deliver_alerts", "reports"],
             "every job scheduled"
         );
         assert_eq!(cfg.schedule.time_zone, chrono_tz::UTC);

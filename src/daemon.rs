@@ -324,10 +324,8 @@ async fn job_loop(job: Job, shared: Arc<Shared>, cancel: CancellationToken) {
         let delay = backoff(failures, cfg.daemon.backoff_base, cfg.daemon.backoff_max);
         let earliest = Utc::now() + chrono::Duration::from_std(delay).unwrap_or_default();
         let next = cfg
-            .schedule
-            .jobs
-            .get(&job)
-            .and_then(|c| c.next_after(earliest, cfg.schedule.time_zone));
+            .job_schedule(job)
+            .and_then(|(c, tz)| c.next_after(earliest, tz));
         let wait = next.map(|t| (t - Utc::now()).to_std().unwrap_or_default());
         tokio::select! {
             _ = cancel.cancelled() => return,
@@ -471,6 +469,21 @@ async fn run_job(job: Job, cfg: &Config, shared: &Shared, cancel: &CancellationT
                 Outcome::Ok
             } else {
                 Outcome::Failed(failed.join("; "))
+            }
+        }
+        Job::Reports => {
+            match crate::report::run::run_scheduled(
+                &store,
+                &cfg.reports,
+                &accounts,
+                cfg.users.stale_invite_days,
+                Utc::now(),
+            ) {
+                Ok(run) => {
+                    tracing::info!(event = "reports_written", dir = %run.dir.display(), files = run.manifest.files.len());
+                    Outcome::Ok
+                }
+                Err(e) => Outcome::Failed(e.to_string()),
             }
         }
         Job::DeliverAlerts => {

@@ -23,10 +23,18 @@ pub enum Job {
     PollInvites,
     /// Send pending alerts again (as `alerts deliver`): retries what a collect left pending.
     DeliverAlerts,
+    /// Write the configured report set (as `reports run`); scheduled by `[reports] schedule`
+    /// in `[reports] time_zone`, not by a `[schedule]` key.
+    Reports,
 }
 
 impl Job {
-    pub const ALL: [Job; 3] = [Job::Collect, Job::PollInvites, Job::DeliverAlerts];
+    pub const ALL: [Job; 4] = [
+        Job::Collect,
+        Job::PollInvites,
+        Job::DeliverAlerts,
+        Job::Reports,
+    ];
 
     /// Its key in `[schedule]` and its `job` label in logs and metrics.
     pub fn as_str(self) -> &'static str {
@@ -34,6 +42,7 @@ impl Job {
             Job::Collect => "collect",
             Job::PollInvites => "poll_invites",
             Job::DeliverAlerts => "deliver_alerts",
+            Job::Reports => "reports",
         }
     }
 
@@ -46,6 +55,8 @@ impl Job {
             Job::PollInvites => "7 * * * *",
             // Every 5 minutes: only pending deliveries (receivers that were down) are sent.
             Job::DeliverAlerts => "*/5 * * * *",
+            // 06:00 daily in the reports' display zone: a fresh set for the morning read.
+            Job::Reports => "0 6 * * *",
         }
     }
 }

@@ -18,7 +18,7 @@ fn jobs_fire_on_schedule() {
     let sim = Sim::start(&["--events", "300", "--days", "5"]);
     let app = App::new(&sim, "");
     app.add_config(&format!(
-        "[schedule]\ncollect = \"*/2 * * * * *\"\npoll_invites = \"*/3 * * * * *\"\ndeliver_alerts = \"* * * * * *\"\n{DAEMON}"
+        "[schedule]\ncollect = \"*/2 * * * * *\"\npoll_invites = \"*/3 * * * * *\"\ndeliver_alerts = \"* * * * * *\"\n{DAEMON}\n[reports]\nschedule = \"*/4 * * * * *\"\nformats = [\"json\"]\noutput_dir = \"out\"\n"
     ));
     let mut d = app.start_daemon();
     let started = Instant::now();
@@ -38,7 +38,19 @@ fn jobs_fire_on_schedule() {
                 "auditwarden_job_runs_total",
                 &[("job", "deliver_alerts"), ("result", "ok")],
             ) >= 4.0
+            && metric(
+                m,
+                "auditwarden_job_runs_total",
+                &[("job", "reports"), ("result", "ok")],
+            ) >= 1.0
     });
+    // The report job wrote a set with its manifest (the stamp names a second, so runs may share).
+    let runs: Vec<_> = std::fs::read_dir(app.dir.path().join("out"))
+        .expect("report output dir")
+        .flatten()
+        .filter(|e| e.path().join("manifest.json").is_file())
+        .collect();
+    assert!(!runs.is_empty(), "no report run with a manifest");
     // Three collections every 2 s need at least 4 s after the first tick.
     assert!(
         started.elapsed() >= Duration::from_secs(3),

@@ -8,7 +8,7 @@ mod chain;
 mod collect;
 mod config_errors;
 mod crash;
-mod reports;
 mod daemon;
+mod reports;
 mod secrets;
 mod users;
