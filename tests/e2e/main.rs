@@ -10,4 +10,5 @@ mod config_errors;
 mod crash;
 mod reports;
 mod secrets;
+mod signed_reports;
 mod users;
