@@ -4,7 +4,9 @@
 //! (`{kind}-{stamp}.{ext}`, so a file copied out keeps its date). Each file is written to a
 //! temporary sibling, synced and renamed, so a reader never sees half a report; `manifest.json`
 //! (each file with its size, SHA-256, row count and coverage) is written the same way, last, so
-//! its presence marks a finished run. Runs older than `retention_days` are then removed; only
+//! its presence marks a finished run; it also records the periods, the config's SHA-256, the
+//! version and each account's chain heads, and with a signing key a detached Ed25519 signature
+//! (`manifest.json.sig`, hex) is written after it the same way. Runs older than `retention_days` are then removed; only
 //! directories whose name is a run stamp are ever touched.
 
 use std::fs;
