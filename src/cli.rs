@@ -118,6 +118,21 @@ enum Command {
     /// Run as a daemon: the jobs of `[schedule]`, health and metrics on `[daemon] listen`.
     /// SIGTERM/SIGINT stop at a safe point (a second one exits at once); SIGHUP reloads.
     Run,
+    /// Check a report run for an auditor: the manifest's Ed25519 signature, every file's SHA-256,
+    /// and (given the database: --db, or the configured one) that the chain heads it recorded are
+    /// still part of today's chains. One line per check; exit code 1 on any finding.
+    VerifyReport {
+        /// The run's manifest.json (its manifest.json.sig and files sit next to it).
+        #[arg(value_name = "MANIFEST")]
+        manifest: PathBuf,
+        /// The public key: a file (PEM `BEGIN PUBLIC KEY`, as `keygen` prints) or the key itself
+        /// (PEM, or 64 hex digits).
+        #[arg(long, value_name = "KEY")]
+        public_key: String,
+        /// Check the chain heads against this database (no configuration needed).
+        #[arg(long, value_name = "PATH")]
+        db: Option<PathBuf>,
+    },
 }
 
 #[derive(Args, Debug)]
@@ -599,13 +614,12 @@ async fn run(cli: Cli) -> Result<ExitCode, CliError> {
                 .select_accounts(account.as_deref())
                 .map_err(CliError::usage)?;
             let store = open_for_reports(&cfg)?;
-            let run = crate::report::run::run_scheduled(
-                &store,
-                &cfg.reports,
-                &accounts,
-                cfg.users.stale_invite_days,
-                Utc::now(),
-            )?;
+            let run = crate::report::run::run_configured(&store, &cfg, &accounts, Utc::now())?;
+            if run.signature.is_none() {
+                eprintln!(
+                    "note: the run is unsigned (no [reports] signing_key_file): auditors can check its SHA-256s, not who wrote it"
+                );
+            }
             let mut out = std::io::stdout().lock();
             writeln!(out, "reports written to {}", run.dir.display())?;
             for f in &run.manifest.files {
@@ -620,12 +634,24 @@ async fn run(cli: Cli) -> Result<ExitCode, CliError> {
                 )?;
             }
             writeln!(out, "  manifest.json")?;
+            if run.signature.is_some() {
+                writeln!(
+                    out,
+                    "  {} (Ed25519, hex)",
+                    crate::report::run::SIGNATURE_FILE
+                )?;
+            }
             for p in &run.pruned {
                 writeln!(out, "removed (retention): {}", p.display())?;
             }
             Ok(ExitCode::SUCCESS)
         }
         Command::Verify { account, db } => verify_cmd(&cli, account.as_deref(), db.as_deref()),
+        Command::VerifyReport {
+            manifest,
+            public_key,
+            db,
+        } => verify_report_cmd(&cli, manifest, public_key, db.as_deref()),
         Command::Keygen { out } => {
             let key = crate::signing::generate();
             crate::signing::write_private_key(out, &key)
@@ -757,6 +783,59 @@ fn report_cmd(cli: &Cli, args: &ReportArgs) -> Result<ExitCode, CliError> {
         )?;
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// `auditwarden verify-report`: one line per check as it is decided; exit code 1 on any finding.
+fn verify_report_cmd(
+    cli: &Cli,
+    manifest: &Path,
+    public_key: &str,
+    db: Option<&Path>,
+) -> Result<ExitCode, CliError> {
+    let key_text = if Path::new(public_key).is_file() {
+        std::fs::read_to_string(public_key)
+            .map_err(|e| CliError::usage(format!("--public-key {public_key}: {e}")))?
+    } else {
+        public_key.to_string()
+    };
+    let key = crate::signing::parse_public_key(&key_text)
+        .map_err(|e| CliError::usage(format!("--public-key: {e}")))?;
+    // The database: --db, else the configuration's when one is given or found.
+    let db_path = match db {
+        Some(p) => Some(p.to_path_buf()),
+        None if cli.config.is_some() || config_path(cli).exists() => {
+            Some(load_config(cli)?.store.path)
+        }
+        None => None,
+    };
+    let store = match &db_path {
+        Some(p) if !p.exists() => {
+            return Err(CliError::failed(format!("no database at {}", p.display())))
+        }
+        Some(p) => Some(Store::open_read_only(p)?),
+        None => None,
+    };
+    let mut out = std::io::stdout().lock();
+    let mut io_err = None;
+    let findings = crate::report::verify::verify_report(manifest, &key, store.as_ref(), |c| {
+        if let Err(e) = writeln!(out, "{c}") {
+            io_err.get_or_insert(e);
+        }
+    })?;
+    if let Some(e) = io_err {
+        return Err(e.into());
+    }
+    if findings > 0 {
+        writeln!(
+            out,
+            "verify-report: {findings} finding(s) in {}",
+            manifest.display()
+        )?;
+        Ok(ExitCode::from(1))
+    } else {
+        writeln!(out, "verify-report: ok, {}", manifest.display())?;
+        Ok(ExitCode::SUCCESS)
+    }
 }
 
 /// `auditwarden verify`: stream every finding as it is met, then one line per chain.

@@ -188,6 +188,10 @@ pub struct ReportSettings {
     pub retention_days: u32,
     /// A user with no activity for at least this many days is dormant.
     pub dormant_days: u32,
+    /// The Ed25519 private key (PKCS#8 PEM from `auditwarden keygen`; a file or a systemd
+    /// credential) that signs each run's manifest. `None`: runs are unsigned. The path only: the
+    /// key is read when a run is signed, never printed.
+    pub signing_key_file: Option<PathBuf>,
 }
 
 /// Every report, in every format.
@@ -220,6 +224,7 @@ impl ReportSettings {
             time_zone: chrono_tz::UTC,
             retention_days: default_report_retention_days(),
             dormant_days: default_dormant_days(),
+            signing_key_file: None,
         }
     }
 }
@@ -691,6 +696,13 @@ fn report_settings(
     }
     if let Some(v) = s.integer("dormant_days", 1, 3650, problems) {
         r.dormant_days = v as u32;
+    }
+    if let Some(f) = s.string("signing_key_file", problems) {
+        if f.trim().is_empty() {
+            problems.push(format!("{}: empty path", s.key("signing_key_file")));
+        } else {
+            r.signing_key_file = Some(resolve(base_dir, &f));
+        }
     }
     r
 }
@@ -1632,7 +1644,10 @@ mod tests {
     #[test]
     fn example_config_parses() {
         let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("config/auditwarden.example.toml");
-        let text = std::fs::read_to_string(&path).unwrap();
+        // Optional keys shown commented out in the example are parsed too.
+        let text = std::fs::read_to_string(&path)
+            .unwrap()
+            .replace("# signing_key_file = ", "signing_key_file = ");
         let any_env = |name: &str| {
             Some(if name.ends_with("_URL") {
                 "https://hooks.example.com/slack".to_string()
@@ -1653,6 +1668,12 @@ mod tests {
         assert!(cfg.store.path.ends_with("auditwarden.db"));
         assert!(cfg.store.path.starts_with(path.parent().unwrap()));
         assert_eq!(cfg.users.stale_invite_days, 14);
+        assert_eq!(
+            cfg.reports.signing_key_file.as_deref(),
+            Some(Path::new(
+                "/run/credentials/auditwarden.service/signing-key"
+            ))
+        );
         let jobs: Vec<&str> = cfg.schedule.jobs.keys().map(|j| j.as_str()).collect();
         assert_eq!(
             jobs,
@@ -1753,6 +1774,15 @@ mod tests {
         assert_eq!(r.dormant_days, 90);
         assert_eq!(r.time_zone, chrono_tz::UTC);
         assert!(r.schedule.is_some());
+        assert!(r.signing_key_file.is_none());
+        let cfg = parse_str(&format!(
+            "{base}[reports]\nsigning_key_file = \"keys/sign.pem\"\n"
+        ))
+        .unwrap();
+        assert_eq!(
+            cfg.reports.signing_key_file.as_deref(),
+            Some(Path::new("/etc/auditwarden/keys/sign.pem"))
+        );
         let cfg = parse_str(&format!(
             "{base}[reports]\nkinds = [\"dormant\"]\nformats = [\"html\"]\nschedule = \"30 5 * * 1-5\"\ntime_zone = \"Europe/Berlin\"\noutput_dir = \"/srv/r\"\nretention_days = 0\ndormant_days = 45\n"
         ))

@@ -472,13 +472,7 @@ async fn run_job(job: Job, cfg: &Config, shared: &Shared, cancel: &CancellationT
             }
         }
         Job::Reports => {
-            match crate::report::run::run_scheduled(
-                &store,
-                &cfg.reports,
-                &accounts,
-                cfg.users.stale_invite_days,
-                Utc::now(),
-            ) {
+            match crate::report::run::run_configured(&store, cfg, &accounts, Utc::now()) {
                 Ok(run) => {
                     tracing::info!(event = "reports_written", dir = %run.dir.display(), files = run.manifest.files.len());
                     Outcome::Ok

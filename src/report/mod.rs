@@ -12,6 +12,7 @@ mod csv;
 mod html;
 mod json;
 pub mod run;
+pub mod verify;
 
 use std::collections::BTreeMap;
 use std::io::Write;

@@ -4,7 +4,9 @@
 //! (`{kind}-{stamp}.{ext}`, so a file copied out keeps its date). Each file is written to a
 //! temporary sibling, synced and renamed, so a reader never sees half a report; `manifest.json`
 //! (each file with its size, SHA-256, row count and coverage) is written the same way, last, so
-//! its presence marks a finished run. Runs older than `retention_days` are then removed; only
+//! its presence marks a finished run; it also records the periods, the config's SHA-256, the
+//! version and each account's chain heads, and with a signing key a detached Ed25519 signature
+//! (`manifest.json.sig`, hex) is written after it the same way. Runs older than `retention_days` are then removed; only
 //! directories whose name is a run stamp are ever touched.
 
 use std::fs;
@@ -12,12 +14,14 @@ use std::io::{self, BufWriter, Write};
 use std::path::{Path, PathBuf};
 
 use chrono::{DateTime, NaiveDateTime, Utc};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 use super::{default_period, generate, Outcome, Period, ReportError, ReportFormat, ReportRequest};
 use crate::config::{Account, ReportSettings};
 use crate::export::rfc3339;
+use crate::signing::SigningKey;
+use crate::store::chain::{ChainHead, ChainKind};
 use crate::store::Store;
 
 const STAMP: &str = "%Y-%m-%dT%H%M%SZ";
@@ -33,6 +37,10 @@ pub enum RunError {
     },
     #[error("encoding the manifest: {0}")]
     Manifest(#[from] serde_json::Error),
+    #[error("reading the chain heads: {0}")]
+    Store(#[from] crate::store::StoreError),
+    #[error("reports.signing_key_file: {0}")]
+    SigningKey(#[from] crate::signing::SigningError),
 }
 
 fn io_err(path: &Path) -> impl FnOnce(io::Error) -> RunError + '_ {
@@ -57,19 +65,87 @@ pub struct ManifestEntry {
     pub coverage: Vec<String>,
 }
 
+/// One chain's head when the run was written: link `n` of that account's chain had `hash`.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct ManifestHead {
+    pub account: String,
+    /// `events` or `user_history`.
+    pub chain: String,
+    pub n: i64,
+    pub hash: String,
+}
+
 #[derive(Debug, Clone, Serialize)]
 pub struct Manifest {
     pub schema: &'static str,
     pub generated_at: String,
     pub generator: String,
+    /// The bare version (also in `generator`).
+    pub version: &'static str,
+    /// SHA-256 of the configuration file's bytes as read for this run.
+    pub config_sha256: String,
     pub display_time_zone: String,
+    /// Every distinct period of the files, in file order.
+    pub periods: Vec<String>,
+    /// Each selected account's chain heads (events and user history), read after the files were
+    /// written, so every row a report used is at or before them.
+    pub chain_heads: Vec<ManifestHead>,
+    /// `"ed25519"` when a detached `manifest.json.sig` (hex) accompanies this file, else `null`.
+    pub signature: Option<&'static str>,
     pub files: Vec<ManifestEntry>,
+}
+
+/// What a run records about where it came from, and the key that signs it.
+pub struct Provenance<'a> {
+    /// SHA-256 (hex) of the configuration file's bytes ([`sha256_file`]).
+    pub config_sha256: String,
+    /// `None`: the run is unsigned.
+    pub signing_key: Option<&'a SigningKey>,
+}
+
+/// Write the set as configured: the config file's hash in the manifest, signed when
+/// `[reports] signing_key_file` is set. `reports run` and the daemon's report job both use it.
+pub fn run_configured(
+    store: &Store,
+    cfg: &crate::config::Config,
+    accounts: &[&Account],
+    now: DateTime<Utc>,
+) -> Result<RunOutcome, RunError> {
+    let key = match &cfg.reports.signing_key_file {
+        Some(path) => Some(crate::signing::load_private_key(path)?),
+        None => None,
+    };
+    let provenance = Provenance {
+        config_sha256: sha256_file(&cfg.source)?,
+        signing_key: key.as_ref(),
+    };
+    run_scheduled(
+        store,
+        &cfg.reports,
+        accounts,
+        cfg.users.stale_invite_days,
+        now,
+        &provenance,
+    )
+}
+
+/// The signature file next to a manifest.
+pub const SIGNATURE_FILE: &str = "manifest.json.sig";
+
+/// SHA-256 (hex) of a file's bytes, streamed.
+pub fn sha256_file(path: &Path) -> Result<String, RunError> {
+    let mut f = fs::File::open(path).map_err(io_err(path))?;
+    let mut h = Sha256::new();
+    io::copy(&mut f, &mut h).map_err(io_err(path))?;
+    Ok(hex::encode(h.finalize()))
 }
 
 #[derive(Debug)]
 pub struct RunOutcome {
     pub dir: PathBuf,
     pub manifest: Manifest,
+    /// The detached signature, when the run was signed.
+    pub signature: Option<PathBuf>,
     /// Old run directories removed by retention.
     pub pruned: Vec<PathBuf>,
 }
@@ -135,6 +211,7 @@ pub fn run_scheduled(
     accounts: &[&Account],
     stale_invite_days: u32,
     now: DateTime<Utc>,
+    provenance: &Provenance<'_>,
 ) -> Result<RunOutcome, RunError> {
     let stamp = now.format(STAMP).to_string();
     let dir = settings.output_dir.join(&stamp);
@@ -172,25 +249,78 @@ pub fn run_scheduled(
             });
         }
     }
+    let mut periods: Vec<String> = Vec::new();
+    for f in &files {
+        if !periods.contains(&f.period) {
+            periods.push(f.period.clone());
+        }
+    }
     let manifest = Manifest {
-        schema: "auditwarden-report-manifest/1",
+        schema: "auditwarden-report-manifest/2",
         generated_at: rfc3339(now),
         generator: format!("auditwarden {}", env!("CARGO_PKG_VERSION")),
+        version: env!("CARGO_PKG_VERSION"),
+        config_sha256: provenance.config_sha256.clone(),
         display_time_zone: settings.time_zone.name().to_string(),
+        periods,
+        chain_heads: chain_heads(store, accounts)?,
+        signature: provenance.signing_key.map(|_| "ed25519"),
         files,
     };
-    let text = serde_json::to_vec_pretty(&manifest)?;
+    let mut text = serde_json::to_vec_pretty(&manifest)?;
+    text.push(b'\n');
     write_file_atomically(&dir.join("manifest.json"), |w| {
         w.write_all(&text)?;
-        w.write_all(b"\n")?;
         Ok(())
     })?;
+    // The signature covers the manifest's exact bytes, and follows it (also atomically).
+    let signature = match provenance.signing_key {
+        Some(key) => {
+            let sig = crate::signing::sign_manifest(&text, key);
+            let path = dir.join(SIGNATURE_FILE);
+            write_file_atomically(&path, |w| {
+                w.write_all(sig.as_bytes())?;
+                w.write_all(b"\n")?;
+                Ok(())
+            })?;
+            Some(path)
+        }
+        None => None,
+    };
     let pruned = prune(&settings.output_dir, settings.retention_days, now, &stamp)?;
     Ok(RunOutcome {
         dir,
         manifest,
+        signature,
         pruned,
     })
+}
+
+/// Both chain heads of every account, the genesis (`n = 0`) for a chain with no row yet or a
+/// database that predates chains.
+fn chain_heads(store: &Store, accounts: &[&Account]) -> Result<Vec<ManifestHead>, RunError> {
+    let recorded = if store.has_chains()? {
+        store.chain_heads(None)?
+    } else {
+        Vec::new()
+    };
+    let mut out = Vec::new();
+    for a in accounts {
+        for kind in ChainKind::ALL {
+            let head = recorded
+                .iter()
+                .find(|(k, acc, _)| *k == kind && *acc == a.name)
+                .map(|(_, _, h)| *h)
+                .unwrap_or_else(|| ChainHead::genesis(kind, &a.name));
+            out.push(ManifestHead {
+                account: a.name.clone(),
+                chain: kind.as_str().to_string(),
+                n: head.n,
+                hash: hex::encode(head.hash),
+            });
+        }
+    }
+    Ok(out)
 }
 
 /// Remove run directories older than `retention_days` (never the current one, never anything

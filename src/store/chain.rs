@@ -43,7 +43,7 @@ impl ChainKind {
         }
     }
 
-    fn parse(s: &str) -> Option<ChainKind> {
+    pub fn parse(s: &str) -> Option<ChainKind> {
         ChainKind::ALL.into_iter().find(|k| k.as_str() == s)
     }
 }
@@ -426,6 +426,38 @@ impl Store {
             if let Some(kind) = ChainKind::parse(&chain) {
                 out.push((kind, account, head));
             }
+        }
+        Ok(out)
+    }
+
+    /// Where link `n` of a chain stands today, for checking a head recorded earlier (a signed
+    /// manifest's): the stored hashes of the rows at that position, in `seq` order (empty when no
+    /// row holds it; more than one only when rows were inserted behind auditwarden's back). For
+    /// `n = 0` the genesis hash. A recorded head still found here means nothing up to it was
+    /// rewritten, unless every later link was recomputed, which the recorded hash then shows.
+    pub fn chain_hashes_at(&self, kind: ChainKind, account: &str, n: i64) -> Result<Vec<Hash>> {
+        if n == 0 {
+            return Ok(vec![ChainHead::genesis(kind, account).hash]);
+        }
+        let sql = match kind {
+            ChainKind::Events => {
+                "SELECT chain_hash FROM events WHERE account = ?1 AND chain_n = ?2 ORDER BY seq"
+            }
+            ChainKind::UserHistory => {
+                "SELECT chain_hash FROM user_history WHERE account = ?1 AND chain_n = ?2
+                 ORDER BY seq"
+            }
+        };
+        let what = format!("{} link", kind.as_str());
+        let mut st = self.conn.prepare(sql).map_err(|e| self.err(&what, e))?;
+        let rows = st
+            .query_map(params![account, n], |r| r.get::<_, Option<Vec<u8>>>(0))
+            .map_err(|e| self.err(&what, e))?;
+        let mut out = Vec::new();
+        for row in rows {
+            let bytes = row.map_err(|e| self.err(&what, e))?.unwrap_or_default();
+            // A stored value that is not 32 bytes matches no recorded hash: all zeros.
+            out.push(<Hash>::try_from(bytes.as_slice()).unwrap_or([0; 32]));
         }
         Ok(out)
     }

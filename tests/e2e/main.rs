@@ -11,4 +11,5 @@ mod crash;
 mod daemon;
 mod reports;
 mod secrets;
+mod signed_reports;
 mod users;
