@@ -214,7 +214,8 @@ fn default_dormant_days() -> u32 {
 }
 
 impl ReportSettings {
-    fn defaults(base_dir: &Path) -> ReportSettings {
+    /// The defaults, with relative paths under `base_dir`.
+    pub fn defaults(base_dir: &Path) -> ReportSettings {
         ReportSettings {
             kinds: default_report_kinds(),
             formats: default_report_formats(),

@@ -4,7 +4,7 @@
 //! an accepted invitation), polls invitations, shows the role changes it established, compares
 //! the database with the simulator's ground truth, evaluates the alert rules and delivers the
 //! alerts (signed webhooks) to a receiver it starts on loopback, which prints what it gets, and
-//! prints where to look next.
+//! writes every report into `reports/`, and prints where to look next.
 
 use std::collections::BTreeSet;
 use std::path::PathBuf;
@@ -177,6 +177,22 @@ pub async fn run(db: PathBuf, events: usize, days: u32, faults: &str) -> anyhow:
     let got = received.lock().map(|v| v.clone()).unwrap_or_default();
     println!("the receiver got {} alert(s)", got.len());
     let _ = stop_receiver.send(());
+
+    println!("\n== reports (from the database alone)");
+    let settings = crate::config::ReportSettings::defaults(std::path::Path::new("."));
+    let provenance = crate::report::run::Provenance {
+        config_sha256: "none (demo: no configuration file)".into(),
+        signing_key: None,
+    };
+    let run =
+        crate::report::run::run_scheduled(&store, &settings, &refs, 14, Utc::now(), &provenance)?;
+    for f in &run.manifest.files {
+        println!("  {}/{} ({} rows)", run.dir.display(), f.file, f.rows);
+    }
+    println!(
+        "  {}/manifest.json (SHA-256 of each file)",
+        run.dir.display()
+    );
 
     let truth = http_get_json(&base, "/_sim/truth").await?;
     let truth_ids: BTreeSet<String> = truth["events"]
