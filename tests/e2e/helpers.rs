@@ -234,9 +234,15 @@ impl App {
         (out.status.success(), stdout)
     }
 
+    /// A count from the database. A database file whose schema is not there yet (created, and
+    /// its first migration not committed, or rolled back by a kill) counts as empty.
     pub fn sql_count(&self, sql: &str) -> i64 {
         let c = rusqlite::Connection::open(&self.db).expect("open");
-        c.query_row(sql, [], |r| r.get(0)).expect("query")
+        match c.query_row(sql, [], |r| r.get(0)) {
+            Ok(n) => n,
+            Err(e) if e.to_string().contains("no such table") => 0,
+            Err(e) => panic!("query {sql}: {e}"),
+        }
     }
 }
 
