@@ -440,7 +440,7 @@ async fn run(cli: Cli) -> Result<ExitCode, CliError> {
                     .map_err(CliError::usage)?,
                 action: action.clone(),
             };
-            let store = Store::open_read_only(&cfg.store.path)?;
+            let store = open_existing_db(&cfg)?;
             let n = match out {
                 Some(path) => {
                     write_atomically(path, |w| export::export_events(&store, &filter, *format, w))?
@@ -472,13 +472,7 @@ async fn run(cli: Cli) -> Result<ExitCode, CliError> {
             let accounts = cfg
                 .select_accounts(account.as_deref())
                 .map_err(CliError::usage)?;
-            if !cfg.store.path.exists() {
-                return Err(CliError::failed(format!(
-                    "no database at {} yet: run `auditwarden collect` first",
-                    cfg.store.path.display()
-                )));
-            }
-            let store = Store::open_read_only(&cfg.store.path)?;
+            let store = open_existing_db(&cfg)?;
             let mut out = std::io::stdout().lock();
             print_status(&mut out, &store, &accounts, *format, *quarantine)?;
             Ok(ExitCode::SUCCESS)
@@ -542,13 +536,7 @@ async fn run(cli: Cli) -> Result<ExitCode, CliError> {
             let accounts = cfg
                 .select_accounts(account.as_deref())
                 .map_err(CliError::usage)?;
-            if !cfg.store.path.exists() {
-                return Err(CliError::failed(format!(
-                    "no database at {} yet: run `auditwarden collect` or `sync-users` first",
-                    cfg.store.path.display()
-                )));
-            }
-            let store = Store::open_read_only(&cfg.store.path)?;
+            let store = open_existing_db(&cfg)?;
             let query = crate::report_users::RoleChangesQuery {
                 accounts: accounts.iter().map(|a| a.name.clone()).collect(),
                 user: user.clone(),
@@ -580,13 +568,7 @@ async fn run(cli: Cli) -> Result<ExitCode, CliError> {
                     ))
                 })?),
             };
-            if !cfg.store.path.exists() {
-                return Err(CliError::failed(format!(
-                    "no database at {} yet: run `auditwarden collect` or `sync-users` first",
-                    cfg.store.path.display()
-                )));
-            }
-            let store = Store::open_read_only(&cfg.store.path)?;
+            let store = open_existing_db(&cfg)?;
             let query = crate::report_users::UsersQuery {
                 account: args.account.clone(),
                 status,
@@ -613,7 +595,7 @@ async fn run(cli: Cli) -> Result<ExitCode, CliError> {
             let accounts = cfg
                 .select_accounts(account.as_deref())
                 .map_err(CliError::usage)?;
-            let store = open_for_reports(&cfg)?;
+            let store = open_existing_db(&cfg)?;
             let run = crate::report::run::run_configured(&store, &cfg, &accounts, Utc::now())?;
             if run.signature.is_none() {
                 eprintln!(
@@ -675,7 +657,9 @@ async fn run(cli: Cli) -> Result<ExitCode, CliError> {
     }
 }
 
-fn open_for_reports(cfg: &Config) -> Result<Store, CliError> {
+/// The configured database, read-only, for commands that only read (status, exports, listings,
+/// reports, alerts): it must exist already.
+fn open_existing_db(cfg: &Config) -> Result<Store, CliError> {
     if !cfg.store.path.exists() {
         return Err(CliError::failed(format!(
             "no database at {} yet: run `auditwarden collect` first",
@@ -737,7 +721,7 @@ fn report_cmd(cli: &Cli, args: &ReportArgs) -> Result<ExitCode, CliError> {
         .format
         .or_else(|| args.out.as_deref().and_then(report::run::format_of))
         .unwrap_or(ReportFormat::Csv);
-    let store = open_for_reports(&cfg)?;
+    let store = open_existing_db(&cfg)?;
     let req = ReportRequest {
         kind: args.kind,
         accounts,
@@ -996,13 +980,7 @@ async fn alerts_cmd(cli: &Cli, args: &AlertsArgs) -> Result<ExitCode, CliError> 
             }
         }
         None => {
-            if !cfg.store.path.exists() {
-                return Err(CliError::failed(format!(
-                    "no database at {} yet: run `auditwarden collect` first",
-                    cfg.store.path.display()
-                )));
-            }
-            let store = Store::open_read_only(&cfg.store.path)?;
+            let store = open_existing_db(&cfg)?;
             let status = args.status.map(|s| match s {
                 AlertStatus::Pending => "pending",
                 AlertStatus::Sent => "sent",
