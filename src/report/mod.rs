@@ -767,9 +767,15 @@ impl Tally {
 
 fn dormant_bands(n: u32) -> Vec<String> {
     let n = i64::from(n);
+    // "1 day" rather than "1-1 days" for tiny thresholds.
+    let range = |lo: i64, hi: i64| match (lo, hi) {
+        (1, 1) => "1 day".to_string(),
+        (lo, hi) if lo == hi => format!("{lo} days"),
+        (lo, hi) => format!("{lo}-{hi} days"),
+    };
     vec![
-        format!("{n}-{} days", 2 * n - 1),
-        format!("{}-{} days", 2 * n, 4 * n - 1),
+        range(n, 2 * n - 1),
+        range(2 * n, 4 * n - 1),
         format!("{}+ days", 4 * n),
         "never active".into(),
     ]
