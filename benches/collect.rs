@@ -9,8 +9,8 @@
 //!
 //! It prints figures and ratios; it asserts nothing about speed.
 
-use std::io::{BufRead, BufReader, Write};
-use std::process::{Command, Stdio};
+use std::io::Write;
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use auditwarden::api::{AuditQuery, Client, ParsedEvent};
@@ -19,51 +19,12 @@ use auditwarden::secret::Secret;
 use auditwarden::store::{PageWrite, Store, WindowDone};
 use chrono::{Days, Utc};
 
-const BIN: &str = env!("CARGO_BIN_EXE_auditwarden");
-const KEY: &str = "bench-key";
+mod common;
+
+use common::{peak_rss_of, start_sim, BIN, KEY};
+
 const DAYS: u32 = 30;
 const PAGE: u32 = 1000;
-
-struct Sim {
-    child: std::process::Child,
-    url: String,
-}
-
-impl Drop for Sim {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn start_sim(events: usize) -> Sim {
-    let mut child = Command::new(BIN)
-        .args([
-            "simulate",
-            "--listen",
-            "127.0.0.1:0",
-            "--seed",
-            "1",
-            "--days",
-        ])
-        .arg(DAYS.to_string())
-        .arg("--events")
-        .arg(events.to_string())
-        .env("AUDITWARDEN_SIM_API_KEY", KEY)
-        .env("AUDITWARDEN_LOG", "warn")
-        .stdout(Stdio::piped())
-        .spawn()
-        .expect("spawn simulator");
-    let mut line = String::new();
-    BufReader::new(child.stdout.take().expect("stdout"))
-        .read_line(&mut line)
-        .expect("address");
-    let url = format!(
-        "http://{}",
-        line.trim().rsplit("http://").next().unwrap_or("")
-    );
-    Sim { child, url }
-}
 
 fn account(url: &str) -> Account {
     let mut c = CollectionSettings {
@@ -120,36 +81,6 @@ async fn fetch_all(
     (events, client.stats().requests())
 }
 
-#[allow(clippy::zombie_processes)] // reaped by wait4 below, which also gives the child's peak RSS
-fn peak_rss_of(mut cmd: Command) -> (std::process::Output, Duration, u64) {
-    let started = Instant::now();
-    let child = cmd
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("spawn");
-    let pid = child.id() as libc::pid_t;
-    let mut stdout = child.stdout.expect("stdout");
-    let reader = std::thread::spawn(move || {
-        let mut s = Vec::new();
-        let _ = std::io::Read::read_to_end(&mut stdout, &mut s);
-        s
-    });
-    let mut status = 0;
-    // SAFETY: plain wait4 on our own child with valid out-pointers.
-    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
-    let r = unsafe { libc::wait4(pid, &mut status, 0, &mut usage) };
-    assert_eq!(r, pid, "wait4");
-    let elapsed = started.elapsed();
-    let out = reader.join().unwrap_or_default();
-    let output = std::process::Output {
-        status: std::os::unix::process::ExitStatusExt::from_raw(status),
-        stdout: out,
-        stderr: Vec::new(),
-    };
-    (output, elapsed, usage.ru_maxrss as u64 / 1024)
-}
-
 fn main() {
     let sizes: Vec<usize> = std::env::args()
         .skip(1)
@@ -164,7 +95,12 @@ fn main() {
     println!("auditwarden collection benchmark: {DAYS} days of history, pages of {PAGE}");
     for n in sizes {
         let t = Instant::now();
-        let sim = start_sim(n);
+        let sim = start_sim(&[
+            "--days".into(),
+            DAYS.to_string(),
+            "--events".into(),
+            n.to_string(),
+        ]);
         println!(
             "\n== {n} events (simulator ready in {:.1}s)",
             t.elapsed().as_secs_f64()

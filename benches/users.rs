@@ -8,86 +8,14 @@
 //!
 //! It prints figures; it asserts only that the runs succeed and that the idle sync wrote nothing.
 
-use std::io::{BufRead, BufReader, Write};
+use std::io::Write;
 use std::path::Path;
-use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::process::Command;
+use std::time::Instant;
 
-const BIN: &str = env!("CARGO_BIN_EXE_auditwarden");
-const KEY: &str = "bench-key";
+mod common;
 
-struct Sim {
-    child: std::process::Child,
-    url: String,
-}
-
-impl Drop for Sim {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn start_sim(users: usize) -> Sim {
-    let mut child = Command::new(BIN)
-        .args([
-            "simulate",
-            "--listen",
-            "127.0.0.1:0",
-            "--seed",
-            "1",
-            "--days",
-            "3",
-        ])
-        .args(["--events", "2000", "--users"])
-        .arg(users.to_string())
-        .env("AUDITWARDEN_SIM_API_KEY", KEY)
-        .env("AUDITWARDEN_LOG", "warn")
-        .stdout(Stdio::piped())
-        .spawn()
-        .expect("spawn simulator");
-    let mut line = String::new();
-    BufReader::new(child.stdout.take().expect("stdout"))
-        .read_line(&mut line)
-        .expect("address");
-    let url = format!(
-        "http://{}",
-        line.trim().rsplit("http://").next().unwrap_or("")
-    );
-    Sim { child, url }
-}
-
-/// Run to completion; returns (stdout, success, wall time, peak RSS in MiB) of the child.
-#[allow(clippy::zombie_processes)] // reaped by wait4 below, which also gives the child's peak RSS
-fn run_measured(mut cmd: Command) -> (String, bool, Duration, u64) {
-    let started = Instant::now();
-    let child = cmd
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("spawn");
-    let pid = child.id() as libc::pid_t;
-    let mut stdout = child.stdout.expect("stdout");
-    let reader = std::thread::spawn(move || {
-        let mut s = Vec::new();
-        let _ = std::io::Read::read_to_end(&mut stdout, &mut s);
-        s
-    });
-    let mut status = 0;
-    // SAFETY: plain wait4 on our own child with valid out-pointers.
-    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
-    let r = unsafe { libc::wait4(pid, &mut status, 0, &mut usage) };
-    assert_eq!(r, pid, "wait4");
-    let elapsed = started.elapsed();
-    let out = reader.join().unwrap_or_default();
-    let ok = libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0;
-    (
-        String::from_utf8_lossy(&out).to_string(),
-        ok,
-        elapsed,
-        usage.ru_maxrss as u64 / 1024,
-    )
-}
+use common::{peak_rss_of, start_sim, BIN, KEY};
 
 /// The number before `word` on the summary's lines (e.g. "requests", "rows written").
 fn figure(summary: &str, word: &str) -> u64 {
@@ -123,7 +51,14 @@ fn main() {
         .find_map(|a| a.parse().ok())
         .unwrap_or(100_000);
     let t = Instant::now();
-    let sim = start_sim(n);
+    let sim = start_sim(&[
+        "--days".into(),
+        "3".into(),
+        "--events".into(),
+        "2000".into(),
+        "--users".into(),
+        n.to_string(),
+    ]);
     println!(
         "auditwarden user benchmark: {n} DigiCert ONE users (simulator ready in {:.1}s)",
         t.elapsed().as_secs_f64()
@@ -156,7 +91,9 @@ fn main() {
         ("poll again ", "poll-invites"),
     ] {
         let before = db.exists().then(|| db_fingerprint(&db));
-        let (out, ok, elapsed, rss) = run_measured(cmd(what));
+        let (output, elapsed, rss) = peak_rss_of(cmd(what));
+        let ok = output.status.success();
+        let out = String::from_utf8_lossy(&output.stdout).to_string();
         assert!(ok, "{what} failed: {out}");
         let secs = elapsed.as_secs_f64();
         let requests = figure(&out, "requests");

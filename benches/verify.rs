@@ -9,14 +9,17 @@
 //!
 //! It prints figures; it asserts only that an untouched database verifies.
 
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use auditwarden::api::wire::parse_event;
 use auditwarden::api::{AuditEvent, ParsedEvent};
 use auditwarden::store::{day_str, PageWrite, Store};
 
-const BIN: &str = env!("CARGO_BIN_EXE_auditwarden");
+mod common;
+
+use common::{peak_rss_of, BIN};
+
 const PAGE: usize = 1000;
 const BATCH: usize = 50_000;
 
@@ -135,36 +138,6 @@ fn insert_without_chain(path: &std::path::Path, n: usize) -> f64 {
         i += BATCH;
     }
     spent.as_secs_f64()
-}
-
-#[allow(clippy::zombie_processes)] // reaped by wait4 below, which also gives the child's peak RSS
-fn peak_rss_of(mut cmd: Command) -> (std::process::Output, Duration, u64) {
-    let started = Instant::now();
-    let child = cmd
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("spawn");
-    let pid = child.id() as libc::pid_t;
-    let mut stdout = child.stdout.expect("stdout");
-    let reader = std::thread::spawn(move || {
-        let mut s = Vec::new();
-        let _ = std::io::Read::read_to_end(&mut stdout, &mut s);
-        s
-    });
-    let mut status = 0;
-    // SAFETY: plain wait4 on our own child with valid out-pointers.
-    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
-    let r = unsafe { libc::wait4(pid, &mut status, 0, &mut usage) };
-    assert_eq!(r, pid, "wait4");
-    let elapsed = started.elapsed();
-    let out = reader.join().unwrap_or_default();
-    let output = std::process::Output {
-        status: std::os::unix::process::ExitStatusExt::from_raw(status),
-        stdout: out,
-        stderr: Vec::new(),
-    };
-    (output, elapsed, usage.ru_maxrss as u64 / 1024)
 }
 
 fn main() {
