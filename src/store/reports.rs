@@ -6,7 +6,7 @@
 use rusqlite::params;
 
 use super::users::{user_from_row, ACCEPT_SLACK_MS, USER_COLUMNS};
-use super::{Evidence, Store, StoreError, StoredRoleChange, UserListing};
+use super::{Store, StoreError, StoredRoleChange, UserListing};
 
 /// One role change with the target user's current name and the instant the report files it
 /// under (the audit event's time, else the snapshot that observed it).
@@ -80,29 +80,9 @@ impl Store {
         let mut n = 0;
         while let Some(r) = rows.next().map_err(|e| self.err("role-change report", e))? {
             let row = (|| -> rusqlite::Result<RoleChangeRow> {
-                let event_id: Option<String> = r.get(6)?;
-                let evidence = match event_id {
-                    Some(event_id) => Some(Evidence {
-                        event_id,
-                        event_ms: r.get::<_, Option<i64>>(7)?.unwrap_or_default(),
-                        actor_id: r.get(8)?,
-                        actor_name: r.get(9)?,
-                        ip_address: r.get(10)?,
-                    }),
-                    None => None,
-                };
                 Ok(RoleChangeRow {
                     account: account.to_string(),
-                    change: StoredRoleChange {
-                        seq: r.get(0)?,
-                        user_id: r.get(1)?,
-                        role: r.get(2)?,
-                        change: r.get(3)?,
-                        observed_ms: r.get(4)?,
-                        after_ms: r.get(5)?,
-                        evidence,
-                        source: r.get(11)?,
-                    },
+                    change: super::users::role_change_from_row(r)?,
                     user_name: r.get(12)?,
                     at_ms: r.get(13)?,
                     alert_rules: r

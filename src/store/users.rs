@@ -416,29 +416,7 @@ impl Store {
                     actor_id, actor_name, ip_address, source FROM role_changes {filter} ORDER BY seq"
             ))
             .map_err(|e| self.err("role changes", e))?;
-        let map = |r: &rusqlite::Row<'_>| -> rusqlite::Result<StoredRoleChange> {
-            let event_id: Option<String> = r.get(6)?;
-            let evidence = match event_id {
-                Some(event_id) => Some(Evidence {
-                    event_id,
-                    event_ms: r.get::<_, Option<i64>>(7)?.unwrap_or_default(),
-                    actor_id: r.get(8)?,
-                    actor_name: r.get(9)?,
-                    ip_address: r.get(10)?,
-                }),
-                None => None,
-            };
-            Ok(StoredRoleChange {
-                seq: r.get(0)?,
-                user_id: r.get(1)?,
-                role: r.get(2)?,
-                change: r.get(3)?,
-                observed_ms: r.get(4)?,
-                after_ms: r.get(5)?,
-                evidence,
-                source: r.get(11)?,
-            })
-        };
+        let map = role_change_from_row;
         let rows = if two {
             st.query_map(params![account, user], map)
         } else {
@@ -689,4 +667,30 @@ fn insert_role_changes(
             .map_err(|e| err(path, "insert role change", e))? as u64;
     }
     Ok(n)
+}
+
+/// A `role_changes` row selected as `seq, user_id, role, change, observed_ms, after_ms, event_id,
+/// event_ms, actor_id, actor_name, ip_address, source` (columns 0 to 11, in that order).
+pub(super) fn role_change_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<StoredRoleChange> {
+    let event_id: Option<String> = r.get(6)?;
+    let evidence = match event_id {
+        Some(event_id) => Some(Evidence {
+            event_id,
+            event_ms: r.get::<_, Option<i64>>(7)?.unwrap_or_default(),
+            actor_id: r.get(8)?,
+            actor_name: r.get(9)?,
+            ip_address: r.get(10)?,
+        }),
+        None => None,
+    };
+    Ok(StoredRoleChange {
+        seq: r.get(0)?,
+        user_id: r.get(1)?,
+        role: r.get(2)?,
+        change: r.get(3)?,
+        observed_ms: r.get(4)?,
+        after_ms: r.get(5)?,
+        evidence,
+        source: r.get(11)?,
+    })
 }
