@@ -430,12 +430,12 @@ async fn run(cli: Cli) -> Result<ExitCode, CliError> {
                 account: account.clone(),
                 from: from
                     .as_deref()
-                    .map(|s| parse_when(s, false))
+                    .map(|s| parse_when(s, chrono_tz::UTC, false))
                     .transpose()
                     .map_err(CliError::usage)?,
                 to: to
                     .as_deref()
-                    .map(|s| parse_when(s, true))
+                    .map(|s| parse_when(s, chrono_tz::UTC, true))
                     .transpose()
                     .map_err(CliError::usage)?,
                 action: action.clone(),
@@ -669,9 +669,9 @@ fn open_existing_db(cfg: &Config) -> Result<Store, CliError> {
     Ok(Store::open_read_only(&cfg.store.path)?)
 }
 
-/// A report's `--from`/`--to`: a day in the display time zone (`--to` inclusive: the end is the
-/// start of the next day there), or an RFC 3339 instant.
-fn parse_report_when(s: &str, tz: chrono_tz::Tz, end: bool) -> Result<DateTime<Utc>, String> {
+/// `--from`/`--to`: a day in `tz` (`YYYY-MM-DD`; for `--to` inclusive, so the end is the start of
+/// the next day there), or an RFC 3339 instant. Exports use UTC, reports their display zone.
+fn parse_when(s: &str, tz: chrono_tz::Tz, end: bool) -> Result<DateTime<Utc>, String> {
     if let Ok(d) = NaiveDate::parse_from_str(s, "%Y-%m-%d") {
         let d = if end { d.succ_opt().unwrap_or(d) } else { d };
         return Ok(crate::report::start_of_day(tz, d));
@@ -693,13 +693,13 @@ fn report_cmd(cli: &Cli, args: &ReportArgs) -> Result<ExitCode, CliError> {
         let from = args
             .from
             .as_deref()
-            .map(|s| parse_report_when(s, tz, false))
+            .map(|s| parse_when(s, tz, false))
             .transpose()
             .map_err(|e| CliError::usage(format!("--from: {e}")))?;
         let to = args
             .to
             .as_deref()
-            .map(|s| parse_report_when(s, tz, true))
+            .map(|s| parse_when(s, tz, true))
             .transpose()
             .map_err(|e| CliError::usage(format!("--to: {e}")))?;
         let to = to.unwrap_or(now);
@@ -1033,18 +1033,6 @@ async fn alerts_cmd(cli: &Cli, args: &AlertsArgs) -> Result<ExitCode, CliError> 
             Ok(ExitCode::SUCCESS)
         }
     }
-}
-
-/// `YYYY-MM-DD` (a whole UTC day: start of day, or for `--to` the start of the next day) or an
-/// RFC 3339 instant.
-fn parse_when(s: &str, end: bool) -> Result<DateTime<Utc>, String> {
-    if let Ok(d) = NaiveDate::parse_from_str(s, "%Y-%m-%d") {
-        let d = if end { d.succ_opt().unwrap_or(d) } else { d };
-        return Ok(d.and_time(chrono::NaiveTime::MIN).and_utc());
-    }
-    DateTime::parse_from_rfc3339(s)
-        .map(|t| t.with_timezone(&Utc))
-        .map_err(|_| format!("{s:?} is not a date (YYYY-MM-DD) or an RFC 3339 time"))
 }
 
 /// Write a file through a temporary sibling and a rename, so a reader never sees half of it.
