@@ -33,6 +33,16 @@ pub struct Cli {
     /// Log format on stderr.
     #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text)]
     log_format: LogFormat,
+    /// Pin the clock that decides "today", dormancy, report periods and alert horizons (RFC 3339
+    /// or YYYY-MM-DD): for tests and replays. The simulator's world uses it too.
+    #[arg(
+        long,
+        global = true,
+        value_name = "TIME",
+        env = "AUDITWARDEN_NOW",
+        hide_env_values = true
+    )]
+    now: Option<String>,
     #[command(subcommand)]
     command: Command,
 }
@@ -294,6 +304,15 @@ pub struct DemoArgs {
 /// The entry point: `main` calls this.
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
+    if let Some(t) = &cli.now {
+        match crate::clock::parse(t) {
+            Ok(at) => crate::clock::pin(at),
+            Err(e) => {
+                eprintln!("error: --now: {e}");
+                return ExitCode::from(2);
+            }
+        }
+    }
     logging::init(
         cli.log_format,
         std::env::var("AUDITWARDEN_LOG").ok().as_deref(),
@@ -391,7 +410,7 @@ async fn run(cli: Cli) -> Result<ExitCode, CliError> {
                 .map_err(CliError::usage)?;
             let store = Store::open(&cfg.store.path)?;
             let opts = CollectOptions {
-                today: Utc::now().date_naive(),
+                today: crate::clock::today(),
                 progress: std::io::stderr().is_terminal(),
                 cancel: tokio_util::sync::CancellationToken::new(),
             };
@@ -574,7 +593,7 @@ async fn run(cli: Cli) -> Result<ExitCode, CliError> {
                 status,
                 role: args.role.clone(),
                 stale_invite_days: cfg.users.stale_invite_days,
-                now: Utc::now(),
+                now: crate::clock::now(),
             };
             let stdout = std::io::stdout();
             let mut w = std::io::BufWriter::new(stdout.lock());
@@ -596,7 +615,8 @@ async fn run(cli: Cli) -> Result<ExitCode, CliError> {
                 .select_accounts(account.as_deref())
                 .map_err(CliError::usage)?;
             let store = open_existing_db(&cfg)?;
-            let run = crate::report::run::run_configured(&store, &cfg, &accounts, Utc::now())?;
+            let run =
+                crate::report::run::run_configured(&store, &cfg, &accounts, crate::clock::now())?;
             if run.signature.is_none() {
                 eprintln!(
                     "note: the run is unsigned (no [reports] signing_key_file): auditors can check its SHA-256s, not who wrote it"
@@ -688,7 +708,7 @@ fn report_cmd(cli: &Cli, args: &ReportArgs) -> Result<ExitCode, CliError> {
         .select_accounts(args.account.as_deref())
         .map_err(CliError::usage)?;
     let tz = cfg.reports.time_zone;
-    let now = Utc::now();
+    let now = crate::clock::now();
     let period = if args.kind.is_period() {
         let from = args
             .from
@@ -892,7 +912,7 @@ async fn alerts_after_sync(
     cfg: &Config,
     out: &mut dyn Write,
 ) -> std::io::Result<()> {
-    for e in crate::alert::evaluate(store, accounts, &cfg.alerts, Utc::now()) {
+    for e in crate::alert::evaluate(store, accounts, &cfg.alerts, crate::clock::now()) {
         match e.result {
             Ok(c) if c.alerts > 0 => writeln!(
                 out,
@@ -962,7 +982,7 @@ async fn alerts_cmd(cli: &Cli, args: &AlertsArgs) -> Result<ExitCode, CliError> 
         }
         Some(AlertsCommand::Retry { id }) => {
             let mut store = Store::open(&cfg.store.path)?;
-            match store.retry_alert(*id, &sinks, Utc::now().timestamp_millis())? {
+            match store.retry_alert(*id, &sinks, crate::clock::now_ms())? {
                 None => Err(CliError::failed(format!("no alert {id}"))),
                 Some(0) => Err(CliError::failed(format!(
                     "alert {id} has nothing to send again (no failed delivery, or no sink configured)"
@@ -1112,7 +1132,7 @@ fn print_status(
     let mut json = Vec::new();
     for a in accounts {
         let s = store.account_status(&a.name)?;
-        let today = Utc::now().date_naive();
+        let today = crate::clock::today();
         let from = today
             .checked_sub_days(chrono::Days::new(u64::from(a.backfill_days)))
             .unwrap_or(today);

@@ -92,6 +92,10 @@ pub struct CollectionSettings {
     pub retry: RetryPolicy,
     /// How many times one window is re-read within a pass when paging was seen to shift.
     pub max_window_rereads: u32,
+    /// The most pages one read may take: a day window of the audit log, or one user listing. A
+    /// server that keeps serving full pages past it (a lying total, new ids on every page) ends
+    /// the account's pass with an error instead of running for ever.
+    pub max_pages_per_window: u32,
 }
 
 impl Default for CollectionSettings {
@@ -107,6 +111,7 @@ impl Default for CollectionSettings {
                 max_delay: Duration::from_secs(default_retry_max_secs()),
             },
             max_window_rereads: default_max_window_rereads(),
+            max_pages_per_window: default_max_pages_per_window(),
         }
     }
 }
@@ -146,6 +151,12 @@ fn default_retry_max_secs() -> u64 {
 }
 fn default_max_window_rereads() -> u32 {
     5
+}
+/// 500 pages of the default 1000 events: half a million events in one UTC day (or users in one
+/// listing), far past any real account; a server that never ends a read costs at most this many
+/// requests.
+fn default_max_pages_per_window() -> u32 {
+    500
 }
 fn default_backfill_days() -> u32 {
     90
@@ -1211,6 +1222,9 @@ fn collection_settings(
     }
     if let Some(v) = s.integer("max_window_rereads", 0, 100, problems) {
         c.max_window_rereads = v as u32;
+    }
+    if let Some(v) = s.integer("max_pages_per_window", 1, 1_000_000, problems) {
+        c.max_pages_per_window = v as u32;
     }
     if let Some(v) = s.take("rate_limits") {
         let key = s.key("rate_limits");

@@ -12,7 +12,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{bail, Context};
-use chrono::Utc;
 
 use crate::collect::{self, CollectOptions};
 use crate::config::{Account, AccountKind, CollectionSettings, Credential, RateLimit};
@@ -82,7 +81,7 @@ pub async fn run(db: PathBuf, events: usize, days: u32, faults: &str) -> anyhow:
     let refs: Vec<&Account> = accounts.iter().collect();
     let mut store = Store::open(&db).with_context(|| format!("opening {}", db.display()))?;
     let opts = CollectOptions {
-        today: Utc::now().date_naive(),
+        today: crate::clock::today(),
         progress: false,
         cancel: tokio_util::sync::CancellationToken::new(),
     };
@@ -161,7 +160,7 @@ pub async fn run(db: PathBuf, events: usize, days: u32, faults: &str) -> anyhow:
         }],
         ..crate::config::AlertSettings::default()
     };
-    for e in crate::alert::evaluate(&mut store, &refs, &alerts, Utc::now()) {
+    for e in crate::alert::evaluate(&mut store, &refs, &alerts, crate::clock::now()) {
         match e.result {
             Ok(c) => println!(
                 "{}: {} alert(s), {} of them history older than the backfill horizon (kept, not sent)",
@@ -184,8 +183,14 @@ pub async fn run(db: PathBuf, events: usize, days: u32, faults: &str) -> anyhow:
         config_sha256: "none (demo: no configuration file)".into(),
         signing_key: None,
     };
-    let run =
-        crate::report::run::run_scheduled(&store, &settings, &refs, 14, Utc::now(), &provenance)?;
+    let run = crate::report::run::run_scheduled(
+        &store,
+        &settings,
+        &refs,
+        14,
+        crate::clock::now(),
+        &provenance,
+    )?;
     for f in &run.manifest.files {
         println!("  {}/{} ({} rows)", run.dir.display(), f.file, f.rows);
     }

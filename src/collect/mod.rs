@@ -182,6 +182,8 @@ struct Run {
     unstable_days: u64,
     pages_read: u64,
     events_seen: u64,
+    /// Items kept in quarantine this pass (logged once per account, at the end).
+    malformed_seen: u64,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -192,6 +194,13 @@ enum RunError {
     WriterGone,
     #[error("stopped at a safe point for shutdown")]
     Cancelled,
+    /// The server would have paged without end; the day stays incomplete.
+    #[error("account {account}, day {day}: {reason}")]
+    Unbounded {
+        account: String,
+        day: NaiveDate,
+        reason: String,
+    },
 }
 
 async fn run_account(
@@ -201,7 +210,7 @@ async fn run_account(
     bar: Option<ProgressBar>,
     cancel: CancellationToken,
 ) -> AccountSummary {
-    let started = Utc::now();
+    let started = crate::clock::now();
     let mut summary = AccountSummary {
         account: account.name.clone(),
         kind: account.kind,
@@ -248,6 +257,7 @@ async fn run_account(
         unstable_days: 0,
         pages_read: 0,
         events_seen: 0,
+        malformed_seen: 0,
     };
     let mut result = Ok(());
     for (filter, coverage) in &plan.filters {
@@ -258,6 +268,14 @@ async fn run_account(
     }
     if let Some(b) = &run.bar {
         b.finish();
+    }
+    if run.malformed_seen > 0 {
+        tracing::warn!(
+            event = "events_quarantined",
+            account = %run.name,
+            count = run.malformed_seen,
+            "events that cannot be understood are kept in quarantine; `auditwarden status --quarantine` lists them"
+        );
     }
     summary.cancelled = matches!(result, Err(RunError::Cancelled));
     summary.error = result
@@ -270,7 +288,7 @@ async fn run_account(
     summary.days_read = run.days_read;
     summary.rereads = run.rereads;
     summary.unstable_days = run.unstable_days;
-    summary.finished = Utc::now();
+    summary.finished = crate::clock::now();
     if summary.cancelled {
         // Not a pass: nothing is recorded, and the next pass resumes from the coverage rows.
         tracing::info!(event = "pass_cancelled", account = %summary.account, requests = summary.requests);
@@ -480,20 +498,54 @@ impl Run {
         Ok(changed)
     }
 
-    /// Read one day completely, re-reading while paging is seen to shift.
+    /// Read one day completely.
+    ///
+    /// The audit log is append-only: an event arriving at an offset before the reader pushes the
+    /// items after it to higher offsets, never to lower ones, so forward paging sees repeats but
+    /// never skips. A read is therefore complete once it has seen every item that existed when it
+    /// began: distinct items >= the `total` of its first page (envelope responses), or a page
+    /// shorter than `limit` (bare arrays). Arrivals during the read are left to the next pass,
+    /// which finds them because the recorded total counts only what was seen. Only a shrinking
+    /// total or too few distinct items (deletion, retention) can hide an item: those re-read, at
+    /// most `max_window_rereads` times.
+    ///
+    /// Every read is bounded: a page made only of items already seen in this read means the server
+    /// ignores `offset`; more distinct items than the first total plus a slack for arrivals, or
+    /// more than `max_pages_per_window` pages, mean it would serve for ever. Each ends the account's
+    /// pass with [`RunError::Unbounded`].
     async fn read_day(&mut self, day: NaiveDate, filter: &str) -> Result<(), RunError> {
         let limit = self.account.collection.page_size;
         let max_rereads = self.account.collection.max_window_rereads;
+        let max_pages = self.account.collection.max_pages_per_window;
         let action: Arc<str> = Arc::from(filter);
         self.days_read += 1;
-        for attempt in 0..=max_rereads {
+        let mut why_incomplete = String::new();
+        // (distinct, first total, last total) of the previous attempt: a re-read that ends the
+        // same way proves nothing moved, so the shortfall is the server's (an offset cap, a total
+        // that lies) and reading again cannot fix it.
+        let mut previous: Option<(u64, Option<u64>, Option<u64>)> = None;
+        'attempts: for attempt in 0..=max_rereads {
             if attempt > 0 {
                 self.rereads += 1;
             }
             let mut seen: HashSet<u64> = HashSet::new();
-            let mut repeated = 0u64;
+            let mut first_total: Option<u64> = None;
             let mut offset = 0u64;
+            let mut pages = 0u32;
             loop {
+                if pages >= max_pages {
+                    return Err(self
+                        .unbounded(
+                            day,
+                            &action,
+                            format!(
+                                "the server kept serving full pages: {pages} pages ({} distinct events) without reaching the end of the day (max_pages_per_window = {max_pages})",
+                                seen.len()
+                            ),
+                        )
+                        .await);
+                }
+                pages += 1;
                 let q = AuditQuery {
                     from: day,
                     to: day,
@@ -503,8 +555,6 @@ impl Run {
                 };
                 let page = match self.fetch(&q).await {
                     Ok(p) => p,
-                    Err(RunError::Cancelled) => return Err(RunError::Cancelled),
-                    Err(RunError::WriterGone) => return Err(RunError::WriterGone),
                     Err(RunError::Api(e)) => {
                         self.send(WriterMsg::Incomplete {
                             account: self.name.clone(),
@@ -515,34 +565,67 @@ impl Run {
                         .await?;
                         return Err(e.into());
                     }
+                    Err(e) => return Err(e),
                 };
                 self.totals.get_or_insert(page.total.is_some());
+                if pages == 1 {
+                    first_total = page.total;
+                }
                 let n = page.items.len() as u64;
+                let before = seen.len();
                 let mut events = Vec::with_capacity(page.items.len());
                 let mut malformed = Vec::new();
                 for item in page.items {
-                    if !seen.insert(key_hash(item.key())) {
-                        repeated += 1;
-                    }
+                    seen.insert(key_hash(item.key()));
                     match item {
                         ParsedEvent::Event(e) => events.push(e),
                         ParsedEvent::Malformed(m) => malformed.push(m),
                     }
                 }
-                if let Some(first) = malformed.first() {
-                    tracing::warn!(event = "events_quarantined", account = %self.name, day = %day, count = malformed.len(), first_key = %first.key, first_reason = %first.reason, "events that cannot be understood are kept in quarantine");
+                let fresh = (seen.len() - before) as u64;
+                if n > 0 && fresh == 0 {
+                    // Nothing new on a non-empty page: the same items again, so `offset` is not
+                    // honoured and paging would never end. Store nothing more of this day.
+                    return Err(self
+                        .unbounded(
+                            day,
+                            &action,
+                            format!("the page at offset {offset} held only events already read (the server does not honour offset)"),
+                        )
+                        .await);
                 }
+                if let Some(t) = first_total {
+                    if seen.len() as u64 > t + crate::collect::users::read_slack(t, limit) {
+                        return Err(self
+                            .unbounded(
+                                day,
+                                &action,
+                                format!(
+                                    "the server kept serving new events past the day's total of {t} ({} distinct so far)",
+                                    seen.len()
+                                ),
+                            )
+                            .await);
+                    }
+                }
+                self.malformed_seen += malformed.len() as u64;
                 self.events_seen += n;
                 self.pages_read += 1;
                 let last = match page.total {
                     Some(t) => n == 0 || offset + n >= t,
                     None => n < u64::from(limit),
                 };
-                let complete =
-                    last && repeated == 0 && page.total.is_none_or(|t| seen.len() as u64 >= t);
+                let distinct = seen.len() as u64;
+                let complete = last
+                    && match (first_total, page.total) {
+                        (Some(first), Some(now)) => distinct >= first && now >= first,
+                        _ => true,
+                    };
+                // Record only what was seen: arrivals during the read raise the server's total
+                // past it, so the next pass's probe finds them.
                 let done = complete.then_some(WindowDone {
-                    server_total: page.total,
-                    received: seen.len() as u64,
+                    server_total: page.total.map(|t| t.min(distinct)),
+                    received: distinct,
                 });
                 self.send(WriterMsg::Page {
                     account: self.name.clone(),
@@ -564,20 +647,59 @@ impl Run {
                     return Ok(());
                 }
                 if last {
-                    tracing::info!(event = "window_shifted", account = %self.name, day = %day, repeated, received = seen.len(), total = ?page.total, "paging shifted while reading; reading the day again");
+                    why_incomplete = match (first_total, page.total) {
+                        (Some(first), Some(now)) if now < first => {
+                            format!("the server's total shrank from {first} to {now} while reading")
+                        }
+                        (Some(first), _) => format!(
+                            "{distinct} distinct events read, fewer than the day's total of {first}"
+                        ),
+                        _ => "the read ended early".to_string(),
+                    };
+                    let outcome = (distinct, first_total, page.total);
+                    if previous == Some(outcome) {
+                        why_incomplete.push_str(
+                            " twice in a row (the server cannot page to its own total: an offset cap or a wrong total)",
+                        );
+                        break 'attempts;
+                    }
+                    previous = Some(outcome);
+                    tracing::info!(event = "window_short", account = %self.name, day = %day, received = distinct, first_total = ?first_total, total = ?page.total, reason = %why_incomplete, "reading the day again");
                     break;
                 }
             }
         }
         self.unstable_days += 1;
-        tracing::warn!(event = "window_unstable", account = %self.name, day = %day, "paging kept shifting; the day stays incomplete until the next pass");
+        tracing::warn!(event = "window_unstable", account = %self.name, day = %day, reason = %why_incomplete, "the day stays incomplete until the next pass");
         self.send(WriterMsg::Incomplete {
             account: self.name.clone(),
             action,
             day,
-            note: format!("paging kept shifting after {max_rereads} re-reads"),
+            note: why_incomplete,
         })
         .await
+    }
+
+    /// Mark `day` incomplete with `reason` and build the error that ends the account's pass.
+    async fn unbounded(&self, day: NaiveDate, action: &Arc<str>, reason: String) -> RunError {
+        tracing::error!(event = "read_unbounded", account = %self.name, day = %day, reason = %reason);
+        let note = format!("stopped: {reason}");
+        if let Err(e) = self
+            .send(WriterMsg::Incomplete {
+                account: self.name.clone(),
+                action: action.clone(),
+                day,
+                note,
+            })
+            .await
+        {
+            return e;
+        }
+        RunError::Unbounded {
+            account: self.name.to_string(),
+            day,
+            reason,
+        }
     }
 
     /// One request, abandoned if the pass is cancelled first. This is a safe point: the previous

@@ -81,6 +81,10 @@ pub struct UserSummary {
 enum UsersError {
     #[error(transparent)]
     Api(#[from] ApiError),
+    /// The server's listing cannot be trusted to end (a repeated page, or more pages than any
+    /// real listing): the listing stops, nobody is marked deleted.
+    #[error("{0}")]
+    Unbounded(String),
     #[error(transparent)]
     Store(#[from] StoreError),
 }
@@ -113,7 +117,7 @@ async fn run_one(
     kind: &'static str,
     stale_days: u32,
 ) -> UserSummary {
-    let started = Utc::now();
+    let started = crate::clock::now();
     let mut s = UserSummary {
         account: account.name.clone(),
         kind,
@@ -136,7 +140,7 @@ async fn run_one(
         Err(e) => Err(e.into()),
     };
     s.error = result.err().map(|e| e.to_string());
-    s.finished = Utc::now();
+    s.finished = crate::clock::now();
     let run = UserRun {
         account: account.name.clone(),
         kind,
@@ -390,7 +394,7 @@ fn new_observer(
     source: &'static str,
 ) -> Result<Observer, StoreError> {
     Ok(Observer {
-        now_ms: Utc::now().timestamp_millis(),
+        now_ms: crate::clock::now_ms(),
         source,
         prev_sync_ms: store.last_complete_user_run(account, "sync")?,
         prev_poll_ms: store.last_complete_user_run(account, "poll")?,
@@ -413,6 +417,12 @@ fn quarantine(store: &mut Store, account: &str, bad: &[Malformed]) -> Result<u64
         done: None,
     })?;
     Ok(out.quarantined)
+}
+
+/// How far a read may grow past the total its first page announced (arrivals during the read)
+/// before the server is taken to be serving without end.
+pub(crate) fn read_slack(first_total: u64, limit: u32) -> u64 {
+    (first_total / 4).max(2 * u64::from(limit))
 }
 
 /// A user-list page parser of one API.
@@ -458,10 +468,22 @@ async fn sync_account(
     };
     let mut seen: HashSet<String> = HashSet::new();
     let mut listing_error = None;
+    let mut unbounded: Option<String> = None;
+    let max_pages = account.collection.max_pages_per_window;
     'lists: for (user_type, parse) in lists {
         let mut offset = 0u64;
         let mut distinct_here = 0u64;
+        let mut pages = 0u32;
+        let mut first_total: Option<u64> = None;
+        let list_name = user_type.map_or("users".to_string(), |t| format!("{t} users"));
         loop {
+            if pages >= max_pages {
+                unbounded = Some(format!(
+                    "the {list_name} listing did not end after {pages} pages (max_pages_per_window); stopped, nobody marked deleted"
+                ));
+                break 'lists;
+            }
+            pages += 1;
             let mut query = vec![("offset", offset.to_string()), ("limit", limit.to_string())];
             if let Some(t) = user_type {
                 query.push(("user_type", t.to_string()));
@@ -474,6 +496,8 @@ async fn sync_account(
                 }
             };
             let n = page.items.len() as u64;
+            let before = distinct_here;
+            let first = *first_total.get_or_insert(page.total.unwrap_or(0));
             let mut batch = UserBatch::default();
             let mut bad = Vec::new();
             for item in page.items {
@@ -502,6 +526,21 @@ async fn sync_account(
             }
             s.rows_written += store.write_user_batch(&account.name, &batch)?;
             s.rows_written += quarantine(store, &account.name, &bad)?;
+            // A full page of users all listed before: the server ignores `offset` and would
+            // serve the same page for ever.
+            if n > 0 && distinct_here == before && bad.is_empty() {
+                unbounded = Some(format!(
+                    "the {list_name} listing served a page of users already listed at offset {offset} (the server does not honour offset); stopped, nobody marked deleted"
+                ));
+                break 'lists;
+            }
+            // More users than the first page's total allows, beyond arrivals during the read.
+            if page.total.is_some() && distinct_here > first + read_slack(first, limit) {
+                unbounded = Some(format!(
+                    "the {list_name} listing kept growing past its total of {first} ({distinct_here} distinct users); stopped, nobody marked deleted"
+                ));
+                break 'lists;
+            }
             offset += n;
             let last = match page.total {
                 Some(t) => n == 0 || offset >= t,
@@ -518,6 +557,12 @@ async fn sync_account(
                 break;
             }
         }
+    }
+    if let Some(why) = unbounded {
+        tracing::error!(event = "users_unbounded", account = %account.name, reason = %why);
+        s.incomplete = Some(why.clone());
+        s.rows_written += link_role_events(store, account, &obs, s)?;
+        return Err(UsersError::Unbounded(why));
     }
     if let Some(e) = listing_error {
         s.incomplete = Some(format!("the listing failed: {e}"));

@@ -46,6 +46,16 @@ pub struct FaultSpec {
     pub drift: u32,
     /// The first N audit-log requests first insert an event in an older day outside their window.
     pub late: u32,
+    /// A busy account: every audit-log request first adds one event timestamped now (with
+    /// `ignore-sort` it lands at offset 0 of today, pushing every page along).
+    pub busy: bool,
+    /// Hostile: audit-log and user lists ignore `offset` (every page is the first page).
+    pub repeat_pages: bool,
+    /// Hostile: envelopes report a total of 1,000,000 whatever they hold.
+    pub lying_total: bool,
+    /// Hostile: audit-log and user-list pages are always full of new ids, made up on the fly
+    /// (never stored, so the simulator's memory stays flat).
+    pub endless: bool,
 }
 
 impl Default for FaultSpec {
@@ -67,6 +77,10 @@ impl Default for FaultSpec {
             error_shapes: false,
             drift: 0,
             late: 0,
+            busy: false,
+            repeat_pages: false,
+            lying_total: false,
+            endless: false,
         }
     }
 }
@@ -90,6 +104,10 @@ pub const FAULT_NAMES: &[&str] = &[
     "error-shapes",
     "drift",
     "late",
+    "busy",
+    "repeat-pages",
+    "lying-total",
+    "endless",
 ];
 
 /// The kinds of request fault, in the order they are rolled for each request.
@@ -173,6 +191,10 @@ impl FaultSpec {
                 "error-shapes" => out.error_shapes = switch(name, value)?,
                 "drift" => out.drift = count(name, value)?,
                 "late" => out.late = count(name, value)?,
+                "busy" => out.busy = switch(name, value)?,
+                "repeat-pages" => out.repeat_pages = switch(name, value)?,
+                "lying-total" => out.lying_total = switch(name, value)?,
+                "endless" => out.endless = switch(name, value)?,
                 _ => {
                     return Err(format!(
                         "unknown fault `{name}` (known: {})",
@@ -204,6 +226,9 @@ impl FaultSpec {
             error_shapes: true,
             drift: 3,
             late: 3,
+            // The hostile modes and `busy` are never part of `all`: a client cannot finish
+            // against them by design.
+            ..FaultSpec::default()
         }
     }
 

@@ -513,13 +513,14 @@ impl Simulator {
             Ok(q) => q,
             Err(m) => return self.bad_request(Api::One, &m),
         };
-        let (bare, alt, drift, late) = {
+        let (bare, alt, drift, late, busy, spec) = {
             let mut c = self.control();
             if c.spec.ignore_sort {
                 q.newest_first = true;
             }
             let mut drift = false;
             let mut late = false;
+            let busy = may_change && !c.frozen && c.spec.busy;
             if may_change && !c.frozen {
                 if q.offset > 0 && c.drift_done < c.spec.drift {
                     c.drift_done += 1;
@@ -530,9 +531,16 @@ impl Simulator {
                     late = true;
                 }
             }
-            (c.spec.bare, c.spec.alt_fields, drift, late)
+            (
+                c.spec.bare,
+                c.spec.alt_fields,
+                drift,
+                late,
+                busy,
+                c.spec.clone(),
+            )
         };
-        if drift || late {
+        if drift || late || busy {
             let mut w = self.world_mut();
             if drift {
                 w.insert_drift(&q);
@@ -540,22 +548,49 @@ impl Simulator {
             if late {
                 w.insert_late(&q);
             }
+            if busy {
+                w.insert_arrival();
+            }
+        }
+        // Hostile servers: `offset` ignored, or pages of new ids for ever.
+        let served_offset = q.offset;
+        if spec.repeat_pages {
+            q.offset = 0;
         }
         let w = self.world();
         let page = w.select(&q);
         let mut out = String::with_capacity(page.indices.len() * 560 + 80);
         if !bare {
+            let total = if spec.lying_total {
+                1_000_000
+            } else if spec.endless {
+                served_offset + 2 * q.limit
+            } else {
+                page.total
+            };
             out.push_str(&format!(
                 "{{\"total\":{},\"offset\":{},\"limit\":{},\"items\":",
-                page.total, q.offset, q.limit
+                total, served_offset, q.limit
             ));
         }
         out.push('[');
-        for (n, &i) in page.indices.iter().enumerate() {
-            if n > 0 {
-                out.push(',');
+        if spec.endless {
+            let (lo, hi) = q.window_ms();
+            for n in 0..q.limit {
+                if n > 0 {
+                    out.push(',');
+                }
+                let seq = (served_offset + n) as u64;
+                let ts = lo + (seq as i64 % (hi - lo).max(1));
+                w.write_phantom(&mut out, seq, ts, alt);
             }
-            w.write_event(&mut out, i, alt);
+        } else {
+            for (n, &i) in page.indices.iter().enumerate() {
+                if n > 0 {
+                    out.push(',');
+                }
+                w.write_event(&mut out, i, alt);
+            }
         }
         out.push(']');
         if !bare {
@@ -585,13 +620,23 @@ impl Simulator {
             .iter()
             .filter(|u| user_type.is_none_or(|t| u.user_type_str() == t))
             .collect();
-        let total = matching.len();
-        let items: Vec<Value> = matching
+        let mut total = matching.len();
+        let skip = if spec.repeat_pages { 0 } else { offset };
+        let mut items: Vec<Value> = matching
             .into_iter()
-            .skip(offset)
+            .skip(skip)
             .take(limit)
             .map(|u| w.one_user_json(u, spec.role_objects))
             .collect();
+        if spec.endless {
+            items = (offset..offset + limit)
+                .map(|n| phantom_one_user(n, user_type))
+                .collect();
+            total = offset + 2 * limit;
+        }
+        if spec.lying_total {
+            total = 1_000_000;
+        }
         if spec.user_envelope && !spec.bare {
             Reply::json(
                 200,
@@ -682,13 +727,22 @@ impl Simulator {
         if desc {
             users.reverse();
         }
-        let total = users.len();
-        let items: Vec<Value> = users
+        let spec = self.faults_view();
+        let mut total = users.len();
+        let skip = if spec.repeat_pages { 0 } else { offset };
+        let mut items: Vec<Value> = users
             .into_iter()
-            .skip(offset)
+            .skip(skip)
             .take(limit)
             .map(|u| w.cc_user_json(u))
             .collect();
+        if spec.endless {
+            items = (offset..offset + limit).map(phantom_cc_user).collect();
+            total = offset + 2 * limit;
+        }
+        if spec.lying_total {
+            total = 1_000_000;
+        }
         Reply::json(
             200,
             &json!({"users": items, "page": {"total": total, "limit": limit, "offset": offset}}),
@@ -768,6 +822,28 @@ impl Simulator {
                     Err(e) => control_error(400, e),
                 }
             }
+            (Method::GET, ["clock"]) => Reply::json(
+                200,
+                &json!({"now": crate::clock::now().to_rfc3339(), "pinned": crate::clock::is_pinned()}),
+            ),
+            (Method::POST, ["clock"]) => {
+                // `{"now": "RFC3339"}` (or the time as plain text) re-pins the world's clock.
+                let text = String::from_utf8_lossy(body);
+                let value = serde_json::from_str::<Value>(&text)
+                    .ok()
+                    .and_then(|v| v.get("now").and_then(Value::as_str).map(str::to_string))
+                    .unwrap_or_else(|| text.trim().to_string());
+                match crate::clock::parse(&value) {
+                    Ok(pin) => {
+                        crate::clock::pin(pin);
+                        Reply::json(
+                            200,
+                            &json!({"now": crate::clock::now().to_rfc3339(), "pinned": true}),
+                        )
+                    }
+                    Err(e) => control_error(400, e),
+                }
+            }
             (Method::POST, ["events"]) => self.control_events(body),
             (Method::POST, ["users"]) => match parse_body::<CreateUser>(body) {
                 Ok(req) => from_world(self.world_mut().create_user(&req)),
@@ -803,7 +879,7 @@ impl Simulator {
             return control_error(400, format!("count must be at most {MAX_CONTROL_EVENTS}"));
         }
         let day = match req.day.as_deref() {
-            None => ms_to_day(chrono::Utc::now().timestamp_millis()),
+            None => ms_to_day(crate::clock::now_ms()),
             Some(d) => match parse_day("day", d) {
                 Ok(d) => d,
                 Err(e) => return control_error(400, e),
@@ -842,6 +918,33 @@ impl Simulator {
 }
 
 /// The stats label of an API route: ids are replaced by `{id}`.
+/// `endless`: a made-up DigiCert ONE user with a new id (never stored).
+fn phantom_one_user(n: usize, user_type: Option<&str>) -> Value {
+    let t = user_type.unwrap_or("standard");
+    json!({
+        "id": format!("00000000-0000-4000-8000-{n:012x}"),
+        "user_name": format!("phantom-{n}"),
+        "email": format!("phantom-{n}@example.test"),
+        "status": "ACTIVE",
+        "user_type": t,
+        "access_scope": "account",
+        "created_at": "2020-01-01T00:00:00Z",
+        "roles": [],
+    })
+}
+
+/// `endless`: a made-up CertCentral user with a new id (never stored).
+fn phantom_cc_user(n: usize) -> Value {
+    json!({
+        "id": 900_000_000u64 + n as u64,
+        "username": format!("phantom-{n}"),
+        "email": format!("phantom-{n}@example.test"),
+        "status": "active",
+        "access_roles": [],
+        "type": "regular",
+    })
+}
+
 fn route_label(api: Api, method: &Method, rest: &str) -> String {
     let prefix = match api {
         Api::One => "/account/api/v1",

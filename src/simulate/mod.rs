@@ -147,7 +147,7 @@ pub struct Simulator {
 impl Simulator {
     /// Build the world; the events end at the current time.
     pub fn new(opts: SimOptions) -> Simulator {
-        Simulator::new_at(opts, Utc::now())
+        Simulator::new_at(opts, crate::clock::now())
     }
 
     /// Build the world with its events ending at `now` (for reproducible tests).
@@ -243,6 +243,7 @@ impl Simulator {
                 "drift": w.inserted_drift,
                 "late": w.inserted_late,
                 "control": w.inserted_control,
+                "busy": w.inserted_arrivals,
             },
         })
     }

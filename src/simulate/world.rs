@@ -333,7 +333,7 @@ impl AuditQuery {
     }
 
     /// `[lo, hi)` in UTC ms of the date window.
-    fn window_ms(&self) -> (i64, i64) {
+    pub(crate) fn window_ms(&self) -> (i64, i64) {
         let lo = self.from.map(day_start_ms).unwrap_or(i64::MIN);
         let hi = self
             .to
@@ -399,6 +399,7 @@ pub(crate) struct World {
     pub inserted_drift: u64,
     pub inserted_late: u64,
     pub inserted_control: u64,
+    pub inserted_arrivals: u64,
 }
 
 pub(crate) fn day_start_ms(d: NaiveDate) -> i64 {
@@ -571,6 +572,7 @@ impl World {
             inserted_drift: 0,
             inserted_late: 0,
             inserted_control: 0,
+            inserted_arrivals: 0,
         };
         w.account_party = w.add_party(&account_id, &account_name);
         for d in DESCS {
@@ -1103,7 +1105,21 @@ impl World {
 
     /// Serialize event `i` as served. `alt_fields`: the fault is on.
     pub(crate) fn write_event(&self, out: &mut String, i: usize, alt_fields: bool) {
-        let Some(e) = self.events.get(i) else { return };
+        if let Some(e) = self.events.get(i) {
+            self.write_one(out, e, alt_fields);
+        }
+    }
+
+    /// `endless`: write a made-up event with a new id at `ts_ms`, never stored.
+    pub(crate) fn write_phantom(&self, out: &mut String, seq: u64, ts_ms: i64, alt_fields: bool) {
+        let mut rng = ChaCha8Rng::seed_from_u64(seq ^ 0x9e37_79b9_7f4a_7c15);
+        let mut e = self.filler_event(&mut rng, ts_ms);
+        e.ts_ms = ts_ms;
+        e.key = uuid_key(&mut rng);
+        self.write_one(out, &e, alt_fields);
+    }
+
+    fn write_one(&self, out: &mut String, e: &Event, alt_fields: bool) {
         let alt = alt_fields && e.alt_eligible();
         let mal = e.malformed();
         out.push('{');
@@ -1199,7 +1215,7 @@ impl World {
     }
 
     fn utc_now_ms() -> i64 {
-        Utc::now().timestamp_millis()
+        crate::clock::now_ms()
     }
 
     /// `drift`: a new event timestamped as the newest of the window `[lo, hi)`.
@@ -1260,6 +1276,19 @@ impl World {
         self.rng = rng;
         self.insert(e);
         self.inserted_late += 1;
+    }
+
+    /// `busy`: one event happening now (the newest of all, so newest-first paging shifts).
+    pub(crate) fn insert_arrival(&mut self) {
+        let now = Self::utc_now_ms();
+        let mut rng = self.rng.clone();
+        let mut e = self.filler_event(&mut rng, now);
+        e.ts_ms = now;
+        e.offset_q = 0;
+        e.flags |= F_MS;
+        self.rng = rng;
+        self.insert(e);
+        self.inserted_arrivals += 1;
     }
 
     /// `POST /_sim/events`: `count` routine events on `day` (not after now).

@@ -543,7 +543,7 @@ impl Batch<'_> {
     /// Store one page (insert-or-ignore on `(account, id)`) and, with the last page of a window
     /// read that proved complete, mark that day complete: rows and coverage commit together.
     pub fn write_page(&mut self, w: &PageWrite<'_>) -> Result<PageOutcome> {
-        let now = ms(Utc::now());
+        let now = ms(crate::clock::now());
         let path = self.path;
         let tx = &self.tx;
         let mut out = PageOutcome::default();
@@ -656,7 +656,13 @@ impl Batch<'_> {
                     received, read_ms, note) VALUES (?1, ?2, ?3, 0, NULL, 0, ?4, ?5)
                  ON CONFLICT (account, action_filter, day) DO UPDATE SET complete = 0,
                     read_ms = excluded.read_ms, note = excluded.note",
-                params![account, action_filter, day_str(day), ms(Utc::now()), note],
+                params![
+                    account,
+                    action_filter,
+                    day_str(day),
+                    ms(crate::clock::now()),
+                    note
+                ],
             )
             .map_err(|e| err(self.path, "mark incomplete", e))?;
         Ok(())

@@ -523,7 +523,7 @@ fn backfill_does_not_flood() {
     let suppressed = app.sql_count("SELECT COUNT(*) FROM alerts WHERE suppressed = 1");
     let sent = r.distinct();
     assert!(suppressed >= 10, "only {suppressed} suppressed");
-    let day_ago = chrono::Utc::now() - chrono::Duration::hours(24);
+    let day_ago = now() - chrono::Duration::hours(24);
     for b in sent.values() {
         let t =
             chrono::DateTime::parse_from_rfc3339(b["time"].as_str().expect("time")).expect("time");

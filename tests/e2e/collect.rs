@@ -74,8 +74,9 @@ fn mixed_faults_lose_nothing() {
     assert_matches_truth(&app, &sim, "one");
 }
 
-/// Events arriving while a client pages (newest-first order shifts offsets) are all stored by the
-/// same pass, which re-reads the day it saw shift.
+/// Events arriving while a client pages (newest-first order shifts offsets) push items to higher
+/// offsets and never skip one: no day is re-read, every day is complete after the first pass, and
+/// the arrivals themselves are picked up by the next pass.
 #[test]
 fn events_arriving_during_paging_are_not_missed() {
     let sim = Sim::start(&[
@@ -89,12 +90,126 @@ fn events_arriving_during_paging_are_not_missed() {
         "ignore-sort,drift=25",
     ]);
     let app = App::new(&sim, "");
-    let out = app.collect_ok();
-    assert_matches_truth(&app, &sim, "one");
-    assert!(
-        !out.contains("(0 re-reads"),
-        "drift should have forced re-reads: {out}"
+    let first = app.collect_ok();
+    assert!(first.contains("(0 re-reads, 0 left incomplete)"), "{first}");
+    assert_eq!(
+        sim.stats()["arrivals"]["drift"],
+        25,
+        "the drift fault did not fire"
     );
+    let status = app.run(&["status"]);
+    let status = String::from_utf8_lossy(&status.stdout).to_string();
+    assert!(!status.contains("INCOMPLETE"), "{status}");
+    let second = app.collect_ok();
+    assert!(second.contains("(0 re-reads"), "{second}");
+    assert_matches_truth(&app, &sim, "one");
+}
+
+/// Audit-log requests the simulator served so far.
+fn audit_requests(sim: &Sim) -> u64 {
+    sim.stats()["routes"]
+        .as_object()
+        .expect("routes")
+        .iter()
+        .filter(|(k, _)| k.contains("audit-log"))
+        .map(|(_, v)| v.as_u64().unwrap_or(0))
+        .sum()
+}
+
+/// A busy account on a server that serves newest first whatever `sort` says, with an event
+/// arriving on every request: today completes in one read per pass, with no re-read, and `status`
+/// shows every day complete.
+#[test]
+fn busy_newest_first_account_completes_today_in_one_read() {
+    let sim = Sim::start(&[
+        "--events",
+        "200",
+        "--days",
+        "5",
+        "--seed",
+        "21",
+        "--faults",
+        "ignore-sort,busy",
+    ]);
+    // Pages larger than a busy day, so that reading today is one request.
+    let app = App::new(&sim, "page_size = 500\n");
+    let first = app.collect_ok();
+    assert!(first.contains("(0 re-reads, 0 left incomplete)"), "{first}");
+    for pass in 0..3 {
+        let before = audit_requests(&sim);
+        let out = app.collect_ok();
+        let n = audit_requests(&sim) - before;
+        // Probe today (moved), read it (one page: under 50 events), probe yesterday, probe the
+        // older days: four requests.
+        assert!(n <= 4, "pass {pass}: {n} audit-log requests: {out}");
+        assert!(out.contains("(0 re-reads, 0 left incomplete)"), "{out}");
+        let status = app.run(&["status"]);
+        let status = String::from_utf8_lossy(&status.stdout).to_string();
+        assert!(!status.contains("INCOMPLETE"), "pass {pass}: {status}");
+    }
+    assert!(sim.stats()["arrivals"]["busy"].as_u64().unwrap_or(0) >= 10);
+    // Everything but the arrivals of the last pass's own requests is stored.
+    sim.freeze();
+    app.collect_ok();
+    assert_matches_truth(&app, &sim, "one");
+}
+
+/// Servers that would page for ever: the same page whatever the offset, a total that lies, new
+/// ids on every page. Each read stops with an error naming the account, the day and the reason;
+/// the pass ends, and a healthy account in the same run is collected completely.
+#[test]
+fn endless_pages_end_the_pass_with_a_clear_error() {
+    let healthy = Sim::start(&["--events", "300", "--days", "5", "--seed", "4"]);
+    for (faults, reason) in [
+        ("repeat-pages", "does not honour offset"),
+        ("repeat-pages,lying-total", "does not honour offset"),
+        ("endless", "past the day's total"),
+        ("endless,lying-total", "max_pages_per_window = 40"),
+    ] {
+        let hostile = Sim::start(&["--events", "300", "--days", "5", "--faults", faults]);
+        let extra = "max_pages_per_window = 40\n";
+        let app = App::with_accounts(&[
+            ("bad", "digicert-one", hostile.url().as_str(), extra),
+            ("good", "digicert-one", healthy.url().as_str(), extra),
+        ]);
+        let out = app.command(&["collect"]).output().expect("run collect");
+        let stdout = String::from_utf8_lossy(&out.stdout).to_string();
+        let stderr = String::from_utf8_lossy(&out.stderr).to_string();
+        assert_eq!(out.status.code(), Some(1), "{faults}: {stdout}\n{stderr}");
+        assert!(
+            stdout.contains("FAILED, account bad, day 2026-11-") && stdout.contains(reason),
+            "{faults}: {stdout}"
+        );
+        // At most one read's worth of requests: 40 pages, plus user listings.
+        let served = audit_requests(&hostile);
+        assert!(served <= 41, "{faults}: {served} audit-log requests");
+        assert_matches_truth(&app, &healthy, "good");
+        let status = app.run(&["status", "--account", "bad"]);
+        let status = String::from_utf8_lossy(&status.stdout).to_string();
+        assert!(status.contains(reason), "{faults}: {status}");
+    }
+}
+
+/// A server that says a day holds more events than it will page out (a deep-offset cap, or a
+/// total that lies): the day is read twice, not six times, and stays incomplete with the reason.
+#[test]
+fn a_total_the_server_cannot_page_to_is_read_twice_not_six_times() {
+    let sim = Sim::start(&["--events", "100", "--days", "2", "--faults", "lying-total"]);
+    let app = App::new(&sim, "");
+    let out = app.run(&["collect"]);
+    let stdout = String::from_utf8_lossy(&out.stdout).to_string();
+    // 41 days, each read twice: empty days in one request a read, the two or three days with
+    // events in at most three (a page, the empty page after it). Six reads of each day (the old
+    // rule) would take over 246 requests.
+    let n = audit_requests(&sim);
+    assert!(n <= 41 * 2 + 3 * 2 * 2, "{n} audit-log requests: {stdout}");
+    assert!(
+        stdout.contains("(41 re-reads, 41 left incomplete)"),
+        "{stdout}"
+    );
+    let status = app.run(&["status"]);
+    let status = String::from_utf8_lossy(&status.stdout).to_string();
+    assert!(status.contains("cannot page to its own total"), "{status}");
 }
 
 /// Late events landing in days already read are found by the next pass through totals, without
@@ -108,7 +223,7 @@ fn late_events_in_days_already_read_are_found() {
     app.collect_ok();
     sim.freeze();
     // And some more, for certain in days the first pass has read.
-    let today = chrono::Utc::now().date_naive();
+    let today = today();
     for (back, count) in [(20u64, 3), (7, 2)] {
         let day = today - chrono::Days::new(back);
         let (s, b) = sim.http(

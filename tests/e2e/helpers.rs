@@ -14,6 +14,36 @@ pub const BIN: &str = env!("CARGO_BIN_EXE_auditwarden");
 /// The key the simulators in these tests accept; every test output is searched for it.
 pub const KEY: &str = "sk-test-3f9a1c77e0d24b5b9c1f-PLANTED";
 
+/// The pinned clock every simulator and command of this test process shares: the domain time
+/// reads [`PINNED_AT`] when the first test asks, then moves on with real time. So "today", dormancy
+/// and report periods are the same at any hour the suite runs (08:30 UTC is the hour at which the
+/// old paging rule left today incomplete).
+pub const PINNED_AT: &str = "2026-11-16T08:30:00Z";
+
+/// `AUDITWARDEN_NOW` for this process: `PINNED_AT@<real instant of the first call>`.
+pub fn clock_env() -> &'static str {
+    static V: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    V.get_or_init(|| {
+        format!(
+            "{PINNED_AT}@{}",
+            chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
+        )
+    })
+}
+
+/// The domain time now, on the shared pinned clock.
+pub fn now() -> chrono::DateTime<chrono::Utc> {
+    let (at, since) = clock_env().split_once('@').expect("pin");
+    let at = chrono::DateTime::parse_from_rfc3339(at).expect("at");
+    let since = chrono::DateTime::parse_from_rfc3339(since).expect("since");
+    (at + (chrono::Utc::now() - since.with_timezone(&chrono::Utc))).with_timezone(&chrono::Utc)
+}
+
+/// Today (UTC) on the shared pinned clock.
+pub fn today() -> chrono::NaiveDate {
+    now().date_naive()
+}
+
 /// A running `auditwarden simulate`, killed on drop.
 pub struct Sim {
     child: Child,
@@ -31,6 +61,7 @@ impl Sim {
         cmd.args(["simulate", "--listen", "127.0.0.1:0"])
             .args(args)
             .env("AUDITWARDEN_SIM_API_KEY", KEY)
+            .env("AUDITWARDEN_NOW", clock_env())
             .env("AUDITWARDEN_LOG", "warn")
             .stdout(Stdio::piped())
             .stderr(Stdio::null());
@@ -182,6 +213,7 @@ impl App {
             .arg(&self.config)
             .args(args)
             .env("TEST_API_KEY", KEY)
+            .env("AUDITWARDEN_NOW", clock_env())
             .env("AUDITWARDEN_LOG", "info")
             .env_remove("AUDITWARDEN_CONFIG");
         cmd

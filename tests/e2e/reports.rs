@@ -216,7 +216,7 @@ fn reports_match_what_the_simulator_did() {
     // invitation) is at least 2 days old.
     let dormant = report_json(&app, &["dormant", "--account", "one"]);
     assert_eq!(dormant["parameters"]["dormant_days"], 2);
-    let now = chrono::Utc::now().timestamp_millis();
+    let now = now().timestamp_millis();
     let cut = now - 2 * 86_400_000;
     for r in rows(&review) {
         let uid = r["user_id"].as_str().expect("id");

@@ -7,7 +7,7 @@ use serde_json::Value;
 use crate::helpers::*;
 
 fn now_ms() -> i64 {
-    chrono::Utc::now().timestamp_millis()
+    now().timestamp_millis()
 }
 
 /// A digicert-one account `one` and a certcentral account `cc` on the same simulator.
@@ -588,4 +588,51 @@ fn user_sync_under_faults_and_shapes_matches_truth() {
             }
         }
     }
+}
+
+/// User listings that would never end (the same page whatever the offset, new ids on every page,
+/// a total that lies) stop within `max_pages_per_window` with an error naming the listing, and
+/// nobody is marked deleted.
+#[test]
+fn endless_user_listings_stop_and_delete_nobody() {
+    let sim = Sim::start(&["--events", "50", "--days", "2", "--users", "120"]);
+    let app = both(&sim, "max_pages_per_window = 30\n");
+    run_ok(&app, &["sync-users"]);
+    let known = app.sql_count("SELECT COUNT(*) FROM users");
+    assert!(known >= 200, "{known} users");
+    for (faults, reason) in [
+        ("repeat-pages", "does not honour offset"),
+        ("endless", "kept growing past its total"),
+        ("endless,lying-total", "did not end after 30 pages"),
+    ] {
+        let (s, b) = sim.http("POST", "/_sim/faults", faults);
+        assert!(s < 300, "{s} {b}");
+        let out = app.run(&["sync-users"]);
+        let stdout = String::from_utf8_lossy(&out.stdout).to_string();
+        assert_eq!(out.status.code(), Some(1), "{faults}: {stdout}");
+        assert!(
+            stdout.contains("listing") && stdout.contains(reason),
+            "{faults}: {stdout}"
+        );
+        assert!(
+            stdout.contains("nobody marked deleted"),
+            "{faults}: {stdout}"
+        );
+        assert_eq!(
+            app.sql_count("SELECT COUNT(*) FROM users WHERE status = 'deleted'"),
+            0,
+            "{faults}: a user was marked deleted"
+        );
+    }
+    // Back to a faithful server: every real user is still there (only the made-up users that
+    // the endless listing served are found gone, each confirmed by a 404).
+    let (s, b) = sim.http("POST", "/_sim/faults", "");
+    assert!(s < 300, "{s} {b}");
+    run_ok(&app, &["sync-users"]);
+    assert_eq!(
+        app.sql_count(
+            "SELECT COUNT(*) FROM users WHERE status = 'deleted' AND user_name NOT LIKE 'phantom-%'"
+        ),
+        0
+    );
 }
