@@ -321,6 +321,12 @@ async fn run_account(
     summary
 }
 
+/// How far a read (a day of the audit log, a user listing) may grow past the total its first page
+/// announced, for arrivals during the read, before the server is taken to be serving without end.
+pub(crate) fn read_slack(first_total: u64, limit: u32) -> u64 {
+    (first_total / 4).max(2 * u64::from(limit))
+}
+
 /// Order-independent fingerprint of an item key, for spotting repeats within one read.
 fn key_hash(key: &str) -> u64 {
     let mut h = DefaultHasher::new();
@@ -595,7 +601,7 @@ impl Run {
                         .await);
                 }
                 if let Some(t) = first_total {
-                    if seen.len() as u64 > t + crate::collect::users::read_slack(t, limit) {
+                    if seen.len() as u64 > t + read_slack(t, limit) {
                         return Err(self
                             .unbounded(
                                 day,

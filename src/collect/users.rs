@@ -419,12 +419,6 @@ fn quarantine(store: &mut Store, account: &str, bad: &[Malformed]) -> Result<u64
     Ok(out.quarantined)
 }
 
-/// How far a read may grow past the total its first page announced (arrivals during the read)
-/// before the server is taken to be serving without end.
-pub(crate) fn read_slack(first_total: u64, limit: u32) -> u64 {
-    (first_total / 4).max(2 * u64::from(limit))
-}
-
 /// A user-list page parser of one API.
 type ParsePage = fn(&str) -> Result<UserPage, String>;
 
@@ -535,7 +529,7 @@ async fn sync_account(
                 break 'lists;
             }
             // More users than the first page's total allows, beyond arrivals during the read.
-            if page.total.is_some() && distinct_here > first + read_slack(first, limit) {
+            if page.total.is_some() && distinct_here > first + super::read_slack(first, limit) {
                 unbounded = Some(format!(
                     "the {list_name} listing kept growing past its total of {first} ({distinct_here} distinct users); stopped, nobody marked deleted"
                 ));
