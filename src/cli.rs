@@ -1118,6 +1118,14 @@ pub fn print_summaries(out: &mut dyn Write, summaries: &[AccountSummary]) -> std
             s.requests,
             s.retries,
         )?;
+        if let Some(p) = s.pace.filter(|p| p.limited > 0) {
+            let rate = p.rate.map_or("no cap".to_string(), |r| format!("{r:.1} requests/s"));
+            writeln!(
+                out,
+                "  the server answered 429 {} time(s); pace settled at {rate}",
+                p.limited
+            )?;
+        }
     }
     Ok(())
 }

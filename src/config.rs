@@ -127,18 +127,11 @@ fn default_request_timeout_secs() -> u64 {
 fn default_overlap_days() -> u32 {
     2
 }
-/// The documented CertCentral limits (contract 2.4): 100 per 5 s and 1000 per 3 min.
+/// None configured: each API's own default (`api::throttle`): CertCentral's documented windows
+/// (contract 2.4), and for DigiCert ONE, which publishes none, no fixed cap but a pace learned
+/// from the server's 429s.
 fn default_rate_limits() -> Vec<RateLimit> {
-    vec![
-        RateLimit {
-            requests: 100,
-            per_secs: 5,
-        },
-        RateLimit {
-            requests: 1000,
-            per_secs: 180,
-        },
-    ]
+    Vec::new()
 }
 fn default_max_retries() -> u32 {
     8

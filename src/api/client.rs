@@ -4,20 +4,19 @@
 //! pass summary and the benchmark.
 
 use std::collections::BTreeMap;
-use std::num::NonZeroU32;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Mutex;
 use std::time::{Duration, SystemTime};
 
 use backon::BackoffBuilder;
 use chrono::NaiveDate;
-use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
 use reqwest::header::{HeaderMap, HeaderValue, RETRY_AFTER};
 use url::Url;
 
 use super::error::ApiError;
+use super::throttle::{Pace, Throttle};
 use super::wire::{self, AuditPage};
-use crate::config::{Account, AccountKind, Credential, RateLimit, RetryPolicy};
+use crate::config::{Account, AccountKind, Credential, RetryPolicy};
 use crate::secret::Secret;
 
 /// One `/audit-log` request.
@@ -52,33 +51,6 @@ impl RequestStats {
     fn count_status(&self, status: u16) {
         if let Ok(mut m) = self.by_status.lock() {
             *m.entry(status).or_default() += 1;
-        }
-    }
-}
-
-/// The client-side throttle: every configured window must allow the request.
-struct Throttle {
-    limiters: Vec<DefaultDirectRateLimiter>,
-}
-
-impl Throttle {
-    fn new(limits: &[RateLimit]) -> Throttle {
-        let limiters = limits
-            .iter()
-            .filter_map(|l| {
-                let burst = NonZeroU32::new(l.requests)?;
-                let period = Duration::from_secs(u64::from(l.per_secs)) / l.requests;
-                let quota =
-                    Quota::with_period(period.max(Duration::from_nanos(1)))?.allow_burst(burst);
-                Some(RateLimiter::direct(quota))
-            })
-            .collect();
-        Throttle { limiters }
-    }
-
-    async fn acquire(&self) {
-        for l in &self.limiters {
-            l.until_ready().await;
         }
     }
 }
@@ -129,7 +101,7 @@ impl Client {
             base: account.base_url.clone(),
             kind: account.kind,
             key,
-            throttle: Throttle::new(&c.rate_limits),
+            throttle: Throttle::for_account(account.kind, &c.rate_limits),
             retry: c.retry.clone(),
             timeout: c.request_timeout,
             stats: RequestStats::default(),
@@ -139,6 +111,11 @@ impl Client {
 
     pub fn stats(&self) -> &RequestStats {
         &self.stats
+    }
+
+    /// The pace the throttle has settled on (after the server's 429s, if any).
+    pub fn pace(&self) -> Pace {
+        self.throttle.pace()
     }
 
     fn prefix(&self) -> &'static str {
@@ -226,8 +203,16 @@ impl Client {
         let mut attempts = 0u32;
         loop {
             attempts += 1;
-            self.throttle.acquire().await;
-            let err = match self.send_once(&url, path).await {
+            let sent = self.throttle.acquire().await;
+            let result = self.send_once(&url, path).await;
+            match &result {
+                Err(ApiError::RateLimited { retry_after, .. }) => {
+                    self.throttle.record(sent, true, *retry_after)
+                }
+                Ok(_) => self.throttle.record(sent, false, None),
+                Err(_) => {}
+            }
+            let err = match result {
                 Ok(body) => match parse(&body) {
                     Ok(v) => return Ok(v),
                     Err(reason) => ApiError::BadBody {

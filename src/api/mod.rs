@@ -3,10 +3,12 @@
 //! - [`client`]: [`Client`], one per account: throttle, bounded retries, status-to-error mapping.
 //! - [`wire`]: lenient parsing of pages, events and error bodies into domain types.
 //! - [`users`]: user objects of both APIs and role details of audit events.
+//! - [`throttle`]: fixed windows where limits are known, an adaptive pace learned from 429s.
 //! - [`error`]: [`ApiError`], which knows whether it is worth retrying.
 
 pub mod client;
 pub mod error;
+pub mod throttle;
 pub mod users;
 pub mod wire;
 

@@ -54,6 +54,8 @@ pub struct AccountSummary {
     pub retries: u64,
     /// Responses by HTTP status (0: transport error or timeout), retries included.
     pub by_status: BTreeMap<u16, u64>,
+    /// What the throttle learned of the server's limit (`None` when no client was built).
+    pub pace: Option<crate::api::throttle::Pace>,
     /// The pass was stopped at a safe point by [`CollectOptions::cancel`] (not a failure; the
     /// next pass resumes where it stopped).
     pub cancelled: bool,
@@ -220,6 +222,7 @@ async fn run_account(
         requests: 0,
         retries: 0,
         by_status: BTreeMap::new(),
+        pace: None,
         cancelled: false,
         days_read: 0,
         rereads: 0,
@@ -285,6 +288,7 @@ async fn run_account(
     summary.requests = run.client.stats().requests();
     summary.retries = run.client.stats().retries();
     summary.by_status = run.client.stats().by_status();
+    summary.pace = Some(run.client.pace());
     summary.days_read = run.days_read;
     summary.rereads = run.rereads;
     summary.unstable_days = run.unstable_days;

@@ -49,6 +49,9 @@ pub struct FaultSpec {
     /// A busy account: every audit-log request first adds one event timestamped now (with
     /// `ignore-sort` it lands at offset 0 of today, pushing every page along).
     pub busy: bool,
+    /// At most N requests per second (a token bucket holding a fifth of a second's worth): above
+    /// it, 429 (`Retry-After: 1` on DigiCert ONE, none on CertCentral). 0: no cap.
+    pub rate_cap: u32,
     /// Hostile: audit-log and user lists ignore `offset` (every page is the first page).
     pub repeat_pages: bool,
     /// Hostile: envelopes report a total of 1,000,000 whatever they hold.
@@ -78,6 +81,7 @@ impl Default for FaultSpec {
             drift: 0,
             late: 0,
             busy: false,
+            rate_cap: 0,
             repeat_pages: false,
             lying_total: false,
             endless: false,
@@ -105,6 +109,7 @@ pub const FAULT_NAMES: &[&str] = &[
     "drift",
     "late",
     "busy",
+    "rate-cap",
     "repeat-pages",
     "lying-total",
     "endless",
@@ -119,6 +124,8 @@ pub enum RequestFault {
     ServerError,
     Slow,
     Truncate,
+    /// Over the `rate-cap` (not rolled: decided by the token bucket).
+    RateCap,
 }
 
 impl RequestFault {
@@ -140,6 +147,7 @@ impl RequestFault {
             RequestFault::ServerError => "server-error",
             RequestFault::Slow => "slow",
             RequestFault::Truncate => "truncate",
+            RequestFault::RateCap => "rate-cap",
         }
     }
 }
@@ -192,6 +200,12 @@ impl FaultSpec {
                 "drift" => out.drift = count(name, value)?,
                 "late" => out.late = count(name, value)?,
                 "busy" => out.busy = switch(name, value)?,
+                "rate-cap" => {
+                    let v = value.ok_or_else(|| "fault `rate-cap` needs requests per second".to_string())?;
+                    out.rate_cap = v.parse().map_err(|_| {
+                        format!("fault `rate-cap`: not a number of requests per second: {v:?}")
+                    })?;
+                }
                 "repeat-pages" => out.repeat_pages = switch(name, value)?,
                 "lying-total" => out.lying_total = switch(name, value)?,
                 "endless" => out.endless = switch(name, value)?,
@@ -241,6 +255,7 @@ impl FaultSpec {
             RequestFault::ServerError => self.server_error,
             RequestFault::Slow => self.slow,
             RequestFault::Truncate => self.truncate,
+            RequestFault::RateCap => 0.0,
         }
     }
 }

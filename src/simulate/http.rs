@@ -254,7 +254,11 @@ impl Simulator {
             self.count("other".into(), None, reply.status);
             return reply;
         };
-        let fault = self.roll_fault();
+        let fault = if self.over_rate_cap() {
+            Some(RequestFault::RateCap)
+        } else {
+            self.roll_fault()
+        };
         let slow_ms = self.control().spec.slow_ms;
         if let Some(f) = fault {
             if let Some(reply) = self.fault_reply(api, f) {
@@ -290,6 +294,27 @@ impl Simulator {
             *s.faults.entry(f.name()).or_default() += 1;
         }
         *s.statuses.entry(status).or_default() += 1;
+    }
+
+    /// `rate-cap=N`: take a token from the bucket; `true` when there is none (answer 429).
+    fn over_rate_cap(&self) -> bool {
+        let mut c = self.control();
+        let cap = c.spec.rate_cap;
+        if cap == 0 {
+            return false;
+        }
+        let now = std::time::Instant::now();
+        let rate = f64::from(cap);
+        let burst = (rate / 5.0).max(1.0);
+        let (tokens, at) = c.bucket.unwrap_or((burst, now));
+        let tokens = (tokens + now.duration_since(at).as_secs_f64() * rate).min(burst);
+        if tokens >= 1.0 {
+            c.bucket = Some((tokens - 1.0, now));
+            false
+        } else {
+            c.bucket = Some((tokens, now));
+            true
+        }
     }
 
     fn roll_fault(&self) -> Option<RequestFault> {
@@ -331,6 +356,13 @@ impl Simulator {
                     self.error(api, 429, code, limited)
                         .with_header(header::RETRY_AFTER, at),
                 )
+            }
+            RequestFault::RateCap => {
+                let r = self.error(api, 429, "request_limit_exceeded", limited);
+                Some(match api {
+                    Api::One => r.with_header(header::RETRY_AFTER, "1".into()),
+                    Api::Cc => r,
+                })
             }
             RequestFault::RateLimitBare => {
                 Some(self.error(api, 429, "request_limit_exceeded", limited))

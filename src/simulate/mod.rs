@@ -122,6 +122,8 @@ struct Control {
     rng: ChaCha8Rng,
     /// Rotates error body shapes under `error-shapes`.
     error_seq: u64,
+    /// `rate-cap`: tokens left and when they were counted.
+    bucket: Option<(f64, std::time::Instant)>,
 }
 
 /// Request counters served by `/_sim/stats`.
@@ -171,6 +173,7 @@ impl Simulator {
                 late_done: 0,
                 rng: ChaCha8Rng::seed_from_u64(opts.seed ^ 0xFA17_FA17_FA17_FA17),
                 error_seq: 0,
+                bucket: None,
             }),
             stats: Mutex::new(Stats::default()),
         }
