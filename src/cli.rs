@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Arc;
 
-use chrono::{DateTime, NaiveDate, Utc};
+use chrono::{DateTime, NaiveDate, SecondsFormat, Utc};
 use clap::{Args, Parser, Subcommand};
 
 use crate::collect::{self, AccountSummary, CollectOptions};
@@ -162,9 +162,9 @@ pub struct AlertsArgs {
 
 #[derive(Subcommand, Debug)]
 enum AlertsCommand {
-    /// Deliver every pending alert to its sinks (`collect` does this at its end).
+    /// Deliver every pending alert that is due to its sinks (`collect` does this at its end).
     Deliver,
-    /// Send a failed (dead-lettered) or suppressed alert again, now.
+    /// Send a failed (dead-lettered), suppressed or waiting alert again, now.
     Retry {
         /// The alert's number, as `auditwarden alerts` lists it.
         id: i64,
@@ -928,11 +928,19 @@ async fn alerts_after_sync(
 }
 
 fn print_delivery(out: &mut dyn Write, d: &crate::alert::DeliverySummary) -> std::io::Result<()> {
-    for (sink, (sent, failed, pending)) in &d.per_sink {
-        writeln!(
+    for (sink, c) in &d.per_sink {
+        write!(
             out,
-            "alerts to {sink}: {sent} sent, {failed} failed, {pending} still pending"
+            "alerts to {sink}: {} sent, {} failed, {} still pending",
+            c.sent, c.failed, c.pending
         )?;
+        if let Some(t) = c.next_attempt.filter(|_| c.pending > 0) {
+            write!(out, " (next attempt {})", t.format("%Y-%m-%d %H:%M:%SZ"))?;
+        }
+        if c.elsewhere > 0 {
+            write!(out, ", {} being sent by another run", c.elsewhere)?;
+        }
+        writeln!(out)?;
     }
     if let Some(e) = &d.error {
         writeln!(out, "alerts: {e}")?;
@@ -1013,9 +1021,16 @@ async fn alerts_cmd(cli: &Cli, args: &AlertsArgs) -> Result<ExitCode, CliError> 
                     for r in &rows {
                         let payload: serde_json::Value =
                             serde_json::from_str(&r.payload).unwrap_or_default();
+                        let rfc = |ms: Option<i64>| {
+                            ms.and_then(DateTime::from_timestamp_millis)
+                                .map(|t| t.to_rfc3339_opts(SecondsFormat::Millis, true))
+                        };
                         let line = serde_json::json!({
                             "alert": r.alert_id, "id": r.uid, "sink": r.sink, "status": r.status,
-                            "attempts": r.attempts, "last_error": r.last_error, "payload": payload,
+                            "attempts": r.attempts, "last_error": r.last_error,
+                            "next_attempt": rfc(r.next_attempt_ms.filter(|_| r.status == "pending")),
+                            "failing_since": rfc(r.failing_since_ms),
+                            "payload": payload,
                         });
                         writeln!(out, "{line}")?;
                     }
@@ -1046,6 +1061,19 @@ async fn alerts_cmd(cli: &Cli, args: &AlertsArgs) -> Result<ExitCode, CliError> 
                         if let (Some(e), "failed" | "pending") = (&r.last_error, r.status.as_str())
                         {
                             writeln!(out, "{:>6}  last error: {}", "", printable(e))?;
+                        }
+                        let at = |ms: Option<i64>| {
+                            ms.and_then(DateTime::from_timestamp_millis)
+                                .map(|t| t.format("%Y-%m-%d %H:%M:%SZ").to_string())
+                        };
+                        if let (Some(next), "pending") = (at(r.next_attempt_ms), r.status.as_str())
+                        {
+                            let since = at(r.failing_since_ms).unwrap_or_else(|| "-".into());
+                            writeln!(
+                                out,
+                                "{:>6}  next attempt: {next} (failing since {since}, {} attempt(s) so far)",
+                                "", r.attempts
+                            )?;
                         }
                     }
                 }
@@ -1119,7 +1147,9 @@ pub fn print_summaries(out: &mut dyn Write, summaries: &[AccountSummary]) -> std
             s.retries,
         )?;
         if let Some(p) = s.pace.filter(|p| p.limited > 0) {
-            let rate = p.rate.map_or("no cap".to_string(), |r| format!("{r:.1} requests/s"));
+            let rate = p
+                .rate
+                .map_or("no cap".to_string(), |r| format!("{r:.1} requests/s"));
             writeln!(
                 out,
                 "  the server answered 429 {} time(s); pace settled at {rate}",

@@ -256,14 +256,22 @@ impl Default for AlertSettings {
     }
 }
 
-/// Bounded retries of one delivery within one run; after the last, the delivery is failed (the
-/// dead letter) until `auditwarden alerts retry`.
+/// Bounded retries of one delivery within one run; after the last, the delivery waits for a
+/// later run (backing off from `later_base_delay` up to `later_max_delay`) until it has been
+/// failing for `give_up_after`; then it is failed (the dead letter) until `auditwarden alerts
+/// retry`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DeliveryPolicy {
     pub max_attempts: u32,
     pub base_delay: Duration,
     pub max_delay: Duration,
     pub request_timeout: Duration,
+    /// The first wait between runs (doubling per run that could not send it, with jitter).
+    pub later_base_delay: Duration,
+    pub later_max_delay: Duration,
+    /// How long a delivery may keep failing (from the first run that could not send it) before it
+    /// becomes a dead letter; zero gives up at the end of the first such run.
+    pub give_up_after: Duration,
 }
 
 impl Default for DeliveryPolicy {
@@ -273,6 +281,9 @@ impl Default for DeliveryPolicy {
             base_delay: Duration::from_millis(default_alert_retry_base_ms()),
             max_delay: Duration::from_secs(default_alert_retry_max_secs()),
             request_timeout: Duration::from_secs(default_alert_timeout_secs()),
+            later_base_delay: Duration::from_secs(default_alert_retry_later_base_secs()),
+            later_max_delay: Duration::from_secs(default_alert_retry_later_max_secs()),
+            give_up_after: Duration::from_secs(default_alert_give_up_after_hours() * 3600),
         }
     }
 }
@@ -292,6 +303,18 @@ fn default_alert_retry_max_secs() -> u64 {
 }
 fn default_alert_timeout_secs() -> u64 {
     10
+}
+/// A minute after the run that could not send it, doubling per run.
+fn default_alert_retry_later_base_secs() -> u64 {
+    60
+}
+/// At least one try an hour during a long outage.
+fn default_alert_retry_later_max_secs() -> u64 {
+    3600
+}
+/// A receiver down for a day (a weekend's first day, a broken deploy) still gets its alerts.
+fn default_alert_give_up_after_hours() -> u64 {
+    24
 }
 /// Slack allows about one message per second per incoming webhook.
 fn default_slack_interval_ms() -> u64 {
@@ -811,6 +834,15 @@ fn alert_settings(
     }
     if let Some(v) = s.integer("request_timeout_secs", 1, 3600, problems) {
         a.delivery.request_timeout = Duration::from_secs(v as u64);
+    }
+    if let Some(v) = s.integer("retry_later_base_secs", 0, 86_400, problems) {
+        a.delivery.later_base_delay = Duration::from_secs(v as u64);
+    }
+    if let Some(v) = s.integer("retry_later_max_secs", 1, 7 * 86_400, problems) {
+        a.delivery.later_max_delay = Duration::from_secs(v as u64);
+    }
+    if let Some(v) = s.integer("give_up_after_hours", 0, 24 * 365, problems) {
+        a.delivery.give_up_after = Duration::from_secs(v as u64 * 3600);
     }
     if let Some(items) = table_array(&mut s, "rules", problems) {
         let mut names = HashSet::new();

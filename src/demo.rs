@@ -170,7 +170,8 @@ pub async fn run(db: PathBuf, events: usize, days: u32, faults: &str) -> anyhow:
         }
     }
     let d = crate::alert::deliver(&mut store, &alerts).await;
-    for (sink, (sent, failed, pending)) in &d.per_sink {
+    for (sink, c) in &d.per_sink {
+        let (sent, failed, pending) = (c.sent, c.failed, c.pending);
         println!("delivered to {sink}: {sent} sent, {failed} failed, {pending} pending");
     }
     let got = received.lock().map(|v| v.clone()).unwrap_or_default();

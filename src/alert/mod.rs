@@ -8,9 +8,11 @@
 //!   however often a fact is re-read, and a crash leaves both alerts and marks or neither.
 //!   Changes older than the backfill horizon are written as suppressed (visible, not sent), so the
 //!   first collection of a long history does not flood.
-//! - [`deliver`] sends pending deliveries, each sink in its own task (a slow or failing sink
-//!   never holds up another), with bounded retries, exponential backoff and `Retry-After`; after
-//!   the last try a delivery is failed (the dead letter) until `auditwarden alerts retry`.
+//! - [`deliver`] sends due deliveries, each sink in its own task (a slow or failing sink never
+//!   holds up another), each delivery claimed first so two runs never send it at once, with
+//!   bounded retries, exponential backoff and `Retry-After`. A delivery a run could not send waits
+//!   for a later run (backing off across runs) until it has been failing for `[alerts]
+//!   give_up_after_hours`; then it is failed (the dead letter) until `auditwarden alerts retry`.
 //!   Delivery is at least once; each alert carries a stable id (`webhook-id`) so receivers drop
 //!   repeats, which makes it exactly once as seen by the receiver.
 //! - [`sinks`]: webhook (Standard Webhooks signature), Slack, command.
@@ -29,7 +31,7 @@ use crate::config::{Account, AlertSettings};
 use crate::store::{AlertCounts, AlertFacts, NewAlert, Store, StoreError};
 use rules::{Grant, GrantCounter, NewUser, Rule};
 
-pub use deliver::{deliver, send_test, DeliverySummary};
+pub use deliver::{deliver, deliver_at, send_test, DeliverySummary, SinkCounts};
 
 /// What evaluation did for one account.
 #[derive(Debug)]

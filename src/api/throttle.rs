@@ -215,7 +215,9 @@ impl Adaptive {
         if self.last_cut.is_some_and(|cut| sent < cut) {
             return;
         }
-        let elapsed = now.saturating_duration_since(self.last_growth).as_secs_f64();
+        let elapsed = now
+            .saturating_duration_since(self.last_growth)
+            .as_secs_f64();
         self.last_growth = now;
         self.rate = Some(r * (1.0 + GROWTH_PER_SEC * elapsed.min(1.0)));
     }
@@ -242,7 +244,10 @@ mod tests {
         a.on_limited(early, now, Some(Duration::from_secs(1)));
         let r = a.rate.expect("paced");
         assert!((29.0..=31.0).contains(&r), "{r}");
-        assert!(a.next_slot >= now + Duration::from_secs(1), "Retry-After honoured");
+        assert!(
+            a.next_slot >= now + Duration::from_secs(1),
+            "Retry-After honoured"
+        );
         // Another 429 for a request already in flight at the cut: no second cut.
         a.on_limited(early, now + Duration::from_millis(5), None);
         assert_eq!(a.rate, Some(r));
@@ -268,18 +273,33 @@ mod tests {
             a.on_success(t, t);
         }
         let r = a.rate.expect("rate");
-        assert!(r > 54.0 * 1.15 && r < 54.0 * 1.25, "ten seconds of growth: {r}");
+        assert!(
+            r > 54.0 * 1.15 && r < 54.0 * 1.25,
+            "ten seconds of growth: {r}"
+        );
     }
 
     /// CertCentral gets its documented windows unless others are configured; DigiCert ONE none.
     #[test]
     fn windows_per_api() {
-        assert!(Throttle::for_account(AccountKind::CertCentral, &[]).pace().fixed_windows);
-        assert!(!Throttle::for_account(AccountKind::DigicertOne, &[]).pace().fixed_windows);
+        assert!(
+            Throttle::for_account(AccountKind::CertCentral, &[])
+                .pace()
+                .fixed_windows
+        );
+        assert!(
+            !Throttle::for_account(AccountKind::DigicertOne, &[])
+                .pace()
+                .fixed_windows
+        );
         let pinned = [RateLimit {
             requests: 10,
             per_secs: 1,
         }];
-        assert!(Throttle::for_account(AccountKind::DigicertOne, &pinned).pace().fixed_windows);
+        assert!(
+            Throttle::for_account(AccountKind::DigicertOne, &pinned)
+                .pace()
+                .fixed_windows
+        );
     }
 }

@@ -201,7 +201,8 @@ impl FaultSpec {
                 "late" => out.late = count(name, value)?,
                 "busy" => out.busy = switch(name, value)?,
                 "rate-cap" => {
-                    let v = value.ok_or_else(|| "fault `rate-cap` needs requests per second".to_string())?;
+                    let v = value
+                        .ok_or_else(|| "fault `rate-cap` needs requests per second".to_string())?;
                     out.rate_cap = v.parse().map_err(|_| {
                         format!("fault `rate-cap`: not a number of requests per second: {v:?}")
                     })?;

@@ -2,6 +2,15 @@
 //! per-sink deliveries, and the scan marks that say which facts the rules have seen. Which rules
 //! fire is decided in `alert`; this module gathers the facts and writes the outcome in one
 //! transaction, so a crash leaves either the alerts and the moved marks, or neither.
+//!
+//! Deliveries are **claimed** before they are sent: [`Store::claim_delivery`] gives one run (an
+//! owner string, `host:pid:random`) a lease on one delivery in a short IMMEDIATE transaction, and
+//! [`Store::record_delivery`] writes an outcome only while that claim is still the run's own. So
+//! two runs on one database (a `collect`, the daemon's `deliver_alerts`, a manual `alerts
+//! deliver`, later several daemons) never send the same delivery at once. A delivery a run could
+//! not send waits for its `next_attempt_ms`; [`Store::due_deliveries`] skips it until then.
+
+use std::collections::BTreeMap;
 
 use rusqlite::{params, OptionalExtension, TransactionBehavior};
 
@@ -55,13 +64,74 @@ pub struct AlertDelivery {
     pub attempts: i64,
     pub last_error: Option<String>,
     pub created_ms: i64,
+    /// A pending delivery that a run could not send is not tried before this.
+    pub next_attempt_ms: Option<i64>,
+    /// The first run that could not send it (the start of the give-up horizon).
+    pub failing_since_ms: Option<i64>,
+    /// The run holding it and until when (a lease), while one is sending it.
+    pub claimed_by: Option<String>,
+    pub claim_until_ms: Option<i64>,
 }
 
 const DELIVERY_SELECT: &str = "SELECT a.id, d.id, a.uid, a.account, a.rule, a.severity, a.at_ms,
     a.summary, a.payload, d.sink,
     COALESCE(d.status, CASE WHEN a.suppressed = 1 THEN 'suppressed' ELSE 'pending' END),
-    COALESCE(d.attempts, 0), d.last_error, a.created_ms
+    COALESCE(d.attempts, 0), d.last_error, a.created_ms, d.next_attempt_ms, d.failing_since_ms,
+    d.claimed_by, d.claim_until_ms
     FROM alerts a LEFT JOIN alert_deliveries d ON d.alert_id = a.id";
+
+/// The deliveries a run may try now, and per sink those that wait for a later attempt.
+#[derive(Debug, Default)]
+pub struct DueDeliveries {
+    /// Pending and due, per sink in alert order (possibly claimed by another run: the claim
+    /// decides).
+    pub due: Vec<AlertDelivery>,
+    /// Per sink: pending deliveries not due yet, and the earliest next attempt among them.
+    pub waiting: BTreeMap<String, (u64, Option<i64>)>,
+}
+
+/// What [`Store::claim_delivery`] found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Claim {
+    /// The caller holds it until the lease it asked for; with its failure history so far.
+    Claimed {
+        failing_since_ms: Option<i64>,
+        failed_runs: u32,
+    },
+    /// Another run holds a claim that has not lapsed and whose owner is not known to be gone.
+    Held,
+    /// No longer pending, or not due (sent, failed, rescheduled since it was listed).
+    Gone,
+}
+
+/// What a run records about a delivery it holds (see [`Store::record_delivery`]).
+#[derive(Debug, Clone, Copy)]
+pub enum DeliveryUpdate<'a> {
+    /// One failed attempt; another follows in this run, so the claim is renewed to `claim_until_ms`.
+    Attempt {
+        error: &'a str,
+        claim_until_ms: i64,
+    },
+    Sent,
+    /// The dead letter: refused for good, or failing for longer than the give-up horizon.
+    Failed {
+        error: &'a str,
+    },
+    /// Not sent in this run: pending again, not tried before `next_attempt_ms`.
+    Later {
+        error: &'a str,
+        next_attempt_ms: i64,
+    },
+}
+
+/// What [`Store::defer_deliveries`] did.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Deferred {
+    /// Pending, with the new next attempt.
+    pub later: u64,
+    /// Failing for longer than the horizon: now dead letters.
+    pub given_up: u64,
+}
 
 fn delivery_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<AlertDelivery> {
     Ok(AlertDelivery {
@@ -79,6 +149,10 @@ fn delivery_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<AlertDelivery> {
         attempts: r.get(11)?,
         last_error: r.get(12)?,
         created_ms: r.get(13)?,
+        next_attempt_ms: r.get(14)?,
+        failing_since_ms: r.get(15)?,
+        claimed_by: r.get(16)?,
+        claim_until_ms: r.get(17)?,
     })
 }
 
@@ -293,44 +367,242 @@ impl Store {
         Ok(counts)
     }
 
-    /// Pending deliveries of the named sinks, oldest first.
-    pub fn pending_deliveries(&self, sinks: &[String]) -> Result<Vec<AlertDelivery>> {
-        let mut out = Vec::new();
+    /// The pending deliveries of the named sinks that are due at `now_ms` (never tried, or their
+    /// next attempt has come), oldest alert first, and per sink the count of those still waiting.
+    pub fn due_deliveries(&self, sinks: &[String], now_ms: i64) -> Result<DueDeliveries> {
+        let mut out = DueDeliveries::default();
         let mut st = self
             .conn
             .prepare(&format!(
-                "{DELIVERY_SELECT} WHERE d.status = 'pending' AND d.sink = ?1 ORDER BY a.id"
+                "{DELIVERY_SELECT} WHERE d.status = 'pending' AND d.sink = ?1
+                    AND (d.next_attempt_ms IS NULL OR d.next_attempt_ms <= ?2) ORDER BY a.id"
             ))
-            .map_err(|e| self.err("pending deliveries", e))?;
+            .map_err(|e| self.err("due deliveries", e))?;
+        let mut waiting = self
+            .conn
+            .prepare(
+                "SELECT COUNT(*), MIN(next_attempt_ms) FROM alert_deliveries
+                 WHERE status = 'pending' AND sink = ?1 AND next_attempt_ms > ?2",
+            )
+            .map_err(|e| self.err("waiting deliveries", e))?;
         for s in sinks {
             let rows = st
-                .query_map(params![s], delivery_from_row)
-                .map_err(|e| self.err("pending deliveries", e))?;
+                .query_map(params![s, now_ms], delivery_from_row)
+                .map_err(|e| self.err("due deliveries", e))?;
             for r in rows {
-                out.push(r.map_err(|e| self.err("pending delivery", e))?);
+                out.due.push(r.map_err(|e| self.err("due delivery", e))?);
+            }
+            let (n, next): (i64, Option<i64>) = waiting
+                .query_row(params![s, now_ms], |r| Ok((r.get(0)?, r.get(1)?)))
+                .map_err(|e| self.err("waiting deliveries", e))?;
+            if n > 0 {
+                out.waiting.insert(s.clone(), (n.max(0) as u64, next));
             }
         }
         Ok(out)
     }
 
-    /// Record one delivery attempt: `sent`, still `pending` (will be tried again), or `failed`.
+    /// Claim one delivery for `owner` until `claim_until_ms`, atomically (IMMEDIATE: two runs
+    /// claiming at once serialize here). It is granted if the delivery is still pending and due,
+    /// and unclaimed, already the owner's, its lease has lapsed (`claim_until_ms < now_ms`), or
+    /// `owner_gone` says its owner has exited.
+    pub fn claim_delivery(
+        &mut self,
+        delivery_id: i64,
+        owner: &str,
+        now_ms: i64,
+        claim_until_ms: i64,
+        owner_gone: &dyn Fn(&str) -> bool,
+    ) -> Result<Claim> {
+        let path = self.path.clone();
+        let tx = self
+            .conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)
+            .map_err(|e| err(&path, "begin claim", e))?;
+        type Row = (
+            String,
+            Option<i64>,
+            Option<String>,
+            Option<i64>,
+            Option<i64>,
+            i64,
+        );
+        let row: Option<Row> = tx
+            .query_row(
+                "SELECT status, next_attempt_ms, claimed_by, claim_until_ms, failing_since_ms,
+                    failed_runs FROM alert_deliveries WHERE id = ?1",
+                params![delivery_id],
+                |r| {
+                    Ok((
+                        r.get(0)?,
+                        r.get(1)?,
+                        r.get(2)?,
+                        r.get(3)?,
+                        r.get(4)?,
+                        r.get(5)?,
+                    ))
+                },
+            )
+            .optional()
+            .map_err(|e| err(&path, "read claim", e))?;
+        let Some((status, next, holder, until, failing_since_ms, failed_runs)) = row else {
+            return Ok(Claim::Gone);
+        };
+        if status != "pending" || next.is_some_and(|t| t > now_ms) {
+            return Ok(Claim::Gone);
+        }
+        if let Some(h) = holder.as_deref() {
+            let live = until.is_some_and(|t| t >= now_ms);
+            if h != owner && live && !owner_gone(h) {
+                return Ok(Claim::Held);
+            }
+        }
+        tx.execute(
+            "UPDATE alert_deliveries SET claimed_by = ?2, claim_until_ms = ?3 WHERE id = ?1",
+            params![delivery_id, owner, claim_until_ms],
+        )
+        .map_err(|e| err(&path, "claim delivery", e))?;
+        tx.commit().map_err(|e| err(&path, "commit claim", e))?;
+        Ok(Claim::Claimed {
+            failing_since_ms,
+            failed_runs: u32::try_from(failed_runs.max(0)).unwrap_or(u32::MAX),
+        })
+    }
+
+    /// Record what happened to a delivery `owner` holds. Written only while the claim is still
+    /// the owner's (another run may have taken a lapsed claim over): returns whether it was.
+    /// Every outcome but `Attempt` releases the claim.
     pub fn record_delivery(
         &mut self,
         delivery_id: i64,
-        status: &str,
-        error: Option<&str>,
+        owner: &str,
+        update: DeliveryUpdate<'_>,
         now_ms: i64,
-    ) -> Result<()> {
-        self.conn
+    ) -> Result<bool> {
+        const MINE: &str = "WHERE id = ?1 AND claimed_by = ?2 AND status = 'pending'";
+        let n = match update {
+            DeliveryUpdate::Attempt {
+                error,
+                claim_until_ms,
+            } => self.conn.execute(
+                &format!(
+                    "UPDATE alert_deliveries SET attempts = attempts + 1, last_error = ?3,
+                        updated_ms = ?4, claim_until_ms = ?5 {MINE}"
+                ),
+                params![delivery_id, owner, error, now_ms, claim_until_ms],
+            ),
+            DeliveryUpdate::Sent => self.conn.execute(
+                &format!(
+                    "UPDATE alert_deliveries SET status = 'sent', attempts = attempts + 1,
+                        last_error = NULL, updated_ms = ?3, sent_ms = ?3, next_attempt_ms = NULL,
+                        claimed_by = NULL, claim_until_ms = NULL {MINE}"
+                ),
+                params![delivery_id, owner, now_ms],
+            ),
+            DeliveryUpdate::Failed { error } => self.conn.execute(
+                &format!(
+                    "UPDATE alert_deliveries SET status = 'failed', attempts = attempts + 1,
+                        last_error = ?3, updated_ms = ?4, next_attempt_ms = NULL,
+                        failing_since_ms = COALESCE(failing_since_ms, ?4),
+                        claimed_by = NULL, claim_until_ms = NULL {MINE}"
+                ),
+                params![delivery_id, owner, error, now_ms],
+            ),
+            DeliveryUpdate::Later {
+                error,
+                next_attempt_ms,
+            } => self.conn.execute(
+                &format!(
+                    "UPDATE alert_deliveries SET attempts = attempts + 1, last_error = ?3,
+                        updated_ms = ?4, next_attempt_ms = ?5,
+                        failing_since_ms = COALESCE(failing_since_ms, ?4),
+                        failed_runs = failed_runs + 1, claimed_by = NULL, claim_until_ms = NULL
+                     {MINE}"
+                ),
+                params![delivery_id, owner, error, now_ms, next_attempt_ms],
+            ),
+        }
+        .map_err(|e| self.err("record delivery", e))?;
+        Ok(n > 0)
+    }
+
+    /// A sink is failing: move its other due deliveries that this run did not try (`ids`) to
+    /// `next_attempt_ms` with it, so the backlog waits together instead of each run hammering the
+    /// next alert. Those failing since `give_up_before_ms` or earlier become dead letters.
+    /// Deliveries another live run holds are left alone.
+    #[allow(clippy::too_many_arguments)]
+    pub fn defer_deliveries(
+        &mut self,
+        ids: &[i64],
+        owner: &str,
+        now_ms: i64,
+        next_attempt_ms: i64,
+        give_up_before_ms: i64,
+        error: &str,
+        given_up_error: &str,
+    ) -> Result<Deferred> {
+        let path = self.path.clone();
+        let tx = self
+            .conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)
+            .map_err(|e| err(&path, "begin defer", e))?;
+        let mut out = Deferred::default();
+        {
+            const FREE: &str = "WHERE id = ?1 AND status = 'pending'
+                AND (next_attempt_ms IS NULL OR next_attempt_ms <= ?3)
+                AND (claimed_by IS NULL OR claimed_by = ?2 OR claim_until_ms < ?3)";
+            let mut give_up = tx
+                .prepare(&format!(
+                    "UPDATE alert_deliveries SET status = 'failed', last_error = ?4,
+                        updated_ms = ?3, next_attempt_ms = NULL,
+                        failing_since_ms = COALESCE(failing_since_ms, ?3),
+                        claimed_by = NULL, claim_until_ms = NULL
+                     {FREE} AND COALESCE(failing_since_ms, ?3) <= ?5"
+                ))
+                .map_err(|e| err(&path, "prepare give up", e))?;
+            let mut later = tx
+                .prepare(&format!(
+                    "UPDATE alert_deliveries SET last_error = ?4, updated_ms = ?3,
+                        next_attempt_ms = ?5, failing_since_ms = COALESCE(failing_since_ms, ?3),
+                        failed_runs = failed_runs + 1, claimed_by = NULL, claim_until_ms = NULL
+                     {FREE}"
+                ))
+                .map_err(|e| err(&path, "prepare defer", e))?;
+            for id in ids {
+                let n = give_up
+                    .execute(params![
+                        id,
+                        owner,
+                        now_ms,
+                        given_up_error,
+                        give_up_before_ms
+                    ])
+                    .map_err(|e| err(&path, "give up delivery", e))?;
+                if n > 0 {
+                    out.given_up += 1;
+                    continue;
+                }
+                let n = later
+                    .execute(params![id, owner, now_ms, error, next_attempt_ms])
+                    .map_err(|e| err(&path, "defer delivery", e))?;
+                out.later += n as u64;
+            }
+        }
+        tx.commit().map_err(|e| err(&path, "commit defer", e))?;
+        Ok(out)
+    }
+
+    /// Drop every claim `owner` still holds (its run is ending): those deliveries are due again.
+    pub fn release_claims(&mut self, owner: &str) -> Result<u64> {
+        let n = self
+            .conn
             .execute(
-                "UPDATE alert_deliveries SET status = ?2, attempts = attempts + 1,
-                    last_error = ?3, updated_ms = ?4,
-                    sent_ms = CASE WHEN ?2 = 'sent' THEN ?4 ELSE sent_ms END
-                 WHERE id = ?1",
-                params![delivery_id, status, error, now_ms],
+                "UPDATE alert_deliveries SET claimed_by = NULL, claim_until_ms = NULL
+                 WHERE claimed_by = ?1",
+                params![owner],
             )
-            .map_err(|e| self.err("record delivery", e))?;
-        Ok(())
+            .map_err(|e| self.err("release claims", e))?;
+        Ok(n as u64)
     }
 
     /// How many deliveries are in each state (pending, sent, failed), plus alerts `suppressed` on
@@ -371,8 +643,8 @@ impl Store {
             .map_err(|e| self.err("list alerts", e))
     }
 
-    /// Put an alert's failed deliveries (dead letters) back to pending with a fresh retry
-    /// budget; also a suppressed alert, which then gets a delivery per sink. Returns how many
+    /// Put an alert's failed deliveries (dead letters) and those waiting for a later attempt back
+    /// to pending, due now, with a fresh retry budget; also a suppressed alert, which then gets a delivery per sink. Returns how many
     /// deliveries are pending for it now, or `None` if there is no such alert.
     pub fn retry_alert(
         &mut self,
@@ -396,9 +668,14 @@ impl Store {
         let Some(suppressed) = exists else {
             return Ok(None);
         };
+        // A dead letter, or a delivery waiting for its next attempt: due now, with a fresh budget
+        // and a fresh give-up horizon.
         tx.execute(
-            "UPDATE alert_deliveries SET status = 'pending', attempts = 0, updated_ms = ?2
-             WHERE alert_id = ?1 AND status = 'failed'",
+            "UPDATE alert_deliveries SET status = 'pending', attempts = 0, updated_ms = ?2,
+                next_attempt_ms = NULL, failing_since_ms = NULL, failed_runs = 0,
+                claimed_by = NULL, claim_until_ms = NULL
+             WHERE alert_id = ?1 AND (status = 'failed' OR (status = 'pending'
+                AND next_attempt_ms IS NOT NULL AND (claimed_by IS NULL OR claim_until_ms < ?2)))",
             params![alert_id, now_ms],
         )
         .map_err(|e| err(&path, "retry alert", e))?;
@@ -426,5 +703,211 @@ impl Store {
             .map_err(|e| err(&path, "count pending", e))?;
         tx.commit().map_err(|e| err(&path, "commit retry", e))?;
         Ok(Some(pending.max(0) as u64))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const A: &str = "host-a:100:aaaa";
+    const B: &str = "host-b:200:bbbb";
+
+    fn never_gone(_: &str) -> bool {
+        false
+    }
+
+    /// A store with `n` alerts, each with a pending delivery to sink `soc`; their delivery ids.
+    fn outbox(n: usize) -> (tempfile::TempDir, Store, Vec<i64>) {
+        let dir = tempfile::tempdir().unwrap();
+        let mut store = Store::open(&dir.path().join("aw.db")).unwrap();
+        let alerts: Vec<NewAlert> = (0..n)
+            .map(|i| NewAlert {
+                key: format!("r|a|{i}"),
+                uid: format!("aw_{i}"),
+                rule: "r".into(),
+                severity: "high".into(),
+                at_ms: Some(0),
+                summary: format!("alert {i}"),
+                payload: "{}".into(),
+                suppressed: false,
+            })
+            .collect();
+        store
+            .record_alerts("a", &["soc".into()], 1_000, &mut |_, _| alerts.clone())
+            .unwrap();
+        let ids = due(&store, 1_000);
+        (dir, store, ids)
+    }
+
+    fn due(store: &Store, now_ms: i64) -> Vec<i64> {
+        store
+            .due_deliveries(&["soc".into()], now_ms)
+            .unwrap()
+            .due
+            .iter()
+            .filter_map(|d| d.delivery_id)
+            .collect()
+    }
+
+    fn status(store: &Store, id: i64) -> String {
+        store
+            .list_alerts(None, 100)
+            .unwrap()
+            .into_iter()
+            .find(|d| d.delivery_id == Some(id))
+            .map(|d| d.status)
+            .unwrap()
+    }
+
+    /// A claim keeps other runs off a delivery until its lease lapses; after a takeover only the
+    /// new holder's outcome is recorded, and a finished delivery cannot be claimed again.
+    #[test]
+    fn a_claim_excludes_other_runs_until_its_lease_lapses() {
+        let (_dir, mut store, ids) = outbox(1);
+        let id = ids[0];
+        assert!(matches!(
+            store
+                .claim_delivery(id, A, 1_000, 2_000, &never_gone)
+                .unwrap(),
+            Claim::Claimed { .. }
+        ));
+        assert_eq!(
+            store
+                .claim_delivery(id, B, 1_500, 2_500, &never_gone)
+                .unwrap(),
+            Claim::Held
+        );
+        // The holder may claim again (renew).
+        assert!(matches!(
+            store
+                .claim_delivery(id, A, 1_600, 2_600, &never_gone)
+                .unwrap(),
+            Claim::Claimed { .. }
+        ));
+        assert!(matches!(
+            store
+                .claim_delivery(id, B, 2_601, 3_600, &never_gone)
+                .unwrap(),
+            Claim::Claimed { .. }
+        ));
+        assert!(!store
+            .record_delivery(id, A, DeliveryUpdate::Sent, 2_700)
+            .unwrap());
+        assert_eq!(status(&store, id), "pending");
+        assert!(store
+            .record_delivery(id, B, DeliveryUpdate::Sent, 2_800)
+            .unwrap());
+        assert_eq!(status(&store, id), "sent");
+        assert_eq!(
+            store
+                .claim_delivery(id, A, 9_000, 10_000, &never_gone)
+                .unwrap(),
+            Claim::Gone
+        );
+    }
+
+    /// A live lease whose owner is known to have exited does not hold the delivery.
+    #[test]
+    fn a_claim_of_an_exited_owner_is_void() {
+        let (_dir, mut store, ids) = outbox(1);
+        store
+            .claim_delivery(ids[0], A, 1_000, 60_000, &never_gone)
+            .unwrap();
+        let gone = |o: &str| o == A;
+        assert!(matches!(
+            store
+                .claim_delivery(ids[0], B, 1_100, 60_000, &gone)
+                .unwrap(),
+            Claim::Claimed { .. }
+        ));
+    }
+
+    /// A deferred backlog is not due before its next attempt, and dead-letters only once it has
+    /// been failing for the horizon; `retry_alert` makes a waiting delivery due at once.
+    #[test]
+    fn deferred_deliveries_wait_then_give_up_past_the_horizon() {
+        let (_dir, mut store, ids) = outbox(3);
+        store
+            .claim_delivery(ids[0], A, 1_000, 2_000, &never_gone)
+            .unwrap();
+        let later = DeliveryUpdate::Later {
+            error: "503",
+            next_attempt_ms: 5_000,
+        };
+        assert!(store.record_delivery(ids[0], A, later, 1_000).unwrap());
+        let d = store
+            .defer_deliveries(
+                &ids[1..],
+                A,
+                1_000,
+                5_000,
+                1_000 - 10_000,
+                "blocked",
+                "gave up",
+            )
+            .unwrap();
+        assert_eq!(
+            d,
+            Deferred {
+                later: 2,
+                given_up: 0
+            }
+        );
+        let listed = store.due_deliveries(&["soc".into()], 4_999).unwrap();
+        assert!(listed.due.is_empty());
+        assert_eq!(listed.waiting.get("soc"), Some(&(3, Some(5_000))));
+        assert_eq!(due(&store, 5_000), ids);
+        // The first one failed again, its history is handed to the next claim.
+        assert_eq!(
+            store
+                .claim_delivery(ids[0], A, 6_000, 7_000, &never_gone)
+                .unwrap(),
+            Claim::Claimed {
+                failing_since_ms: Some(1_000),
+                failed_runs: 1
+            }
+        );
+        // 11 s after the first failure, with a 10 s horizon: the rest give up.
+        let d = store
+            .defer_deliveries(
+                &ids[1..],
+                A,
+                12_000,
+                20_000,
+                12_000 - 10_000,
+                "blocked",
+                "gave up",
+            )
+            .unwrap();
+        assert_eq!(
+            d,
+            Deferred {
+                later: 0,
+                given_up: 2
+            }
+        );
+        assert_eq!(status(&store, ids[1]), "failed");
+        // The claimed one is untouched by another run's defer while the claim is live.
+        let d = store
+            .defer_deliveries(&ids[..1], B, 6_500, 20_000, -1, "blocked", "gave up")
+            .unwrap();
+        assert_eq!(d, Deferred::default());
+        let later = DeliveryUpdate::Later {
+            error: "503",
+            next_attempt_ms: 90_000,
+        };
+        assert!(store.record_delivery(ids[0], A, later, 6_500).unwrap());
+        let alert = store
+            .list_alerts(None, 100)
+            .unwrap()
+            .into_iter()
+            .find(|d| d.delivery_id == Some(ids[0]))
+            .unwrap();
+        assert_eq!(
+            store.retry_alert(alert.alert_id, &[], 7_000).unwrap(),
+            Some(1)
+        );
+        assert_eq!(due(&store, 7_000), vec![ids[0]]);
     }
 }

@@ -207,6 +207,18 @@ pub const MIGRATIONS: &[&str] = &[
     "#,
     // 4: hash chains (see `chain.rs`); `Store::migrate` builds the chains of rows already stored.
     CHAIN,
+    // 5: delivery claims and retries across runs. A run claims a delivery (owner, lease) before
+    // sending it and records the outcome only while the claim is still its own; a claim lapses at
+    // `claim_until_ms`, or at once when its owner on this host has exited. A delivery its run could
+    // not send waits for `next_attempt_ms` (backing off across runs); `failing_since_ms` starts the
+    // `[alerts] give_up_after_hours` horizon after which it becomes a dead letter.
+    r#"
+    ALTER TABLE alert_deliveries ADD COLUMN claimed_by TEXT;        -- host:pid:random of the run
+    ALTER TABLE alert_deliveries ADD COLUMN claim_until_ms INTEGER; -- the claim's lease
+    ALTER TABLE alert_deliveries ADD COLUMN next_attempt_ms INTEGER; -- NULL: due now
+    ALTER TABLE alert_deliveries ADD COLUMN failing_since_ms INTEGER; -- first run that could not send it
+    ALTER TABLE alert_deliveries ADD COLUMN failed_runs INTEGER NOT NULL DEFAULT 0;
+    "#,
 ];
 
 /// The migration that introduces hash chains. Named so that `Store::migrate` can recognise it and

@@ -17,7 +17,10 @@ use chrono::{DateTime, NaiveDate, Utc};
 use rusqlite::{params, Connection, OpenFlags, OptionalExtension};
 
 use crate::api::{AuditEvent, Malformed};
-pub use alerts::{AlertCounts, AlertDelivery, AlertFacts, NewAlert};
+pub use alerts::{
+    AlertCounts, AlertDelivery, AlertFacts, Claim, Deferred, DeliveryUpdate, DueDeliveries,
+    NewAlert,
+};
 use chain::{ChainHead, ChainKind};
 pub use chain::{ChainSummary, Finding};
 pub use reports::{RoleChangeRow, UserActivityRow, UserSelection};

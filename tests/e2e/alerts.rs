@@ -25,6 +25,8 @@ enum Mode {
     Down,
     /// Take the request and never answer in time.
     Hang,
+    /// Answer 200, after 300 ms.
+    Slow,
 }
 
 #[derive(Default)]
@@ -172,6 +174,7 @@ fn handle(mut conn: TcpStream, st: &Mutex<RecvState>, secret: Option<&str>) {
                 }
                 Some(Mode::Down) => (503, Duration::ZERO),
                 Some(Mode::Hang) => (200, Duration::from_secs(30)),
+                Some(Mode::Slow) => (200, Duration::from_millis(300)),
                 _ => (200, Duration::ZERO),
             }
         }
@@ -239,6 +242,11 @@ fn run_ok(app: &App, args: &[&str]) -> String {
 
 /// Alerts of the one rule, AM_ACCOUNT_ADMIN grants: fast retries, a 1 s request timeout.
 fn admin_rule(sinks: &str) -> String {
+    admin_rule_with("", sinks)
+}
+
+/// [`admin_rule`] with more `[alerts]` keys.
+fn admin_rule_with(keys: &str, sinks: &str) -> String {
     format!(
         r#"
 [alerts]
@@ -246,7 +254,7 @@ max_attempts = 6
 retry_base_ms = 50
 retry_max_secs = 1
 request_timeout_secs = 1
-
+{keys}
 [[alerts.rules]]
 name = "admin-grant"
 kind = "privileged-role-grant"
@@ -453,8 +461,9 @@ fn a_kill_between_write_and_delivery_still_delivers_once() {
     );
 }
 
-/// A receiver down longer than the retry budget: collect still succeeds, the alert is a dead
-/// letter listed as failed, and `alerts retry ID` delivers it once the receiver is back.
+/// A receiver down longer than the retry budget with no retries across runs
+/// (`give_up_after_hours = 0`, the horizon reached at once): collect still succeeds, the alert
+/// is a dead letter listed as failed, and `alerts retry ID` delivers it once the receiver is back.
 #[test]
 fn a_dead_sink_gives_a_dead_letter_that_retry_delivers() {
     let sim = Sim::start(&[
@@ -463,7 +472,7 @@ fn a_dead_sink_gives_a_dead_letter_that_retry_delivers() {
     let r = Receiver::start(Some(SECRET));
     let ok = Receiver::start(Some(SECRET));
     let sinks = format!("{}{}", webhook_sink("soc", &r), webhook_sink("other", &ok));
-    let app = app_with_alerts(&sim, &admin_rule(&sinks));
+    let app = app_with_alerts(&sim, &admin_rule_with("give_up_after_hours = 0\n", &sinks));
     run_ok(&app, &["collect"]);
     let target = grantable(&sim)[0].clone();
     control(
@@ -479,7 +488,9 @@ fn a_dead_sink_gives_a_dead_letter_that_retry_delivers() {
     assert_eq!(ids_for(&ok.distinct(), &target).len(), 1, "{out}");
     let listed = run_ok(&app, &["alerts", "--status", "failed"]);
     assert!(
-        listed.contains("admin-grant") && listed.contains("503"),
+        listed.contains("admin-grant")
+            && listed.contains("503")
+            && listed.contains("give_up_after_hours = 0"),
         "{listed}"
     );
     let id = listed
@@ -502,6 +513,164 @@ fn a_dead_sink_gives_a_dead_letter_that_retry_delivers() {
             .lines()
             .count()
             <= 1
+    );
+}
+
+/// Grant AM_ACCOUNT_ADMIN to `n` users in the simulator; their ids.
+fn grant_admin(sim: &Sim, n: usize) -> Vec<String> {
+    let users = grantable(sim);
+    assert!(users.len() >= n, "only {} grantable users", users.len());
+    for u in &users[..n] {
+        control(
+            sim,
+            "POST",
+            &format!("/_sim/users/{u}/grant"),
+            r#"{"role":"AM_ACCOUNT_ADMIN"}"#,
+        );
+    }
+    users[..n].to_vec()
+}
+
+/// The number before " sent" in `alerts to {sink}: N sent, ...` (0 when the line is absent).
+fn sent_in(out: &str, sink: &str) -> i64 {
+    out.lines()
+        .filter_map(|l| l.strip_prefix(&format!("alerts to {sink}: ")))
+        .filter_map(|l| l.split(' ').next()?.parse::<i64>().ok())
+        .sum()
+}
+
+/// Two `alerts deliver` started together against a slow receiver send each pending alert once
+/// between them (each delivery is claimed before it is sent), where both used to send all.
+#[test]
+fn two_deliver_runs_started_together_send_each_alert_once() {
+    let sim = Sim::start(&[
+        "--users", "40", "--events", "100", "--days", "3", "--seed", "12",
+    ]);
+    let r = Receiver::start(Some(SECRET));
+    // Retried at the next run: the deliveries the down receiver left are due at once.
+    let app = app_with_alerts(
+        &sim,
+        &admin_rule_with("retry_later_base_secs = 0\n", &webhook_sink("soc", &r)),
+    );
+    run_ok(&app, &["collect"]);
+    grant_admin(&sim, 12);
+    r.set(|s| s.mode = Some(Mode::Down));
+    let out = run_ok(&app, &["collect"]);
+    assert!(out.contains("alerts to soc: 0 sent, 0 failed"), "{out}");
+    let pending = app.sql_count("SELECT COUNT(*) FROM alert_deliveries WHERE status = 'pending'");
+    assert!(pending >= 12, "{pending} pending: {out}");
+    r.set(|s| {
+        s.mode = Some(Mode::Slow);
+        s.arrivals.clear();
+    });
+    let start = || {
+        app.command(&["alerts", "deliver"])
+            .env("HOOK_SECRET", SECRET)
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .expect("spawn")
+    };
+    let (a, b) = (start(), start());
+    let mut sent = 0;
+    let mut outputs = String::new();
+    for child in [a, b] {
+        let out = child.wait_with_output().expect("wait");
+        assert_no_key(&out);
+        let text = String::from_utf8_lossy(&out.stdout).to_string();
+        assert!(
+            out.status.success(),
+            "{text}{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        sent += sent_in(&text, "soc");
+        outputs.push_str(&text);
+    }
+    let mut per_id: BTreeMap<String, usize> = BTreeMap::new();
+    for (id, _, _) in r.arrivals() {
+        *per_id.entry(id).or_default() += 1;
+    }
+    assert_eq!(per_id.len() as i64, pending, "{outputs}");
+    assert!(
+        per_id.values().all(|n| *n == 1),
+        "sent more than once: {per_id:?}\n{outputs}"
+    );
+    assert_eq!(sent, pending, "{outputs}");
+    assert_eq!(
+        app.sql_count("SELECT COUNT(*) FROM alert_deliveries WHERE status = 'sent'"),
+        app.sql_count("SELECT COUNT(*) FROM alert_deliveries")
+    );
+}
+
+/// A receiver down for longer than a run: the delivery is not a dead letter but waits with a
+/// stored next attempt (listed), and once the receiver is back the daemon's `deliver_alerts`
+/// delivers it by itself, with no `alerts retry` and no request while it was not due.
+#[test]
+fn a_receiver_down_longer_than_a_run_gets_its_alert_when_it_is_back() {
+    let sim = Sim::start(&[
+        "--users", "20", "--events", "100", "--days", "3", "--seed", "13",
+    ]);
+    let r = Receiver::start(Some(SECRET));
+    // The secret in a file (relative to the config): the daemon helper sets no HOOK_SECRET.
+    let sink = webhook_sink("soc", &r).replace(
+        "secret_env = \"HOOK_SECRET\"",
+        "secret_file = \"hook.secret\"",
+    );
+    let app = app_with_alerts(&sim, &admin_rule_with("retry_later_base_secs = 1\n", &sink));
+    std::fs::write(app.dir.path().join("hook.secret"), SECRET).expect("secret file");
+    run_ok(&app, &["collect"]);
+    let target = grant_admin(&sim, 1).remove(0);
+    r.set(|s| s.mode = Some(Mode::Down));
+    let out = run_ok(&app, &["collect"]);
+    assert!(
+        out.contains("alerts to soc: 0 sent, 0 failed, 1 still pending (next attempt "),
+        "{out}"
+    );
+    let failed = run_ok(&app, &["alerts", "--status", "failed"]);
+    assert_eq!(
+        failed.lines().count(),
+        1,
+        "a dead letter after one run: {failed}"
+    );
+    let listed = run_ok(&app, &["alerts", "--status", "pending"]);
+    assert!(
+        listed.contains("next attempt: ") && listed.contains("6 attempt(s) so far"),
+        "{listed}"
+    );
+    let json = run_ok(&app, &["alerts", "--status", "pending", "--format", "json"]);
+    let row: Value = serde_json::from_str(json.lines().next().expect("a row")).expect("json");
+    assert!(
+        row["next_attempt"].is_string() && row["failing_since"].is_string(),
+        "{row}"
+    );
+    assert_eq!(row["attempts"], 6);
+    let ids = ids_for(&r.distinct(), &target);
+    assert_eq!(ids.len(), 1);
+    let tries = || r.arrivals().iter().filter(|a| a.0 == ids[0]).count();
+    assert_eq!(tries(), 6, "max_attempts = 6 in the run");
+
+    r.set(|s| s.mode = Some(Mode::Ok));
+    app.add_config(
+        "[schedule]\ncollect = \"\"\npoll_invites = \"\"\ndeliver_alerts = \"* * * * * *\"\n",
+    );
+    let d = app.start_daemon();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while app.sql_count("SELECT COUNT(*) FROM alert_deliveries WHERE status = 'sent'")
+        < app.sql_count("SELECT COUNT(*) FROM alert_deliveries")
+    {
+        assert!(
+            Instant::now() < deadline,
+            "not delivered after the receiver came back:\n{}",
+            d.log()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    drop(d);
+    assert_eq!(tries(), 7, "one more request, once it was due");
+    assert_eq!(ids_for(&r.distinct(), &target), ids);
+    assert_eq!(
+        app.sql_count("SELECT COUNT(*) FROM alert_deliveries WHERE status = 'failed'"),
+        0
     );
 }
 
