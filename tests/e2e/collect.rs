@@ -460,3 +460,42 @@ fn status_names_gaps_after_a_failed_pass_and_the_next_pass_closes_them() {
         "{v}"
     );
 }
+
+/// A server that answers 429 above N requests/s, with `Retry-After: 1` (DigiCert ONE publishes no
+/// limit, so the client starts with no cap): the client learns a pace near N, draws few 429s and
+/// loses nothing.
+#[test]
+fn adaptive_pace_settles_near_the_server_limit() {
+    let sim = Sim::start(&[
+        "--events",
+        "8000",
+        "--days",
+        "10",
+        "--seed",
+        "12",
+        "--faults",
+        "rate-cap=15",
+    ]);
+    let app = App::new(&sim, "");
+    let out = app.collect_ok();
+    assert_matches_truth(&app, &sim, "one");
+    let stats = sim.stats();
+    let limited = stats["statuses"]["429"].as_u64().unwrap_or(0);
+    let total = stats["requests"].as_u64().expect("requests");
+    assert!(limited > 0, "the cap was never hit: {out}");
+    assert!(
+        (limited as f64) < 0.05 * total as f64,
+        "{limited} 429s in {total} requests: {out}"
+    );
+    let pace: f64 = out
+        .split("pace settled at ")
+        .nth(1)
+        .and_then(|t| t.split(' ').next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no pace in {out}"));
+    assert!(
+        (9.0..=19.5).contains(&pace),
+        "pace {pace}/s for a cap of 15/s: {out}"
+    );
+    eprintln!("adaptive pace: {pace}/s for a cap of 15/s, {limited} 429s in {total} requests");
+}
