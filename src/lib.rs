@@ -14,6 +14,7 @@
 //! - [`daemon`]: `auditwarden run`: job loops on cron schedules ([`schedule`]), shutdown, health.
 //! - [`secret`]: a string that never prints itself.
 //! - [`signing`]: Ed25519 keys (`keygen`) and detached signatures over report manifests.
+//! - [`text`]: outside text made safe for a terminal (controls, bidi, URL userinfo), rounded figures.
 
 pub mod alert;
 pub mod api;
@@ -32,3 +33,4 @@ pub mod secret;
 pub mod signing;
 pub mod simulate;
 pub mod store;
+pub mod text;
