@@ -119,6 +119,15 @@ pub async fn collect(
     let (store, counts) = writer.finish().await?;
     for s in &mut summaries {
         s.written = counts.get(&s.account).copied().unwrap_or_default();
+        if s.written.quarantined > 0 {
+            // One line per account and pass, however many days held such items.
+            tracing::warn!(
+                event = "events_quarantined",
+                account = %s.account,
+                count = s.written.quarantined,
+                "events that cannot be understood were kept in quarantine; `auditwarden status --quarantine` lists them"
+            );
+        }
     }
     Ok((store, summaries))
 }
@@ -530,7 +539,8 @@ impl Run {
                     }
                 }
                 if let Some(first) = malformed.first() {
-                    tracing::warn!(event = "events_quarantined", account = %self.name, day = %day, count = malformed.len(), first_key = %first.key, first_reason = %first.reason, "events that cannot be understood are kept in quarantine");
+                    // Per day at debug: `collect` warns once per account at the end of the pass.
+                    tracing::debug!(event = "events_quarantined_day", account = %self.name, day = %day, count = malformed.len(), first_key = %first.key, first_reason = %first.reason, "events that cannot be understood are kept in quarantine");
                 }
                 self.events_seen += n;
                 self.pages_read += 1;
