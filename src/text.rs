@@ -139,7 +139,7 @@ mod tests {
         assert_eq!(duration(Duration::from_secs(125)), "2 min 5 s");
         assert_eq!(duration(Duration::from_secs(3 * 3600 + 600)), "3 h 10 min");
         assert_eq!(
-            duration(Duration::from_secs_f64(251_606_185_977.452_649_847)),
+            duration(Duration::new(251_606_185_977, 452_649_847)),
             "2912108 d 15 h"
         );
         assert_eq!(bytes(512), "512 bytes");
