@@ -505,7 +505,13 @@ impl<F: Fn(&str) -> Option<String>> Env for F {
 /// A TOML syntax error as `line L, column C: message`. Not `toml`'s own rendering: that quotes
 /// the offending line, which may hold a password (in a URL, say).
 fn toml_problem(text: &str, e: &toml::de::Error) -> String {
-    let message = crate::text::one_line(e.message().trim());
+    let lines: Vec<&str> = e
+        .message()
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty())
+        .collect();
+    let message = crate::text::one_line(&lines.join("; "));
     match e.span() {
         Some(span) => {
             let (line, column) = line_column(text, span.start);
@@ -1710,6 +1716,11 @@ mod tests {
         assert_eq!(one.kind, AccountKind::DigicertOne);
         assert_eq!(one.base_url.as_str(), "https://one.digicert.com/");
         assert_eq!(one.backfill_days, 90);
+        assert_eq!(
+            one.collection,
+            CollectionSettings::default(),
+            "the example shows the defaults"
+        );
         assert!(cfg.store.path.ends_with("auditwarden.db"));
         assert!(cfg.store.path.starts_with(path.parent().unwrap()));
         assert_eq!(cfg.users.stale_invite_days, 14);
