@@ -316,6 +316,9 @@ pub fn main() -> ExitCode {
     logging::init(
         cli.log_format,
         std::env::var("AUDITWARDEN_LOG").ok().as_deref(),
+        // https://no-color.org: set and not empty means no colour.
+        std::io::stderr().is_terminal()
+            && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty()),
     );
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -777,6 +780,7 @@ fn report_cmd(cli: &Cli, args: &ReportArgs) -> Result<ExitCode, CliError> {
         export::rfc3339(now),
         env!("CARGO_PKG_VERSION")
     )?;
+    writeln!(err, "  covers {}", outcome.scope)?;
     for c in &outcome.coverage {
         writeln!(err, "  coverage {c}")?;
     }
@@ -948,11 +952,10 @@ fn print_delivery(out: &mut dyn Write, d: &crate::alert::DeliverySummary) -> std
     Ok(())
 }
 
-/// Stored text on one terminal line: control characters (hostile names included) become spaces.
+/// Stored text on one terminal line: line breaks become spaces, other control characters and
+/// bidi formatting characters (hostile names included) are shown escaped.
 fn printable(s: &str) -> String {
-    s.chars()
-        .map(|c| if c.is_control() { ' ' } else { c })
-        .collect()
+    crate::text::one_line(s)
 }
 
 async fn alerts_cmd(cli: &Cli, args: &AlertsArgs) -> Result<ExitCode, CliError> {
@@ -1131,7 +1134,7 @@ pub fn print_summaries(out: &mut dyn Write, summaries: &[AccountSummary]) -> std
         }
         let head = match &s.error {
             None => "ok".to_string(),
-            Some(e) => format!("FAILED, {e}"),
+            Some(e) => format!("FAILED, {}", printable(e)),
         };
         writeln!(
             out,

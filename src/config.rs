@@ -96,6 +96,8 @@ pub struct CollectionSettings {
     /// server that keeps serving full pages past it (a lying total, new ids on every page) ends
     /// the account's pass with an error instead of running for ever.
     pub max_pages_per_window: u32,
+    /// The largest response body read; a larger one fails its request (not retried).
+    pub max_response_bytes: u64,
 }
 
 impl Default for CollectionSettings {
@@ -112,6 +114,7 @@ impl Default for CollectionSettings {
             },
             max_window_rereads: default_max_window_rereads(),
             max_pages_per_window: default_max_pages_per_window(),
+            max_response_bytes: default_max_response_bytes(),
         }
     }
 }
@@ -150,6 +153,11 @@ fn default_max_window_rereads() -> u32 {
 /// requests.
 fn default_max_pages_per_window() -> u32 {
     500
+}
+/// 32 MiB: a full page of 1000 events is about 0.6 MB, so this is 50 times the largest page the
+/// contract allows, and still a bounded amount of memory per account.
+fn default_max_response_bytes() -> u64 {
+    32 * 1024 * 1024
 }
 fn default_backfill_days() -> u32 {
     90
@@ -491,6 +499,8 @@ impl fmt::Display for ConfigError {
             if n == 1 { "" } else { "s" }
         )?;
         for p in &self.problems {
+            // No message may show a URL's password, whatever key it came from.
+            let p = crate::text::redact_userinfo(p);
             write!(f, "\n  - {}: {p}", self.file.display())?;
         }
         Ok(())
@@ -519,6 +529,37 @@ impl<F: Fn(&str) -> Option<String>> Env for F {
     }
 }
 
+/// A TOML syntax error as `line L, column C: message`. Not `toml`'s own rendering: that quotes
+/// the offending line, which may hold a password (in a URL, say).
+fn toml_problem(text: &str, e: &toml::de::Error) -> String {
+    let lines: Vec<&str> = e
+        .message()
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty())
+        .collect();
+    let message = crate::text::one_line(&lines.join("; "));
+    match e.span() {
+        Some(span) => {
+            let (line, column) = line_column(text, span.start);
+            format!("not valid TOML at line {line}, column {column}: {message}")
+        }
+        None => format!("not valid TOML: {message}"),
+    }
+}
+
+/// The 1-based line and column (in characters) of byte `offset` in `text`.
+fn line_column(text: &str, offset: usize) -> (usize, usize) {
+    let mut end = offset.min(text.len());
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    let before = &text[..end];
+    let line = before.matches('\n').count() + 1;
+    let start = before.rfind('\n').map_or(0, |i| i + 1);
+    (line, before[start..].chars().count() + 1)
+}
+
 /// Read and validate a configuration file.
 pub fn load(path: &Path, env: &dyn Env) -> Result<Config, ConfigError> {
     let text = std::fs::read_to_string(path).map_err(|e| ConfigError {
@@ -536,7 +577,7 @@ pub fn parse(text: &str, path: &Path, env: &dyn Env) -> Result<Config, ConfigErr
     };
     let table: toml::Table = text
         .parse()
-        .map_err(|e: toml::de::Error| fail(vec![format!("not valid TOML: {}", e.message())]))?;
+        .map_err(|e: toml::de::Error| fail(vec![toml_problem(text, &e)]))?;
     let base_dir = path
         .parent()
         .map(Path::to_path_buf)
@@ -1251,6 +1292,9 @@ fn collection_settings(
     if let Some(v) = s.integer("max_pages_per_window", 1, 1_000_000, problems) {
         c.max_pages_per_window = v as u32;
     }
+    if let Some(v) = s.integer("max_response_bytes", 65_536, 4 << 30, problems) {
+        c.max_response_bytes = v as u64;
+    }
     if let Some(v) = s.take("rate_limits") {
         let key = s.key("rate_limits");
         match v {
@@ -1495,27 +1539,33 @@ fn endpoint(
         return None;
     }
     if let Some(raw) = base_url {
+        // The URL as messages show it: a user name or password in it is never echoed.
+        let shown = crate::text::redact_userinfo(raw);
         let url = match Url::parse(raw) {
             Ok(u) => u,
             Err(e) => {
-                problems.push(format!("{key}.base_url: {raw:?} is not a URL: {e}"));
+                problems.push(format!("{key}.base_url: {shown:?} is not a URL: {e}"));
                 return None;
             }
         };
         if !matches!(url.scheme(), "http" | "https") || url.host_str().is_none() {
             problems.push(format!(
-                "{key}.base_url: {raw:?} must be http:// or https:// with a host"
+                "{key}.base_url: {shown:?} must be http:// or https:// with a host"
+            ));
+            return None;
+        }
+        if !url.username().is_empty() || url.password().is_some() {
+            problems.push(format!(
+                "{key}.base_url: {shown:?} holds a user name or password; remove it (the API key goes in api_key_env or api_key_file, never in the URL)"
             ));
             return None;
         }
         if (url.path() != "/" && !url.path().is_empty())
             || url.query().is_some()
             || url.fragment().is_some()
-            || !url.username().is_empty()
-            || url.password().is_some()
         {
             problems.push(format!(
-                "{key}.base_url: {raw:?} must be scheme, host and port only (the client appends /account/api/v1 or /services/v2)"
+                "{key}.base_url: {shown:?} must be scheme, host and port only (the client appends /account/api/v1 or /services/v2)"
             ));
             return None;
         }
@@ -1705,6 +1755,11 @@ mod tests {
         assert_eq!(one.kind, AccountKind::DigicertOne);
         assert_eq!(one.base_url.as_str(), "https://one.digicert.com/");
         assert_eq!(one.backfill_days, 90);
+        assert_eq!(
+            one.collection,
+            CollectionSettings::default(),
+            "the example shows the defaults"
+        );
         assert!(cfg.store.path.ends_with("auditwarden.db"));
         assert!(cfg.store.path.starts_with(path.parent().unwrap()));
         assert_eq!(cfg.users.stale_invite_days, 14);
@@ -1901,6 +1956,58 @@ mod tests {
         )
         .unwrap_err();
         assert!(err.to_string().contains("scheme, host and port only"));
+    }
+
+    /// A user name or password in base_url is refused without being echoed, parseable or not.
+    #[test]
+    fn base_url_credentials_are_never_echoed() {
+        for url in [
+            "https://admin:hunter2@127.0.0.1:8089",
+            "https://admin:hunter2@127.0.0.1:8089/account/api/v1",
+            "https://admin:hunter2@[bad-host",
+        ] {
+            let err = parse_str(&format!(
+                "[store]\npath = \"x.db\"\n[[accounts]]\nname = \"a\"\nkind = \"digicert-one\"\nbase_url = \"{url}\"\napi_key_env = \"KEY_A\"\n"
+            ))
+            .unwrap_err()
+            .to_string();
+            assert!(!err.contains("hunter2"), "{err}");
+            assert!(err.contains("accounts[0].base_url"), "{err}");
+            assert!(err.contains("***@"), "{err}");
+        }
+    }
+
+    /// A TOML syntax error names its line and column, and does not quote the line.
+    #[test]
+    fn toml_errors_have_line_and_column() {
+        let err = parse_str(
+            "[store]\npath = \"x.db\"\n[[accounts]]\nbase_url = \"https://u:hunter2@h\" x\n",
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("not valid TOML at line 4, column "), "{err}");
+        assert!(!err.contains("hunter2"), "{err}");
+        assert_eq!(line_column("ab\ncd", 4), (2, 2));
+        assert_eq!(line_column("é=", 2), (1, 2));
+    }
+
+    /// max_response_bytes defaults to 32 MiB and is overridden per account like the other keys.
+    #[test]
+    fn max_response_bytes_default_and_override() {
+        let cfg = parse_str(
+            "[store]\npath = \"x.db\"\n[collection]\nmax_response_bytes = 1048576\n[[accounts]]\nname = \"a\"\nkind = \"certcentral\"\napi_key_env = \"KEY_A\"\n[[accounts]]\nname = \"b\"\nkind = \"certcentral\"\napi_key_env = \"KEY_A\"\nmax_response_bytes = 2097152\n",
+        )
+        .unwrap();
+        assert_eq!(cfg.accounts[0].collection.max_response_bytes, 1 << 20);
+        assert_eq!(cfg.accounts[1].collection.max_response_bytes, 2 << 20);
+        assert_eq!(CollectionSettings::default().max_response_bytes, 32 << 20);
+        let err = parse_str("[store]\npath = \"x.db\"\n[collection]\nmax_response_bytes = 10\n[[accounts]]\nname = \"a\"\nkind = \"certcentral\"\napi_key_env = \"KEY_A\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("collection.max_response_bytes: 10 is out of range"),
+            "{err}"
+        );
     }
 
     /// An mTLS account uses the clientauth. host and needs no key.

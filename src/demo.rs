@@ -57,6 +57,16 @@ pub async fn run(db: PathBuf, events: usize, days: u32, faults: &str) -> anyhow:
     }));
     let base = url::Url::parse(&format!("http://{addr}"))?;
     println!("simulator: DigiCert ONE and CertCentral on {base} ({events} events over {days} days, faults: {faults})");
+    // The reports look back as far as the dormancy threshold: collect at least that far, so
+    // their coverage is complete (older days simply hold no events).
+    let settings = crate::config::ReportSettings::defaults(std::path::Path::new("."));
+    let backfill_days = days.max(settings.dormant_days);
+    if backfill_days > days {
+        println!(
+            "collecting {backfill_days} days: the reports look back {} days (dormancy)",
+            settings.dormant_days
+        );
+    }
 
     let accounts = [
         Account {
@@ -65,7 +75,7 @@ pub async fn run(db: PathBuf, events: usize, days: u32, faults: &str) -> anyhow:
             base_url: base.clone(),
             credential: Credential::ApiKey(Secret::new(DEMO_KEY)),
             actions: Vec::new(),
-            backfill_days: days,
+            backfill_days,
             collection: simulator_collection_settings(),
         },
         Account {
@@ -74,7 +84,7 @@ pub async fn run(db: PathBuf, events: usize, days: u32, faults: &str) -> anyhow:
             base_url: base.clone(),
             credential: Credential::ApiKey(Secret::new(DEMO_KEY)),
             actions: Vec::new(),
-            backfill_days: days,
+            backfill_days,
             collection: simulator_collection_settings(),
         },
     ];
@@ -179,7 +189,6 @@ pub async fn run(db: PathBuf, events: usize, days: u32, faults: &str) -> anyhow:
     let _ = stop_receiver.send(());
 
     println!("\n== reports (from the database alone)");
-    let settings = crate::config::ReportSettings::defaults(std::path::Path::new("."));
     let provenance = crate::report::run::Provenance {
         config_sha256: "none (demo: no configuration file)".into(),
         signing_key: None,

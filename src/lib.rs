@@ -15,6 +15,7 @@
 //! - [`clock`]: the domain clock ("today"), pinned by `--now` for tests and replays.
 //! - [`secret`]: a string that never prints itself.
 //! - [`signing`]: Ed25519 keys (`keygen`) and detached signatures over report manifests.
+//! - [`text`]: outside text made safe for a terminal (controls, bidi, URL userinfo), rounded figures.
 
 pub mod alert;
 pub mod api;
@@ -34,3 +35,4 @@ pub mod secret;
 pub mod signing;
 pub mod simulate;
 pub mod store;
+pub mod text;

@@ -12,13 +12,16 @@ pub enum LogFormat {
 }
 
 /// Install the global subscriber. `filter` is an `EnvFilter` directive (e.g. from
-/// `AUDITWARDEN_LOG`), `None` for the default (`info`, quieter for HTTP internals).
-pub fn init(format: LogFormat, filter: Option<&str>) {
+/// `AUDITWARDEN_LOG`), `None` for the default (`info`, quieter for HTTP internals). `colour`:
+/// ANSI colours in text logs, which only a terminal shows as colours (the caller decides: stderr
+/// is a terminal and `NO_COLOR` is unset); a file, a pipe or journald gets plain text.
+pub fn init(format: LogFormat, filter: Option<&str>, colour: bool) {
     let filter = filter
         .and_then(|f| EnvFilter::try_new(f).ok())
         .unwrap_or_else(|| EnvFilter::new("info,hyper=warn,reqwest=warn,rustls=warn"));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(colour && format == LogFormat::Text)
         .with_writer(std::io::stderr);
     let _ = match format {
         LogFormat::Text => builder.with_target(false).try_init(),

@@ -57,12 +57,16 @@ impl RequestStats {
 
 pub struct Client {
     http: reqwest::Client,
+    /// The account's name, for messages.
+    account: String,
     base: Url,
     kind: AccountKind,
     key: Option<Secret>,
     throttle: Throttle,
     retry: RetryPolicy,
     timeout: Duration,
+    /// `max_response_bytes`: reading a body stops here.
+    max_body: u64,
     stats: RequestStats,
     /// Cleared when the server refuses `sort=timestamp` with a 400 (the value is an assumption of
     /// the contract); paging then relies on drift detection alone.
@@ -98,12 +102,14 @@ impl Client {
             .map_err(|e| ApiError::Setup(e.to_string()))?;
         Ok(Client {
             http,
+            account: account.name.clone(),
             base: account.base_url.clone(),
             kind: account.kind,
             key,
             throttle: Throttle::for_account(account.kind, &c.rate_limits),
             retry: c.retry.clone(),
             timeout: c.request_timeout,
+            max_body: c.max_response_bytes,
             stats: RequestStats::default(),
             send_sort: AtomicBool::new(true),
         })
@@ -283,15 +289,37 @@ impl Client {
         let status = resp.status().as_u16();
         self.stats.count_status(status);
         let retry_after = retry_after(resp.headers());
-        let body = match resp.text().await {
-            Ok(b) => b,
-            Err(e) if (200..300).contains(&status) => return Err(self.transport_error(e)),
-            Err(_) => String::new(),
-        };
         if (200..300).contains(&status) {
-            return Ok(body);
+            return match read_capped(resp, self.max_body).await {
+                Ok(Some(bytes)) => Ok(utf8(bytes)),
+                Ok(None) => Err(ApiError::BodyTooLarge {
+                    account: self.account.clone(),
+                    path: self.shown_path(url),
+                    max: self.max_body,
+                }),
+                Err(e) => Err(self.transport_error(e)),
+            };
         }
-        Err(self.status_error(status, path, &body, retry_after))
+        // An error body only feeds a one-line message: its start is enough.
+        let body = match read_capped(resp, self.max_body.min(ERROR_BODY_BYTES)).await {
+            Ok(Some(bytes)) => utf8(bytes),
+            _ => String::new(),
+        };
+        Err(status_error(
+            status,
+            path,
+            &body,
+            retry_after,
+            self.key.as_ref(),
+        ))
+    }
+
+    /// The path and query of `url` for a message (the key travels in a header, never here).
+    fn shown_path(&self, url: &Url) -> String {
+        match url.query() {
+            Some(q) => format!("{}?{q}", url.path()),
+            None => url.path().to_string(),
+        }
     }
 
     fn transport_error(&self, e: reqwest::Error) -> ApiError {
@@ -307,80 +335,142 @@ impl Client {
                 msg.push_str(&s.to_string());
                 src = s.source();
             }
+            // rustls: the first bytes back were not a TLS record (a plain-HTTP server answering).
+            if self.base.scheme() == "https" && msg.contains("InvalidContentType") {
+                let host = match (self.base.host_str(), self.base.port_or_known_default()) {
+                    (Some(h), Some(p)) => format!("{h}:{p}"),
+                    (Some(h), None) => h.to_string(),
+                    _ => String::new(),
+                };
+                return ApiError::NotTls { host, detail: msg };
+            }
             ApiError::Transport(msg)
-        }
-    }
-
-    fn status_error(
-        &self,
-        status: u16,
-        path: &str,
-        body: &str,
-        retry_after: Option<Duration>,
-    ) -> ApiError {
-        let pairs = wire::parse_error_body(body);
-        let mut detail = if pairs.is_empty() {
-            if body.trim().is_empty() {
-                "(no body)".to_string()
-            } else {
-                wire::preview(body)
-            }
-        } else {
-            pairs
-                .iter()
-                .map(|(c, m)| format!("{c}: {m}"))
-                .collect::<Vec<_>>()
-                .join("; ")
-        };
-        detail = detail
-            .chars()
-            .take(300)
-            .map(|c| if c.is_control() { ' ' } else { c })
-            .collect();
-        if let Some(k) = &self.key {
-            if !k.expose().is_empty() {
-                detail = detail.replace(k.expose(), "<redacted>");
-            }
-        }
-        let lower = detail.to_lowercase();
-        let path = path.to_string();
-        match status {
-            401 | 403 if lower.contains("expire") => ApiError::CredentialExpired { detail },
-            401 => ApiError::InvalidKey { detail },
-            403 if lower.contains("invalid_key") || lower.contains("invalid_api_key") => {
-                ApiError::InvalidKey { detail }
-            }
-            403 => ApiError::AccessDenied { detail },
-            404 => ApiError::NotFound { path, detail },
-            400 => ApiError::BadRequest { path, detail },
-            429 => ApiError::RateLimited {
-                retry_after,
-                detail,
-            },
-            500..=599 | 408 => ApiError::Server {
-                status,
-                retry_after,
-                detail,
-            },
-            _ => ApiError::Status {
-                status,
-                path,
-                detail,
-            },
         }
     }
 }
 
-/// `Retry-After` as delta-seconds or as an HTTP date.
+/// The most of an error body read for its message.
+const ERROR_BODY_BYTES: u64 = 64 * 1024;
+
+/// The longest `Retry-After` kept: a day (the largest `retry_max_secs`). A server's number of
+/// seconds or date far ahead is bounded here, before any arithmetic or message sees it.
+pub const MAX_RETRY_AFTER: Duration = Duration::from_secs(86_400);
+
+/// The body, read chunk by chunk: `None` as soon as it is known to exceed `max` bytes (from
+/// `Content-Length`, or once that much has arrived), so an oversize body costs at most `max`.
+async fn read_capped(
+    mut resp: reqwest::Response,
+    max: u64,
+) -> Result<Option<Vec<u8>>, reqwest::Error> {
+    if resp.content_length().is_some_and(|n| n > max) {
+        return Ok(None);
+    }
+    let hint = resp.content_length().unwrap_or(0).min(max);
+    let mut buf = Vec::with_capacity(usize::try_from(hint).unwrap_or(0));
+    while let Some(chunk) = resp.chunk().await? {
+        if (buf.len() + chunk.len()) as u64 > max {
+            return Ok(None);
+        }
+        buf.extend_from_slice(&chunk);
+    }
+    Ok(Some(buf))
+}
+
+/// A body as text: UTF-8, with anything else replaced (the JSON parser then says what is wrong).
+fn utf8(bytes: Vec<u8>) -> String {
+    String::from_utf8(bytes).unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned())
+}
+
+/// The one-line detail of an error body: its `code: message` pairs, else its start; the key
+/// redacted, control and bidi characters escaped, at most 300 characters.
+fn error_detail(body: &str, pairs: &[(String, String)], key: Option<&Secret>) -> String {
+    let mut detail = if pairs.is_empty() {
+        if body.trim().is_empty() {
+            "(no body)".to_string()
+        } else {
+            wire::preview(body)
+        }
+    } else {
+        pairs
+            .iter()
+            .map(|(c, m)| format!("{c}: {m}"))
+            .collect::<Vec<_>>()
+            .join("; ")
+    };
+    // Redacted before it is cut, so no part of the key survives at the cut.
+    if let Some(k) = key {
+        if !k.expose().is_empty() {
+            detail = detail.replace(k.expose(), "<redacted>");
+        }
+    }
+    crate::text::one_line(&detail).chars().take(300).collect()
+}
+
+/// A non-2xx response as an [`ApiError`]. 401/403 are read for what they say: "expired" alone is
+/// an expired credential, "invalid or has expired" does not tell which (every DigiCert ONE 401
+/// carries the code `invalid_api_key`, so only the messages are read for "invalid").
+fn status_error(
+    status: u16,
+    path: &str,
+    body: &str,
+    retry_after: Option<Duration>,
+    key: Option<&Secret>,
+) -> ApiError {
+    let pairs = wire::parse_error_body(body);
+    let detail = error_detail(body, &pairs, key);
+    let lower = detail.to_lowercase();
+    let said = if pairs.is_empty() {
+        lower.clone()
+    } else {
+        pairs
+            .iter()
+            .map(|(_, m)| m.to_lowercase())
+            .collect::<Vec<_>>()
+            .join("; ")
+    };
+    let expired = lower.contains("expire");
+    let rejected = ["invalid", "wrong", "revoked", "incorrect", "unknown"]
+        .iter()
+        .any(|w| said.contains(w));
+    let path = path.to_string();
+    match status {
+        401 | 403 if expired && rejected => ApiError::InvalidOrExpiredKey { detail },
+        401 | 403 if expired => ApiError::CredentialExpired { detail },
+        401 => ApiError::InvalidKey { detail },
+        403 if lower.contains("invalid_key") || lower.contains("invalid_api_key") => {
+            ApiError::InvalidKey { detail }
+        }
+        403 => ApiError::AccessDenied { detail },
+        404 => ApiError::NotFound { path, detail },
+        400 => ApiError::BadRequest { path, detail },
+        429 => ApiError::RateLimited {
+            retry_after,
+            detail,
+        },
+        500..=599 | 408 => ApiError::Server {
+            status,
+            retry_after,
+            detail,
+        },
+        _ => ApiError::Status {
+            status,
+            path,
+            detail,
+        },
+    }
+}
+
+/// `Retry-After` as delta-seconds or as an HTTP date, at most [`MAX_RETRY_AFTER`].
 fn retry_after(headers: &HeaderMap) -> Option<Duration> {
     let v = headers.get(RETRY_AFTER)?.to_str().ok()?.trim();
     if let Ok(secs) = v.parse::<u64>() {
-        return Some(Duration::from_secs(secs));
+        return Some(Duration::from_secs(secs).min(MAX_RETRY_AFTER));
     }
     let when = httpdate::parse_http_date(v).ok()?;
     Some(
         when.duration_since(SystemTime::now())
-            .unwrap_or(Duration::ZERO),
+            .unwrap_or(Duration::ZERO)
+            .min(MAX_RETRY_AFTER),
     )
 }
 
@@ -406,5 +496,90 @@ mod tests {
         );
         h.insert(RETRY_AFTER, HeaderValue::from_static("soon"));
         assert_eq!(retry_after(&h), None);
+    }
+
+    /// A huge Retry-After (seconds or a date far ahead) is bounded, and messages round it.
+    #[test]
+    fn huge_retry_after_is_bounded_and_rounded() {
+        let mut h = HeaderMap::new();
+        h.insert(RETRY_AFTER, HeaderValue::from_static("251606185977"));
+        assert_eq!(retry_after(&h), Some(MAX_RETRY_AFTER));
+        h.insert(
+            RETRY_AFTER,
+            HeaderValue::from_static("Fri, 31 Dec 9999 23:59:59 GMT"),
+        );
+        assert_eq!(retry_after(&h), Some(MAX_RETRY_AFTER));
+        let e = ApiError::WaitTooLong {
+            wait: Duration::new(251_606_185_977, 452_649_847),
+            max: Duration::from_secs(120),
+        };
+        assert_eq!(
+            e.to_string(),
+            "the server asked to wait 2912108 d 15 h, longer than retry_max_secs (2 min 0 s); the next pass resumes"
+        );
+        let e = ApiError::RateLimited {
+            retry_after: Some(Duration::from_millis(1_500)),
+            detail: "x".into(),
+        };
+        assert_eq!(e.to_string(), "rate limited (429), Retry-After 2 s: x");
+    }
+
+    /// A 401 saying "invalid or has expired" is not called expired; "expired" alone is.
+    #[test]
+    fn ambiguous_401_is_invalid_or_expired() {
+        let body =
+            |m: &str| format!(r#"{{"errors":[{{"code":"invalid_api_key","message":"{m}"}}]}}"#);
+        let e = status_error(
+            401,
+            "/audit-log",
+            &body("API key is invalid or has expired"),
+            None,
+            None,
+        );
+        assert!(matches!(e, ApiError::InvalidOrExpiredKey { .. }), "{e:?}");
+        assert!(e.to_string().contains("invalid or expired"), "{e}");
+        let e = status_error(
+            401,
+            "/audit-log",
+            &body("The API key has expired (service user end date passed)"),
+            None,
+            None,
+        );
+        assert!(matches!(e, ApiError::CredentialExpired { .. }), "{e:?}");
+        let e = status_error(401, "/audit-log", &body("Invalid API key"), None, None);
+        assert!(matches!(e, ApiError::InvalidKey { .. }), "{e:?}");
+        let e = status_error(
+            403,
+            "/user",
+            r#"{"errors":[{"code":"access_denied|access_denied_invalid_key","message":"Invalid API key"}]}"#,
+            None,
+            None,
+        );
+        assert!(matches!(e, ApiError::InvalidKey { .. }), "{e:?}");
+    }
+
+    /// A server's error text reaches a message with bidi controls and other controls escaped,
+    /// and the key redacted even where the text is cut.
+    #[test]
+    fn error_text_is_escaped_and_redacted() {
+        let key = Secret::new("sk-planted-key");
+        let body = r#"{"errors":[{"code":"bad","message":"file \u202Etxt.exe\u202C and \u001b[31m red, key sk-planted-key"}]}"#;
+        let e = status_error(400, "/audit-log", body, None, Some(&key));
+        let text = e.to_string();
+        assert!(
+            !text.contains('\u{202E}') && !text.contains('\u{1b}'),
+            "{text:?}"
+        );
+        assert!(text.contains("\\u{202e}txt.exe\\u{202c}"), "{text}");
+        assert!(
+            text.contains("<redacted>") && !text.contains("sk-planted"),
+            "{text}"
+        );
+        let long = format!(
+            r#"{{"code":"x","message":"{}sk-planted-key"}}"#,
+            "a".repeat(290)
+        );
+        let e = status_error(400, "/audit-log", &long, None, Some(&key));
+        assert!(!e.to_string().contains("sk-plan"), "{e}");
     }
 }

@@ -1,6 +1,8 @@
 //! [`ApiError`]: what went wrong talking to DigiCert, typed so the caller can decide whether to
 //! retry (429, 5xx, timeouts, broken bodies, network errors) or to stop and say why (400, 401, 403,
-//! 404). Messages never contain the API key: it travels in a header, and server texts are scrubbed.
+//! 404, a body over `max_response_bytes`, a plain-HTTP answer to TLS). Messages never contain the
+//! API key: it travels in a header, and server texts are scrubbed of it and of control and bidi
+//! characters. Durations in messages are rounded (`2 min 5 s`).
 
 use std::time::Duration;
 
@@ -12,6 +14,10 @@ pub enum ApiError {
     /// The key belongs to a service user past its end date (contract 1.1).
     #[error("the credential has expired (service user past its end date?): {detail}")]
     CredentialExpired { detail: String },
+    /// 401/403 whose text does not tell a wrong key from an expired one ("invalid or has
+    /// expired"): both are said, neither is claimed.
+    #[error("the API key was rejected as invalid or expired (a wrong or revoked key, or a service user past its end date): {detail}")]
+    InvalidOrExpiredKey { detail: String },
     /// 403 without a key problem: the key's user lacks a role.
     #[error("access denied: the key's user lacks the permission needed (DigiCert ONE audit log: AM_ACCOUNT_ADMIN, AM_VIEW_ONLY or AM_USER_MANAGER): {detail}")]
     AccessDenied { detail: String },
@@ -39,15 +45,28 @@ pub enum ApiError {
         path: String,
         detail: String,
     },
-    #[error("no answer within {0:?} (request timeout)")]
+    #[error("no answer within {} (request timeout)", crate::text::duration(*.0))]
     Timeout(Duration),
     #[error("network error: {0}")]
     Transport(String),
+    /// An `https://` base URL whose server answered the TLS handshake with something that is not
+    /// TLS (typically plain HTTP). It would answer the same way again: not retried.
+    #[error("the TLS handshake failed: the server at {host} answered with something that is not TLS; it may speak plain HTTP (then base_url should start with http://): {detail}")]
+    NotTls { host: String, detail: String },
+    /// A body longer than `max_response_bytes`: reading stopped there. Not retried, since the
+    /// server would send the same body again.
+    #[error("the response to GET {path} for account {account} is larger than max_response_bytes ({}); stopped reading it (not retried)", crate::text::bytes(*.max))]
+    BodyTooLarge {
+        account: String,
+        path: String,
+        max: u64,
+    },
     /// A 2xx whose body is not what the contract describes (e.g. truncated JSON).
     #[error("broken response body at {path}: {reason}")]
     BadBody { path: String, reason: String },
     /// The server asked us to wait longer than this pass is willing to.
-    #[error("the server asked to wait {wait:?}, longer than retry_max_secs ({max:?}); the next pass resumes")]
+    /// `wait` is bounded by the client (see `client::MAX_RETRY_AFTER`).
+    #[error("the server asked to wait {}, longer than retry_max_secs ({}); the next pass resumes", crate::text::duration(*.wait), crate::text::duration(*.max))]
     WaitTooLong { wait: Duration, max: Duration },
     #[error("gave up after {attempts} attempts; last error: {last}")]
     Exhausted { attempts: u32, last: Box<ApiError> },
@@ -58,7 +77,7 @@ pub enum ApiError {
 
 fn fmt_wait(d: &Option<Duration>) -> String {
     match d {
-        Some(d) => format!(", Retry-After {}s", d.as_secs_f64().ceil() as u64),
+        Some(d) => format!(", Retry-After {}", crate::text::duration(*d)),
         None => String::new(),
     }
 }
@@ -91,6 +110,7 @@ impl ApiError {
         match self {
             ApiError::InvalidKey { .. } => "invalid_key",
             ApiError::CredentialExpired { .. } => "credential_expired",
+            ApiError::InvalidOrExpiredKey { .. } => "invalid_or_expired_key",
             ApiError::AccessDenied { .. } => "access_denied",
             ApiError::NotFound { .. } => "not_found",
             ApiError::BadRequest { .. } => "bad_request",
@@ -99,6 +119,8 @@ impl ApiError {
             ApiError::Status { .. } => "http_status",
             ApiError::Timeout(_) => "timeout",
             ApiError::Transport(_) => "transport",
+            ApiError::NotTls { .. } => "not_tls",
+            ApiError::BodyTooLarge { .. } => "body_too_large",
             ApiError::BadBody { .. } => "bad_body",
             ApiError::WaitTooLong { .. } => "wait_too_long",
             ApiError::Exhausted { .. } => "exhausted",

@@ -1,6 +1,7 @@
 //! DigiCert's JSON, parsed leniently (contract section 3): unknown fields are ignored, open sets
 //! stay strings, every documented alternative is accepted (envelope or bare array, `timestamp` or
-//! `date`, a `user` object or flat `user_name`/`user_id`, the three error-body shapes), and an
+//! `date` as RFC 3339 text or epoch milliseconds, a `user` object or flat `user_name`/`user_id`,
+//! `ip_address` or its aliases `client_ip`/`ipAddress`, the three error-body shapes), and an
 //! event that cannot be understood becomes a [`Malformed`] record instead of an error.
 
 use std::fmt;
@@ -184,6 +185,62 @@ impl<'de> Deserialize<'de> for Text {
     }
 }
 
+/// An event time as served: RFC 3339 text, or epoch milliseconds as a JSON number (sibling
+/// DigiCert APIs, contract 1.2). A number in a string is text, not milliseconds.
+#[derive(Debug, Default)]
+enum Stamp {
+    #[default]
+    Absent,
+    Text(String),
+    Millis(f64),
+}
+
+impl<'de> Deserialize<'de> for Stamp {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Stamp, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = Stamp;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("an RFC 3339 string or epoch milliseconds")
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<Stamp, E> {
+                Ok(Stamp::Text(v.to_string()))
+            }
+            fn visit_i64<E: de::Error>(self, v: i64) -> Result<Stamp, E> {
+                Ok(Stamp::Millis(v as f64))
+            }
+            fn visit_u64<E: de::Error>(self, v: u64) -> Result<Stamp, E> {
+                Ok(Stamp::Millis(v as f64))
+            }
+            fn visit_f64<E: de::Error>(self, v: f64) -> Result<Stamp, E> {
+                Ok(Stamp::Millis(v))
+            }
+            fn visit_bool<E: de::Error>(self, v: bool) -> Result<Stamp, E> {
+                Ok(Stamp::Text(v.to_string()))
+            }
+            fn visit_unit<E: de::Error>(self) -> Result<Stamp, E> {
+                Ok(Stamp::Absent)
+            }
+            fn visit_none<E: de::Error>(self) -> Result<Stamp, E> {
+                Ok(Stamp::Absent)
+            }
+            fn visit_some<D: Deserializer<'de>>(self, d: D) -> Result<Stamp, D::Error> {
+                Stamp::deserialize(d)
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
+impl Stamp {
+    fn or(self, other: Stamp) -> Stamp {
+        match self {
+            Stamp::Absent => other,
+            s => s,
+        }
+    }
+}
+
 /// `{id, name}` as an object, or a bare string (taken as the name).
 #[derive(Debug, Default)]
 struct Party {
@@ -230,8 +287,8 @@ impl<'de> Deserialize<'de> for Party {
 #[serde(default)]
 struct WireEvent<'a> {
     id: Text,
-    timestamp: Text,
-    date: Text,
+    timestamp: Stamp,
+    date: Stamp,
     account: Option<Party>,
     user: Option<Party>,
     user_name: Text,
@@ -243,6 +300,10 @@ struct WireEvent<'a> {
     status: Text,
     description: Text,
     ip_address: Text,
+    /// Aliases of `ip_address` in sibling DigiCert services (contract 1.2).
+    client_ip: Text,
+    #[serde(rename = "ipAddress")]
+    ip_address_camel: Text,
     #[serde(borrow)]
     data: Option<&'a RawValue>,
 }
@@ -267,17 +328,28 @@ pub fn parse_event(raw: &str) -> ParsedEvent {
     let Some(id) = id else {
         return ParsedEvent::Malformed(Malformed::new(None, raw, "no id".into()));
     };
-    let ts_text = w.timestamp.0.or(w.date.0);
-    let timestamp = match ts_text.as_deref().map(parse_timestamp) {
-        Some(Ok(t)) => t,
-        Some(Err(bad)) => {
-            return ParsedEvent::Malformed(Malformed::new(
-                Some(id),
-                raw,
-                format!("bad timestamp {}", preview(&bad)),
-            ))
-        }
-        None => {
+    let timestamp = match w.timestamp.or(w.date) {
+        Stamp::Text(text) => match parse_timestamp(&text) {
+            Ok(t) => t,
+            Err(bad) => {
+                return ParsedEvent::Malformed(Malformed::new(
+                    Some(id),
+                    raw,
+                    format!("bad timestamp {}", preview(&bad)),
+                ))
+            }
+        },
+        Stamp::Millis(ms) => match from_epoch_ms(ms) {
+            Some(t) => t,
+            None => {
+                return ParsedEvent::Malformed(Malformed::new(
+                    Some(id),
+                    raw,
+                    format!("bad timestamp {ms} (epoch milliseconds out of range)"),
+                ))
+            }
+        },
+        Stamp::Absent => {
             return ParsedEvent::Malformed(Malformed::new(Some(id), raw, "no timestamp".into()))
         }
     };
@@ -305,12 +377,20 @@ pub fn parse_event(raw: &str) -> ParsedEvent {
         actor_id,
         actor_name,
         status: w.status.0.map(|s| s.to_lowercase()),
-        ip_address: w.ip_address.0,
+        ip_address: w.ip_address.0.or(w.client_ip.0).or(w.ip_address_camel.0),
         description: w.description.0,
         data,
         account_id: w.account.and_then(|a| a.id),
         raw: raw.to_string(),
     })
+}
+
+/// Epoch milliseconds (a fraction is rounded) as a UTC time, if in chrono's range.
+fn from_epoch_ms(ms: f64) -> Option<DateTime<Utc>> {
+    if !ms.is_finite() || ms.abs() > 8.0e15 {
+        return None;
+    }
+    DateTime::from_timestamp_millis(ms.round() as i64)
 }
 
 /// RFC 3339 with an offset, milliseconds optional (`Z`, `+00:00`, `+02:00`).
@@ -412,6 +492,46 @@ mod tests {
         assert_eq!(e.timestamp.to_rfc3339(), "2026-11-01T23:00:00+00:00");
         assert_eq!(e.actor_name.as_deref(), Some("bob"));
         assert_eq!(e.data.as_deref(), Some(r#"{"roles":{"added":["X"]}}"#));
+    }
+
+    /// `client_ip` and `ipAddress` are the source address; epoch milliseconds are a time, in
+    /// `timestamp` or `date`; a number in a string is not.
+    #[test]
+    fn address_aliases_and_epoch_milliseconds() {
+        let ParsedEvent::Event(e) = parse_event(
+            r#"{"id":"a","timestamp":1793523330125,"action":"login","client_ip":"192.0.2.7","status":"SUCCESS"}"#,
+        ) else {
+            panic!()
+        };
+        assert_eq!(e.timestamp.to_rfc3339(), "2026-11-01T08:55:30.125+00:00");
+        assert_eq!(e.ip_address.as_deref(), Some("192.0.2.7"));
+        assert_eq!(e.status.as_deref(), Some("success"));
+        let ParsedEvent::Event(e) = parse_event(
+            r#"{"id":"b","date":1793523330000.4,"action":"login","ipAddress":"2001:db8::1"}"#,
+        ) else {
+            panic!()
+        };
+        assert_eq!(e.timestamp.timestamp_millis(), 1_793_523_330_000);
+        assert_eq!(e.ip_address.as_deref(), Some("2001:db8::1"));
+        let ParsedEvent::Event(e) = parse_event(
+            r#"{"id":"c","timestamp":"2026-11-02T08:15:30Z","ip_address":"198.51.100.1","client_ip":"192.0.2.7"}"#,
+        ) else {
+            panic!()
+        };
+        assert_eq!(
+            e.ip_address.as_deref(),
+            Some("198.51.100.1"),
+            "the contract's name wins"
+        );
+        for bad in [
+            r#"{"id":"d","timestamp":"1793523330125"}"#,
+            r#"{"id":"e","timestamp":1e300}"#,
+        ] {
+            let ParsedEvent::Malformed(m) = parse_event(bad) else {
+                panic!("{bad}")
+            };
+            assert!(m.reason.starts_with("bad timestamp"), "{}", m.reason);
+        }
     }
 
     /// Events with no id or a bad timestamp are kept as malformed, with a stable key.

@@ -121,6 +121,15 @@ pub async fn collect(
     let (store, counts) = writer.finish().await?;
     for s in &mut summaries {
         s.written = counts.get(&s.account).copied().unwrap_or_default();
+        if s.written.quarantined > 0 {
+            // One line per account and pass, however many days held such items.
+            tracing::warn!(
+                event = "events_quarantined",
+                account = %s.account,
+                count = s.written.quarantined,
+                "events that cannot be understood were kept in quarantine; `auditwarden status --quarantine` lists them"
+            );
+        }
     }
     Ok((store, summaries))
 }
@@ -184,8 +193,6 @@ struct Run {
     unstable_days: u64,
     pages_read: u64,
     events_seen: u64,
-    /// Items kept in quarantine this pass (logged once per account, at the end).
-    malformed_seen: u64,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -260,7 +267,6 @@ async fn run_account(
         unstable_days: 0,
         pages_read: 0,
         events_seen: 0,
-        malformed_seen: 0,
     };
     let mut result = Ok(());
     for (filter, coverage) in &plan.filters {
@@ -271,14 +277,6 @@ async fn run_account(
     }
     if let Some(b) = &run.bar {
         b.finish();
-    }
-    if run.malformed_seen > 0 {
-        tracing::warn!(
-            event = "events_quarantined",
-            account = %run.name,
-            count = run.malformed_seen,
-            "events that cannot be understood are kept in quarantine; `auditwarden status --quarantine` lists them"
-        );
     }
     summary.cancelled = matches!(result, Err(RunError::Cancelled));
     summary.error = result
@@ -592,6 +590,10 @@ impl Run {
                         ParsedEvent::Malformed(m) => malformed.push(m),
                     }
                 }
+                if let Some(first) = malformed.first() {
+                    // Per day at debug: `collect` warns once per account at the end of the pass.
+                    tracing::debug!(event = "events_quarantined_day", account = %self.name, day = %day, count = malformed.len(), first_key = %first.key, first_reason = %first.reason, "events that cannot be understood are kept in quarantine");
+                }
                 let fresh = (seen.len() - before) as u64;
                 if n > 0 && fresh == 0 {
                     // Nothing new on a non-empty page: the same items again, so `offset` is not
@@ -618,7 +620,6 @@ impl Run {
                             .await);
                     }
                 }
-                self.malformed_seen += malformed.len() as u64;
                 self.events_seen += n;
                 self.pages_read += 1;
                 let last = match page.total {

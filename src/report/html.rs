@@ -289,6 +289,7 @@ impl Sink for HtmlSink<'_> {
                         p.sub { "auditwarden compliance report · " (meta.period.description) }
                         dl.facts {
                             dt { "Period" } dd { (meta.period.description) }
+                            dt { "Covers" } dd.scope { (meta.scope) }
                             dt { "Generated" } dd { (meta.generated_at) }
                             dt { "Generator" } dd { (meta.generator) }
                             dt { "Time zone" } dd { "UTC, and " (meta.display_time_zone) " (labelled)" }

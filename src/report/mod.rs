@@ -77,6 +77,16 @@ impl ReportKind {
         matches!(self, ReportKind::RoleChanges | ReportKind::Invitations)
     }
 
+    /// What the report covers, and what it cannot see.
+    fn scope(self) -> &'static str {
+        match self {
+            ReportKind::RoleChanges => "every role grant and revoke in the period that user snapshots or the audit log show",
+            ReportKind::Dormant => "current (not deleted) users with no activity for at least the dormancy threshold",
+            ReportKind::Invitations => "users added to an account and not yet activated (DigiCert ONE PENDING, CertCentral invited or pending), and those activated in the period; CertCentral's separate User Invitations (Account > User Invitations) are not users until an administrator approves them and no API lists them, so they are not in this report",
+            ReportKind::AccessReview => "every current (not deleted) user of each account",
+        }
+    }
+
     fn empty_text(self) -> &'static str {
         match self {
             ReportKind::RoleChanges => "No role was granted or revoked in this period.",
@@ -240,6 +250,8 @@ pub struct Meta {
     pub complete: bool,
     pub accounts: Vec<AccountCoverage>,
     pub parameters: serde_json::Value,
+    /// What the report covers, and what it cannot (one sentence).
+    pub scope: String,
     pub notes: Vec<String>,
     pub columns: Vec<Column>,
 }
@@ -282,6 +294,8 @@ pub struct Outcome {
     pub complete: bool,
     pub coverage: Vec<String>,
     pub period: String,
+    /// [`Meta::scope`]: CSV has no header for it, so the manifest and the CLI carry it.
+    pub scope: String,
 }
 
 const DAY_MS: i64 = 86_400_000;
@@ -319,6 +333,7 @@ pub fn generate(
             .map(|a| format!("{}: {}", a.account, a.statement))
             .collect(),
         period: meta.period.description.clone(),
+        scope: meta.scope.clone(),
     })
 }
 
@@ -406,6 +421,8 @@ fn meta(store: &Store, req: &ReportRequest<'_>) -> Result<Meta, ReportError> {
             vec![
                 format!("pending invitations are those still pending now; stale: pending for more than {} days", req.stale_invite_days),
                 "accepted invitations are listed when the acceptance falls in the period; the acceptance is the sign-in the API reports, else the first sign-in event in the window, else when it was observed".into(),
+                format!("invited is the API's creation time of the user (invited_source {INVITED_FROM_API:?}) when it has one; CertCentral has none, so there it is when auditwarden first saw the user invited (invited_source {INVITED_FIRST_SEEN:?}): the invitation may be older, and its age and time to accept are counted from that sighting"),
+                "CertCentral's User Invitations flow (Account > User Invitations) is invisible to its API until an invitation is approved: only users already added are listed".into(),
             ],
         ),
         ReportKind::AccessReview => (
@@ -428,13 +445,32 @@ fn meta(store: &Store, req: &ReportRequest<'_>) -> Result<Meta, ReportError> {
         complete: accounts.iter().all(|a| a.complete),
         accounts,
         parameters,
+        scope: req.kind.scope().to_string(),
         notes,
         columns: columns(req),
     })
 }
 
+/// `invited_source`: the invitation time is the API's creation time of the user.
+const INVITED_FROM_API: &str = "created_at";
+/// `invited_source`: the API gives no creation time; the invitation time is auditwarden's first
+/// sighting of the user invited (CertCentral).
+const INVITED_FIRST_SEEN: &str = "first seen by auditwarden";
+
+/// Where a user's invitation time comes from (`None`: not invited). `invited_ms` is the API's
+/// `created_at` when there is one (see `collect::users`), else the first sighting.
+fn invited_source(u: &crate::store::UserRow) -> Option<&'static str> {
+    let invited = u.invited_ms?;
+    Some(if u.created_ms == Some(invited) {
+        INVITED_FROM_API
+    } else {
+        INVITED_FIRST_SEEN
+    })
+}
+
 fn columns(req: &ReportRequest<'_>) -> Vec<Column> {
-    let local_label = format!("When ({})", req.time_zone.name());
+    // Not "When (UTC)" again when the display zone is UTC: each header names one column.
+    let local_label = format!("When, display zone ({})", req.time_zone.name());
     match req.kind {
         ReportKind::RoleChanges => vec![
             col("when", "When (UTC)", "time"),
@@ -488,6 +524,7 @@ fn columns(req: &ReportRequest<'_>) -> Vec<Column> {
             col("accepted_source", "Acceptance known from", "text"),
             col("time_to_accept_secs", "Time to accept (s)", "int"),
             col("time_to_accept", "Time to accept", "text"),
+            col("invited_source", "Invited time from", "text"),
         ],
         ReportKind::AccessReview => vec![
             col("account", "Account", "text"),
@@ -882,11 +919,14 @@ fn build_rows(
                         let u = &r.listing.user;
                         let act = last_activity(&r.listing);
                         let days = (now_ms - r.inactive_since_ms).max(0) / DAY_MS;
-                        let from_what = match (&act, u.invited_ms, u.created_ms) {
+                        // The documented values (docs/report-schema.md); "never active" is
+                        // what a null last_activity says.
+                        let from_what = match (&act, invited_source(u), u.created_ms) {
                             (Some(_), _, _) => "last activity",
-                            (None, Some(_), _) => "invitation (never active)",
-                            (None, None, Some(_)) => "creation (never active)",
-                            _ => "first seen by auditwarden (never active)",
+                            (None, Some(INVITED_FROM_API), _) => "invitation",
+                            (None, Some(_), _) => "first seen by auditwarden",
+                            (None, None, Some(_)) => "creation",
+                            (None, None, None) => "first seen by auditwarden",
                         };
                         let cells = vec![
                             Cell::text(&r.listing.account),
@@ -935,6 +975,7 @@ fn build_rows(
                             }
                         };
                         let invited = u.invited_ms.unwrap_or(u.first_seen_ms);
+                        let invited_from = invited_source(u).unwrap_or(INVITED_FIRST_SEEN);
                         let stale = is_stale_invite(u, req.now, req.stale_invite_days);
                         let cells = vec![
                             Cell::text(&r.listing.account),
@@ -957,7 +998,14 @@ fn build_rows(
                                 .map_or(Cell::Null, Cell::Int),
                             acc.as_ref()
                                 .and_then(|a| a.to_accept_secs)
-                                .map_or(Cell::Null, |s| Cell::Text(human_duration(s))),
+                                .map_or(Cell::Null, |s| {
+                                    Cell::Text(if invited_from == INVITED_FIRST_SEEN {
+                                        format!("{} (since first seen)", human_duration(s))
+                                    } else {
+                                        human_duration(s)
+                                    })
+                                }),
+                            Cell::text(invited_from),
                         ];
                         emit(
                             cells,

@@ -63,6 +63,8 @@ pub struct ManifestEntry {
     pub complete: bool,
     pub period: String,
     pub coverage: Vec<String>,
+    /// What the report covers (its `scope`; a CSV file has no header to say it).
+    pub scope: String,
 }
 
 /// One chain's head when the run was written: link `n` of that account's chain had `hash`.
@@ -246,6 +248,7 @@ pub fn run_scheduled(
                 complete: outcome.complete,
                 period: outcome.period,
                 coverage: outcome.coverage,
+                scope: outcome.scope,
             });
         }
     }

@@ -11,6 +11,9 @@ use std::fmt;
 /// Default delay of a `slow` response: longer than any sane client timeout in tests.
 pub const DEFAULT_SLOW_MS: u64 = 3000;
 
+/// Default padding of a `huge-body` page: twice the client's default `max_response_bytes`.
+pub const DEFAULT_HUGE_BODY_MB: u64 = 64;
+
 /// Which faults are switched on, parsed from `--faults` (see [`FaultSpec::parse`]).
 #[derive(Debug, Clone, PartialEq)]
 pub struct FaultSpec {
@@ -34,8 +37,15 @@ pub struct FaultSpec {
     pub user_envelope: bool,
     /// The audit log is always newest first, whatever `sort` says.
     pub ignore_sort: bool,
-    /// ~30% of events use `date` and flat `user_name`/`user_id`.
+    /// ~30% of events use the alternative fields of sibling services: `date` (RFC 3339 text, or
+    /// epoch milliseconds as a number for half of them), flat `user_name`/`user_id`, the source
+    /// address as `client_ip` or `ipAddress`, and an uppercase `status`.
     pub alt_fields: bool,
+    /// Every audit-log page is padded to more than `huge_body_mb` MiB (a `"padding"` field of
+    /// `x`, or whitespace in a bare array), streamed without a Content-Length.
+    pub huge_body: bool,
+    /// Size of the `huge-body` padding, in MiB.
+    pub huge_body_mb: u64,
     /// DigiCert ONE user roles are objects `{id, code, name}` instead of codes.
     pub role_objects: bool,
     /// ~1% of the generated events are malformed (only read by `Simulator::new`).
@@ -75,6 +85,8 @@ impl Default for FaultSpec {
             user_envelope: false,
             ignore_sort: false,
             alt_fields: false,
+            huge_body: false,
+            huge_body_mb: DEFAULT_HUGE_BODY_MB,
             role_objects: false,
             malformed: false,
             error_shapes: false,
@@ -103,6 +115,8 @@ pub const FAULT_NAMES: &[&str] = &[
     "user-envelope",
     "ignore-sort",
     "alt-fields",
+    "huge-body",
+    "huge-body-mb",
     "role-objects",
     "malformed",
     "error-shapes",
@@ -194,6 +208,20 @@ impl FaultSpec {
                 "user-envelope" => out.user_envelope = switch(name, value)?,
                 "ignore-sort" => out.ignore_sort = switch(name, value)?,
                 "alt-fields" => out.alt_fields = switch(name, value)?,
+                "huge-body" => out.huge_body = switch(name, value)?,
+                "huge-body-mb" => {
+                    let v =
+                        value.ok_or_else(|| "fault `huge-body-mb` needs a value".to_string())?;
+                    out.huge_body_mb = v
+                        .parse()
+                        .ok()
+                        .filter(|mb| (1..=4096).contains(mb))
+                        .ok_or_else(|| {
+                            format!(
+                                "fault `huge-body-mb`: a number of MiB from 1 to 4096, got {v:?}"
+                            )
+                        })?;
+                }
                 "role-objects" => out.role_objects = switch(name, value)?,
                 "malformed" => out.malformed = switch(name, value)?,
                 "error-shapes" => out.error_shapes = switch(name, value)?,
@@ -222,7 +250,7 @@ impl FaultSpec {
     }
 
     /// The mix `all` switches on: every kind, request faults at a few percent each, so a client
-    /// with sane retries still finishes.
+    /// with sane retries still finishes (so not `huge-body`, which no client should read).
     pub fn all() -> FaultSpec {
         FaultSpec {
             rate_limit: 0.03,
@@ -236,6 +264,8 @@ impl FaultSpec {
             user_envelope: true,
             ignore_sort: true,
             alt_fields: true,
+            huge_body: false,
+            huge_body_mb: DEFAULT_HUGE_BODY_MB,
             role_objects: true,
             malformed: true,
             error_shapes: true,

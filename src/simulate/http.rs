@@ -62,6 +62,15 @@ struct Reply {
     content_type: &'static str,
     headers: Vec<(header::HeaderName, String)>,
     body: Vec<u8>,
+    /// `huge-body`: bytes streamed between the first `at` bytes of `body` and the rest.
+    padding: Option<Padding>,
+}
+
+/// `len` copies of `fill`, streamed (never held in memory) at byte `at` of the body.
+struct Padding {
+    at: usize,
+    fill: u8,
+    len: u64,
 }
 
 impl Reply {
@@ -71,6 +80,7 @@ impl Reply {
             content_type: "application/json",
             headers: Vec::new(),
             body: body.into_bytes(),
+            padding: None,
         }
     }
 
@@ -86,7 +96,23 @@ impl Reply {
 
 impl IntoResponse for Reply {
     fn into_response(self) -> Response {
-        let mut r = Response::new(Body::from(self.body));
+        let body = match self.padding {
+            None => Body::from(self.body),
+            Some(p) => {
+                use tokio::io::AsyncReadExt;
+                let mut head = self.body;
+                let tail = head.split_off(p.at.min(head.len()));
+                let reader = std::io::Cursor::new(head)
+                    .chain(tokio::io::repeat(p.fill).take(p.len))
+                    .chain(std::io::Cursor::new(tail));
+                // A stream has no Content-Length: the client cannot tell the size up front.
+                Body::from_stream(tokio_util::io::ReaderStream::with_capacity(
+                    reader,
+                    64 * 1024,
+                ))
+            }
+        };
+        let mut r = Response::new(body);
         *r.status_mut() = StatusCode::from_u16(self.status).unwrap_or(StatusCode::OK);
         r.headers_mut().insert(
             header::CONTENT_TYPE,
@@ -379,6 +405,7 @@ impl Simulator {
                         content_type: "text/html",
                         headers: Vec::new(),
                         body: b"<html><body><h1>502 Bad Gateway</h1></body></html>".to_vec(),
+                        padding: None,
                     },
                     _ => {
                         let r = self.error(api, 503, "service_unavailable", "Down for maintenance");
@@ -545,7 +572,7 @@ impl Simulator {
             Ok(q) => q,
             Err(m) => return self.bad_request(Api::One, &m),
         };
-        let (bare, alt, drift, late, busy, spec) = {
+        let (bare, alt, drift, late, busy, spec, huge) = {
             let mut c = self.control();
             if c.spec.ignore_sort {
                 q.newest_first = true;
@@ -563,6 +590,7 @@ impl Simulator {
                     late = true;
                 }
             }
+            let huge = c.spec.huge_body.then_some(c.spec.huge_body_mb);
             (
                 c.spec.bare,
                 c.spec.alt_fields,
@@ -570,6 +598,7 @@ impl Simulator {
                 late,
                 busy,
                 c.spec.clone(),
+                huge,
             )
         };
         if drift || late || busy {
@@ -592,6 +621,7 @@ impl Simulator {
         let w = self.world();
         let page = w.select(&q);
         let mut out = String::with_capacity(page.indices.len() * 560 + 80);
+        let mut padding = None;
         if !bare {
             let total = if spec.lying_total {
                 1_000_000
@@ -601,11 +631,32 @@ impl Simulator {
                 page.total
             };
             out.push_str(&format!(
-                "{{\"total\":{},\"offset\":{},\"limit\":{},\"items\":",
+                "{{\"total\":{},\"offset\":{},\"limit\":{},",
                 total, served_offset, q.limit
             ));
+            if let Some(mb) = huge {
+                // A large field the client does not know: `"padding":"xxx…"`.
+                out.push_str("\"padding\":\"");
+                padding = Some(Padding {
+                    at: out.len(),
+                    fill: b'x',
+                    len: mb << 20,
+                });
+                out.push_str("\",");
+            }
+            out.push_str("\"items\":");
         }
         out.push('[');
+        if bare {
+            if let Some(mb) = huge {
+                // Whitespace between array elements: still the same JSON array.
+                padding = Some(Padding {
+                    at: out.len(),
+                    fill: b' ',
+                    len: mb << 20,
+                });
+            }
+        }
         if spec.endless {
             let (lo, hi) = q.window_ms();
             for n in 0..q.limit {
@@ -628,7 +679,9 @@ impl Simulator {
         if !bare {
             out.push('}');
         }
-        Reply::json_text(200, out)
+        let mut reply = Reply::json_text(200, out);
+        reply.padding = padding;
+        reply
     }
 
     fn one_users(&self, params: &Params) -> Reply {

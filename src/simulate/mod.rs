@@ -42,7 +42,11 @@
 //!   `slow-ms`; `truncate` sends the first half of a 200 body (with a matching Content-Length). A
 //!   request that draws a fault never changes the world (no `drift`/`late` arrival).
 //! - *Shape modes* (`bare`, `user-envelope`, `ignore-sort`, `alt-fields`, `role-objects`,
-//!   `error-shapes`) change how responses look, from the next request on.
+//!   `error-shapes`) change how responses look, from the next request on. `alt-fields` is the
+//!   contract's alternatives of sibling services: `date` (half of those as epoch milliseconds),
+//!   flat `user_name`/`user_id`, `client_ip`/`ipAddress`, uppercase `status`.
+//! - `huge-body` (size `huge-body-mb=N`, default 64) pads every audit-log page to more than N MiB
+//!   and streams it without a Content-Length: a client must stop reading at its cap.
 //! - `malformed` is read once, by [`Simulator::new`]: about 1% of the events (at least one) are
 //!   generated broken (no `id`, `"timestamp": "yesterday-ish"`, or no timestamp). They keep their
 //!   place in the order and their UTC day for filtering, and `/_sim/truth` lists them apart.
@@ -75,7 +79,7 @@ use chrono::{DateTime, Utc};
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 
-pub use faults::{FaultSpec, RequestFault, DEFAULT_SLOW_MS, FAULT_NAMES};
+pub use faults::{FaultSpec, RequestFault, DEFAULT_HUGE_BODY_MB, DEFAULT_SLOW_MS, FAULT_NAMES};
 pub use http::serve;
 
 use world::World;

@@ -403,13 +403,16 @@ async fn error_shapes_rotate() {
     assert_eq!(cc_shapes.len(), 2, "array and single object");
 }
 
-/// `alt-fields` renames ~30% of events; `role-objects` serves roles as objects.
+/// `alt-fields` serves ~30% of events with the fields of sibling services (`date`, half of them
+/// epoch milliseconds; flat user; `client_ip`/`ipAddress`; uppercase status); `role-objects`
+/// serves roles as objects.
 #[tokio::test]
 async fn alt_fields_and_role_objects() {
     let s = spawn(opts(500, "alt-fields,role-objects")).await;
     let events = s.all_events("", 1000).await;
     let alt = events.iter().filter(|e| e.get("date").is_some()).count();
     assert!((100..=200).contains(&alt), "{alt} of 500");
+    let (mut epoch, mut client_ip, mut camel) = (0, 0, 0);
     for e in &events {
         let is_alt = e.get("date").is_some();
         assert_eq!(is_alt, e.get("timestamp").is_none());
@@ -418,10 +421,44 @@ async fn alt_fields_and_role_objects() {
             e.get("user_name").is_some() && e.get("user_id").is_some()
         );
         assert_eq!(is_alt, e.get("user").is_none());
+        if is_alt {
+            epoch += usize::from(e["date"].is_i64());
+            client_ip += usize::from(e.get("client_ip").is_some());
+            camel += usize::from(e.get("ipAddress").is_some());
+            assert!(e.get("ip_address").is_none(), "{e}");
+            let st = e["status"].as_str().expect("status");
+            assert_eq!(st, st.to_uppercase(), "{e}");
+        }
     }
+    assert!(epoch > alt / 4 && epoch < alt * 3 / 4, "{epoch} of {alt}");
+    assert!(
+        client_ip > alt / 4 && camel > alt / 4,
+        "{client_ip} {camel} of {alt}"
+    );
     let users = s.one("/user").await.json();
     let role = &users[0]["roles"][0];
     assert!(role["code"].is_string() && role["id"].is_string() && role["name"].is_string());
+}
+
+/// `huge-body`: audit-log pages are padded past the size asked for and streamed without a
+/// Content-Length; the JSON is still the page (envelope: a `padding` field; bare: whitespace).
+#[tokio::test]
+async fn huge_body_pads_pages() {
+    let s = spawn(opts(50, "huge-body,huge-body-mb=2")).await;
+    let r = s.one("/audit-log?limit=10").await;
+    assert_eq!(r.status, 200);
+    assert!(r.headers.get("content-length").is_none(), "{:?}", r.headers);
+    assert!(r.body.len() > 2 << 20, "{} bytes", r.body.len());
+    let v = r.json();
+    assert_eq!(v["items"].as_array().map(Vec::len), Some(10));
+    assert_eq!(v["padding"].as_str().map(str::len), Some(2 << 20));
+    s.post("/_sim/faults", "huge-body,huge-body-mb=1,bare")
+        .await;
+    let r = s.one("/audit-log?limit=10").await;
+    assert!(r.body.len() > 1 << 20, "{} bytes", r.body.len());
+    assert_eq!(r.json().as_array().map(Vec::len), Some(10));
+    // Other routes are not padded.
+    assert!(s.one("/user").await.body.len() < 1 << 20);
 }
 
 /// `malformed`: a few events are broken, served in place and listed in the truth with their raw text.

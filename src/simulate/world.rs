@@ -249,6 +249,16 @@ impl Event {
     fn alt_eligible(&self) -> bool {
         ((self.key >> 64) as u64 ^ self.key as u64) % 10 < 3
     }
+
+    /// An alternative-field event whose `date` is epoch milliseconds (about half of them).
+    fn alt_epoch_ms(&self) -> bool {
+        (self.key >> 17) & 1 == 1
+    }
+
+    /// An alternative-field event whose address is `ipAddress` rather than `client_ip` (about half).
+    fn alt_camel_ip(&self) -> bool {
+        (self.key >> 29) & 1 == 1
+    }
 }
 
 /// DigiCert ONE user kind.
@@ -1131,6 +1141,10 @@ impl World {
         match mal {
             Malformed::BadTimestamp => out.push_str("\"timestamp\":\"yesterday-ish\","),
             Malformed::NoTimestamp => {}
+            // Sibling services send epoch milliseconds, a number (contract 1.2).
+            _ if alt && e.alt_epoch_ms() => {
+                let _ = write!(out, "\"date\":{},", e.ts_ms);
+            }
             _ => {
                 out.push_str(if alt {
                     "\"date\":\""
@@ -1172,23 +1186,32 @@ impl World {
         out.push_str(",\"action\":\"");
         out.push_str(ACTIONS.get(e.action as usize).copied().unwrap_or("update"));
         out.push_str("\",\"status\":\"");
-        out.push_str(
-            STATUSES
-                .get(e.status as usize)
-                .copied()
-                .unwrap_or("success"),
-        );
+        let status = STATUSES
+            .get(e.status as usize)
+            .copied()
+            .unwrap_or("success");
+        if alt {
+            out.push_str(&status.to_uppercase());
+        } else {
+            out.push_str(status);
+        }
         out.push_str("\",\"description\":");
         push_json_str(
             out,
             self.descs.get(e.desc as usize).map(|d| &**d).unwrap_or(""),
         );
         if e.ip != 0 {
+            // Aliases of sibling services (contract 1.2).
+            let name = match (alt, e.alt_camel_ip()) {
+                (false, _) => "ip_address",
+                (true, false) => "client_ip",
+                (true, true) => "ipAddress",
+            };
             if e.flags & F_IPV6 != 0 {
-                let _ = write!(out, ",\"ip_address\":\"2001:db8::{:x}\"", e.ip);
+                let _ = write!(out, ",\"{name}\":\"2001:db8::{:x}\"", e.ip);
             } else {
                 let [a, b, c, d] = e.ip.to_be_bytes();
-                let _ = write!(out, ",\"ip_address\":\"{a}.{b}.{c}.{d}\"");
+                let _ = write!(out, ",\"{name}\":\"{a}.{b}.{c}.{d}\"");
             }
         }
         if let Some(d) = self.datas.get(e.data as usize) {

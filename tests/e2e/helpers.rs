@@ -566,3 +566,41 @@ pub fn parse_prometheus(text: &str) -> Vec<Sample> {
     }
     out
 }
+
+/// Run `cmd` to completion: its output and its peak RSS in KiB (`wait4`'s `ru_maxrss`).
+#[allow(clippy::zombie_processes)] // reaped by wait4 below, which also gives the peak RSS
+pub fn output_and_peak_rss(cmd: &mut Command) -> (Output, u64) {
+    use std::os::unix::process::ExitStatusExt;
+    let mut child = cmd
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn");
+    let drain = |mut r: Box<dyn Read + Send>| {
+        std::thread::spawn(move || {
+            let mut buf = Vec::new();
+            let _ = r.read_to_end(&mut buf);
+            buf
+        })
+    };
+    let out = drain(Box::new(child.stdout.take().expect("stdout")));
+    let err = drain(Box::new(child.stderr.take().expect("stderr")));
+    let pid = child.id() as libc::pid_t;
+    let mut status = 0;
+    // SAFETY: wait4 on our own child with valid out-pointers.
+    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+    let r = unsafe { libc::wait4(pid, &mut status, 0, &mut usage) };
+    assert_eq!(r, pid, "wait4");
+    let output = Output {
+        status: std::process::ExitStatus::from_raw(status),
+        stdout: out.join().expect("stdout reader"),
+        stderr: err.join().expect("stderr reader"),
+    };
+    assert_no_key(&output);
+    (output, usage.ru_maxrss as u64)
+}
+
+/// How many requests the simulator served on `route` (e.g. `GET /account/api/v1/audit-log`).
+pub fn route_count(stats: &serde_json::Value, route: &str) -> u64 {
+    stats["routes"][route].as_u64().unwrap_or(0)
+}
