@@ -3,7 +3,7 @@
 //! fire is decided in `alert`; this module gathers the facts and writes the outcome in one
 //! transaction, so a crash leaves either the alerts and the moved marks, or neither.
 
-use rusqlite::{params, OptionalExtension, TransactionBehavior};
+use rusqlite::{params, OptionalExtension};
 
 use super::{err, Result, Store};
 use crate::alert::rules::{Grant, GrantCounter, NewUser};
@@ -100,10 +100,7 @@ impl Store {
         let path = self.path.clone();
         // IMMEDIATE: two processes evaluating at once serialize here instead of both reading the
         // same unseen facts.
-        let tx = self
-            .conn
-            .transaction_with_behavior(TransactionBehavior::Immediate)
-            .map_err(|e| err(&path, "begin alerts", e))?;
+        let tx = self.write_tx().map_err(|e| err(&path, "begin alerts", e))?;
         let (role_mark, hist_mark): (i64, i64) = tx
             .query_row(
                 "SELECT role_seq, history_seq FROM alert_scan WHERE account = ?1",
@@ -321,6 +318,9 @@ impl Store {
         error: Option<&str>,
         now_ms: i64,
     ) -> Result<()> {
+        let _turn = self
+            .write_turn()
+            .map_err(|e| self.err("record delivery", e))?;
         self.conn
             .execute(
                 "UPDATE alert_deliveries SET status = ?2, attempts = attempts + 1,
@@ -381,10 +381,7 @@ impl Store {
         now_ms: i64,
     ) -> Result<Option<u64>> {
         let path = self.path.clone();
-        let tx = self
-            .conn
-            .transaction()
-            .map_err(|e| err(&path, "begin retry", e))?;
+        let tx = self.write_tx().map_err(|e| err(&path, "begin retry", e))?;
         let exists: Option<bool> = tx
             .query_row(
                 "SELECT suppressed FROM alerts WHERE id = ?1",

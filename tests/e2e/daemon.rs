@@ -345,3 +345,52 @@ fn readyz_turns_unready_when_an_account_fails() {
         std::thread::sleep(Duration::from_millis(100));
     }
 }
+
+/// Several `collect`s and `status`es started together on a fresh database: every collect
+/// succeeds (each migration runs once, the writers queue), the chains verify, and a `status`
+/// either reads the database or says plainly that it is not there yet: never an SQL error text.
+#[test]
+fn concurrent_commands_on_a_fresh_database() {
+    let sim = Sim::start(&["--events", "300", "--days", "3"]);
+    let app = App::new(&sim, "");
+    for round in 0..3 {
+        for ext in ["db", "db-wal", "db-shm"] {
+            let _ = std::fs::remove_file(app.db.with_extension(ext));
+        }
+        let children: Vec<_> = [
+            "collect", "collect", "status", "collect", "collect", "status",
+        ]
+        .iter()
+        .map(|cmd| {
+            let child = app
+                .command(&[cmd])
+                .stdout(std::process::Stdio::piped())
+                .stderr(std::process::Stdio::piped())
+                .spawn()
+                .expect("spawn");
+            (*cmd, child)
+        })
+        .collect();
+        for (cmd, child) in children {
+            let out = child.wait_with_output().expect("wait");
+            assert_no_key(&out);
+            let stderr = String::from_utf8_lossy(&out.stderr).to_string();
+            if cmd == "collect" {
+                assert!(
+                    out.status.success(),
+                    "round {round}: collect failed:\n{stderr}"
+                );
+            } else {
+                assert!(
+                    out.status.success()
+                        || stderr.contains("no database at")
+                        || stderr.contains("no auditwarden schema yet: another auditwarden is probably creating it"),
+                    "round {round}: status failed:\n{stderr}"
+                );
+            }
+        }
+        assert_matches_truth(&app, &sim, "one");
+        let (ok, report) = app.verify(None);
+        assert!(ok, "round {round}: {report}");
+    }
+}
