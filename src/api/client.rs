@@ -6,7 +6,7 @@
 use std::collections::BTreeMap;
 use std::num::NonZeroU32;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
 use backon::BackoffBuilder;
@@ -15,6 +15,7 @@ use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
 use reqwest::header::{HeaderMap, HeaderValue, RETRY_AFTER};
 use url::Url;
 
+use super::counters::{self, Endpoint};
 use super::error::ApiError;
 use super::wire::{self, AuditPage};
 use crate::config::{Account, AccountKind, Credential, RateLimit, RetryPolicy};
@@ -84,6 +85,8 @@ impl Throttle {
 }
 
 pub struct Client {
+    /// The account's name: the label of this client's requests in [`counters`].
+    account: Arc<str>,
     http: reqwest::Client,
     base: Url,
     kind: AccountKind,
@@ -125,6 +128,7 @@ impl Client {
             .build()
             .map_err(|e| ApiError::Setup(e.to_string()))?;
         Ok(Client {
+            account: Arc::from(account.name.as_str()),
             http,
             base: account.base_url.clone(),
             kind: account.kind,
@@ -257,6 +261,7 @@ impl Client {
                 None => backoff,
             };
             self.stats.retries.fetch_add(1, Ordering::Relaxed);
+            counters::global().retry(&self.account);
             tracing::warn!(
                 event = "request_retry",
                 path,
@@ -291,12 +296,12 @@ impl Client {
         let resp = match req.send().await {
             Ok(r) => r,
             Err(e) => {
-                self.stats.count_status(0);
+                self.count(path, 0);
                 return Err(self.transport_error(e));
             }
         };
         let status = resp.status().as_u16();
-        self.stats.count_status(status);
+        self.count(path, status);
         let retry_after = retry_after(resp.headers());
         let body = match resp.text().await {
             Ok(b) => b,
@@ -307,6 +312,13 @@ impl Client {
             return Ok(body);
         }
         Err(self.status_error(status, path, &body, retry_after))
+    }
+
+    /// One response (status 0: none, a transport error or timeout), in this client's stats and
+    /// the process's counters, as it happens.
+    fn count(&self, path: &str, status: u16) {
+        self.stats.count_status(status);
+        counters::global().response(&self.account, Endpoint::of_path(path), status);
     }
 
     fn transport_error(&self, e: reqwest::Error) -> ApiError {

@@ -4,8 +4,10 @@
 //! - [`wire`]: lenient parsing of pages, events and error bodies into domain types.
 //! - [`users`]: user objects of both APIs and role details of audit events.
 //! - [`error`]: [`ApiError`], which knows whether it is worth retrying.
+//! - [`counters`]: every request of the process by account, endpoint and status, for `/metrics`.
 
 pub mod client;
+pub mod counters;
 pub mod error;
 pub mod users;
 pub mod wire;
