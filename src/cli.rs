@@ -330,13 +330,25 @@ pub fn main() -> ExitCode {
             return ExitCode::from(1);
         }
     };
-    match runtime.block_on(run(cli)) {
+    let result = runtime.block_on(run(cli));
+    // Dropping the runtime would wait for every blocking thread; a daemon job abandoned past
+    // its grace period may still be on one, and the process must exit now.
+    runtime.shutdown_timeout(std::time::Duration::from_secs(1));
+    match result {
         Ok(code) => code,
         Err(e) => {
             eprintln!("error: {e:#}");
             ExitCode::from(e.exit_code())
         }
     }
+}
+
+/// Test-only: `AUDITWARDEN_TEST_PANIC_ACCOUNT=name` makes that account's collection task panic,
+/// so the tests can prove a panic counts as that account's failure. Not for normal use.
+fn test_panic_account() -> Option<String> {
+    std::env::var("AUDITWARDEN_TEST_PANIC_ACCOUNT")
+        .ok()
+        .filter(|v| !v.is_empty())
 }
 
 /// An error at the edge: the message is printed once, with its cause chain.
@@ -416,6 +428,7 @@ async fn run(cli: Cli) -> Result<ExitCode, CliError> {
                 today: crate::clock::today(),
                 progress: std::io::stderr().is_terminal(),
                 cancel: tokio_util::sync::CancellationToken::new(),
+                panic_account: test_panic_account(),
             };
             let (mut store, summaries) = collect::collect(store, &accounts, &opts).await?;
             let mut out = std::io::stdout().lock();
@@ -1351,6 +1364,9 @@ async fn run_daemon(cli: &Cli) -> Result<ExitCode, CliError> {
             let _ = stop_rx.await;
         },
         notifier,
+        crate::daemon::TestHooks {
+            panic_account: test_panic_account(),
+        },
     )
     .await?;
     Ok(match stopped {

@@ -16,9 +16,18 @@
 //!   is as safe as `kill -9` (every page is one transaction).
 //! - **Reload**: a new [`Config`] replaces the current one between runs; a job picks up its new
 //!   schedule at once. The listener address and the database path need a restart.
+//! - **Nothing blocks the runtime**: store work blocks the thread it runs on (SQLite calls, a
+//!   writer waiting for its turn, report rendering), so each job run gets a blocking thread of its
+//!   own and drives its HTTP from there; the runtime's worker threads stay free for the watchdog,
+//!   `/healthz`, `/readyz`, `/metrics` and the other jobs' requests. `/metrics` reads its database
+//!   figures on a blocking thread with a short busy timeout and serves the last figures read
+//!   when a fresh read does not finish in time. Jobs that write at the same time queue for their
+//!   turn (see `store`) instead of failing on a locked database.
 
 use std::collections::BTreeMap;
 use std::future::Future;
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -96,6 +105,16 @@ pub enum DaemonError {
     Store(#[from] crate::store::StoreError),
     #[error("the health listener failed: {0}")]
     Listener(std::io::Error),
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
+/// Test-only switches, handed in by the entry point (`cli` reads them from the environment);
+/// all off in normal use.
+#[derive(Debug, Clone, Default)]
+pub struct TestHooks {
+    /// Make this account's collection task panic (`AUDITWARDEN_TEST_PANIC_ACCOUNT`).
+    pub panic_account: Option<String>,
 }
 
 /// What one job run came to.
@@ -127,14 +146,12 @@ struct AccountHealth {
     last_error: Option<String>,
 }
 
-/// In-memory counters since start (the database-backed figures are read at scrape time).
+/// In-memory counters since start (the database-backed figures are read at scrape time; API
+/// requests are counted by `api::counters` as they happen).
 #[derive(Debug, Default)]
 struct Metrics {
     jobs: BTreeMap<Job, JobStats>,
     accounts: BTreeMap<String, AccountHealth>,
-    /// (account, HTTP status) -> responses; status 0 is a transport error or timeout.
-    requests: BTreeMap<(String, u16), u64>,
-    retries: BTreeMap<String, u64>,
     events_collected: BTreeMap<String, u64>,
 }
 
@@ -145,6 +162,13 @@ struct Shared {
     /// A std mutex: held only for short updates and copies, never across an `.await`.
     metrics: Mutex<Metrics>,
     notifier: Notifier,
+    hooks: TestHooks,
+    /// The latest database figures read and when (read at start, then by scrapes). A std
+    /// mutex, held only to swap the value.
+    db_figures: Mutex<(Arc<DbFigures>, DateTime<Utc>)>,
+    /// A database read for `/metrics` is under way: scrapes meanwhile use the latest figures
+    /// instead of starting more reads (a slow database would otherwise pile up threads).
+    db_reading: AtomicBool,
 }
 
 impl Shared {
@@ -156,6 +180,21 @@ impl Shared {
         };
         f(&mut m)
     }
+
+    fn latest_db_figures(&self) -> (Arc<DbFigures>, DateTime<Utc>) {
+        match self.db_figures.lock() {
+            Ok(f) => f.clone(),
+            Err(p) => p.into_inner().clone(),
+        }
+    }
+
+    fn set_db_figures(&self, f: Arc<DbFigures>) {
+        let mut g = match self.db_figures.lock() {
+            Ok(g) => g,
+            Err(p) => p.into_inner(),
+        };
+        *g = (f, Utc::now());
+    }
 }
 
 /// Run the daemon until `shutdown` completes: the job loops, the listener (when given), reloads
@@ -166,28 +205,42 @@ pub async fn run(
     mut reloads: mpsc::Receiver<Config>,
     shutdown: impl Future<Output = ()>,
     notifier: Notifier,
+    hooks: TestHooks,
 ) -> Result<Stopped, DaemonError> {
     // Open (and migrate) the database once up front, so a bad path fails the start, not a job.
-    let mut metrics = Metrics::default();
-    {
-        let store = Store::open(&config.store.path)?;
-        for a in &config.accounts {
-            let s = store.account_status(&a.name)?;
-            metrics.accounts.insert(
-                a.name.clone(),
+    let path = config.store.path.clone();
+    let names: Vec<String> = config.accounts.iter().map(|a| a.name.clone()).collect();
+    let (health, figures) = tokio::task::spawn_blocking(move || {
+        let store = Store::open(&path)?;
+        let mut health = BTreeMap::new();
+        for a in &names {
+            let s = store.account_status(a)?;
+            health.insert(
+                a.clone(),
                 AccountHealth {
                     last_success: s.last_success,
                     last_error: s.last_pass.and_then(|p| p.error),
                 },
             );
         }
-    }
+        let figures = read_db_figures(&store, &names)?;
+        Ok::<_, crate::store::StoreError>((health, figures))
+    })
+    .await
+    .map_err(|e| DaemonError::Internal(format!("opening the database: {e}")))??;
+    let metrics = Metrics {
+        accounts: health,
+        ..Default::default()
+    };
     let grace = config.daemon.shutdown_grace;
     let (cfg_tx, cfg_rx) = watch::channel(Arc::new(config));
     let shared = Arc::new(Shared {
         config: cfg_rx,
         metrics: Mutex::new(metrics),
         notifier,
+        hooks,
+        db_figures: Mutex::new((Arc::new(figures), Utc::now())),
+        db_reading: AtomicBool::new(false),
     });
     let cancel = CancellationToken::new();
     let mut tasks = tokio::task::JoinSet::new();
@@ -212,6 +265,9 @@ pub async fn run(
         }
         None => None,
     };
+    // The pinger is a task on the runtime on purpose: a ping proves that the runtime still runs
+    // tasks (a thread of its own would ping on while the daemon is stuck). It never touches the
+    // database, and no job blocks a worker thread, so it keeps its beat whatever the jobs do.
     let watchdog = shared.notifier.watchdog.map(|every| {
         let shared = shared.clone();
         let stop = cancel.clone();
@@ -345,7 +401,19 @@ async fn job_loop(job: Job, shared: Arc<Shared>, cancel: CancellationToken) {
         let cfg = cfg_rx.borrow().clone();
         tracing::info!(event = "job_started", job = %job);
         let started = Instant::now();
-        let outcome = run_job(job, &cfg, &shared, &cancel).await;
+        let outcome = {
+            let (cfg, shared, cancel) = (cfg.clone(), shared.clone(), cancel.clone());
+            let runtime = tokio::runtime::Handle::current();
+            // The run's own blocking thread (see the module docs): its store calls block that
+            // thread only; its requests still run on the runtime's I/O driver.
+            let run = tokio::task::spawn_blocking(move || {
+                runtime.block_on(run_job(job, &cfg, &shared, &cancel))
+            });
+            match run.await {
+                Ok(o) => o,
+                Err(e) => Outcome::Failed(format!("internal error: the job failed ({e})")),
+            }
+        };
         let secs = started.elapsed().as_secs_f64();
         let now = Utc::now();
         match &outcome {
@@ -404,9 +472,10 @@ async fn run_job(job: Job, cfg: &Config, shared: &Shared, cancel: &CancellationT
     match job {
         Job::Collect => {
             let opts = CollectOptions {
-                today: Utc::now().date_naive(),
+                today: crate::clock::today(),
                 progress: false,
                 cancel: cancel.clone(),
+                panic_account: shared.hooks.panic_account.clone(),
             };
             let (mut store, summaries) = match collect::collect(store, &accounts, &opts).await {
                 Ok(r) => r,
@@ -415,10 +484,6 @@ async fn run_job(job: Job, cfg: &Config, shared: &Shared, cancel: &CancellationT
             let now = Utc::now();
             shared.with_metrics(|m| {
                 for s in &summaries {
-                    for (status, n) in &s.by_status {
-                        *m.requests.entry((s.account.clone(), *status)).or_default() += n;
-                    }
-                    *m.retries.entry(s.account.clone()).or_default() += s.retries;
                     *m.events_collected.entry(s.account.clone()).or_default() += s.written.inserted;
                 }
             });
@@ -449,7 +514,7 @@ async fn run_job(job: Job, cfg: &Config, shared: &Shared, cancel: &CancellationT
                 }
             });
             // Alerts never fail the collection (their problems are logged by `alert`).
-            let _ = crate::alert::evaluate(&mut store, &accounts, &cfg.alerts, Utc::now());
+            let _ = crate::alert::evaluate(&mut store, &accounts, &cfg.alerts, crate::clock::now());
             let _ = crate::alert::deliver(&mut store, &cfg.alerts).await;
             if failed.is_empty() {
                 Outcome::Ok
@@ -472,7 +537,7 @@ async fn run_job(job: Job, cfg: &Config, shared: &Shared, cancel: &CancellationT
             }
         }
         Job::Reports => {
-            match crate::report::run::run_configured(&store, cfg, &accounts, Utc::now()) {
+            match crate::report::run::run_configured(&store, cfg, &accounts, crate::clock::now()) {
                 Ok(run) => {
                     tracing::info!(event = "reports_written", dir = %run.dir.display(), files = run.manifest.files.len());
                     Outcome::Ok
@@ -543,32 +608,26 @@ fn one_line(s: &str) -> String {
         .collect()
 }
 
+/// How long a scrape waits for fresh database figures before it serves the latest ones.
+const SCRAPE_DB_WAIT: Duration = Duration::from_millis(500);
+/// How long the scrape's read waits for a lock (a WAL reader rarely has to).
+const SCRAPE_DB_BUSY: Duration = Duration::from_millis(250);
+
 async fn metrics_handler(State(shared): State<Arc<Shared>>) -> impl IntoResponse {
-    let cfg = shared.config.borrow().clone();
-    // The database figures are read on a blocking thread: SQLite calls block.
-    let db = tokio::task::spawn_blocking(move || db_figures(&cfg)).await;
-    let db = match db {
-        Ok(Ok(d)) => d,
-        Ok(Err(e)) => {
+    let (db, read_at) = match scrape_db_figures(&shared).await {
+        Ok(f) => f,
+        Err(e) => {
             tracing::warn!(event = "metrics_failed", error = %e);
             return (
                 StatusCode::INTERNAL_SERVER_ERROR,
                 [(header::CONTENT_TYPE, "text/plain; charset=utf-8")],
-                format!(
-                    "# the database could not be read: {}\n",
-                    one_line(&e.to_string())
-                ),
+                format!("# the database could not be read: {}\n", one_line(&e)),
             );
         }
-        Err(_) => {
-            return (
-                StatusCode::INTERNAL_SERVER_ERROR,
-                [(header::CONTENT_TYPE, "text/plain; charset=utf-8")],
-                "# the metrics task failed\n".to_string(),
-            )
-        }
     };
-    let text = shared.with_metrics(|m| render_metrics(m, &db));
+    let age = (Utc::now() - read_at).to_std().unwrap_or_default();
+    let requests = crate::api::counters::global().snapshot();
+    let text = shared.with_metrics(|m| render_metrics(m, &db, age, &requests));
     (
         StatusCode::OK,
         [(
@@ -579,22 +638,67 @@ async fn metrics_handler(State(shared): State<Arc<Shared>>) -> impl IntoResponse
     )
 }
 
+/// The database figures for one scrape: read now when that finishes within
+/// [`SCRAPE_DB_WAIT`], else the latest figures read (a read still under way stores its result
+/// for the next scrape). An error only when the read failed and nothing was ever read.
+async fn scrape_db_figures(
+    shared: &Arc<Shared>,
+) -> Result<(Arc<DbFigures>, DateTime<Utc>), String> {
+    if shared.db_reading.swap(true, Ordering::AcqRel) {
+        return Ok(shared.latest_db_figures());
+    }
+    let cfg = shared.config.borrow().clone();
+    let names: Vec<String> = cfg.accounts.iter().map(|a| a.name.clone()).collect();
+    let s = shared.clone();
+    let read = tokio::task::spawn_blocking(move || {
+        /// Clears `db_reading` however the read ends (a panic included).
+        struct Done<'a>(&'a AtomicBool);
+        impl Drop for Done<'_> {
+            fn drop(&mut self) {
+                self.0.store(false, Ordering::Release);
+            }
+        }
+        let _done = Done(&s.db_reading);
+        let figures = Arc::new(db_figures(&cfg.store.path, &names)?);
+        s.set_db_figures(figures.clone());
+        Ok::<_, crate::store::StoreError>(figures)
+    });
+    match tokio::time::timeout(SCRAPE_DB_WAIT, read).await {
+        Ok(Ok(Ok(f))) => Ok((f, Utc::now())),
+        Ok(Ok(Err(e))) => {
+            tracing::warn!(event = "metrics_db_read_failed", error = %e, "serving the latest database figures");
+            Ok(shared.latest_db_figures())
+        }
+        Ok(Err(e)) => Err(format!("the metrics task failed: {e}")),
+        // Still reading: it keeps its result for the next scrape.
+        Err(_) => Ok(shared.latest_db_figures()),
+    }
+}
+
 /// Figures read from the database at scrape time.
+#[derive(Debug, Default)]
 struct DbFigures {
     /// (account, events stored, quarantined, last successful pass)
     accounts: Vec<(String, u64, u64, Option<DateTime<Utc>>)>,
     alerts: Vec<(String, u64)>,
 }
 
-fn db_figures(cfg: &Config) -> Result<DbFigures, crate::store::StoreError> {
-    let store = Store::open_read_only(&cfg.store.path)?;
-    let mut accounts = Vec::new();
-    for a in &cfg.accounts {
-        let s = store.account_status(&a.name)?;
-        accounts.push((a.name.clone(), s.events, s.quarantined, s.last_success));
+fn db_figures(path: &Path, accounts: &[String]) -> Result<DbFigures, crate::store::StoreError> {
+    let store = Store::open_read_only_with_busy_timeout(path, SCRAPE_DB_BUSY)?;
+    read_db_figures(&store, accounts)
+}
+
+fn read_db_figures(
+    store: &Store,
+    accounts: &[String],
+) -> Result<DbFigures, crate::store::StoreError> {
+    let mut out = Vec::new();
+    for a in accounts {
+        let s = store.account_status(a)?;
+        out.push((a.clone(), s.events, s.quarantined, s.last_success));
     }
     Ok(DbFigures {
-        accounts,
+        accounts: out,
         alerts: store.alert_state_counts()?,
     })
 }
@@ -606,7 +710,12 @@ fn label(v: &str) -> String {
         .replace('\n', "\\n")
 }
 
-fn render_metrics(m: &Metrics, db: &DbFigures) -> String {
+fn render_metrics(
+    m: &Metrics,
+    db: &DbFigures,
+    db_age: Duration,
+    requests: &crate::api::counters::CountsSnapshot,
+) -> String {
     use std::fmt::Write;
     let mut o = String::new();
     let head = |o: &mut String, name: &str, kind: &str, help: &str| {
@@ -656,13 +765,14 @@ fn render_metrics(m: &Metrics, db: &DbFigures) -> String {
         &mut o,
         "auditwarden_api_requests_total",
         "counter",
-        "API responses by account and HTTP status (0: transport error or timeout), retries included.",
+        "API responses by account, endpoint and HTTP status (0: transport error or timeout), retries included, counted as they arrive.",
     );
-    for ((a, status), n) in &m.requests {
+    for (a, endpoint, status, n) in &requests.responses {
         let _ = writeln!(
             o,
-            "auditwarden_api_requests_total{{account=\"{}\",status=\"{status}\"}} {n}",
-            label(a)
+            "auditwarden_api_requests_total{{account=\"{}\",endpoint=\"{}\",status=\"{status}\"}} {n}",
+            label(a),
+            endpoint.as_str()
         );
     }
     head(
@@ -671,7 +781,7 @@ fn render_metrics(m: &Metrics, db: &DbFigures) -> String {
         "counter",
         "API requests retried, per account.",
     );
-    for (a, n) in &m.retries {
+    for (a, n) in &requests.retries {
         let _ = writeln!(
             o,
             "auditwarden_api_retries_total{{account=\"{}\"}} {n}",
@@ -692,6 +802,17 @@ fn render_metrics(m: &Metrics, db: &DbFigures) -> String {
             .map_or(0, |(_, n)| *n);
         let _ = writeln!(o, "auditwarden_alerts{{state=\"{state}\"}} {n}");
     }
+    head(
+        &mut o,
+        "auditwarden_metrics_db_age_seconds",
+        "gauge",
+        "Age of the database figures in this scrape: 0 when read for it, more when the database was busy and the latest figures read are shown.",
+    );
+    let _ = writeln!(
+        o,
+        "auditwarden_metrics_db_age_seconds {:.3}",
+        db_age.as_secs_f64()
+    );
     head(
         &mut o,
         "auditwarden_account_last_success_timestamp_seconds",

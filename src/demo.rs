@@ -94,6 +94,7 @@ pub async fn run(db: PathBuf, events: usize, days: u32, faults: &str) -> anyhow:
         today: crate::clock::today(),
         progress: false,
         cancel: tokio_util::sync::CancellationToken::new(),
+        panic_account: None,
     };
     let mut out = std::io::stdout();
     for pass in ["backfill", "incremental pass"] {

@@ -5,7 +5,7 @@
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
 use backon::BackoffBuilder;
@@ -13,6 +13,7 @@ use chrono::NaiveDate;
 use reqwest::header::{HeaderMap, HeaderValue, RETRY_AFTER};
 use url::Url;
 
+use super::counters::{self, Endpoint};
 use super::error::ApiError;
 use super::throttle::{Pace, Throttle};
 use super::wire::{self, AuditPage};
@@ -56,9 +57,9 @@ impl RequestStats {
 }
 
 pub struct Client {
+    /// The account's name: the label of this client's requests in [`counters`].
+    account: Arc<str>,
     http: reqwest::Client,
-    /// The account's name, for messages.
-    account: String,
     base: Url,
     kind: AccountKind,
     key: Option<Secret>,
@@ -101,8 +102,8 @@ impl Client {
             .build()
             .map_err(|e| ApiError::Setup(e.to_string()))?;
         Ok(Client {
+            account: Arc::from(account.name.as_str()),
             http,
-            account: account.name.clone(),
             base: account.base_url.clone(),
             kind: account.kind,
             key,
@@ -248,6 +249,7 @@ impl Client {
                 None => backoff,
             };
             self.stats.retries.fetch_add(1, Ordering::Relaxed);
+            counters::global().retry(&self.account);
             tracing::warn!(
                 event = "request_retry",
                 path,
@@ -282,18 +284,18 @@ impl Client {
         let resp = match req.send().await {
             Ok(r) => r,
             Err(e) => {
-                self.stats.count_status(0);
+                self.count(path, 0);
                 return Err(self.transport_error(e));
             }
         };
         let status = resp.status().as_u16();
-        self.stats.count_status(status);
+        self.count(path, status);
         let retry_after = retry_after(resp.headers());
         if (200..300).contains(&status) {
             return match read_capped(resp, self.max_body).await {
                 Ok(Some(bytes)) => Ok(utf8(bytes)),
                 Ok(None) => Err(ApiError::BodyTooLarge {
-                    account: self.account.clone(),
+                    account: self.account.to_string(),
                     path: self.shown_path(url),
                     max: self.max_body,
                 }),
@@ -320,6 +322,13 @@ impl Client {
             Some(q) => format!("{}?{q}", url.path()),
             None => url.path().to_string(),
         }
+    }
+
+    /// One response (status 0: none, a transport error or timeout), in this client's stats and
+    /// the process's counters, as it happens.
+    fn count(&self, path: &str, status: u16) {
+        self.stats.count_status(status);
+        counters::global().response(&self.account, Endpoint::of_path(path), status);
     }
 
     fn transport_error(&self, e: reqwest::Error) -> ApiError {

@@ -5,8 +5,10 @@
 //! - [`users`]: user objects of both APIs and role details of audit events.
 //! - [`throttle`]: fixed windows where limits are known, an adaptive pace learned from 429s.
 //! - [`error`]: [`ApiError`], which knows whether it is worth retrying.
+//! - [`counters`]: every request of the process by account, endpoint and status, for `/metrics`.
 
 pub mod client;
+pub mod counters;
 pub mod error;
 pub mod throttle;
 pub mod users;

@@ -84,6 +84,10 @@ pub struct CollectOptions {
     pub progress: bool,
     /// Stops the pass at the next safe point (between pages) when cancelled.
     pub cancel: CancellationToken,
+    /// Test-only: make this account's task panic (set by `cli` from
+    /// `AUDITWARDEN_TEST_PANIC_ACCOUNT`), to prove that a panic is that account's failure.
+    /// `None` in normal use.
+    pub panic_account: Option<String>,
 }
 
 /// One collection pass over `accounts`. Every account runs concurrently; one failing account does
@@ -100,24 +104,68 @@ pub async fn collect(
     let (tx, rx) = mpsc::channel::<WriterMsg>(8);
     let writer = Writer::spawn(store, rx);
     let multi = opts.progress.then(MultiProgress::new);
+    let started = Utc::now();
     let mut tasks = Vec::new();
     for (a, plan) in accounts.iter().zip(plans) {
         let account = (*a).clone();
         let tx = tx.clone();
         let bar = multi.as_ref().map(|m| m.add(progress_bar(&account.name)));
         let cancel = opts.cancel.clone();
+        let panic_here = opts.panic_account.as_deref() == Some(account.name.as_str());
         tasks.push(tokio::spawn(async move {
+            if panic_here {
+                panic!("AUDITWARDEN_TEST_PANIC_ACCOUNT: a panic in the task of this account");
+            }
             run_account(account, plan, tx, bar, cancel).await
         }));
     }
-    drop(tx);
     let mut summaries = Vec::new();
-    for t in tasks {
+    for (a, t) in accounts.iter().zip(tasks) {
         match t.await {
             Ok(s) => summaries.push(s),
-            Err(e) => tracing::error!(event = "account_task_failed", error = %e),
+            Err(e) => {
+                // A bug, not a server problem; but it is this account's failed pass all the
+                // same: in the exit code, `status` (the pass record), `/readyz` and the metrics.
+                let error = format!(
+                    "internal error: the collection task failed ({})",
+                    join_error_text(e)
+                );
+                tracing::error!(event = "pass_failed", account = %a.name, error = %error);
+                let finished = Utc::now();
+                let record = PassRecord {
+                    account: a.name.clone(),
+                    started,
+                    finished,
+                    error: Some(error.clone()),
+                    new_events: 0,
+                    duplicates: 0,
+                    quarantined: 0,
+                    requests: 0,
+                    retries: 0,
+                };
+                // The writer outlives the tasks: it stops once this last sender is dropped.
+                let _ = tx.send(WriterMsg::Pass(record)).await;
+                summaries.push(AccountSummary {
+                    account: a.name.clone(),
+                    kind: a.kind,
+                    error: Some(error),
+                    skipped: None,
+                    written: WriteCounts::default(),
+                    requests: 0,
+                    retries: 0,
+                    by_status: BTreeMap::new(),
+                    pace: None,
+                    cancelled: false,
+                    days_read: 0,
+                    rereads: 0,
+                    unstable_days: 0,
+                    started,
+                    finished,
+                });
+            }
         }
     }
+    drop(tx);
     let (store, counts) = writer.finish().await?;
     for s in &mut summaries {
         s.written = counts.get(&s.account).copied().unwrap_or_default();
@@ -132,6 +180,20 @@ pub async fn collect(
         }
     }
     Ok((store, summaries))
+}
+
+/// What a task's end says: its panic message, or that it was cancelled.
+fn join_error_text(e: tokio::task::JoinError) -> String {
+    if !e.is_panic() {
+        return e.to_string();
+    }
+    let payload = e.into_panic();
+    let msg = payload
+        .downcast_ref::<&str>()
+        .map(|s| s.to_string())
+        .or_else(|| payload.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "no message".into());
+    format!("panicked: {msg}")
 }
 
 fn progress_bar(name: &str) -> ProgressBar {

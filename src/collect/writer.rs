@@ -70,6 +70,8 @@ impl Writer {
 const BATCH_MAX_EVENTS: usize = 50_000;
 /// ... or is this old, so readers see progress and a crash re-fetches little.
 const BATCH_MAX_AGE: Duration = Duration::from_secs(1);
+/// How often a batch waiting for pages looks whether another writer waits for it.
+const WAITER_CHECK: Duration = Duration::from_millis(20);
 
 fn run(mut store: Store, mut rx: mpsc::Receiver<WriterMsg>) -> WriterResult {
     let mut counts: HashMap<String, WriteCounts> = HashMap::new();
@@ -83,17 +85,19 @@ fn run(mut store: Store, mut rx: mpsc::Receiver<WriterMsg>) -> WriterResult {
         let mut batch = store.batch()?;
         let mut events = apply(&mut batch, first, &mut counts)?;
         let mut closed = false;
-        while events < BATCH_MAX_EVENTS {
+        // Another job of this process waiting to write (an invitation poll) gets its turn after
+        // the message being applied, not after the whole batch: the wait is sliced to notice it.
+        while events < BATCH_MAX_EVENTS && !batch.others_waiting() {
             let Some(left) = BATCH_MAX_AGE.checked_sub(started.elapsed()) else {
                 break;
             };
-            match handle.block_on(tokio::time::timeout(left, rx.recv())) {
+            match handle.block_on(tokio::time::timeout(left.min(WAITER_CHECK), rx.recv())) {
                 Ok(Some(msg)) => events += apply(&mut batch, msg, &mut counts)?,
                 Ok(None) => {
                     closed = true;
                     break;
                 }
-                Err(_) => break,
+                Err(_) => continue,
             }
         }
         batch.commit()?;

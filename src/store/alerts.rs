@@ -12,7 +12,7 @@
 
 use std::collections::BTreeMap;
 
-use rusqlite::{params, OptionalExtension, TransactionBehavior};
+use rusqlite::{params, OptionalExtension};
 
 use super::{err, Result, Store};
 use crate::alert::rules::{Grant, GrantCounter, NewUser};
@@ -174,10 +174,7 @@ impl Store {
         let path = self.path.clone();
         // IMMEDIATE: two processes evaluating at once serialize here instead of both reading the
         // same unseen facts.
-        let tx = self
-            .conn
-            .transaction_with_behavior(TransactionBehavior::Immediate)
-            .map_err(|e| err(&path, "begin alerts", e))?;
+        let tx = self.write_tx().map_err(|e| err(&path, "begin alerts", e))?;
         let (role_mark, hist_mark): (i64, i64) = tx
             .query_row(
                 "SELECT role_seq, history_seq FROM alert_scan WHERE account = ?1",
@@ -415,10 +412,7 @@ impl Store {
         owner_gone: &dyn Fn(&str) -> bool,
     ) -> Result<Claim> {
         let path = self.path.clone();
-        let tx = self
-            .conn
-            .transaction_with_behavior(TransactionBehavior::Immediate)
-            .map_err(|e| err(&path, "begin claim", e))?;
+        let tx = self.write_tx().map_err(|e| err(&path, "begin claim", e))?;
         type Row = (
             String,
             Option<i64>,
@@ -480,6 +474,9 @@ impl Store {
         now_ms: i64,
     ) -> Result<bool> {
         const MINE: &str = "WHERE id = ?1 AND claimed_by = ?2 AND status = 'pending'";
+        let _turn = self
+            .write_turn()
+            .map_err(|e| self.err("record delivery", e))?;
         let n = match update {
             DeliveryUpdate::Attempt {
                 error,
@@ -542,10 +539,7 @@ impl Store {
         given_up_error: &str,
     ) -> Result<Deferred> {
         let path = self.path.clone();
-        let tx = self
-            .conn
-            .transaction_with_behavior(TransactionBehavior::Immediate)
-            .map_err(|e| err(&path, "begin defer", e))?;
+        let tx = self.write_tx().map_err(|e| err(&path, "begin defer", e))?;
         let mut out = Deferred::default();
         {
             const FREE: &str = "WHERE id = ?1 AND status = 'pending'
@@ -594,6 +588,9 @@ impl Store {
 
     /// Drop every claim `owner` still holds (its run is ending): those deliveries are due again.
     pub fn release_claims(&mut self, owner: &str) -> Result<u64> {
+        let _turn = self
+            .write_turn()
+            .map_err(|e| self.err("release claims", e))?;
         let n = self
             .conn
             .execute(
@@ -653,10 +650,7 @@ impl Store {
         now_ms: i64,
     ) -> Result<Option<u64>> {
         let path = self.path.clone();
-        let tx = self
-            .conn
-            .transaction()
-            .map_err(|e| err(&path, "begin retry", e))?;
+        let tx = self.write_tx().map_err(|e| err(&path, "begin retry", e))?;
         let exists: Option<bool> = tx
             .query_row(
                 "SELECT suppressed FROM alerts WHERE id = ?1",

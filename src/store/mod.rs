@@ -2,15 +2,24 @@
 //! and offers one method per use case. The invariant everything else relies on: a page of events
 //! and the coverage it proves are written in one transaction, so a crash at any instant leaves
 //! either both or neither. A PostgreSQL backend would be a sibling module with the same methods.
+//!
+//! Writers never fail each other: every write transaction is `BEGIN IMMEDIATE` (the write lock
+//! is taken up front, so a transaction never has to upgrade a read snapshot that another writer
+//! has made stale), the writers of one process queue for their turn in [`gate`], and other
+//! processes wait in SQLite's busy handler. Schema migrations run under `BEGIN EXCLUSIVE` and
+//! read the schema version again inside the lock, so two processes opening a fresh database run
+//! each migration once.
 
 mod alerts;
 pub mod chain;
+mod gate;
 mod migrations;
 mod reports;
 mod users;
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::{DateTime, NaiveDate, Utc};
@@ -29,14 +38,58 @@ pub use users::{
     UserListing, UserRow, UserRun,
 };
 
-#[derive(Debug, thiserror::Error)]
-#[error("database {path}: {what}: {source}")]
+#[derive(Debug)]
 pub struct StoreError {
     path: PathBuf,
     what: String,
-    #[source]
-    source: rusqlite::Error,
+    /// `None` when the problem is not an SQLite error (a schema auditwarden does not know).
+    source: Option<rusqlite::Error>,
 }
+
+impl std::fmt::Display for StoreError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "database {}: {}", self.path.display(), self.what)?;
+        match &self.source {
+            Some(e) if is_busy(e) => write!(
+                f,
+                ": {e} (another process, perhaps another auditwarden, kept it busy for more than {} s)",
+                BUSY_TIMEOUT.as_secs()
+            ),
+            Some(e) => write!(f, ": {e}"),
+            None => Ok(()),
+        }
+    }
+}
+
+impl std::error::Error for StoreError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        self.source.as_ref().map(|e| e as _)
+    }
+}
+
+/// SQLITE_BUSY / SQLITE_LOCKED as SQLite reports them: another connection held the lock this
+/// one needed for longer than the busy timeout (not [`turn_timeout`], which says what it is).
+fn is_busy(e: &rusqlite::Error) -> bool {
+    match e {
+        rusqlite::Error::SqliteFailure(f, msg) => {
+            matches!(
+                f.code,
+                rusqlite::ErrorCode::DatabaseBusy | rusqlite::ErrorCode::DatabaseLocked
+            ) && msg.as_deref().is_none_or(|m| {
+                m.starts_with("database is locked") || m.starts_with("database table is locked")
+            })
+        }
+        _ => false,
+    }
+}
+
+/// How long a connection waits for another process's lock before giving up.
+const BUSY_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// How long a writer waits for the writers of this process queued before it. Longer than the
+/// busy timeout: those are our own short transactions (a batch commits within about a second
+/// when someone waits), so a long wait means a long write, not a stuck one.
+const TURN_TIMEOUT: Duration = Duration::from_secs(60);
 
 pub type Result<T> = std::result::Result<T, StoreError>;
 
@@ -154,6 +207,42 @@ pub struct QuarantineItem {
 pub struct Store {
     conn: Connection,
     path: PathBuf,
+    /// This process's write queue for the file (shared by every `Store` open on it).
+    gate: Arc<gate::Gate>,
+}
+
+/// A write transaction (`BEGIN IMMEDIATE`) taken in turn (see [`gate`]). Derefs to the
+/// transaction; [`WriteTx::commit`] commits, dropping it rolls back. Either way the turn passes
+/// to the next writer only after the transaction has ended.
+pub(crate) struct WriteTx<'a> {
+    // Field order matters: the transaction ends (drop order) before the turn is given up.
+    tx: rusqlite::Transaction<'a>,
+    _turn: gate::Turn,
+}
+
+impl<'a> std::ops::Deref for WriteTx<'a> {
+    type Target = rusqlite::Transaction<'a>;
+    fn deref(&self) -> &Self::Target {
+        &self.tx
+    }
+}
+
+impl WriteTx<'_> {
+    pub(crate) fn commit(self) -> rusqlite::Result<()> {
+        self.tx.commit()
+    }
+}
+
+/// The error of a writer that waited longer than [`TURN_TIMEOUT`] for its turn, as SQLite would
+/// report a lock it could not get.
+fn turn_timeout() -> rusqlite::Error {
+    rusqlite::Error::SqliteFailure(
+        rusqlite::ffi::Error::new(rusqlite::ffi::SQLITE_BUSY),
+        Some(format!(
+            "other writers of this process held the database for more than {} s",
+            TURN_TIMEOUT.as_secs()
+        )),
+    )
 }
 
 fn ms(t: DateTime<Utc>) -> i64 {
@@ -176,6 +265,7 @@ impl Store {
         let mut store = Store {
             conn,
             path: path.to_path_buf(),
+            gate: gate::Gate::for_path(path),
         };
         store.configure()?;
         store.migrate()?;
@@ -184,25 +274,42 @@ impl Store {
 
     /// Open an existing database for reading only (exports, status); never creates or migrates.
     pub fn open_read_only(path: &Path) -> Result<Store> {
+        Store::open_read_only_with_busy_timeout(path, BUSY_TIMEOUT)
+    }
+
+    /// [`Store::open_read_only`] waiting at most `busy` for a lock (`/metrics` answers from its
+    /// last figures rather than wait).
+    pub fn open_read_only_with_busy_timeout(path: &Path, busy: Duration) -> Result<Store> {
         let conn = Connection::open_with_flags(
             path,
             OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
         )
         .map_err(|e| err(path, "cannot open (has `collect` run yet?)", e))?;
-        conn.busy_timeout(Duration::from_secs(10))
+        conn.busy_timeout(busy)
             .map_err(|e| err(path, "busy_timeout", e))?;
         let store = Store {
             conn,
             path: path.to_path_buf(),
+            gate: gate::Gate::for_path(path),
         };
         let v: i64 = store
             .conn
             .query_row("PRAGMA user_version", [], |r| r.get(0))
             .map_err(|e| store.err("not an auditwarden database", e))?;
         if v == 0 {
-            return Err(store.err(
-                "not an auditwarden database (no schema)",
-                rusqlite::Error::InvalidQuery,
+            // A database whose first migration has not committed yet has no tables at all (the
+            // creator's transaction is invisible to readers): say so rather than call it foreign.
+            let tables: i64 = store
+                .conn
+                .query_row("SELECT COUNT(*) FROM sqlite_master", [], |r| r.get(0))
+                .map_err(|e| store.err("not an auditwarden database", e))?;
+            return Err(plain(
+                path,
+                if tables == 0 {
+                    "no auditwarden schema yet: another auditwarden is probably creating it right now (try again in a moment); if not, `auditwarden collect` creates it"
+                } else {
+                    "not an auditwarden database (it has tables, but no auditwarden schema version)"
+                },
             ));
         }
         Ok(store)
@@ -214,7 +321,7 @@ impl Store {
 
     fn configure(&mut self) -> Result<()> {
         self.conn
-            .busy_timeout(Duration::from_secs(10))
+            .busy_timeout(BUSY_TIMEOUT)
             .map_err(|e| self.err("busy_timeout", e))?;
         // WAL: readers (status, export, reports) never block the collector. synchronous=NORMAL is
         // durable against a process crash (kill -9); a power loss may roll back the last
@@ -239,57 +346,98 @@ impl Store {
     }
 
     fn migrate(&mut self) -> Result<()> {
+        let known = migrations::MIGRATIONS.len() as i64;
         let current: i64 = self
             .conn
             .query_row("PRAGMA user_version", [], |r| r.get(0))
             .map_err(|e| self.err("reading the schema version", e))?;
-        let known = migrations::MIGRATIONS.len() as i64;
         if current > known {
-            return Err(self.err(
-                &format!("schema version {current} is newer than this auditwarden knows ({known}); upgrade auditwarden"),
-                rusqlite::Error::InvalidQuery,
-            ));
+            return Err(newer_schema(&self.path, current, known));
         }
-        for (i, sql) in migrations::MIGRATIONS
-            .iter()
-            .enumerate()
-            .skip(current as usize)
-        {
+        if current == known {
+            // The usual case: versions only grow, so this needs no lock.
+            return Ok(());
+        }
+        // Another process may be opening the same fresh (or old) database right now. Each
+        // migration runs under the exclusive write lock and reads the version again inside it:
+        // whoever comes second finds the migration done and skips it, instead of running it
+        // again ("table events already exists"). The second waits for the first's transaction
+        // (the busy timeout), or is told plainly that another auditwarden is writing.
+        let path = self.path.clone();
+        let _turn = self
+            .gate
+            .wait_turn(TURN_TIMEOUT)
+            .ok_or_else(|| err(&path, "waiting to migrate the schema", turn_timeout()))?;
+        loop {
             let tx = self
                 .conn
-                .transaction()
-                .map_err(|e| err(&self.path, "begin migration", e))?;
+                .transaction_with_behavior(rusqlite::TransactionBehavior::Exclusive)
+                .map_err(|e| {
+                    if is_busy(&e) {
+                        plain(&path, &format!(
+                            "another auditwarden is writing to this database (upgrading its schema, or a long write) and did not finish within {} s; try again when it has finished",
+                            BUSY_TIMEOUT.as_secs()
+                        ))
+                    } else {
+                        err(&path, "begin migration", e)
+                    }
+                })?;
+            let v: i64 = tx
+                .query_row("PRAGMA user_version", [], |r| r.get(0))
+                .map_err(|e| err(&path, "reading the schema version", e))?;
+            if v > known {
+                return Err(newer_schema(&path, v, known));
+            }
+            let Some(sql) = migrations::MIGRATIONS.get(v as usize) else {
+                // Up to date: another process finished the migrations while this one waited.
+                tx.commit()
+                    .map_err(|e| err(&path, "end migration check", e))?;
+                return Ok(());
+            };
+            let n = v + 1;
             tx.execute_batch(sql)
-                .map_err(|e| err(&self.path, &format!("migration {}", i + 1), e))?;
+                .map_err(|e| err(&path, &format!("migration {n}"), e))?;
             if *sql == migrations::CHAIN {
                 // SQLite cannot compute SHA-256: chain the rows already stored from Rust, in the
                 // migration's transaction (a crash leaves the old schema, and the next open redoes it).
-                chain::backfill(&tx).map_err(|e| {
-                    err(
-                        &self.path,
-                        &format!("migration {}: building hash chains", i + 1),
-                        e,
-                    )
-                })?;
+                chain::backfill(&tx)
+                    .map_err(|e| err(&path, &format!("migration {n}: building hash chains"), e))?;
             }
-            tx.pragma_update(None, "user_version", (i + 1) as i64)
-                .map_err(|e| err(&self.path, "set user_version", e))?;
-            tx.commit()
-                .map_err(|e| err(&self.path, "commit migration", e))?;
+            tx.pragma_update(None, "user_version", n)
+                .map_err(|e| err(&path, "set user_version", e))?;
+            tx.commit().map_err(|e| err(&path, "commit migration", e))?;
         }
-        Ok(())
+    }
+
+    /// Begin a write transaction in turn with this process's other writers: see [`WriteTx`].
+    pub(crate) fn write_tx(&mut self) -> rusqlite::Result<WriteTx<'_>> {
+        let turn = self.write_turn()?;
+        let tx = self
+            .conn
+            .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+        Ok(WriteTx { tx, _turn: turn })
+    }
+
+    /// This process's turn to write, for a single statement outside a transaction (it commits
+    /// on its own); hold it until the statement has run.
+    pub(crate) fn write_turn(&self) -> rusqlite::Result<gate::Turn> {
+        self.gate.wait_turn(TURN_TIMEOUT).ok_or_else(turn_timeout)
     }
 
     /// Begin a batch: several pages, coverage changes and pass records in one transaction.
     pub fn batch(&mut self) -> Result<Batch<'_>> {
+        let turn = self.write_turn().map_err(|e| err(&self.path, "begin", e))?;
+        // Not `write_tx`: the batch also borrows `path`, a field disjoint from `conn`.
         let tx = self
             .conn
-            .transaction()
+            .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
             .map_err(|e| err(&self.path, "begin", e))?;
+        let gate = self.gate.clone();
         Ok(Batch {
-            tx,
+            tx: WriteTx { tx, _turn: turn },
             path: &self.path,
             heads: HashMap::new(),
+            gate,
         })
     }
 
@@ -533,16 +681,24 @@ impl Store {
 
 /// Writes that commit together: a crash before [`Batch::commit`] leaves none of them.
 pub struct Batch<'a> {
-    tx: rusqlite::Transaction<'a>,
+    tx: WriteTx<'a>,
     path: &'a Path,
     /// Event-chain heads of the accounts this batch wrote, read once per batch from
     /// `chain_heads` and written back by [`Batch::commit`] in the same transaction. Living in the
     /// batch, the cache dies with a rollback, and a new batch (or process) reads the committed head.
     /// The flag says whether the head moved (only those are written).
     heads: HashMap<String, (ChainHead, bool)>,
+    /// To see whether other writers of this process are waiting (see [`Batch::others_waiting`]).
+    gate: Arc<gate::Gate>,
 }
 
 impl Batch<'_> {
+    /// Other writers of this process are waiting for this batch to commit: a long-lived batch
+    /// (the collection's writer) commits now rather than keep them waiting.
+    pub fn others_waiting(&self) -> bool {
+        self.gate.waiting() > 0
+    }
+
     /// Store one page (insert-or-ignore on `(account, id)`) and, with the last page of a window
     /// read that proved complete, mark that day complete: rows and coverage commit together.
     pub fn write_page(&mut self, w: &PageWrite<'_>) -> Result<PageOutcome> {
@@ -707,8 +863,24 @@ fn err(path: &Path, what: &str, source: rusqlite::Error) -> StoreError {
     StoreError {
         path: path.to_path_buf(),
         what: what.to_string(),
-        source,
+        source: Some(source),
     }
+}
+
+/// A problem that is not an SQLite error, said in words.
+fn plain(path: &Path, what: &str) -> StoreError {
+    StoreError {
+        path: path.to_path_buf(),
+        what: what.to_string(),
+        source: None,
+    }
+}
+
+fn newer_schema(path: &Path, version: i64, known: i64) -> StoreError {
+    plain(
+        path,
+        &format!("schema version {version} is newer than this auditwarden knows ({known}); upgrade auditwarden"),
+    )
 }
 
 #[cfg(test)]

@@ -217,10 +217,7 @@ impl Store {
             return Ok(0);
         }
         let path = self.path.clone();
-        let tx = self
-            .conn
-            .transaction()
-            .map_err(|e| err(&path, "begin", e))?;
+        let tx = self.write_tx().map_err(|e| err(&path, "begin", e))?;
         let mut n = 0u64;
         {
             let mut up = tx
@@ -458,10 +455,7 @@ impl Store {
         watermark: i64,
     ) -> Result<u64> {
         let path = self.path.clone();
-        let tx = self
-            .conn
-            .transaction()
-            .map_err(|e| err(&path, "begin", e))?;
+        let tx = self.write_tx().map_err(|e| err(&path, "begin", e))?;
         let mut n = 0u64;
         {
             let mut up = tx
@@ -501,6 +495,9 @@ impl Store {
 
     /// Log one user sync or poll.
     pub fn record_user_run(&mut self, r: &UserRun) -> Result<()> {
+        let _turn = self
+            .write_turn()
+            .map_err(|e| self.err("record user run", e))?;
         self.conn
             .execute(
                 "INSERT INTO user_runs (account, kind, started_ms, finished_ms, complete, listed,

@@ -345,3 +345,393 @@ fn readyz_turns_unready_when_an_account_fails() {
         std::thread::sleep(Duration::from_millis(100));
     }
 }
+
+/// The `sd_notify` side of systemd: a unix datagram socket the daemon is pointed at with
+/// `NOTIFY_SOCKET`, and every message received on it with its arrival time.
+struct NotifySocket {
+    path: std::path::PathBuf,
+    received: std::sync::Arc<std::sync::Mutex<Vec<(Instant, String)>>>,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    reader: Option<std::thread::JoinHandle<()>>,
+}
+
+impl NotifySocket {
+    fn bind(path: std::path::PathBuf) -> NotifySocket {
+        let sock = std::os::unix::net::UnixDatagram::bind(&path).expect("bind notify socket");
+        // Wakes the reader now and then to see whether the test is over.
+        sock.set_read_timeout(Some(Duration::from_millis(50)))
+            .expect("read timeout");
+        let received = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let (r, s) = (received.clone(), stop.clone());
+        let reader = std::thread::spawn(move || {
+            let mut buf = [0u8; 4096];
+            while !s.load(std::sync::atomic::Ordering::Relaxed) {
+                if let Ok(n) = sock.recv(&mut buf) {
+                    let msg = String::from_utf8_lossy(&buf[..n]).to_string();
+                    r.lock().unwrap().push((Instant::now(), msg));
+                }
+            }
+        });
+        NotifySocket {
+            path,
+            received,
+            stop,
+            reader: Some(reader),
+        }
+    }
+
+    /// Arrival times of the `WATCHDOG=1` pings so far.
+    fn pings(&self) -> Vec<Instant> {
+        self.received
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|(_, m)| m.lines().any(|l| l == "WATCHDOG=1"))
+            .map(|(t, _)| *t)
+            .collect()
+    }
+}
+
+impl Drop for NotifySocket {
+    fn drop(&mut self) {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        if let Some(r) = self.reader.take() {
+            let _ = r.join();
+        }
+    }
+}
+
+/// A long backfill and invitation polls every second overlap, on one runtime worker thread: the
+/// watchdog pings keep coming (largest gap under a second, `WATCHDOG_USEC` asking for one every
+/// 0.2 s), `/metrics` answers within a second throughout, and the polls succeed instead of
+/// failing on a locked database.
+#[test]
+fn overlapping_jobs_keep_the_watchdog_and_metrics_prompt() {
+    let sim = Sim::start(&[
+        "--events",
+        "30000",
+        "--days",
+        "30",
+        "--users",
+        "300",
+        "--seed",
+        "4",
+        "--faults",
+        "slow=0.1,slow-ms=40",
+    ]);
+    let app = App::new(&sim, "");
+    // The users (and their invitations) are known before the daemon starts, so every poll has
+    // invitations to check and results to write while the backfill writes pages.
+    let out = app.run(&["sync-users"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let invited = app.sql_count("SELECT COUNT(*) FROM users WHERE status = 'invited'");
+    assert!(invited >= 10, "only {invited} invited users");
+    app.add_config(&format!(
+        "[schedule]\ncollect = \"* * * * * *\"\npoll_invites = \"* * * * * *\"\ndeliver_alerts = \"\"\n{DAEMON}"
+    ));
+    let notify = NotifySocket::bind(app.dir.path().join("notify.sock"));
+    let socket = notify.path.display().to_string();
+    let mut d = app.start_daemon_with_env(&[
+        ("NOTIFY_SOCKET", socket.as_str()),
+        ("WATCHDOG_USEC", "400000"),
+        // One runtime worker, as on a one-CPU host (or `CPUQuota=100%`): a store call on the
+        // runtime would stall everything, so none may run there.
+        ("TOKIO_WORKER_THREADS", "1"),
+    ]);
+    let started = Instant::now();
+    let deadline = started + Duration::from_secs(240);
+    let mut slowest = Duration::ZERO;
+    let mut scrapes = 0u32;
+    let mut polls_during_backfill = 0.0;
+    let backfill = loop {
+        let asked = Instant::now();
+        let (status, body) = d.get("/metrics");
+        let took = asked.elapsed();
+        assert_eq!(status, 200, "{body}");
+        let m = parse_prometheus(&body);
+        let collected = metric(
+            &m,
+            "auditwarden_job_runs_total",
+            &[("job", "collect"), ("result", "ok")],
+        );
+        if collected >= 1.0 {
+            break started.elapsed();
+        }
+        slowest = slowest.max(took);
+        scrapes += 1;
+        polls_during_backfill = metric(
+            &m,
+            "auditwarden_job_runs_total",
+            &[("job", "poll_invites"), ("result", "ok")],
+        );
+        assert_eq!(
+            metric(
+                &m,
+                "auditwarden_job_runs_total",
+                &[("job", "collect"), ("result", "failed")],
+            ),
+            0.0,
+            "{}",
+            d.log()
+        );
+        assert!(
+            Instant::now() < deadline,
+            "the backfill did not finish: {}",
+            d.log()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let pings = notify.pings();
+    let gap = pings
+        .windows(2)
+        .map(|w| w[1] - w[0])
+        .max()
+        .unwrap_or_default();
+    eprintln!(
+        "backfill {backfill:?}; {} watchdog pings, largest gap {gap:?}; {scrapes} scrapes during it, slowest {slowest:?}; {polls_during_backfill} polls finished during it",
+        pings.len()
+    );
+    let log = d.log();
+    assert!(!log.contains("database is locked"), "{log}");
+    assert!(
+        polls_during_backfill >= 2.0,
+        "only {polls_during_backfill} invitation polls succeeded during the backfill:\n{log}"
+    );
+    assert!(
+        scrapes >= 10 && pings.len() >= 10,
+        "the backfill was too short to overlap ({backfill:?})"
+    );
+    assert!(gap < Duration::from_secs(1), "watchdog pings {gap:?} apart");
+    assert!(
+        slowest < Duration::from_secs(1),
+        "/metrics took {slowest:?}"
+    );
+    d.signal(SIGTERM);
+    assert!(d
+        .wait_for_exit(Duration::from_secs(15))
+        .expect("stop")
+        .success());
+    assert_matches_truth(&app, &sim, "one");
+}
+
+/// Every API request is counted when it happens, by account, endpoint and status: audit-log
+/// pages while the first pass is still running, user listings and invitation polls of both APIs
+/// (a CertCentral account has series of its own), and never more than the simulator served.
+#[test]
+fn every_request_is_counted_when_it_happens() {
+    let sim = Sim::start(&[
+        "--events",
+        "20000",
+        "--days",
+        "30",
+        "--seed",
+        "5",
+        "--faults",
+        "slow=0.2,slow-ms=50",
+    ]);
+    let url = sim.url();
+    let app = App::with_accounts(&[
+        ("one", "digicert-one", url.as_str(), ""),
+        ("cc", "certcentral", url.as_str(), ""),
+    ]);
+    app.add_config(&format!(
+        "[schedule]\ncollect = \"* * * * * *\"\npoll_invites = \"* * * * * *\"\ndeliver_alerts = \"\"\n{DAEMON}"
+    ));
+    let d = app.start_daemon();
+    let requests = |m: &[Sample], account: &str, endpoint: &str| -> f64 {
+        m.iter()
+            .filter(|s| {
+                s.name == "auditwarden_api_requests_total"
+                    && s.label("account") == Some(account)
+                    && s.label("endpoint") == Some(endpoint)
+            })
+            .map(|s| s.value)
+            .sum()
+    };
+    let passes = |m: &[Sample]| -> f64 {
+        ["ok", "failed"]
+            .iter()
+            .map(|r| {
+                metric(
+                    m,
+                    "auditwarden_job_runs_total",
+                    &[("job", "collect"), ("result", r)],
+                )
+            })
+            .sum()
+    };
+    // During the first pass: its audit-log requests are there already.
+    let m = d.wait_metrics(Duration::from_secs(60), |m| {
+        requests(m, "one", "audit_log") > 0.0
+    });
+    assert_eq!(
+        passes(&m),
+        0.0,
+        "the first pass ended before its requests were seen"
+    );
+    // After it: the user listings of both accounts, then the invitation polls of both.
+    let m = d.wait_metrics(Duration::from_secs(120), |m| {
+        metric(
+            m,
+            "auditwarden_job_runs_total",
+            &[("job", "collect"), ("result", "ok")],
+        ) >= 1.0
+            && ["one", "cc"]
+                .iter()
+                .all(|a| requests(m, a, "users") > 0.0 && requests(m, a, "user") > 0.0)
+    });
+    assert_eq!(requests(&m, "cc", "audit_log"), 0.0);
+    // Each count is at most what the simulator answered on that route (it counts a request
+    // before the client sees the response); the sum over accounts and endpoints is complete.
+    let stats = sim.stats();
+    let served = |route: &str| stats["routes"][route].as_f64().unwrap_or(0.0);
+    let answered = |account: &str, endpoint: &str| -> f64 {
+        m.iter()
+            .filter(|s| {
+                s.name == "auditwarden_api_requests_total"
+                    && s.label("account") == Some(account)
+                    && s.label("endpoint") == Some(endpoint)
+                    && s.label("status") != Some("0")
+            })
+            .map(|s| s.value)
+            .sum()
+    };
+    for (account, endpoint, route) in [
+        ("one", "audit_log", "GET /account/api/v1/audit-log"),
+        ("one", "users", "GET /account/api/v1/user"),
+        ("one", "user", "GET /account/api/v1/user/{id}"),
+        ("cc", "users", "GET /services/v2/user"),
+        ("cc", "user", "GET /services/v2/user/{id}"),
+    ] {
+        let counted = answered(account, endpoint);
+        assert!(
+            counted > 0.0 && counted <= served(route),
+            "{account} {endpoint}: counted {counted}, the simulator served {}",
+            served(route)
+        );
+    }
+    let others: f64 = m
+        .iter()
+        .filter(|s| s.name == "auditwarden_api_requests_total")
+        .filter(|s| !matches!(s.label("endpoint"), Some("audit_log" | "users" | "user")))
+        .map(|s| s.value)
+        .sum();
+    assert_eq!(others, 0.0, "requests counted under an unexpected endpoint");
+}
+
+/// A panic in one account's collection task is that account's failed pass: under the daemon
+/// `/readyz` is 503 naming it and its `auditwarden_account_up` is 0; `collect` exits 1 naming it
+/// and `status` shows the error; the other account collects normally throughout.
+#[test]
+fn a_panicking_account_task_is_that_accounts_failure() {
+    let sim = Sim::start(&["--events", "300", "--days", "3"]);
+    let url = sim.url();
+    let app = App::with_accounts(&[
+        ("one", "digicert-one", url.as_str(), ""),
+        ("two", "digicert-one", url.as_str(), ""),
+    ]);
+    let panic_two = [("AUDITWARDEN_TEST_PANIC_ACCOUNT", "two")];
+    app.add_config(&format!(
+        "[schedule]\ncollect = \"* * * * * *\"\npoll_invites = \"\"\ndeliver_alerts = \"\"\n{DAEMON}"
+    ));
+    let mut d = app.start_daemon_with_env(&panic_two);
+    let m = d.wait_metrics(Duration::from_secs(30), |m| {
+        metric(
+            m,
+            "auditwarden_job_runs_total",
+            &[("job", "collect"), ("result", "failed")],
+        ) >= 1.0
+    });
+    assert_eq!(
+        metric(&m, "auditwarden_account_up", &[("account", "one")]),
+        1.0
+    );
+    assert_eq!(
+        metric(&m, "auditwarden_account_up", &[("account", "two")]),
+        0.0
+    );
+    let (status, body) = d.get("/readyz");
+    assert_eq!(status, 503, "{body}");
+    assert!(
+        body.contains(
+            "two: last pass failed: internal error: the collection task failed (panicked"
+        ),
+        "{body}"
+    );
+    assert!(!body.contains("one:"), "{body}");
+    d.signal(SIGTERM);
+    assert!(d
+        .wait_for_exit(Duration::from_secs(15))
+        .expect("stop")
+        .success());
+    drop(d);
+
+    let mut cmd = app.command(&["collect"]);
+    cmd.envs(panic_two);
+    let out = cmd.output().expect("collect");
+    assert_no_key(&out);
+    let stdout = String::from_utf8_lossy(&out.stdout).to_string();
+    assert_eq!(out.status.code(), Some(1), "{stdout}");
+    assert!(stdout.contains("panicked"), "{stdout}");
+    let out = app.run(&["status", "--account", "two"]);
+    let status = String::from_utf8_lossy(&out.stdout).to_string();
+    assert!(
+        status.contains("last error: internal error: the collection task failed (panicked"),
+        "{status}"
+    );
+    assert_matches_truth(&app, &sim, "one");
+}
+
+/// Several `collect`s and `status`es started together on a fresh database: every collect
+/// succeeds (each migration runs once, the writers queue), the chains verify, and a `status`
+/// either reads the database or says plainly that it is not there yet: never an SQL error text.
+#[test]
+fn concurrent_commands_on_a_fresh_database() {
+    let sim = Sim::start(&["--events", "300", "--days", "3"]);
+    let app = App::new(&sim, "");
+    for round in 0..3 {
+        for ext in ["db", "db-wal", "db-shm"] {
+            let _ = std::fs::remove_file(app.db.with_extension(ext));
+        }
+        let children: Vec<_> = [
+            "collect", "collect", "status", "collect", "collect", "status",
+        ]
+        .iter()
+        .map(|cmd| {
+            let child = app
+                .command(&[cmd])
+                .stdout(std::process::Stdio::piped())
+                .stderr(std::process::Stdio::piped())
+                .spawn()
+                .expect("spawn");
+            (*cmd, child)
+        })
+        .collect();
+        for (cmd, child) in children {
+            let out = child.wait_with_output().expect("wait");
+            assert_no_key(&out);
+            let stderr = String::from_utf8_lossy(&out.stderr).to_string();
+            if cmd == "collect" {
+                assert!(
+                    out.status.success(),
+                    "round {round}: collect failed:\n{stderr}"
+                );
+            } else {
+                assert!(
+                    out.status.success()
+                        || stderr.contains("no database at")
+                        || stderr.contains("no auditwarden schema yet: another auditwarden is probably creating it"),
+                    "round {round}: status failed:\n{stderr}"
+                );
+            }
+        }
+        assert_matches_truth(&app, &sim, "one");
+        let (ok, report) = app.verify(None);
+        assert!(ok, "round {round}: {report}");
+    }
+}

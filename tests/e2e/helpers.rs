@@ -347,6 +347,11 @@ impl App {
 
     /// Start the daemon; returns once it printed that it runs (and its listener address).
     pub fn start_daemon(&self) -> Daemon {
+        self.start_daemon_with_env(&[])
+    }
+
+    /// [`App::start_daemon`] with extra environment variables (e.g. `NOTIFY_SOCKET`).
+    pub fn start_daemon_with_env(&self, env: &[(&str, &str)]) -> Daemon {
         let stderr_path = self.dir.path().join(format!(
             "daemon-{}.log",
             std::time::SystemTime::now()
@@ -354,8 +359,11 @@ impl App {
                 .map_or(0, |d| d.as_nanos())
         ));
         let log = std::fs::File::create(&stderr_path).expect("log file");
-        let mut child = self
-            .command(&["run"])
+        let mut cmd = self.command(&["run"]);
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        let mut child = cmd
             .stdout(Stdio::piped())
             .stderr(log)
             .spawn()
