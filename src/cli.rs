@@ -960,7 +960,7 @@ async fn alerts_cmd(cli: &Cli, args: &AlertsArgs) -> Result<ExitCode, CliError> 
                     sinks.join(", ")
                 )));
             };
-            match crate::alert::send_test(s, &cfg.alerts.delivery).await {
+            match crate::alert::send_test(s, &cfg.alerts).await {
                 Ok(uid) => {
                     writeln!(out, "test alert {uid} delivered to {sink}")?;
                     Ok(ExitCode::SUCCESS)

@@ -11,7 +11,7 @@ use hmac::{Hmac, Mac};
 use sha2::Sha256;
 use tokio::io::AsyncWriteExt;
 
-use crate::config::{SinkConfig, SinkKind};
+use crate::config::{AlertSettings, SinkConfig, SinkKind};
 use crate::secret::Secret;
 
 #[derive(Debug, Clone, thiserror::Error)]
@@ -59,6 +59,17 @@ pub fn sign(secret: &Secret, id: &str, timestamp: i64, body: &str) -> String {
     };
     mac.update(format!("{id}.{timestamp}.{body}").as_bytes());
     format!("v1,{}", BASE64.encode(mac.finalize().into_bytes()))
+}
+
+/// The HTTP client of the webhook and Slack sinks: `[alerts] tls_roots`, `ca_file` and the proxy
+/// (`proxy_url`, or the standard environment), as the DigiCert clients take them from
+/// `[collection]`.
+pub fn http_client(settings: &AlertSettings) -> Result<reqwest::Client, String> {
+    let builder = reqwest::Client::builder();
+    let (builder, _) = crate::api::tls::configure(builder, &settings.tls, &settings.proxy, None)?;
+    builder
+        .build()
+        .map_err(|e| format!("cannot build the HTTP client: {e}"))
 }
 
 /// Send one alert through one sink, once.

@@ -4,9 +4,12 @@
 //! - [`wire`]: lenient parsing of pages, events and error bodies into domain types.
 //! - [`users`]: user objects of both APIs and role details of audit events.
 //! - [`error`]: [`ApiError`], which knows whether it is worth retrying.
+//! - [`tls`]: trust anchors (`tls_roots`, `ca_file`), proxies and mTLS identities for every
+//!   outgoing client, and the sentence that explains a failed handshake.
 
 pub mod client;
 pub mod error;
+pub mod tls;
 pub mod users;
 pub mod wire;
 
