@@ -519,11 +519,18 @@ async fn run(cli: Cli) -> Result<ExitCode, CliError> {
             let mut failed = 0;
             for a in accounts {
                 let verdict = match crate::api::Client::new(a) {
-                    Ok(c) => c.check().await,
+                    Ok(c) => c.check().await.map(|msg| (msg, c)),
                     Err(e) => Err(e),
                 };
                 match verdict {
-                    Ok(msg) => println!("{} ({}): ok, {msg}", a.name, a.kind.as_str()),
+                    Ok((msg, client)) => {
+                        println!("{} ({}): ok, {msg}", a.name, a.kind.as_str());
+                        // Transport facts (validity dates on the system clock, as TLS judges them).
+                        let now = std::time::SystemTime::now();
+                        for line in client.tls().report(client.base_url(), now) {
+                            println!("  {line}");
+                        }
+                    }
                     Err(e) => {
                         failed += 1;
                         println!("{} ({}): FAILED, {e}", a.name, a.kind.as_str());
