@@ -12,4 +12,5 @@ mod daemon;
 mod reports;
 mod secrets;
 mod signed_reports;
+mod tls;
 mod users;
