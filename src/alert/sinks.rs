@@ -113,6 +113,14 @@ pub async fn send(
 
 async fn check(r: Result<reqwest::Response, reqwest::Error>) -> Result<(), SinkError> {
     let resp = r.map_err(|e| {
+        if let Some(why) = crate::api::tls::explain_sink_error(&e) {
+            // An untrusted receiver or a proxy refusing the tunnel: another attempt cannot help.
+            return SinkError {
+                message: why,
+                retryable: false,
+                retry_after: None,
+            };
+        }
         let e = e.without_url();
         let what = if e.is_timeout() {
             "timed out".to_string()

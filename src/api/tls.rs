@@ -116,7 +116,7 @@ pub fn configure(
             for c in certs {
                 b = b.add_root_certificate(c);
             }
-            format!("the operating system's store, {n} roots")
+            format!("the operating system's store ({n} roots)")
         }
     };
     if let Some(path) = &tls.ca_file {
@@ -366,6 +366,18 @@ pub fn explain(err: &(dyn StdError + 'static), ctx: &TlsContext, base: &Url) -> 
     None
 }
 
+/// [`explain`] for a webhook or Slack delivery: the receiver is named by host and port only (a
+/// Slack URL's path is a credential), the roots as `[alerts]`'.
+pub fn explain_sink_error(err: &reqwest::Error) -> Option<String> {
+    let url = err.url()?;
+    let ctx = TlsContext {
+        roots: "the roots set by [alerts] tls_roots and ca_file".to_string(),
+        client_cert: None,
+        proxy: Some("of [alerts]".to_string()),
+    };
+    explain(err, &ctx, url).map(|why| format!("{why} (the receiver)"))
+}
+
 fn rustls_error<'a>(e: &'a (dyn StdError + 'static)) -> Option<&'a rustls::Error> {
     // Connector errors travel boxed: a `Box<dyn Error>` is itself the error in the chain, and
     // its `source()` skips what it holds, so unwrap the boxes first.
@@ -387,7 +399,7 @@ fn describe_rustls(r: &rustls::Error, ctx: &TlsContext, server: &str) -> Option<
     Some(match r {
         rustls::Error::InvalidCertificate(c) => match c {
             CertificateError::UnknownIssuer => format!(
-                "the server certificate of {server} is not trusted: no root of {roots} issued it; {untrusted_help}"
+                "the server certificate of {server} is not trusted: none of {roots} issued it; {untrusted_help}"
             ),
             CertificateError::Expired | CertificateError::ExpiredContext { .. } => format!(
                 "the server certificate of {server} has expired (trusted roots: {roots})"
