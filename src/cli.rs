@@ -280,6 +280,20 @@ pub struct SimulateArgs {
     /// "simulator-key").
     #[arg(long, default_value = "AUDITWARDEN_SIM_API_KEY")]
     api_key_env: String,
+    /// Serve HTTPS with this certificate (PEM; the chain, leaf first). Needs --tls-key.
+    #[arg(long, value_name = "PEM", requires = "tls_key")]
+    tls_cert: Option<PathBuf>,
+    /// The private key of --tls-cert (PEM: PKCS#8, RSA or EC).
+    #[arg(long, value_name = "PEM", requires = "tls_cert")]
+    tls_key: Option<PathBuf>,
+    /// With HTTPS: require a client certificate issued by this CA (PEM), as DigiCert ONE's
+    /// clientauth. hosts do; DigiCert ONE routes then accept it instead of the API key.
+    #[arg(long, value_name = "PEM", requires = "tls_cert")]
+    client_ca: Option<PathBuf>,
+    /// With HTTPS: also serve the /_sim/* control endpoints (only) over plain HTTP here (its
+    /// address is printed on a second line).
+    #[arg(long, value_name = "ADDR", requires = "tls_cert")]
+    control_listen: Option<SocketAddr>,
 }
 
 #[derive(Args, Debug)]
@@ -521,11 +535,18 @@ async fn run(cli: Cli) -> Result<ExitCode, CliError> {
             let mut failed = 0;
             for a in accounts {
                 let verdict = match crate::api::Client::new(a) {
-                    Ok(c) => c.check().await,
+                    Ok(c) => c.check().await.map(|msg| (msg, c)),
                     Err(e) => Err(e),
                 };
                 match verdict {
-                    Ok(msg) => println!("{} ({}): ok, {msg}", a.name, a.kind.as_str()),
+                    Ok((msg, client)) => {
+                        println!("{} ({}): ok, {msg}", a.name, a.kind.as_str());
+                        // Transport facts (validity dates on the system clock, as TLS judges them).
+                        let now = std::time::SystemTime::now();
+                        for line in client.tls().report(client.base_url(), now) {
+                            println!("  {line}");
+                        }
+                    }
                     Err(e) => {
                         failed += 1;
                         println!("{} ({}): FAILED, {e}", a.name, a.kind.as_str());
@@ -984,7 +1005,7 @@ async fn alerts_cmd(cli: &Cli, args: &AlertsArgs) -> Result<ExitCode, CliError> 
                     sinks.join(", ")
                 )));
             };
-            match crate::alert::send_test(s, &cfg.alerts.delivery).await {
+            match crate::alert::send_test(s, &cfg.alerts).await {
                 Ok(uid) => {
                     writeln!(out, "test alert {uid} delivered to {sink}")?;
                     Ok(ExitCode::SUCCESS)
@@ -1275,14 +1296,73 @@ async fn simulate_cmd(args: &SimulateArgs) -> Result<ExitCode, CliError> {
             .into_iter()
             .collect(),
     };
+    let tls = match (&args.tls_cert, &args.tls_key) {
+        (Some(cert), Some(key)) => {
+            let (cert, key, ca) = (cert.clone(), key.clone(), args.client_ca.clone());
+            // Reads the PEM files: off the async threads.
+            let config = tokio::task::spawn_blocking(move || {
+                simulate::server_config(&cert, &key, ca.as_deref())
+            })
+            .await
+            .map_err(|e| CliError::failed(e.to_string()))?
+            .map_err(CliError::usage)?;
+            Some(config)
+        }
+        _ => None,
+    };
     let listener = tokio::net::TcpListener::bind(args.listen)
         .await
         .map_err(|e| CliError::failed(format!("cannot listen on {}: {e}", args.listen)))?;
     let addr = listener.local_addr()?;
+    let control = match args.control_listen {
+        Some(a) => Some(
+            tokio::net::TcpListener::bind(a)
+                .await
+                .map_err(|e| CliError::failed(format!("cannot listen on {a}: {e}")))?,
+        ),
+        None => None,
+    };
     let sim = Arc::new(simulate::Simulator::new(opts));
-    println!("auditwarden simulator listening on http://{addr}");
+    let Some(tls) = tls else {
+        println!("auditwarden simulator listening on http://{addr}");
+        let _ = std::io::stdout().flush();
+        simulate::serve(listener, sim, shutdown_signal()).await?;
+        return Ok(ExitCode::SUCCESS);
+    };
+    println!(
+        "auditwarden simulator listening on https://{addr}{}",
+        if args.client_ca.is_some() {
+            " (client certificates required)"
+        } else {
+            ""
+        }
+    );
+    let stop = tokio_util::sync::CancellationToken::new();
+    let control_task = match control {
+        Some(l) => {
+            println!(
+                "auditwarden simulator control on http://{}",
+                l.local_addr()?
+            );
+            let (sim, stop) = (sim.clone(), stop.clone());
+            Some(tokio::spawn(async move {
+                simulate::serve_control(l, sim, stop.cancelled_owned()).await
+            }))
+        }
+        None => None,
+    };
     let _ = std::io::stdout().flush();
-    simulate::serve(listener, sim, shutdown_signal()).await?;
+    let signalled = {
+        let stop = stop.clone();
+        async move {
+            shutdown_signal().await;
+            stop.cancel();
+        }
+    };
+    simulate::serve_tls(listener, sim, tls, signalled).await?;
+    if let Some(t) = control_task {
+        t.await.map_err(|e| CliError::failed(e.to_string()))??;
+    }
     Ok(ExitCode::SUCCESS)
 }
 

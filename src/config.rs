@@ -5,7 +5,8 @@
 //! typo must not silently fall back to a default). Secrets never sit inline: `api_key_env` names an
 //! environment variable and `api_key_file` a file (for example a systemd credential); both are read
 //! here through a lookup the caller passes in, so nothing below the entry point reads the process
-//! environment itself.
+//! environment itself. The standard proxy variables (`HTTPS_PROXY`, `NO_PROXY`, ...) are read the
+//! same way, once, into [`EnvProxies`]; the HTTP clients never consult the environment.
 
 use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::fmt;
@@ -68,6 +69,79 @@ pub enum Credential {
     ClientCert(ClientCert),
 }
 
+/// Which trust anchors verify a server's certificate, besides `ca_file`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum TlsRoots {
+    /// The Mozilla roots compiled into the binary (webpki-roots): the same on every machine.
+    #[default]
+    Builtin,
+    /// The operating system's store (e.g. `/etc/ssl/certs`, or `SSL_CERT_FILE`), where companies
+    /// often install their own roots.
+    System,
+}
+
+impl TlsRoots {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TlsRoots::Builtin => "builtin",
+            TlsRoots::System => "system",
+        }
+    }
+}
+
+/// How servers are verified: `tls_roots` and `ca_file`, in `[collection]` (overridable per
+/// account) and in `[alerts]` (the webhook and Slack sinks).
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct TlsSettings {
+    pub roots: TlsRoots,
+    /// A PEM file of extra roots (a private CA, a TLS-inspecting proxy's CA), trusted in addition
+    /// to `roots`.
+    pub ca_file: Option<PathBuf>,
+}
+
+/// One proxy server and its credentials.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ProxyServer {
+    /// `scheme://host:port`, without user or password: safe to print.
+    pub url: Url,
+    /// The user name from the URL (`http://USER@host:port`), percent-decoded.
+    pub username: Option<String>,
+    /// From `proxy_password_env` / `proxy_password_file`, or from a proxy environment variable.
+    pub password: Option<Secret>,
+    /// Where it was configured, for messages: `proxy_url` or the environment variable's name.
+    pub source: String,
+}
+
+/// The proxies the standard environment names, read once when the configuration is loaded
+/// (through [`Env`], like every other value from the environment).
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct EnvProxies {
+    /// `HTTPS_PROXY` / `https_proxy`, else `ALL_PROXY` / `all_proxy`: for https:// URLs.
+    pub https: Option<ProxyServer>,
+    /// `HTTP_PROXY` / `http_proxy`, else `ALL_PROXY` / `all_proxy`: for http:// URLs.
+    pub http: Option<ProxyServer>,
+    /// `NO_PROXY` / `no_proxy`: hosts, domains (and their subdomains), IP addresses or networks
+    /// that bypass the proxies above; `*` bypasses them all.
+    pub no_proxy: Option<String>,
+}
+
+/// Where requests go: `proxy_url` in `[collection]` (overridable per account) and `[alerts]`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ProxySetting {
+    /// No `proxy_url`: the standard environment (nothing set: direct).
+    Environment(EnvProxies),
+    /// `proxy_url = ""`: straight to the server, whatever the environment says.
+    Direct,
+    /// `proxy_url = "..."`: every request through this proxy (`NO_PROXY` does not apply).
+    Explicit(ProxyServer),
+}
+
+impl Default for ProxySetting {
+    fn default() -> Self {
+        ProxySetting::Environment(EnvProxies::default())
+    }
+}
+
 /// A validated account.
 #[derive(Debug, Clone)]
 pub struct Account {
@@ -98,6 +172,10 @@ pub struct CollectionSettings {
     pub max_pages_per_window: u32,
     /// The largest response body read; a larger one fails its request (not retried).
     pub max_response_bytes: u64,
+    /// `tls_roots`, `ca_file`.
+    pub tls: TlsSettings,
+    /// `proxy_url` (with `proxy_password_env` / `proxy_password_file`), or the environment.
+    pub proxy: ProxySetting,
 }
 
 impl Default for CollectionSettings {
@@ -115,6 +193,8 @@ impl Default for CollectionSettings {
             max_window_rereads: default_max_window_rereads(),
             max_pages_per_window: default_max_pages_per_window(),
             max_response_bytes: default_max_response_bytes(),
+            tls: TlsSettings::default(),
+            proxy: ProxySetting::default(),
         }
     }
 }
@@ -251,6 +331,10 @@ pub struct AlertSettings {
     /// The configured rules, or [`rules::default_rules`] when none is configured.
     pub rules: Vec<Rule>,
     pub sinks: Vec<SinkConfig>,
+    /// How the webhook and Slack sinks verify receivers (`[alerts] tls_roots`, `ca_file`).
+    pub tls: TlsSettings,
+    /// How they reach them (`[alerts] proxy_url`, or the environment).
+    pub proxy: ProxySetting,
 }
 
 impl Default for AlertSettings {
@@ -260,6 +344,8 @@ impl Default for AlertSettings {
             delivery: DeliveryPolicy::default(),
             rules: rules::default_rules(),
             sinks: Vec::new(),
+            tls: TlsSettings::default(),
+            proxy: ProxySetting::default(),
         }
     }
 }
@@ -607,14 +693,27 @@ pub fn parse(text: &str, path: &Path, env: &dyn Env) -> Result<Config, ConfigErr
         }
     };
 
+    let env_proxies = env_proxies(env, &mut problems);
+    let base = CollectionSettings {
+        proxy: ProxySetting::Environment(env_proxies.clone()),
+        ..CollectionSettings::default()
+    };
     let defaults = match root.table("collection", &mut problems) {
         Some(t) => {
             let mut s = Section::new("collection".into(), t);
-            let d = collection_settings(&mut s, &CollectionSettings::default(), &mut problems);
+            let mut d = collection_settings(&mut s, &base, &mut problems);
+            transport_keys(
+                &mut s,
+                &mut d.tls,
+                &mut d.proxy,
+                &base_dir,
+                env,
+                &mut problems,
+            );
             s.finish(&mut problems);
             d
         }
-        None => CollectionSettings::default(),
+        None => base,
     };
 
     let users = match root.table("users", &mut problems) {
@@ -641,8 +740,11 @@ pub fn parse(text: &str, path: &Path, env: &dyn Env) -> Result<Config, ConfigErr
     };
 
     let alerts = match root.table("alerts", &mut problems) {
-        Some(t) => alert_settings(t, &base_dir, env, &mut problems),
-        None => AlertSettings::default(),
+        Some(t) => alert_settings(t, &base_dir, env, &env_proxies, &mut problems),
+        None => AlertSettings {
+            proxy: ProxySetting::Environment(env_proxies.clone()),
+            ..AlertSettings::default()
+        },
     };
 
     let schedule = match root.table("schedule", &mut problems) {
@@ -857,10 +959,15 @@ fn alert_settings(
     t: &toml::Table,
     base_dir: &Path,
     env: &dyn Env,
+    env_proxies: &EnvProxies,
     problems: &mut Vec<String>,
 ) -> AlertSettings {
-    let mut a = AlertSettings::default();
+    let mut a = AlertSettings {
+        proxy: ProxySetting::Environment(env_proxies.clone()),
+        ..AlertSettings::default()
+    };
     let mut s = Section::new("alerts".into(), t);
+    transport_keys(&mut s, &mut a.tls, &mut a.proxy, base_dir, env, problems);
     if let Some(v) = s.integer("backfill_horizon_hours", 0, 24 * 3650, problems) {
         a.backfill_horizon = Duration::from_secs(v as u64 * 3600);
     }
@@ -1147,6 +1254,178 @@ fn secret_from(
     }
 }
 
+/// `tls_roots`, `ca_file`, `proxy_url`, `proxy_password_env` and `proxy_password_file` of one
+/// section (`[collection]`, an account, `[alerts]`), applied over what the section inherits. An
+/// account that sets its own `proxy_url` takes the password keys of its own section only, so a
+/// password meant for one proxy is never sent to another.
+fn transport_keys(
+    s: &mut Section<'_>,
+    tls: &mut TlsSettings,
+    proxy: &mut ProxySetting,
+    base_dir: &Path,
+    env: &dyn Env,
+    problems: &mut Vec<String>,
+) {
+    if let Some(v) = s.string("tls_roots", problems) {
+        match v.as_str() {
+            "builtin" => tls.roots = TlsRoots::Builtin,
+            "system" => tls.roots = TlsRoots::System,
+            other => problems.push(format!(
+                "{}: {other:?} is not \"builtin\" (the public roots built into auditwarden) or \"system\" (the operating system's store)",
+                s.key("tls_roots")
+            )),
+        }
+    }
+    if let Some(f) = s.string("ca_file", problems) {
+        if f.trim().is_empty() {
+            // An account may drop the default's extra roots.
+            tls.ca_file = None;
+        } else {
+            let p = resolve(base_dir, &f);
+            if p.is_file() {
+                tls.ca_file = Some(p);
+            } else {
+                problems.push(format!(
+                    "{}: {} is not a readable file (PEM certificates to trust)",
+                    s.key("ca_file"),
+                    p.display()
+                ));
+            }
+        }
+    }
+    let url_key = s.key("proxy_url");
+    let url = s.string("proxy_url", problems);
+    let password = secret_from(s, "proxy_password", base_dir, env, problems);
+    let password_key = if s.has("proxy_password_env") {
+        s.key("proxy_password_env")
+    } else {
+        s.key("proxy_password_file")
+    };
+    match url {
+        Some(u) if u.trim().is_empty() => {
+            if password.is_some() {
+                problems.push(format!(
+                    "{password_key}: set, but proxy_url = \"\" means no proxy"
+                ));
+            }
+            *proxy = ProxySetting::Direct;
+        }
+        Some(u) => {
+            if let Some(mut server) = proxy_server(&url_key, &u, "proxy_url", problems) {
+                if password.is_some() && server.username.is_none() {
+                    problems.push(format!(
+                        "{password_key}: {url_key} names no user; write it as http://USER@host:port"
+                    ));
+                }
+                server.password = password;
+                *proxy = ProxySetting::Explicit(server);
+            }
+        }
+        None => {
+            if let Some(pw) = password {
+                match proxy {
+                    ProxySetting::Explicit(server) if server.username.is_some() => {
+                        server.password = Some(pw)
+                    }
+                    ProxySetting::Explicit(_) => problems.push(format!(
+                        "{password_key}: the inherited proxy_url names no user; write it as http://USER@host:port"
+                    )),
+                    _ => problems.push(format!(
+                        "{password_key}: needs proxy_url (the proxy it is the password of)"
+                    )),
+                }
+            }
+        }
+    }
+}
+
+/// A proxy URL from the configuration (`proxy_url`) or the environment (`HTTPS_PROXY`). The text
+/// is never echoed in a problem: it may hold a password. In the configuration a password is
+/// refused (it belongs in `proxy_password_env` / `proxy_password_file`); in the environment, where
+/// `http://user:password@host:port` is the convention, it is kept as a [`Secret`].
+fn proxy_server(
+    key: &str,
+    raw: &str,
+    source: &str,
+    problems: &mut Vec<String>,
+) -> Option<ProxyServer> {
+    let from_env = source != "proxy_url";
+    let text = raw.trim();
+    // The environment convention allows a bare host:port (curl and reqwest assume http://).
+    let with_scheme = if from_env && !text.contains("://") {
+        format!("http://{text}")
+    } else {
+        text.to_string()
+    };
+    let Ok(mut url) = Url::parse(&with_scheme) else {
+        problems.push(format!(
+            "{key}: not a proxy URL like http://proxy.example.com:3128 (the value is not shown: it may hold a password)"
+        ));
+        return None;
+    };
+    if !matches!(url.scheme(), "http" | "https") || url.host_str().is_none() {
+        problems.push(format!(
+            "{key}: a proxy must be http:// or https:// with a host (the value is not shown)"
+        ));
+        return None;
+    }
+    if url.password().is_some() && !from_env {
+        problems.push(format!(
+            "{key}: the URL holds a password, which is not shown and not accepted here: keep the user in the URL (http://USER@host:port) and put the password in proxy_password_env or proxy_password_file"
+        ));
+        return None;
+    }
+    if (url.path() != "/" && !url.path().is_empty())
+        || url.query().is_some()
+        || url.fragment().is_some()
+    {
+        problems.push(format!(
+            "{key}: a proxy URL is scheme, host and port only (the value is not shown)"
+        ));
+        return None;
+    }
+    let decode = |s: &str| {
+        percent_encoding::percent_decode_str(s)
+            .decode_utf8_lossy()
+            .into_owned()
+    };
+    let username = Some(decode(url.username())).filter(|u| !u.is_empty());
+    let password = url.password().map(|p| Secret::new(decode(p)));
+    // Neither can fail on an http(s) URL with a host.
+    let _ = url.set_username("");
+    let _ = url.set_password(None);
+    Some(ProxyServer {
+        url,
+        username,
+        password,
+        source: source.to_string(),
+    })
+}
+
+/// The standard proxy environment: `HTTPS_PROXY`, `HTTP_PROXY`, `ALL_PROXY` and `NO_PROXY`, each
+/// also in lower case (upper case wins), as curl and most HTTP clients read them.
+fn env_proxies(env: &dyn Env, problems: &mut Vec<String>) -> EnvProxies {
+    let first = |names: &[&'static str]| {
+        names
+            .iter()
+            .find_map(|n| env.var(n).filter(|v| !v.trim().is_empty()).map(|v| (*n, v)))
+    };
+    let mut server = |names: &[&'static str]| {
+        first(names).and_then(|(name, v)| {
+            proxy_server(&format!("environment variable {name}"), &v, name, problems)
+        })
+    };
+    let all = server(&["ALL_PROXY", "all_proxy"]);
+    let https = server(&["HTTPS_PROXY", "https_proxy"]).or_else(|| all.clone());
+    let http = server(&["HTTP_PROXY", "http_proxy"]).or(all);
+    let no_proxy = first(&["NO_PROXY", "no_proxy"]).map(|(_, v)| v.trim().to_string());
+    EnvProxies {
+        https,
+        http,
+        no_proxy,
+    }
+}
+
 fn http_url(key: &str, raw: &str, problems: &mut Vec<String>) -> Option<Url> {
     match Url::parse(raw) {
         Ok(u) if matches!(u.scheme(), "http" | "https") && u.host_str().is_some() => Some(u),
@@ -1393,7 +1672,15 @@ fn account(
         .integer("backfill_days", 0, 3650, problems)
         .map(|v| v as u32)
         .unwrap_or_else(default_backfill_days);
-    let collection = collection_settings(&mut s, defaults, problems);
+    let mut collection = collection_settings(&mut s, defaults, problems);
+    transport_keys(
+        &mut s,
+        &mut collection.tls,
+        &mut collection.proxy,
+        base_dir,
+        env,
+        problems,
+    );
     s.finish(problems);
 
     let kind = kind?;
@@ -1416,6 +1703,11 @@ fn account(
         env,
         problems,
     );
+    if client_cert_file.is_some() && url.as_ref().is_some_and(|u| u.scheme() != "https") {
+        problems.push(format!(
+            "{key}.client_cert_file: a client certificate is only presented over https://; base_url is http://"
+        ));
+    }
     if problems.len() > before {
         return None;
     }
@@ -1737,7 +2029,9 @@ mod tests {
         // Optional keys shown commented out in the example are parsed too.
         let text = std::fs::read_to_string(&path)
             .unwrap()
-            .replace("# signing_key_file = ", "signing_key_file = ");
+            .replace("# signing_key_file = ", "signing_key_file = ")
+            .replace("# proxy_url = ", "proxy_url = ")
+            .replace("# proxy_password_env = ", "proxy_password_env = ");
         let any_env = |name: &str| {
             Some(if name.ends_with("_URL") {
                 "https://hooks.example.com/slack".to_string()
@@ -1778,6 +2072,18 @@ mod tests {
         assert_eq!(cfg.schedule.time_zone, chrono_tz::UTC);
         assert_eq!(cfg.daemon.listen, "127.0.0.1:9464".parse().ok());
         assert_eq!(cfg.daemon.shutdown_grace, Duration::from_secs(30));
+        for (what, tls, proxy) in [
+            ("collection", &one.collection.tls, &one.collection.proxy),
+            ("alerts", &cfg.alerts.tls, &cfg.alerts.proxy),
+        ] {
+            assert_eq!(tls, &TlsSettings::default(), "{what}");
+            let ProxySetting::Explicit(p) = proxy else {
+                panic!("{what}: {proxy:?}")
+            };
+            assert_eq!(p.url.as_str(), "http://proxy.example.com:3128/", "{what}");
+            assert_eq!(p.username.as_deref(), Some("auditwarden"), "{what}");
+            assert!(p.password.is_some(), "{what}");
+        }
     }
 
     /// `[schedule]` and `[daemon]`: five- and six-field crons, "" switches off, bad values named.
@@ -2025,6 +2331,159 @@ mod tests {
             cfg.accounts[0].base_url.as_str(),
             "https://clientauth.one.ch.digicert.com/"
         );
+    }
+
+    /// `tls_roots` and `ca_file` in [collection], overridden per account, and in [alerts]; bad
+    /// values are named.
+    #[test]
+    fn tls_keys() {
+        let dir = tempfile::tempdir().unwrap();
+        let ca = dir.path().join("corp.pem");
+        std::fs::write(&ca, "x").unwrap();
+        let text = format!(
+            "[store]\npath = \"x.db\"\n[collection]\ntls_roots = \"system\"\nca_file = {ca:?}\n\
+             [alerts]\nca_file = {ca:?}\n\
+             [[accounts]]\nname = \"a\"\nkind = \"certcentral\"\napi_key_env = \"KEY_A\"\n\
+             [[accounts]]\nname = \"b\"\nkind = \"certcentral\"\napi_key_env = \"KEY_A\"\ntls_roots = \"builtin\"\nca_file = \"\"\n"
+        );
+        let cfg = parse_str(&text).unwrap();
+        let (a, b) = (
+            &cfg.accounts[0].collection.tls,
+            &cfg.accounts[1].collection.tls,
+        );
+        assert_eq!(
+            (a.roots, a.ca_file.as_deref()),
+            (TlsRoots::System, Some(ca.as_path()))
+        );
+        assert_eq!((b.roots, b.ca_file.as_deref()), (TlsRoots::Builtin, None));
+        assert_eq!(cfg.alerts.tls.ca_file.as_deref(), Some(ca.as_path()));
+        assert_eq!(cfg.alerts.tls.roots, TlsRoots::Builtin);
+        let err = parse_str(
+            "[store]\npath = \"x.db\"\n[collection]\ntls_roots = \"os\"\n[[accounts]]\nname = \"a\"\nkind = \"certcentral\"\napi_key_env = \"KEY_A\"\nca_file = \"/nonexistent/ca.pem\"\n",
+        )
+        .unwrap_err()
+        .to_string();
+        for needle in [
+            "collection.tls_roots: \"os\" is not \"builtin\"",
+            "accounts[0].ca_file: /nonexistent/ca.pem is not a readable file",
+        ] {
+            assert!(err.contains(needle), "{needle} in {err}");
+        }
+    }
+
+    /// `proxy_url` takes a user but never a password (refused without echoing it); the password
+    /// comes from proxy_password_env/_file; "" means direct; an account's own proxy_url does not
+    /// inherit another proxy's password.
+    #[test]
+    fn proxy_keys() {
+        let env = |name: &str| match name {
+            "KEY_A" => Some("secret-a".to_string()),
+            "PROXY_PW" => Some("pw-planted-1".to_string()),
+            _ => None,
+        };
+        let acct = "[[accounts]]\nname = \"a\"\nkind = \"certcentral\"\napi_key_env = \"KEY_A\"\n";
+        let text = format!(
+            "[store]\npath = \"x.db\"\n[collection]\nproxy_url = \"http://svc%40corp@proxy.corp:3128\"\nproxy_password_env = \"PROXY_PW\"\n\
+             {acct}{}{}",
+            acct.replace("\"a\"", "\"b\"") + "proxy_url = \"\"\n",
+            acct.replace("\"a\"", "\"c\"") + "proxy_url = \"http://other:8080\"\n",
+        );
+        let cfg = parse(&text, Path::new("/etc/aw.toml"), &env).unwrap_or_else(|e| panic!("{e}"));
+        let ProxySetting::Explicit(p) = &cfg.accounts[0].collection.proxy else {
+            panic!("{:?}", cfg.accounts[0].collection.proxy)
+        };
+        assert_eq!(p.url.as_str(), "http://proxy.corp:3128/");
+        assert_eq!(p.username.as_deref(), Some("svc@corp"));
+        assert_eq!(
+            p.password.as_ref().map(Secret::expose),
+            Some("pw-planted-1")
+        );
+        assert!(!format!("{cfg:?}").contains("pw-planted-1"));
+        assert_eq!(cfg.accounts[1].collection.proxy, ProxySetting::Direct);
+        let ProxySetting::Explicit(c) = &cfg.accounts[2].collection.proxy else {
+            panic!()
+        };
+        assert!(c.password.is_none() && c.username.is_none());
+        // [alerts] is not [collection]: without its own proxy_url it follows the environment.
+        assert_eq!(
+            cfg.alerts.proxy,
+            ProxySetting::Environment(EnvProxies::default())
+        );
+
+        let err = parse(
+            &format!(
+                "[store]\npath = \"x.db\"\n[collection]\nproxy_url = \"http://u:hunter2-planted@proxy:3128\"\n[alerts]\nproxy_url = \"http://proxy:3128\"\nproxy_password_env = \"PROXY_PW\"\n{acct}proxy_password_env = \"PROXY_PW\"\nproxy_url = \"socks5://proxy:1080\"\n"
+            ),
+            Path::new("/etc/aw.toml"),
+            &env,
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(!err.contains("hunter2"), "{err}");
+        for needle in [
+            "collection.proxy_url: the URL holds a password",
+            "alerts.proxy_password_env: alerts.proxy_url names no user",
+            "accounts[0].proxy_url: a proxy must be http:// or https://",
+        ] {
+            assert!(err.contains(needle), "{needle} in {err}");
+        }
+    }
+
+    /// The standard proxy environment is read through `Env`: HTTPS_PROXY (with its password kept
+    /// secret), ALL_PROXY as the fallback, NO_PROXY; a bad value is named, never shown.
+    #[test]
+    fn proxy_environment() {
+        let base = "[store]\npath = \"x.db\"\n[[accounts]]\nname = \"a\"\nkind = \"certcentral\"\napi_key_env = \"KEY_A\"\n";
+        let env = |name: &str| match name {
+            "KEY_A" => Some("k".to_string()),
+            "https_proxy" => Some("http://u:env-pw-planted@proxy.corp:3128".to_string()),
+            "ALL_PROXY" => Some("proxy.corp:8080".to_string()),
+            "no_proxy" => Some("localhost, .internal".to_string()),
+            _ => None,
+        };
+        let cfg = parse(base, Path::new("/etc/aw.toml"), &env).unwrap();
+        let ProxySetting::Environment(e) = &cfg.accounts[0].collection.proxy else {
+            panic!()
+        };
+        let https = e.https.as_ref().unwrap();
+        assert_eq!(https.source, "https_proxy");
+        assert_eq!(https.url.as_str(), "http://proxy.corp:3128/");
+        assert_eq!(
+            https.password.as_ref().map(Secret::expose),
+            Some("env-pw-planted")
+        );
+        let http = e.http.as_ref().unwrap();
+        assert_eq!(
+            (http.source.as_str(), http.url.as_str()),
+            ("ALL_PROXY", "http://proxy.corp:8080/")
+        );
+        assert_eq!(e.no_proxy.as_deref(), Some("localhost, .internal"));
+        assert!(!format!("{cfg:?}").contains("env-pw-planted"));
+        let bad = |name: &str| match name {
+            "KEY_A" => Some("k".to_string()),
+            "HTTPS_PROXY" => Some("ftp://u:bad-pw-planted@x".to_string()),
+            _ => None,
+        };
+        let err = parse(base, Path::new("/etc/aw.toml"), &bad)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("environment variable HTTPS_PROXY"), "{err}");
+        assert!(!err.contains("bad-pw-planted"), "{err}");
+    }
+
+    /// A client certificate is only presented over https://.
+    #[test]
+    fn mtls_needs_https() {
+        let dir = tempfile::tempdir().unwrap();
+        let pem = dir.path().join("id.pem");
+        std::fs::write(&pem, "x").unwrap();
+        let err = parse_str(&format!(
+            "[store]\npath = \"x.db\"\n[[accounts]]\nname = \"a\"\nkind = \"digicert-one\"\nbase_url = \"http://127.0.0.1:8089\"\nclient_cert_file = {:?}\n",
+            pem.display().to_string()
+        ))
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("accounts[0].client_cert_file: a client certificate is only presented over https://"), "{err}");
     }
 
     /// Account overrides replace the [collection] defaults key by key.

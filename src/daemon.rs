@@ -627,7 +627,11 @@ async fn metrics_handler(State(shared): State<Arc<Shared>>) -> impl IntoResponse
     };
     let age = (Utc::now() - read_at).to_std().unwrap_or_default();
     let requests = crate::api::counters::global().snapshot();
-    let text = shared.with_metrics(|m| render_metrics(m, &db, age, &requests));
+    let mut text = shared.with_metrics(|m| render_metrics(m, &db, age, &requests));
+    // Client certificate expiry (mTLS accounts): read from the files, on a blocking thread.
+    let accounts = shared.config.borrow().accounts.clone();
+    let certs = tokio::task::spawn_blocking(move || crate::api::tls::expiry_metrics(&accounts));
+    text.push_str(&certs.await.unwrap_or_default());
     (
         StatusCode::OK,
         [(

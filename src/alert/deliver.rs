@@ -146,10 +146,10 @@ pub async fn deliver_at(
         c.pending += n;
         c.wait_until(*next);
     }
-    let http = match reqwest::Client::builder().build() {
+    let http = match sinks::http_client(settings) {
         Ok(c) => c,
         Err(e) => {
-            summary.error = Some(format!("cannot build the HTTP client: {e}"));
+            summary.error = Some(e);
             return summary;
         }
     };
@@ -557,7 +557,8 @@ fn backoff(policy: &DeliveryPolicy, attempt: u32, e: &SinkError) -> Duration {
 }
 
 /// Send a test alert through one sink (not stored), with the usual retries.
-pub async fn send_test(sink: &SinkConfig, policy: &DeliveryPolicy) -> Result<String, SinkError> {
+pub async fn send_test(sink: &SinkConfig, settings: &AlertSettings) -> Result<String, SinkError> {
+    let policy = &settings.delivery;
     let now = Utc::now();
     let uid = format!("aw_test_{}", now.timestamp_millis());
     let payload = serde_json::json!({
@@ -574,8 +575,8 @@ pub async fn send_test(sink: &SinkConfig, policy: &DeliveryPolicy) -> Result<Str
     })
     .to_string();
     let summary = format!("auditwarden test alert for sink {}", sink.name);
-    let http = reqwest::Client::builder().build().map_err(|e| SinkError {
-        message: format!("cannot build the HTTP client: {e}"),
+    let http = sinks::http_client(settings).map_err(|message| SinkError {
+        message,
         retryable: false,
         retry_after: None,
     })?;

@@ -11,7 +11,7 @@ use hmac::{Hmac, Mac};
 use sha2::Sha256;
 use tokio::io::AsyncWriteExt;
 
-use crate::config::{SinkConfig, SinkKind};
+use crate::config::{AlertSettings, SinkConfig, SinkKind};
 use crate::secret::Secret;
 
 #[derive(Debug, Clone, thiserror::Error)]
@@ -61,6 +61,17 @@ pub fn sign(secret: &Secret, id: &str, timestamp: i64, body: &str) -> String {
     format!("v1,{}", BASE64.encode(mac.finalize().into_bytes()))
 }
 
+/// The HTTP client of the webhook and Slack sinks: `[alerts] tls_roots`, `ca_file` and the proxy
+/// (`proxy_url`, or the standard environment), as the DigiCert clients take them from
+/// `[collection]`.
+pub fn http_client(settings: &AlertSettings) -> Result<reqwest::Client, String> {
+    let builder = reqwest::Client::builder();
+    let (builder, _) = crate::api::tls::configure(builder, &settings.tls, &settings.proxy, None)?;
+    builder
+        .build()
+        .map_err(|e| format!("cannot build the HTTP client: {e}"))
+}
+
 /// Send one alert through one sink, once.
 pub async fn send(
     http: &reqwest::Client,
@@ -102,6 +113,14 @@ pub async fn send(
 
 async fn check(r: Result<reqwest::Response, reqwest::Error>) -> Result<(), SinkError> {
     let resp = r.map_err(|e| {
+        if let Some(why) = crate::api::tls::explain_sink_error(&e) {
+            // An untrusted receiver or a proxy refusing the tunnel: another attempt cannot help.
+            return SinkError {
+                message: why,
+                retryable: false,
+                retry_after: None,
+            };
+        }
         let e = e.without_url();
         let what = if e.is_timeout() {
             "timed out".to_string()

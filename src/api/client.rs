@@ -72,6 +72,8 @@ pub struct Client {
     /// Cleared when the server refuses `sort=timestamp` with a 400 (the value is an assumption of
     /// the contract); paging then relies on drift detection alone.
     send_sort: AtomicBool,
+    /// What this client trusts and presents, for TLS messages and `check`.
+    tls: super::tls::TlsContext,
 }
 
 impl Client {
@@ -82,18 +84,20 @@ impl Client {
             .connect_timeout(c.request_timeout.min(Duration::from_secs(10)))
             .user_agent(concat!("auditwarden/", env!("CARGO_PKG_VERSION")))
             .redirect(reqwest::redirect::Policy::none());
+        let (b, mut tls) =
+            super::tls::configure(builder, &c.tls, &c.proxy, Some(&account.base_url))
+                .map_err(ApiError::Tls)?;
+        builder = b;
         let key = match &account.credential {
             Credential::ApiKey(k) => Some(k.clone()),
             Credential::ClientCert(cert) => {
-                let pem = std::fs::read(&cert.pem_file).map_err(|e| {
-                    ApiError::Setup(format!("cannot read {}: {e}", cert.pem_file.display()))
-                })?;
-                let id = reqwest::Identity::from_pem(&pem).map_err(|e| {
-                    ApiError::Setup(format!(
-                        "{} is not a PEM certificate with its key: {e}",
-                        cert.pem_file.display()
-                    ))
-                })?;
+                // mTLS: the certificate is the credential; no API key is sent.
+                let (id, info) = super::tls::load_client_cert(&cert.pem_file, SystemTime::now())
+                    .map_err(ApiError::Tls)?;
+                if let Some(w) = info.expiry_warning(SystemTime::now()) {
+                    tracing::warn!(event = "client_cert_expiring", account = %account.name, not_after = %info.not_after, "{w}");
+                }
+                tls.client_cert = Some(info);
                 builder = builder.identity(id);
                 None
             }
@@ -113,6 +117,7 @@ impl Client {
             max_body: c.max_response_bytes,
             stats: RequestStats::default(),
             send_sort: AtomicBool::new(true),
+            tls,
         })
     }
 
@@ -123,6 +128,15 @@ impl Client {
     /// The pace the throttle has settled on (after the server's 429s, if any).
     pub fn pace(&self) -> Pace {
         self.throttle.pace()
+    }
+
+    /// The TLS setup: trust anchors, client certificate, proxy (for `check`).
+    pub fn tls(&self) -> &super::tls::TlsContext {
+        &self.tls
+    }
+
+    pub fn base_url(&self) -> &Url {
+        &self.base
     }
 
     fn prefix(&self) -> &'static str {
@@ -332,6 +346,9 @@ impl Client {
     }
 
     fn transport_error(&self, e: reqwest::Error) -> ApiError {
+        if let Some(why) = super::tls::explain(&e, &self.tls, &self.base) {
+            return ApiError::Tls(why);
+        }
         if e.is_timeout() {
             ApiError::Timeout(self.timeout)
         } else {

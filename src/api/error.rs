@@ -73,6 +73,11 @@ pub enum ApiError {
     /// The client could not be built (e.g. an unreadable client certificate).
     #[error("cannot set up the HTTP client: {0}")]
     Setup(String),
+    /// TLS cannot work as configured: an untrusted server certificate, a client certificate that
+    /// is expired, not yet valid, mismatched with its key or rejected by the server, an unusable
+    /// `ca_file`, or a proxy that refuses the tunnel. Retrying does not help.
+    #[error("{0}")]
+    Tls(String),
 }
 
 fn fmt_wait(d: &Option<Duration>) -> String {
@@ -125,6 +130,7 @@ impl ApiError {
             ApiError::WaitTooLong { .. } => "wait_too_long",
             ApiError::Exhausted { .. } => "exhausted",
             ApiError::Setup(_) => "setup",
+            ApiError::Tls(_) => "tls",
         }
     }
 }

@@ -6,11 +6,14 @@
 //! - [`throttle`]: fixed windows where limits are known, an adaptive pace learned from 429s.
 //! - [`error`]: [`ApiError`], which knows whether it is worth retrying.
 //! - [`counters`]: every request of the process by account, endpoint and status, for `/metrics`.
+//! - [`tls`]: trust anchors (`tls_roots`, `ca_file`), proxies and mTLS identities for every
+//!   outgoing client, and the sentence that explains a failed handshake.
 
 pub mod client;
 pub mod counters;
 pub mod error;
 pub mod throttle;
+pub mod tls;
 pub mod users;
 pub mod wire;
 

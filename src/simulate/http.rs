@@ -10,6 +10,7 @@ use axum::body::{Body, Bytes};
 use axum::extract::State;
 use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
+use axum::Extension;
 use axum::Router;
 use chrono::NaiveDate;
 use rand::Rng;
@@ -32,20 +33,66 @@ pub async fn serve(
     sim: Arc<Simulator>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    let app = Router::new().fallback(handle).with_state(sim);
-    axum::serve(listener, app)
+    axum::serve(listener, router(sim))
         .with_graceful_shutdown(shutdown)
         .await
 }
 
+/// Serve `/_sim/*` only (404 for the APIs) on `listener` until `shutdown` completes: the plain
+/// control listener beside an HTTPS simulator.
+pub async fn serve_control(
+    listener: tokio::net::TcpListener,
+    sim: Arc<Simulator>,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    axum::serve(listener, control_router(sim))
+        .with_graceful_shutdown(shutdown)
+        .await
+}
+
+/// Both APIs and `/_sim/*`.
+pub(super) fn router(sim: Arc<Simulator>) -> Router {
+    Router::new().fallback(handle).with_state(sim)
+}
+
+/// `/_sim/*` only (the plain-HTTP control listener beside an HTTPS simulator).
+pub(super) fn control_router(sim: Arc<Simulator>) -> Router {
+    Router::new().fallback(handle_control).with_state(sim)
+}
+
+/// Set on the requests of a TLS connection whose client presented a certificate that the
+/// `--client-ca` verifier accepted (rustls refuses the handshake otherwise).
+#[derive(Debug, Clone, Copy)]
+pub(super) struct ClientCertVerified;
+
 async fn handle(
+    State(sim): State<Arc<Simulator>>,
+    cert: Option<Extension<ClientCertVerified>>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    sim.dispatch(&method, &uri, &headers, &body, cert.is_some())
+        .await
+        .into_response()
+}
+
+async fn handle_control(
     State(sim): State<Arc<Simulator>>,
     method: Method,
     uri: Uri,
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    sim.dispatch(&method, &uri, &headers, &body)
+    if uri.path() != "/_sim" && !uri.path().starts_with("/_sim/") {
+        return control_error(
+            404,
+            "this listener serves /_sim/* only; the APIs are on HTTPS",
+        )
+        .into_response();
+    }
+    sim.dispatch(&method, &uri, &headers, &body, false)
         .await
         .into_response()
 }
@@ -258,6 +305,7 @@ impl Simulator {
         uri: &Uri,
         headers: &HeaderMap,
         body: &[u8],
+        client_cert: bool,
     ) -> Reply {
         let path = uri.path();
         let params = Params::parse(uri.query());
@@ -293,8 +341,15 @@ impl Simulator {
                 return reply;
             }
         }
-        let (label, mut reply) =
-            self.api_route(api, method, rest, &params, headers, fault.is_none());
+        let (label, mut reply) = self.api_route(
+            api,
+            method,
+            rest,
+            &params,
+            headers,
+            client_cert,
+            fault.is_none(),
+        );
         let mut applied = None;
         match fault {
             Some(RequestFault::Slow) => {
@@ -452,7 +507,12 @@ impl Simulator {
         self.error(api, 400, code, message)
     }
 
-    fn authenticate(&self, api: Api, headers: &HeaderMap) -> Result<(), Reply> {
+    /// DigiCert ONE takes a verified client certificate instead of the key (contract 1.1: mTLS,
+    /// no `x-api-key`); CertCentral always needs its key.
+    fn authenticate(&self, api: Api, headers: &HeaderMap, client_cert: bool) -> Result<(), Reply> {
+        if client_cert && api == Api::One {
+            return Ok(());
+        }
         let name = match api {
             Api::One => "x-api-key",
             Api::Cc => "x-dc-devkey",
@@ -477,6 +537,7 @@ impl Simulator {
         }
     }
 
+    #[allow(clippy::too_many_arguments)]
     fn api_route(
         &self,
         api: Api,
@@ -484,10 +545,11 @@ impl Simulator {
         rest: &str,
         params: &Params,
         headers: &HeaderMap,
+        client_cert: bool,
         may_change: bool,
     ) -> (String, Reply) {
         let label = route_label(api, method, rest);
-        if let Err(r) = self.authenticate(api, headers) {
+        if let Err(r) = self.authenticate(api, headers, client_cert) {
             return (label, r);
         }
         let segs: Vec<&str> = rest

@@ -57,6 +57,12 @@
 //! - `POST /_sim/freeze` stops arrivals and request faults; `POST /_sim/faults` replaces the spec,
 //!   unfreezes and restarts the `drift`/`late` counts.
 //!
+//! # HTTPS and mTLS
+//! [`serve_tls`] serves the same routes over HTTPS with a server certificate from PEM files
+//! ([`server_config`]); with a client CA every connection must present a certificate that CA
+//! issued, and DigiCert ONE routes then accept it instead of `x-api-key` (contract 1.1). Beside
+//! it, [`serve_control`] can serve `/_sim/*` alone over plain HTTP for test harnesses.
+//!
 //! # Control endpoints (no authentication, never faulted)
 //! `GET /_sim/truth[?events=0]`, `GET /_sim/stats`, `POST /_sim/freeze`, `POST /_sim/faults`
 //! (body: a SPEC), `POST /_sim/events` (`{"count": N, "day": "YYYY-MM-DD"?}`),
@@ -67,6 +73,7 @@
 
 mod faults;
 mod http;
+mod tls;
 mod world;
 
 #[cfg(test)]
@@ -80,7 +87,8 @@ use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 
 pub use faults::{FaultSpec, RequestFault, DEFAULT_HUGE_BODY_MB, DEFAULT_SLOW_MS, FAULT_NAMES};
-pub use http::serve;
+pub use http::{serve, serve_control};
+pub use tls::{serve_tls, server_config};
 
 use world::World;
 
@@ -137,6 +145,8 @@ struct Stats {
     routes: BTreeMap<String, u64>,
     faults: BTreeMap<&'static str, u64>,
     statuses: BTreeMap<u16, u64>,
+    /// TCP connections accepted by the HTTPS listener (a test's proxy compares its tunnels).
+    tls_connections: u64,
 }
 
 /// A running simulated world. Share it as `Arc<Simulator>`.
@@ -245,6 +255,7 @@ impl Simulator {
             "routes": s.routes,
             "faults": s.faults,
             "statuses": statuses,
+            "tls_connections": s.tls_connections,
             "frozen": c.frozen,
             "arrivals": {
                 "drift": w.inserted_drift,
@@ -253,6 +264,10 @@ impl Simulator {
                 "busy": w.inserted_arrivals,
             },
         })
+    }
+
+    fn count_tls_connection(&self) {
+        self.stats().tls_connections += 1;
     }
 
     /// Stop arrivals and request faults from now on (`POST /_sim/freeze`).

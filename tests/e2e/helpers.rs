@@ -192,7 +192,7 @@ impl App {
         let mut text = format!("[store]\npath = \"aw.db\"\n\n[collection]\n{FAST}\n");
         for (name, kind, url, extra) in accounts {
             // An account whose extra lines name their own credential gets no default one.
-            let key = if extra.contains("api_key_") {
+            let key = if extra.contains("api_key_") || extra.contains("client_cert_file") {
                 ""
             } else {
                 "api_key_env = \"TEST_API_KEY\"\n"
@@ -611,4 +611,47 @@ pub fn output_and_peak_rss(cmd: &mut Command) -> (Output, u64) {
 /// How many requests the simulator served on `route` (e.g. `GET /account/api/v1/audit-log`).
 pub fn route_count(stats: &serde_json::Value, route: &str) -> u64 {
     stats["routes"][route].as_u64().unwrap_or(0)
+}
+
+impl Sim {
+    /// An HTTPS simulator: `args` hold `--tls-cert`, `--tls-key` and maybe `--client-ca`. Its
+    /// control endpoints are served on plain HTTP beside it, and that is `addr` (so `truth`,
+    /// `stats` and `assert_matches_truth` work unchanged); the https:// base URL is returned.
+    pub fn start_tls(args: &[&str]) -> (Sim, String) {
+        let mut child = Command::new(BIN)
+            .args([
+                "simulate",
+                "--listen",
+                "127.0.0.1:0",
+                "--control-listen",
+                "127.0.0.1:0",
+            ])
+            .args(args)
+            .env("AUDITWARDEN_SIM_API_KEY", KEY)
+            .env("AUDITWARDEN_NOW", clock_env())
+            .env("AUDITWARDEN_LOG", "warn")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("spawn simulator");
+        let stdout = child.stdout.take().expect("stdout");
+        let mut reader = BufReader::new(stdout);
+        let mut lines = [String::new(), String::new()];
+        for l in &mut lines {
+            reader.read_line(l).expect("simulator address line");
+        }
+        let https = lines[0]
+            .split_whitespace()
+            .find(|w| w.starts_with("https://"))
+            .unwrap_or_else(|| panic!("no https address in {:?}", lines[0]))
+            .to_string();
+        let addr = lines[1]
+            .trim()
+            .rsplit("http://")
+            .next()
+            .expect("control address")
+            .to_string();
+        assert!(addr.starts_with("127.0.0.1:"), "unexpected {lines:?}");
+        (Sim { child, addr }, https)
+    }
 }

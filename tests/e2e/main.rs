@@ -15,4 +15,5 @@ mod messages;
 mod reports;
 mod secrets;
 mod signed_reports;
+mod tls;
 mod users;
