@@ -2049,9 +2049,13 @@ mod tests {
         assert_eq!(one.kind, AccountKind::DigicertOne);
         assert_eq!(one.base_url.as_str(), "https://one.digicert.com/");
         assert_eq!(one.backfill_days, 90);
+        // Every default, except the proxy that this test uncomments (checked below).
         assert_eq!(
             one.collection,
-            CollectionSettings::default(),
+            CollectionSettings {
+                proxy: one.collection.proxy.clone(),
+                ..CollectionSettings::default()
+            },
             "the example shows the defaults"
         );
         assert!(cfg.store.path.ends_with("auditwarden.db"));
