@@ -246,11 +246,14 @@ impl Store {
                 };
                 facts.grants.push(g);
             }
+            // `?1` in the subquery, not `h.account`: uncorrelated, it runs once; the correlated
+            // one scanned every user of the account for each history row (quadratic: over 20
+            // CPU-minutes after a hostile listing of 500,000 made-up users).
             let mut st = tx
                 .prepare(
                     "SELECT h.seq, h.user_id, u.user_name, u.user_type, u.roles, u.created_ms,
                         h.observed_ms, h.observed_ms <= (SELECT MIN(first_seen_ms) FROM users
-                            WHERE account = h.account)
+                            WHERE account = ?1)
                      FROM user_history h
                      JOIN users u ON u.account = h.account AND u.user_id = h.user_id
                      WHERE h.account = ?1 AND h.seq > ?2 AND h.field = 'first_seen'
