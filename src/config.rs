@@ -228,11 +228,11 @@ fn default_retry_max_secs() -> u64 {
 fn default_max_window_rereads() -> u32 {
     5
 }
-/// 500 pages of the default 1000 events: half a million events in one UTC day (or users in one
-/// listing), far past any real account; a server that never ends a read costs at most this many
-/// requests.
+/// 200 pages of the default 1000: 200,000 events in one UTC day (or users in one listing), far
+/// past any real account (a sibling DigiCert ONE service exports at most 10,000 entries); a server
+/// that never ends a read costs at most this many requests and stores at most this many pages.
 fn default_max_pages_per_window() -> u32 {
-    500
+    200
 }
 /// 32 MiB: a full page of 1000 events is about 0.6 MB, so this is 50 times the largest page the
 /// contract allows, and still a bounded amount of memory per account.
