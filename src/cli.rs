@@ -16,6 +16,7 @@ use crate::collect::{self, AccountSummary, CollectOptions};
 use crate::config::{self, Config, ProcessEnv};
 use crate::export::{self, ExportFormat};
 use crate::logging::{self, LogFormat};
+use crate::pass::{PassOptions, Stage};
 use crate::simulate;
 use crate::store::{EventFilter, Store};
 
@@ -438,29 +439,45 @@ async fn run(cli: Cli) -> Result<ExitCode, CliError> {
                 .select_accounts(account.as_deref())
                 .map_err(CliError::usage)?;
             let store = Store::open(&cfg.store.path)?;
-            let opts = CollectOptions {
-                today: crate::clock::today(),
-                progress: std::io::stderr().is_terminal(),
-                cancel: tokio_util::sync::CancellationToken::new(),
-                panic_account: test_panic_account(),
+            let mut out = std::io::stdout();
+            // Each stage is printed as it finishes; the first write error ends the command after
+            // the pass.
+            let mut io_err = None;
+            let mut show = |stage: Stage<'_>| {
+                let r = match stage {
+                    Stage::Collected(summaries) => print_summaries(&mut out, summaries),
+                    Stage::UsersSynced { users, .. } => {
+                        crate::report_users::print_user_summaries(&mut out, users)
+                    }
+                };
+                if let Err(e) = r {
+                    io_err.get_or_insert(e);
+                }
             };
-            let (mut store, summaries) = collect::collect(store, &accounts, &opts).await?;
-            let mut out = std::io::stdout().lock();
-            print_summaries(&mut out, &summaries)?;
-            // Users after the audit log, so the events that explain role changes are stored.
-            let user_summaries = collect::users::sync_users(&mut store, &accounts).await;
-            crate::report_users::print_user_summaries(&mut out, &user_summaries)?;
-            // Alerts never fail the collection: their problems are printed and logged only.
-            alerts_after_sync(&mut store, &accounts, &cfg, &mut out).await?;
-            Ok(
-                if summaries.iter().any(|s| s.error.is_some())
-                    || user_summaries.iter().any(|s| s.error.is_some())
-                {
-                    ExitCode::from(1)
-                } else {
-                    ExitCode::SUCCESS
+            let opts = PassOptions {
+                collect: CollectOptions {
+                    today: crate::clock::today(),
+                    progress: std::io::stderr().is_terminal(),
+                    cancel: tokio_util::sync::CancellationToken::new(),
+                    panic_account: test_panic_account(),
                 },
-            )
+                // Alerts never fail the collection: their problems are printed and logged only.
+                alerts: Some(&cfg.alerts),
+                on_stage: Some(&mut show),
+            };
+            let pass = crate::pass::run_pass(store, &accounts, opts).await?;
+            if let Some(e) = io_err {
+                return Err(e.into());
+            }
+            let mut out = std::io::stdout().lock();
+            if let Some(a) = &pass.alerts {
+                print_alerts(&mut out, a)?;
+            }
+            Ok(if pass.failed() {
+                ExitCode::from(1)
+            } else {
+                ExitCode::SUCCESS
+            })
         }
         Command::Simulate(args) => simulate_cmd(args).await,
         Command::Export(ExportCommand::Events {
@@ -574,7 +591,8 @@ async fn run(cli: Cli) -> Result<ExitCode, CliError> {
             let mut out = std::io::stdout().lock();
             crate::report_users::print_user_summaries(&mut out, &summaries)?;
             if matches!(cli.command, Command::SyncUsers { .. }) {
-                alerts_after_sync(&mut store, &accounts, &cfg, &mut out).await?;
+                let alerts = crate::pass::alerts(&mut store, &accounts, &cfg.alerts).await;
+                print_alerts(&mut out, &alerts)?;
             }
             Ok(if summaries.iter().any(|s| s.error.is_some()) {
                 ExitCode::from(1)
@@ -705,12 +723,7 @@ async fn run(cli: Cli) -> Result<ExitCode, CliError> {
         }
         Command::Alerts(args) => alerts_cmd(&cli, args).await,
         Command::Run => run_daemon(&cli).await,
-        Command::Demo(args) => {
-            crate::demo::run(args.db.clone(), args.events, args.days, &args.faults)
-                .await
-                .map(|_| ExitCode::SUCCESS)
-                .map_err(|e| CliError::failed(format!("{e:#}")))
-        }
+        Command::Demo(args) => demo_cmd(args).await,
     }
 }
 
@@ -942,16 +955,10 @@ fn verify_cmd(cli: &Cli, account: Option<&str>, db: Option<&Path>) -> Result<Exi
     }
 }
 
-/// Evaluate the rules on what the sync established, then deliver pending alerts; prints one line
-/// per account that got alerts and one per sink that had work.
-async fn alerts_after_sync(
-    store: &mut Store,
-    accounts: &[&config::Account],
-    cfg: &Config,
-    out: &mut dyn Write,
-) -> std::io::Result<()> {
-    for e in crate::alert::evaluate(store, accounts, &cfg.alerts, crate::clock::now()) {
-        match e.result {
+/// What the alert step did: one line per account that got alerts and one per sink that had work.
+fn print_alerts(out: &mut dyn Write, a: &crate::pass::AlertsOutcome) -> std::io::Result<()> {
+    for e in &a.evaluated {
+        match &e.result {
             Ok(c) if c.alerts > 0 => writeln!(
                 out,
                 "{}: {} new alert(s), {} suppressed on backfill",
@@ -961,8 +968,7 @@ async fn alerts_after_sync(
             Err(err) => writeln!(out, "{}: alerts not evaluated: {err}", e.account)?,
         }
     }
-    let d = crate::alert::deliver(store, &cfg.alerts).await;
-    print_delivery(out, &d)
+    print_delivery(out, &a.delivery)
 }
 
 fn print_delivery(out: &mut dyn Write, d: &crate::alert::DeliverySummary) -> std::io::Result<()> {
@@ -1469,4 +1475,144 @@ pub async fn shutdown_signal() {
         }
     }
     let _ = tokio::signal::ctrl_c().await;
+}
+
+/// `auditwarden demo`: the demo runs, and each step it reports is printed as it arrives.
+async fn demo_cmd(args: &DemoArgs) -> Result<ExitCode, CliError> {
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+    let opts = crate::demo::DemoOptions {
+        db: args.db.clone(),
+        events: args.events,
+        days: args.days,
+        faults: args.faults.clone(),
+    };
+    let demo = crate::demo::run(opts, tx);
+    tokio::pin!(demo);
+    let mut out = std::io::stdout();
+    let result = loop {
+        tokio::select! {
+            biased;
+            Some(step) = rx.recv() => print_demo_step(&mut out, step)?,
+            r = &mut demo => break r,
+        }
+    };
+    while let Ok(step) = rx.try_recv() {
+        print_demo_step(&mut out, step)?;
+    }
+    let outcome = result.map_err(|e| CliError::failed(format!("{e:#}")))?;
+    print_demo_outcome(&mut out, &outcome)?;
+    if !outcome.matches() {
+        return Err(CliError::failed(
+            "the demo's database does not match the simulator's ground truth",
+        ));
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn print_demo_step(out: &mut dyn Write, step: crate::demo::Step) -> std::io::Result<()> {
+    use crate::demo::Step;
+    match step {
+        Step::SimulatorStarted {
+            base,
+            events,
+            days,
+            faults,
+        } => writeln!(out, "simulator: DigiCert ONE and CertCentral on {base} ({events} events over {days} days, faults: {faults})"),
+        Step::WiderBackfill {
+            backfill_days,
+            dormant_days,
+        } => writeln!(
+            out,
+            "collecting {backfill_days} days: the reports look back {dormant_days} days (dormancy)"
+        ),
+        Step::Pass(name) => writeln!(out, "\n== {name}"),
+        Step::Collected(summaries) => print_summaries(out, &summaries),
+        Step::UsersSynced(users) => crate::report_users::print_user_summaries(out, &users),
+        Step::Granted { user, role } => {
+            writeln!(out, "\n(simulator: user {user} is granted {role})")
+        }
+        Step::Accepted { user } => {
+            writeln!(out, "(simulator: invited user {user} accepts the invitation)")
+        }
+        Step::InvitationsPolled(polls) => {
+            writeln!(out, "\n== invitation poll")?;
+            crate::report_users::print_user_summaries(out, &polls)
+        }
+        Step::RoleChanges { table } => {
+            writeln!(
+                out,
+                "\n== role changes established (audit evidence, or the snapshot window)"
+            )?;
+            out.write_all(table.as_bytes())
+        }
+        Step::AlertsStarted => writeln!(
+            out,
+            "\n== alerts (rules evaluated, delivered as signed webhooks to a local receiver)"
+        ),
+        Step::Alerts { outcome, received } => {
+            for e in &outcome.evaluated {
+                match &e.result {
+                    Ok(c) => writeln!(
+                        out,
+                        "{}: {} alert(s), {} of them history older than the backfill horizon (kept, not sent)",
+                        e.account, c.alerts, c.suppressed
+                    )?,
+                    Err(err) => writeln!(out, "{}: alerts not evaluated: {err}", e.account)?,
+                }
+            }
+            for line in &received {
+                writeln!(
+                    out,
+                    "  receiver got: {}",
+                    line.replace(|c: char| c.is_control(), " ")
+                )?;
+            }
+            for (sink, c) in &outcome.delivery.per_sink {
+                let (sent, failed, pending) = (c.sent, c.failed, c.pending);
+                writeln!(
+                    out,
+                    "delivered to {sink}: {sent} sent, {failed} failed, {pending} pending"
+                )?;
+            }
+            writeln!(out, "the receiver got {} alert(s)", received.len())
+        }
+        Step::ReportsWritten { dir, files } => {
+            writeln!(out, "\n== reports (from the database alone)")?;
+            for (file, rows) in &files {
+                writeln!(out, "  {}/{file} ({rows} rows)", dir.display())?;
+            }
+            writeln!(out, "  {}/manifest.json (SHA-256 of each file)", dir.display())
+        }
+    }
+}
+
+fn print_demo_outcome(out: &mut dyn Write, o: &crate::demo::DemoOutcome) -> std::io::Result<()> {
+    writeln!(out, "\n== result")?;
+    writeln!(
+        out,
+        "database {}: {} events stored for demo-one, {} quarantined",
+        o.db.display(),
+        o.stored,
+        o.quarantined
+    )?;
+    writeln!(
+        out,
+        "simulator ground truth: {} well-formed events, {} malformed",
+        o.truth_events, o.truth_malformed
+    )?;
+    if o.matches() {
+        writeln!(
+            out,
+            "every event stored exactly once: nothing missing, nothing extra"
+        )?;
+    } else {
+        writeln!(
+            out,
+            "MISMATCH: {} missing, {} not in the simulator",
+            o.missing, o.extra
+        )?;
+    }
+    writeln!(out, "\nalerts: `auditwarden alerts` lists them (with a config whose [store] path is {}); docs/alerts.md has the payload", o.db.display())?;
+    writeln!(out, "daemon: `auditwarden run` schedules all of this ([schedule] in config/auditwarden.example.toml), with /healthz, /readyz and /metrics on [daemon] listen")?;
+    writeln!(out, "\nnext: query {} with sqlite3, or write a config from config/auditwarden.example.toml and run `auditwarden status`, `auditwarden users`, `auditwarden role-changes` or `auditwarden export events --format csv`", o.db.display())
 }

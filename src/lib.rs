@@ -6,6 +6,7 @@
 //! - [`api`]: the only code that knows DigiCert's JSON: HTTP client, retries, throttle, wire parsing.
 //! - [`store`]: the only code that issues SQL: migrations and one method per use case.
 //! - [`collect`]: audit-log collection: windows, paging, drift detection, the writer thread.
+//! - [`pass`]: one collection pass (audit log, users, alerts), for `collect`, the daemon and the demo.
 //! - [`coverage`]: which days are known complete, and the gaps with their reasons.
 //! - [`report_users`]: the user directory (`auditwarden users`) as a table, JSON or safe CSV.
 //! - [`export`]: streaming stored events out as JSONL or spreadsheet-safe CSV.
@@ -28,6 +29,7 @@ pub mod daemon;
 pub mod demo;
 pub mod export;
 pub mod logging;
+pub mod pass;
 pub mod report;
 pub mod report_users;
 pub mod schedule;

@@ -5,6 +5,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::collect::{self, CollectOptions};
 use crate::config::Config;
+use crate::pass::{self, PassOptions, Stage};
 use crate::schedule::Job;
 use crate::store::Store;
 
@@ -34,51 +35,53 @@ pub(super) async fn run_job(
     let accounts: Vec<&crate::config::Account> = cfg.accounts.iter().collect();
     match job {
         Job::Collect => {
-            let opts = CollectOptions {
-                today: crate::clock::today(),
-                progress: false,
-                cancel: cancel.clone(),
-                panic_account: shared.hooks.panic_account.clone(),
+            let mut failed = Vec::new();
+            // The daemon's figures move as each stage finishes, not after the alert delivery.
+            let mut count = |stage: Stage<'_>| match stage {
+                Stage::Collected(summaries) => shared.with_metrics(|m| {
+                    for s in summaries {
+                        *m.events_collected.entry(s.account.clone()).or_default() +=
+                            s.written.inserted;
+                    }
+                }),
+                Stage::UsersSynced { collected, users } => {
+                    let now = Utc::now();
+                    shared.with_metrics(|m| {
+                        for a in &accounts {
+                            let error = pass::account_error(collected, users, &a.name);
+                            let h = m.accounts.entry(a.name.clone()).or_default();
+                            match error {
+                                Some(e) => {
+                                    failed.push(format!("{}: {e}", a.name));
+                                    h.last_error = Some(e.to_string());
+                                }
+                                None => {
+                                    h.last_error = None;
+                                    h.last_success = Some(now);
+                                }
+                            }
+                        }
+                    });
+                }
             };
-            let (mut store, summaries) = match collect::collect(store, &accounts, &opts).await {
-                Ok(r) => r,
+            let opts = PassOptions {
+                collect: CollectOptions {
+                    today: crate::clock::today(),
+                    progress: false,
+                    cancel: cancel.clone(),
+                    panic_account: shared.hooks.panic_account.clone(),
+                },
+                // Alerts never fail the collection (their problems are logged by `alert`).
+                alerts: Some(&cfg.alerts),
+                on_stage: Some(&mut count),
+            };
+            let pass = match pass::run_pass(store, &accounts, opts).await {
+                Ok(p) => p,
                 Err(e) => return Outcome::Failed(e.to_string()),
             };
-            let now = Utc::now();
-            shared.with_metrics(|m| {
-                for s in &summaries {
-                    *m.events_collected.entry(s.account.clone()).or_default() += s.written.inserted;
-                }
-            });
-            if summaries.iter().any(|s| s.cancelled) || cancel.is_cancelled() {
+            if pass.cancelled {
                 return Outcome::Cancelled;
             }
-            // Users after the audit log, so the events that explain role changes are stored.
-            let users = collect::users::sync_users(&mut store, &accounts).await;
-            let mut failed = Vec::new();
-            shared.with_metrics(|m| {
-                for a in &accounts {
-                    let pass = summaries.iter().find(|s| s.account == a.name);
-                    let user = users.iter().find(|u| u.account == a.name);
-                    let error = pass
-                        .and_then(|s| s.error.clone())
-                        .or_else(|| user.and_then(|u| u.error.clone()));
-                    let h = m.accounts.entry(a.name.clone()).or_default();
-                    match error {
-                        Some(e) => {
-                            failed.push(format!("{}: {e}", a.name));
-                            h.last_error = Some(e);
-                        }
-                        None => {
-                            h.last_error = None;
-                            h.last_success = Some(now);
-                        }
-                    }
-                }
-            });
-            // Alerts never fail the collection (their problems are logged by `alert`).
-            let _ = crate::alert::evaluate(&mut store, &accounts, &cfg.alerts, crate::clock::now());
-            let _ = crate::alert::deliver(&mut store, &cfg.alerts).await;
             if failed.is_empty() {
                 Outcome::Ok
             } else {
