@@ -13,6 +13,7 @@
 //! - [`simulate`]: the built-in DigiCert simulator used by tests, the demo and new users.
 //! - [`alert`]: rules on role grants and new users, the outbox, delivery to webhook/Slack/command.
 //! - [`daemon`]: `auditwarden run`: job loops on cron schedules ([`schedule`]), shutdown, health.
+//! - [`demo`]: `auditwarden demo` on the in-process simulator; reports its steps to [`cli`], prints nothing.
 //! - [`clock`]: the domain clock ("today"), pinned by `--now` for tests and replays.
 //! - [`secret`]: a string that never prints itself.
 //! - [`signing`]: Ed25519 keys (`keygen`) and detached signatures over report manifests.
