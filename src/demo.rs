@@ -3,8 +3,9 @@
 //! collects and syncs users (twice: a backfill, then an incremental pass after an admin grant and
 //! an accepted invitation), polls invitations, shows the role changes it established, compares
 //! the database with the simulator's ground truth, evaluates the alert rules and delivers the
-//! alerts (signed webhooks) to a receiver it starts on loopback, which prints what it gets, and
-//! writes every report into `reports/`, and prints where to look next.
+//! alerts (signed webhooks) to a receiver it starts on loopback, which keeps what it gets, and
+//! writes every report into `reports/`. It prints nothing: each [`Step`] goes to `cli` as it
+//! happens, and the comparison with the truth is returned ([`DemoOutcome`]).
 
 use std::collections::BTreeSet;
 use std::path::PathBuf;
@@ -13,8 +14,12 @@ use std::time::Duration;
 
 use anyhow::{bail, Context};
 
-use crate::collect::{self, CollectOptions};
+use tokio::sync::mpsc;
+
+use crate::collect::users::UserSummary;
+use crate::collect::{self, AccountSummary, CollectOptions};
 use crate::config::{Account, AccountKind, CollectionSettings, Credential, RateLimit};
+use crate::pass::{AlertsOutcome, PassOptions, Stage};
 use crate::secret::Secret;
 use crate::simulate;
 use crate::store::Store;
@@ -36,8 +41,104 @@ pub fn simulator_collection_settings() -> CollectionSettings {
     c
 }
 
-pub async fn run(db: PathBuf, events: usize, days: u32, faults: &str) -> anyhow::Result<()> {
-    let spec = simulate::FaultSpec::parse(faults).map_err(|e| anyhow::anyhow!("--faults: {e}"))?;
+/// What the demo is asked to do (`auditwarden demo`'s flags).
+#[derive(Debug, Clone)]
+pub struct DemoOptions {
+    /// Where the demo database goes.
+    pub db: PathBuf,
+    /// Audit events in the simulated account.
+    pub events: usize,
+    /// Days of history.
+    pub days: u32,
+    /// Fault injection (see `simulate --faults`).
+    pub faults: String,
+}
+
+/// One thing the demo did, sent as it happens so that `cli` can show it (the demo prints
+/// nothing itself). About twenty steps.
+#[derive(Debug)]
+pub enum Step {
+    /// The simulator is serving both APIs at `base`.
+    SimulatorStarted {
+        base: url::Url,
+        events: usize,
+        days: u32,
+        faults: String,
+    },
+    /// The backfill reaches further than the simulated history, as far as the reports look.
+    WiderBackfill {
+        backfill_days: u32,
+        dormant_days: u32,
+    },
+    /// A collection pass begins: "backfill", then "incremental pass".
+    Pass(&'static str),
+    /// The audit-log pass of each account.
+    Collected(Vec<AccountSummary>),
+    /// The user sync of each account.
+    UsersSynced(Vec<UserSummary>),
+    /// Between the passes, the simulator made this user an administrator.
+    Granted { user: String, role: &'static str },
+    /// Between the passes, this invited user accepted.
+    Accepted { user: String },
+    /// The invitation poll of each account.
+    InvitationsPolled(Vec<UserSummary>),
+    /// The administrator grants established, as `auditwarden role-changes` shows them.
+    RoleChanges { table: String },
+    /// The alert rules are about to run, delivering to a receiver on loopback.
+    AlertsStarted,
+    /// The rules ran on each account and the alerts were delivered; `received` holds the
+    /// summary of each alert the receiver got, in the order it got them.
+    Alerts {
+        outcome: AlertsOutcome,
+        received: Vec<String>,
+    },
+    /// The report set was written.
+    ReportsWritten {
+        dir: PathBuf,
+        /// (file name, rows)
+        files: Vec<(String, u64)>,
+    },
+}
+
+/// What the demo's database holds against the simulator's ground truth.
+#[derive(Debug, Clone)]
+pub struct DemoOutcome {
+    pub db: PathBuf,
+    /// Events stored for `demo-one`.
+    pub stored: usize,
+    pub quarantined: u64,
+    /// Well-formed events the simulator served.
+    pub truth_events: usize,
+    pub truth_malformed: usize,
+    /// In the simulator, not in the database.
+    pub missing: usize,
+    /// In the database, not in the simulator.
+    pub extra: usize,
+}
+
+impl DemoOutcome {
+    /// Every event stored exactly once.
+    pub fn matches(&self) -> bool {
+        self.missing == 0 && self.extra == 0
+    }
+}
+
+/// Run the demo, sending each [`Step`] to `steps` as it happens (a closed receiver only means
+/// nobody watches).
+pub async fn run(
+    opts: DemoOptions,
+    steps: mpsc::UnboundedSender<Step>,
+) -> anyhow::Result<DemoOutcome> {
+    let DemoOptions {
+        db,
+        events,
+        days,
+        faults,
+    } = opts;
+    let say = |step: Step| {
+        let _ = steps.send(step);
+    };
+    let spec = simulate::FaultSpec::parse(&faults).map_err(|e| anyhow::anyhow!("--faults: {e}"))?;
     let sim = Arc::new(simulate::Simulator::new(simulate::SimOptions {
         seed: 7,
         events,
@@ -56,16 +157,21 @@ pub async fn run(db: PathBuf, events: usize, days: u32, faults: &str) -> anyhow:
         let _ = stop_rx.await;
     }));
     let base = url::Url::parse(&format!("http://{addr}"))?;
-    println!("simulator: DigiCert ONE and CertCentral on {base} ({events} events over {days} days, faults: {faults})");
+    say(Step::SimulatorStarted {
+        base: base.clone(),
+        events,
+        days,
+        faults: faults.clone(),
+    });
     // The reports look back as far as the dormancy threshold: collect at least that far, so
     // their coverage is complete (older days simply hold no events).
     let settings = crate::config::ReportSettings::defaults(std::path::Path::new("."));
     let backfill_days = days.max(settings.dormant_days);
     if backfill_days > days {
-        println!(
-            "collecting {backfill_days} days: the reports look back {} days (dormancy)",
-            settings.dormant_days
-        );
+        say(Step::WiderBackfill {
+            backfill_days,
+            dormant_days: settings.dormant_days,
+        });
     }
 
     let accounts = [
@@ -90,23 +196,28 @@ pub async fn run(db: PathBuf, events: usize, days: u32, faults: &str) -> anyhow:
     ];
     let refs: Vec<&Account> = accounts.iter().collect();
     let mut store = Store::open(&db).with_context(|| format!("opening {}", db.display()))?;
-    let opts = CollectOptions {
-        today: crate::clock::today(),
-        progress: false,
-        cancel: tokio_util::sync::CancellationToken::new(),
-        panic_account: None,
-    };
-    let mut out = std::io::stdout();
     for pass in ["backfill", "incremental pass"] {
-        println!("\n== {pass}");
-        let (s, summaries) = collect::collect(store, &refs, &opts).await?;
-        store = s;
-        crate::cli::print_summaries(&mut out, &summaries)?;
-        if summaries.iter().any(|s| s.error.is_some()) {
+        say(Step::Pass(pass));
+        let mut show = |stage: Stage<'_>| match stage {
+            Stage::Collected(summaries) => say(Step::Collected(summaries.to_vec())),
+            Stage::UsersSynced { users, .. } => say(Step::UsersSynced(users.to_vec())),
+        };
+        let opts = PassOptions {
+            collect: CollectOptions {
+                today: crate::clock::today(),
+                progress: false,
+                cancel: tokio_util::sync::CancellationToken::new(),
+                panic_account: None,
+            },
+            // Evaluated once, after both passes, with the demo's receiver (below).
+            alerts: None,
+            on_stage: Some(&mut show),
+        };
+        let outcome = crate::pass::run_pass(store, &refs, opts).await?;
+        store = outcome.store;
+        if outcome.collected.iter().any(|s| s.error.is_some()) {
             bail!("a pass failed (see above)");
         }
-        let users = collect::users::sync_users(&mut store, &refs).await;
-        crate::report_users::print_user_summaries(&mut out, &users)?;
         if pass == "backfill" {
             // Late events landed in days already read during the backfill: the next pass finds
             // them by comparing totals, without re-reading history. Stop arrivals and faults now.
@@ -129,7 +240,10 @@ pub async fn run(db: PathBuf, events: usize, days: u32, faults: &str) -> anyhow:
                     && !u["roles"].to_string().contains("AM_ACCOUNT_ADMIN")
             };
             if let Some(id) = pick(&not_admin) {
-                println!("\n(simulator: user {id} is granted AM_ACCOUNT_ADMIN)");
+                say(Step::Granted {
+                    user: id.clone(),
+                    role: "AM_ACCOUNT_ADMIN",
+                });
                 http_post(
                     &base,
                     &format!("/_sim/users/{id}/grant"),
@@ -138,28 +252,30 @@ pub async fn run(db: PathBuf, events: usize, days: u32, faults: &str) -> anyhow:
                 .await?;
             }
             if let Some(id) = pick(&|u| u["status"] == "PENDING") {
-                println!("(simulator: invited user {id} accepts the invitation)");
+                say(Step::Accepted { user: id.clone() });
                 http_post(&base, &format!("/_sim/users/{id}/accept"), "").await?;
             }
         }
     }
-    println!("\n== invitation poll");
     let polls = collect::users::poll_invites(&mut store, &refs, 14).await;
-    crate::report_users::print_user_summaries(&mut out, &polls)?;
-    println!("\n== role changes established (audit evidence, or the snapshot window)");
+    say(Step::InvitationsPolled(polls));
     let q = crate::report_users::RoleChangesQuery {
         accounts: vec!["demo-one".into()],
         user: None,
         role: Some("AM_ACCOUNT_ADMIN".into()),
     };
+    let mut table = Vec::new();
     crate::report_users::write_role_changes(
         &store,
         &q,
         crate::report_users::UsersFormat::Table,
-        &mut out,
+        &mut table,
     )?;
+    say(Step::RoleChanges {
+        table: String::from_utf8_lossy(&table).into_owned(),
+    });
 
-    println!("\n== alerts (rules evaluated, delivered as signed webhooks to a local receiver)");
+    say(Step::AlertsStarted);
     let (received, receiver_url, stop_receiver) = start_receiver().await?;
     let alerts = crate::config::AlertSettings {
         sinks: vec![crate::config::SinkConfig {
@@ -171,25 +287,11 @@ pub async fn run(db: PathBuf, events: usize, days: u32, faults: &str) -> anyhow:
         }],
         ..crate::config::AlertSettings::default()
     };
-    for e in crate::alert::evaluate(&mut store, &refs, &alerts, crate::clock::now()) {
-        match e.result {
-            Ok(c) => println!(
-                "{}: {} alert(s), {} of them history older than the backfill horizon (kept, not sent)",
-                e.account, c.alerts, c.suppressed
-            ),
-            Err(err) => println!("{}: alerts not evaluated: {err}", e.account),
-        }
-    }
-    let d = crate::alert::deliver(&mut store, &alerts).await;
-    for (sink, c) in &d.per_sink {
-        let (sent, failed, pending) = (c.sent, c.failed, c.pending);
-        println!("delivered to {sink}: {sent} sent, {failed} failed, {pending} pending");
-    }
-    let got = received.lock().map(|v| v.clone()).unwrap_or_default();
-    println!("the receiver got {} alert(s)", got.len());
+    let outcome = crate::pass::alerts(&mut store, &refs, &alerts).await;
+    let received = received.lock().map(|v| v.clone()).unwrap_or_default();
     let _ = stop_receiver.send(());
+    say(Step::Alerts { outcome, received });
 
-    println!("\n== reports (from the database alone)");
     let provenance = crate::report::run::Provenance {
         config_sha256: "none (demo: no configuration file)".into(),
         signing_key: None,
@@ -202,13 +304,15 @@ pub async fn run(db: PathBuf, events: usize, days: u32, faults: &str) -> anyhow:
         crate::clock::now(),
         &provenance,
     )?;
-    for f in &run.manifest.files {
-        println!("  {}/{} ({} rows)", run.dir.display(), f.file, f.rows);
-    }
-    println!(
-        "  {}/manifest.json (SHA-256 of each file)",
-        run.dir.display()
-    );
+    say(Step::ReportsWritten {
+        dir: run.dir.clone(),
+        files: run
+            .manifest
+            .files
+            .iter()
+            .map(|f| (f.file.clone(), f.rows))
+            .collect(),
+    });
 
     let truth = http_get_json(&base, "/_sim/truth").await?;
     let truth_ids: BTreeSet<String> = truth["events"]
@@ -219,37 +323,20 @@ pub async fn run(db: PathBuf, events: usize, days: u32, faults: &str) -> anyhow:
                 .collect()
         })
         .unwrap_or_default();
-    let malformed = truth["malformed"].as_array().map(|a| a.len()).unwrap_or(0);
+    let truth_malformed = truth["malformed"].as_array().map(|a| a.len()).unwrap_or(0);
     let stored: BTreeSet<String> = store.event_ids("demo-one")?.into_iter().collect();
     let status = store.account_status("demo-one")?;
-    println!("\n== result");
-    println!(
-        "database {}: {} events stored for demo-one, {} quarantined",
-        db.display(),
-        stored.len(),
-        status.quarantined
-    );
-    println!(
-        "simulator ground truth: {} well-formed events, {} malformed",
-        truth_ids.len(),
-        malformed
-    );
-    let missing = truth_ids.difference(&stored).count();
-    let extra = stored.difference(&truth_ids).count();
-    if missing == 0 && extra == 0 {
-        println!("every event stored exactly once: nothing missing, nothing extra");
-    } else {
-        println!("MISMATCH: {missing} missing, {extra} not in the simulator");
-    }
-    println!("\nalerts: `auditwarden alerts` lists them (with a config whose [store] path is {}); docs/alerts.md has the payload", db.display());
-    println!("daemon: `auditwarden run` schedules all of this ([schedule] in config/auditwarden.example.toml), with /healthz, /readyz and /metrics on [daemon] listen");
-    println!("\nnext: query {} with sqlite3, or write a config from config/auditwarden.example.toml and run `auditwarden status`, `auditwarden users`, `auditwarden role-changes` or `auditwarden export events --format csv`", db.display());
     let _ = stop_tx.send(());
     let _ = server.await;
-    if missing != 0 || extra != 0 {
-        bail!("the demo's database does not match the simulator's ground truth");
-    }
-    Ok(())
+    Ok(DemoOutcome {
+        db,
+        stored: stored.len(),
+        quarantined: status.quarantined,
+        truth_events: truth_ids.len(),
+        truth_malformed,
+        missing: truth_ids.difference(&stored).count(),
+        extra: stored.difference(&truth_ids).count(),
+    })
 }
 
 async fn http_get_json(base: &url::Url, path: &str) -> anyhow::Result<serde_json::Value> {
@@ -270,7 +357,7 @@ async fn http_post(base: &url::Url, path: &str, body: &str) -> anyhow::Result<()
     Ok(())
 }
 
-/// A webhook receiver on loopback that prints each alert it gets and keeps its summary.
+/// A webhook receiver on loopback that keeps the summary of each alert it gets.
 async fn start_receiver() -> anyhow::Result<(
     Arc<std::sync::Mutex<Vec<String>>>,
     url::Url,
@@ -282,10 +369,6 @@ async fn start_receiver() -> anyhow::Result<(
         let v: serde_json::Value = serde_json::from_str(&body).unwrap_or_default();
         // The summary already names the severity and the rule.
         let line = v["summary"].as_str().unwrap_or("?").to_string();
-        println!(
-            "  receiver got: {}",
-            line.replace(|c: char| c.is_control(), " ")
-        );
         if let Ok(mut g) = got.lock() {
             g.push(line);
         }

@@ -6,12 +6,14 @@
 //! - [`api`]: the only code that knows DigiCert's JSON: HTTP client, retries, throttle, wire parsing.
 //! - [`store`]: the only code that issues SQL: migrations and one method per use case.
 //! - [`collect`]: audit-log collection: windows, paging, drift detection, the writer thread.
+//! - [`pass`]: one collection pass (audit log, users, alerts), for `collect`, the daemon and the demo.
 //! - [`coverage`]: which days are known complete, and the gaps with their reasons.
 //! - [`report_users`]: the user directory (`auditwarden users`) as a table, JSON or safe CSV.
 //! - [`export`]: streaming stored events out as JSONL or spreadsheet-safe CSV.
 //! - [`simulate`]: the built-in DigiCert simulator used by tests, the demo and new users.
 //! - [`alert`]: rules on role grants and new users, the outbox, delivery to webhook/Slack/command.
 //! - [`daemon`]: `auditwarden run`: job loops on cron schedules ([`schedule`]), shutdown, health.
+//! - [`demo`]: `auditwarden demo` on the in-process simulator; reports its steps to [`cli`], prints nothing.
 //! - [`clock`]: the domain clock ("today"), pinned by `--now` for tests and replays.
 //! - [`secret`]: a string that never prints itself.
 //! - [`signing`]: Ed25519 keys (`keygen`) and detached signatures over report manifests.
@@ -28,6 +30,7 @@ pub mod daemon;
 pub mod demo;
 pub mod export;
 pub mod logging;
+pub mod pass;
 pub mod report;
 pub mod report_users;
 pub mod schedule;

@@ -14,7 +14,7 @@ use chrono::{DateTime, Utc};
 use chrono_tz::Tz;
 
 /// Something the daemon runs on a schedule. Adding a job is one variant here, one key in
-/// `[schedule]` and one arm in `daemon::run_job`.
+/// `[schedule]` and one arm in `daemon::jobs::run_job`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum Job {
     /// An audit-log pass, then the user sync, alert evaluation and delivery (as `collect`).

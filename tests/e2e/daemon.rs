@@ -146,12 +146,13 @@ fn sighup_with_broken_config_keeps_running() {
     });
     std::fs::write(&app.config, good.replace("[store]", "[store]\nbogus = 1\n")).unwrap();
     d.signal(SIGHUP);
-    std::thread::sleep(Duration::from_millis(1500));
+    wait_for_log(&d, "reload_rejected", Duration::from_secs(10));
+    // Rejected and said so: the daemon still answers and runs.
+    assert_eq!(d.get("/healthz").0, 200, "the daemon died on a bad reload");
     assert!(
         d.child.try_wait().unwrap().is_none(),
         "the daemon died on a bad reload"
     );
-    assert!(d.log().contains("reload_rejected"), "{}", d.log());
     assert!(d.log().contains("store.bogus: unknown key"), "{}", d.log());
     assert_eq!(d.get("/healthz").0, 200);
     let before = metric(
@@ -166,32 +167,59 @@ fn sighup_with_broken_config_keeps_running() {
             &[("job", "collect"), ("result", "ok")],
         ) > before
     });
-    // A valid config that switches collection off.
+    // A valid config that switches collection off. Delivery runs every second instead: its
+    // runs are the clock that shows time passing on the daemon's own schedule.
     std::fs::write(
         &app.config,
-        good.replace("collect = \"* * * * * *\"", "collect = \"\""),
+        good.replace(
+            "collect = \"* * * * * *\"",
+            "collect = \"\"\ndeliver_alerts = \"* * * * * *\"",
+        ),
     )
     .unwrap();
     d.signal(SIGHUP);
-    std::thread::sleep(Duration::from_millis(1500));
-    assert!(d.log().contains("config_reloaded"), "{}", d.log());
-    let a = metric(
-        &d.get_metrics(),
-        "auditwarden_job_runs_total",
-        &[("job", "collect"), ("result", "ok")],
-    );
-    std::thread::sleep(Duration::from_millis(2500));
-    let b = metric(
-        &d.get_metrics(),
-        "auditwarden_job_runs_total",
-        &[("job", "collect"), ("result", "ok")],
-    );
+    wait_for_log(&d, "config_reloaded", Duration::from_secs(10));
+    let deliveries = |m: &[Sample]| {
+        metric(
+            m,
+            "auditwarden_job_runs_total",
+            &[("job", "deliver_alerts"), ("result", "ok")],
+        )
+    };
+    let collects = |m: &[Sample]| {
+        metric(
+            m,
+            "auditwarden_job_runs_total",
+            &[("job", "collect"), ("result", "ok")],
+        )
+    };
+    // One delivery on the new schedule: a collection begun before the reload has had its turn.
+    let d0 = deliveries(&d.get_metrics());
+    let m = d.wait_metrics(Duration::from_secs(10), |m| deliveries(m) > d0);
+    let (a, d1) = (collects(&m), deliveries(&m));
+    // Three more ticks of a schedule that fires every second span at least two seconds, in
+    // which the old collect schedule (every second) would have fired.
+    let m = d.wait_metrics(Duration::from_secs(15), |m| deliveries(m) >= d1 + 3.0);
+    let b = collects(&m);
     assert_eq!(a, b, "collection still ran after it was switched off");
     d.signal(SIGTERM);
     assert!(d
         .wait_for_exit(Duration::from_secs(15))
         .expect("stop")
         .success());
+}
+
+/// Wait until the daemon's log holds `needle`, at most `limit`.
+fn wait_for_log(d: &Daemon, needle: &str, limit: Duration) {
+    let deadline = Instant::now() + limit;
+    while !d.log().contains(needle) {
+        assert!(
+            Instant::now() < deadline,
+            "no {needle:?} in the log within {limit:?}:\n{}",
+            d.log()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
 }
 
 /// `/metrics` is valid Prometheus text and its figures equal the database's.

@@ -1,0 +1,124 @@
+//! The body of each job: what one run of a [`Job`] does, and what it came to.
+
+use chrono::Utc;
+use tokio_util::sync::CancellationToken;
+
+use crate::collect::{self, CollectOptions};
+use crate::config::Config;
+use crate::pass::{self, PassOptions, Stage};
+use crate::schedule::Job;
+use crate::store::Store;
+
+use super::Shared;
+
+/// What one job run came to.
+#[derive(Debug)]
+pub(super) enum Outcome {
+    Ok,
+    /// Something failed (an account, the store); the message is logged.
+    Failed(String),
+    /// Stopped by shutdown before finishing: neither success nor failure.
+    Cancelled,
+}
+
+/// Run one job once. The only place that knows what each [`Job`] does.
+pub(super) async fn run_job(
+    job: Job,
+    cfg: &Config,
+    shared: &Shared,
+    cancel: &CancellationToken,
+) -> Outcome {
+    let mut store = match Store::open(&cfg.store.path) {
+        Ok(s) => s,
+        Err(e) => return Outcome::Failed(e.to_string()),
+    };
+    let accounts: Vec<&crate::config::Account> = cfg.accounts.iter().collect();
+    match job {
+        Job::Collect => {
+            let mut failed = Vec::new();
+            // The daemon's figures move as each stage finishes, not after the alert delivery.
+            let mut count = |stage: Stage<'_>| match stage {
+                Stage::Collected(summaries) => shared.with_metrics(|m| {
+                    for s in summaries {
+                        *m.events_collected.entry(s.account.clone()).or_default() +=
+                            s.written.inserted;
+                    }
+                }),
+                Stage::UsersSynced { collected, users } => {
+                    let now = Utc::now();
+                    shared.with_metrics(|m| {
+                        for a in &accounts {
+                            let error = pass::account_error(collected, users, &a.name);
+                            let h = m.accounts.entry(a.name.clone()).or_default();
+                            match error {
+                                Some(e) => {
+                                    failed.push(format!("{}: {e}", a.name));
+                                    h.last_error = Some(e.to_string());
+                                }
+                                None => {
+                                    h.last_error = None;
+                                    h.last_success = Some(now);
+                                }
+                            }
+                        }
+                    });
+                }
+            };
+            let opts = PassOptions {
+                collect: CollectOptions {
+                    today: crate::clock::today(),
+                    progress: false,
+                    cancel: cancel.clone(),
+                    panic_account: shared.hooks.panic_account.clone(),
+                },
+                // Alerts never fail the collection (their problems are logged by `alert`).
+                alerts: Some(&cfg.alerts),
+                on_stage: Some(&mut count),
+            };
+            let pass = match pass::run_pass(store, &accounts, opts).await {
+                Ok(p) => p,
+                Err(e) => return Outcome::Failed(e.to_string()),
+            };
+            if pass.cancelled {
+                return Outcome::Cancelled;
+            }
+            if failed.is_empty() {
+                Outcome::Ok
+            } else {
+                Outcome::Failed(failed.join("; "))
+            }
+        }
+        Job::PollInvites => {
+            let polls =
+                collect::users::poll_invites(&mut store, &accounts, cfg.users.stale_invite_days)
+                    .await;
+            let failed: Vec<String> = polls
+                .iter()
+                .filter_map(|p| p.error.as_ref().map(|e| format!("{}: {e}", p.account)))
+                .collect();
+            if failed.is_empty() {
+                Outcome::Ok
+            } else {
+                Outcome::Failed(failed.join("; "))
+            }
+        }
+        Job::Reports => {
+            match crate::report::run::run_configured(&store, cfg, &accounts, crate::clock::now()) {
+                Ok(run) => {
+                    tracing::info!(event = "reports_written", dir = %run.dir.display(), files = run.manifest.files.len());
+                    Outcome::Ok
+                }
+                Err(e) => Outcome::Failed(e.to_string()),
+            }
+        }
+        Job::DeliverAlerts => {
+            // A failed delivery is the outbox's business (retried, then dead-lettered); only a
+            // store problem fails the job.
+            let d = crate::alert::deliver(&mut store, &cfg.alerts).await;
+            match d.error {
+                Some(e) => Outcome::Failed(e),
+                None => Outcome::Ok,
+            }
+        }
+    }
+}
