@@ -3,6 +3,8 @@
 //! 2 a usage or configuration error). This is the only module that prints results, reads the
 //! process environment or installs signal handlers.
 
+mod env;
+
 use std::io::{IsTerminal, Write};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -13,7 +15,8 @@ use chrono::{DateTime, NaiveDate, SecondsFormat, Utc};
 use clap::{Args, Parser, Subcommand};
 
 use crate::collect::{self, AccountSummary, CollectOptions};
-use crate::config::{self, Config, ProcessEnv};
+use crate::config::{self, Config};
+use env::ProcessEnv;
 use crate::export::{self, ExportFormat};
 use crate::logging::{self, LogFormat};
 use crate::simulate;

@@ -14,6 +14,7 @@
 //! - [`daemon`]: `auditwarden run`: job loops on cron schedules ([`schedule`]), shutdown, health.
 //! - [`clock`]: the domain clock ("today"), pinned by `--now` for tests and replays.
 //! - [`secret`]: a string that never prints itself.
+//! - [`settings`]: the toolkit of every settings parser: key paths, secrets, time zones.
 //! - [`signing`]: Ed25519 keys (`keygen`) and detached signatures over report manifests.
 //! - [`text`]: outside text made safe for a terminal (controls, bidi, URL userinfo), rounded figures.
 
@@ -32,6 +33,7 @@ pub mod report;
 pub mod report_users;
 pub mod schedule;
 pub mod secret;
+pub mod settings;
 pub mod signing;
 pub mod simulate;
 pub mod store;

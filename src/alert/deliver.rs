@@ -17,7 +17,7 @@ use chrono::{DateTime, Utc};
 use tokio::sync::{mpsc, oneshot};
 
 use super::sinks::{self, Outgoing, SinkError};
-use crate::config::{AlertSettings, DeliveryPolicy, SinkConfig, SinkKind};
+use super::config::{AlertSettings, DeliveryPolicy, SinkConfig, SinkKind};
 use crate::store::{AlertDelivery, Claim, DeliveryUpdate, Store};
 
 /// What one delivery run did for one sink.

@@ -35,7 +35,7 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use crate::api::{ApiError, AuditQuery, Client, ParsedEvent};
-use crate::config::{Account, AccountKind};
+use crate::api::settings::{Account, AccountKind};
 use crate::store::{Coverage, PassRecord, Store, StoreError, WindowDone};
 pub use writer::WriteCounts;
 use writer::{Writer, WriterMsg};

@@ -29,7 +29,7 @@ use tokio::task::JoinSet;
 
 use crate::api::users::{self, ParsedUser, UserPage, UserStatus, WireUser};
 use crate::api::{ApiError, Client, Malformed};
-use crate::config::{Account, AccountKind};
+use crate::api::settings::{Account, AccountKind};
 use crate::store::{
     Deletion, HistoryRow, PageWrite, RoleChange, Store, StoreError, UserBatch, UserRow, UserRun,
 };

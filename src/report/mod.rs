@@ -8,6 +8,7 @@
 //! the number of rows. The HTML renderer spools its table to a temporary file so the summary can
 //! sit above it. `run` writes the scheduled set (`auditwarden reports run`).
 
+pub mod config;
 mod csv;
 mod html;
 mod json;
@@ -21,7 +22,7 @@ use chrono::{DateTime, Days, NaiveDate, NaiveTime, TimeZone, Utc};
 use chrono_tz::Tz;
 use serde::Serialize;
 
-use crate::config::Account;
+use crate::api::settings::Account;
 use crate::coverage::{self, CoverageSummary};
 use crate::export::rfc3339;
 use crate::store::{Store, StoreError};
