@@ -16,11 +16,11 @@ use clap::{Args, Parser, Subcommand};
 
 use crate::collect::{self, AccountSummary, CollectOptions};
 use crate::config::{self, Config};
-use env::ProcessEnv;
 use crate::export::{self, ExportFormat};
 use crate::logging::{self, LogFormat};
 use crate::simulate;
 use crate::store::{EventFilter, Store};
+use env::ProcessEnv;
 
 #[derive(Parser, Debug)]
 #[command(

@@ -195,7 +195,13 @@ impl<'a> Section<'a> {
         }
     }
 
-    pub fn integer(&mut self, k: &str, min: i64, max: i64, problems: &mut Vec<String>) -> Option<i64> {
+    pub fn integer(
+        &mut self,
+        k: &str,
+        min: i64,
+        max: i64,
+        problems: &mut Vec<String>,
+    ) -> Option<i64> {
         let key = self.key(k);
         match self.take(k)? {
             toml::Value::Integer(v) if (min..=max).contains(v) => Some(*v),
@@ -275,7 +281,11 @@ pub fn read_secret(
 }
 
 /// The one time-zone parser: key `k` of `s` as an IANA zone name (`None`: absent or a problem).
-pub fn time_zone(s: &mut Section<'_>, k: &str, problems: &mut Vec<String>) -> Option<chrono_tz::Tz> {
+pub fn time_zone(
+    s: &mut Section<'_>,
+    k: &str,
+    problems: &mut Vec<String>,
+) -> Option<chrono_tz::Tz> {
     let name = s.string(k, problems)?;
     match name.parse::<chrono_tz::Tz>() {
         Ok(z) => Some(z),

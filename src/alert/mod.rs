@@ -29,8 +29,8 @@ use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
 
 use crate::api::settings::Account;
-use config::AlertSettings;
 use crate::store::{AlertCounts, AlertFacts, NewAlert, Store, StoreError};
+use config::AlertSettings;
 use rules::{Grant, GrantCounter, NewUser, Rule};
 
 pub use deliver::{deliver, deliver_at, send_test, DeliverySummary, SinkCounts};

@@ -857,4 +857,3 @@ mod tests {
         assert_eq!(cfg.store.path, PathBuf::from("/var/lib/a.db"));
     }
 }
-

@@ -17,8 +17,8 @@ use chrono::{DateTime, NaiveDateTime, Utc};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
-use super::{default_period, generate, Outcome, Period, ReportError, ReportFormat, ReportRequest};
 use super::config::{ReportSettings, RunSettings};
+use super::{default_period, generate, Outcome, Period, ReportError, ReportFormat, ReportRequest};
 use crate::api::settings::Account;
 use crate::export::rfc3339;
 use crate::signing::SigningKey;

@@ -114,7 +114,10 @@ impl Kind<13> for Dormant {
             privileged: 0,
             never_active: 0,
             service: 0,
-            bars: bands(req.dormant_days).into_iter().map(|b| (b, 0)).collect(),
+            bars: bands(req.dormant_days)
+                .into_iter()
+                .map(|b| (b, 0))
+                .collect(),
             dormant_days: req.dormant_days,
         }
     }

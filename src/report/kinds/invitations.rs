@@ -2,11 +2,13 @@
 //! stale), and invitations accepted in the period (with the time they took).
 
 use super::{
-    col, ColumnDef, ColumnType as T, CoverageWindow, Info, Kind, DAY_MS,
-    INVITED_FIRST_SEEN, INVITED_FROM_API,
+    col, ColumnDef, ColumnType as T, CoverageWindow, Info, Kind, DAY_MS, INVITED_FIRST_SEEN,
+    INVITED_FROM_API,
 };
-use crate::report::{card, human_duration, Card, Cell, Period, ReportError, ReportRequest, Summary};
 use crate::collect::users::is_stale_invite;
+use crate::report::{
+    card, human_duration, Card, Cell, Period, ReportError, ReportRequest, Summary,
+};
 use crate::report_users::acceptance;
 use crate::store::{Store, UserActivityRow, UserSelection};
 
@@ -127,8 +129,7 @@ impl Kind<14> for Invitations {
                     }
                 };
                 let invited_ms = u.invited_ms.unwrap_or(u.first_seen_ms);
-                let invited_source =
-                    super::invited_source(u).unwrap_or(INVITED_FIRST_SEEN);
+                let invited_source = super::invited_source(u).unwrap_or(INVITED_FIRST_SEEN);
                 let stale = is_stale_invite(u, req.now, req.stale_invite_days);
                 let (accepted_ms, accepted_source, to_accept_secs) = match acc {
                     Some(a) => (Some(a.at_ms), Some(a.source), a.to_accept_secs),

@@ -44,7 +44,8 @@ impl Kind<17> for RoleChanges {
         name: "role-changes",
         title: "Role changes",
         period: true,
-        scope: "every role grant and revoke in the period that user snapshots or the audit log show",
+        scope:
+            "every role grant and revoke in the period that user snapshots or the audit log show",
         empty_text: "No role was granted or revoked in this period.",
     };
 
