@@ -9,6 +9,9 @@
 //!
 //! It prints figures and ratios; it asserts nothing about speed.
 
+// A benchmark program: a failed step panics with its reason, which is its report.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use std::io::Write;
 use std::process::Command;
 use std::time::{Duration, Instant};

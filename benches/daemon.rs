@@ -5,6 +5,9 @@
 //! `cargo bench --bench daemon [-- SECONDS]`. Targets: under 20 MiB RSS, under 1% of a core.
 //! The first backfill (a small one) is excluded: measuring starts once both accounts are ready.
 
+// A benchmark program: a failed step panics with its reason, which is its report.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
 use std::process::{Command, Stdio};

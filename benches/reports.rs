@@ -7,6 +7,9 @@
 //! /dev/null). It prints figures; it asserts only that every run succeeds. The database is kept
 //! in target/bench-reports/ and reused when its sizes match.
 
+// A benchmark program: a failed step panics with its reason, which is its report.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};

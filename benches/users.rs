@@ -8,6 +8,9 @@
 //!
 //! It prints figures; it asserts only that the runs succeed and that the idle sync wrote nothing.
 
+// A benchmark program: a failed step panics with its reason, which is its report.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use std::io::Write;
 use std::path::Path;
 use std::process::Command;

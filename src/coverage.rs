@@ -8,7 +8,7 @@ use std::collections::BTreeMap;
 use chrono::NaiveDate;
 use serde::Serialize;
 
-use crate::config::{Account, AccountKind};
+use crate::api::settings::{Account, AccountKind};
 use crate::store::{Store, StoreError};
 
 /// A run of days that is not known complete.

@@ -16,6 +16,7 @@
 //! - [`demo`]: `auditwarden demo` on the in-process simulator; reports its steps to [`cli`], prints nothing.
 //! - [`clock`]: the domain clock ("today"), pinned by `--now` for tests and replays.
 //! - [`secret`]: a string that never prints itself.
+//! - [`settings`]: the toolkit of every settings parser: key paths, secrets, time zones.
 //! - [`signing`]: Ed25519 keys (`keygen`) and detached signatures over report manifests.
 //! - [`text`]: outside text made safe for a terminal (controls, bidi, URL userinfo), rounded figures.
 
@@ -35,6 +36,7 @@ pub mod report;
 pub mod report_users;
 pub mod schedule;
 pub mod secret;
+pub mod settings;
 pub mod signing;
 pub mod simulate;
 pub mod store;

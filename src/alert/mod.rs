@@ -19,6 +19,7 @@
 //!
 //! Nothing here fails a collection: errors are logged and counted by the caller.
 
+pub mod config;
 pub mod deliver;
 pub mod rules;
 pub mod sinks;
@@ -27,8 +28,9 @@ use chrono::{DateTime, SecondsFormat, Utc};
 use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
 
-use crate::config::{Account, AlertSettings};
+use crate::api::settings::Account;
 use crate::store::{AlertCounts, AlertFacts, NewAlert, Store, StoreError};
+use config::AlertSettings;
 use rules::{Grant, GrantCounter, NewUser, Rule};
 
 pub use deliver::{deliver, deliver_at, send_test, DeliverySummary, SinkCounts};

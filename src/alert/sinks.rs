@@ -11,7 +11,7 @@ use hmac::{Hmac, Mac};
 use sha2::Sha256;
 use tokio::io::AsyncWriteExt;
 
-use crate::config::{AlertSettings, SinkConfig, SinkKind};
+use super::config::{AlertSettings, SinkConfig, SinkKind};
 use crate::secret::Secret;
 
 #[derive(Debug, Clone, thiserror::Error)]

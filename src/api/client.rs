@@ -15,9 +15,9 @@ use url::Url;
 
 use super::counters::{self, Endpoint};
 use super::error::ApiError;
+use super::settings::{Account, AccountKind, Credential, RetryPolicy};
 use super::throttle::{Pace, Throttle};
 use super::wire::{self, AuditPage};
-use crate::config::{Account, AccountKind, Credential, RetryPolicy};
 use crate::secret::Secret;
 
 /// One `/audit-log` request.

@@ -4,6 +4,8 @@
 //! - [`wire`]: lenient parsing of pages, events and error bodies into domain types.
 //! - [`users`]: user objects of both APIs and role details of audit events.
 //! - [`throttle`]: fixed windows where limits are known, an adaptive pace learned from 429s.
+//! - [`settings`]: an account's settings (endpoint and DigiCert's host names, credential,
+//!   collection limits) and the TLS and proxy settings of every client, with their parsing.
 //! - [`error`]: [`ApiError`], which knows whether it is worth retrying.
 //! - [`counters`]: every request of the process by account, endpoint and status, for `/metrics`.
 //! - [`tls`]: trust anchors (`tls_roots`, `ca_file`), proxies and mTLS identities for every
@@ -12,6 +14,7 @@
 pub mod client;
 pub mod counters;
 pub mod error;
+pub mod settings;
 pub mod throttle;
 pub mod tls;
 pub mod users;

@@ -26,7 +26,7 @@ use std::time::{Duration, Instant};
 
 use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
 
-use crate::config::{AccountKind, RateLimit};
+use super::settings::{AccountKind, RateLimit};
 
 /// A 429 that comes soon after the last cut (fewer than [`SETTLED`] successes since) means the
 /// pace is still far too high: cut hard.

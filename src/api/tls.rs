@@ -17,7 +17,7 @@ use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use rustls::{AlertDescription, CertificateError};
 use url::Url;
 
-use crate::config::{Account, Credential, ProxyServer, ProxySetting, TlsRoots, TlsSettings};
+use super::settings::{Account, Credential, ProxyServer, ProxySetting, TlsRoots, TlsSettings};
 
 /// `check` warns, collections log a warning and `/metrics` lets monitoring alert this many days
 /// before a client certificate expires: an expired one stops collection like an expired

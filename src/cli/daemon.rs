@@ -5,7 +5,8 @@ use std::io::Write;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use crate::config::{self, ProcessEnv};
+use super::env::ProcessEnv;
+use crate::config;
 
 use super::{config_path, load_config, shutdown_signal, test_panic_account, Cli, CliError};
 

@@ -10,6 +10,8 @@
 //! `alerts.rs`, `export.rs`, `verify.rs` (verify, verify-report, keygen), `simulate.rs`,
 //! `daemon.rs` (run) and `demo.rs`.
 
+mod env;
+
 use std::io::{IsTerminal, Write};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -18,10 +20,11 @@ use std::process::ExitCode;
 use chrono::{DateTime, NaiveDate, Utc};
 use clap::{Args, Parser, Subcommand};
 
-use crate::config::{self, Config, ProcessEnv};
+use crate::config::{self, Config};
 use crate::export::ExportFormat;
 use crate::logging::{self, LogFormat};
 use crate::store::Store;
+use env::ProcessEnv;
 
 mod alerts;
 mod collect;

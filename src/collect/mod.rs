@@ -34,8 +34,8 @@ use indicatif::{MultiProgress, ProgressBar, ProgressStyle};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
+use crate::api::settings::{Account, AccountKind};
 use crate::api::{ApiError, AuditQuery, Client, ParsedEvent};
-use crate::config::{Account, AccountKind};
 use crate::store::{Coverage, PassRecord, Store, StoreError, WindowDone};
 pub use writer::WriteCounts;
 use writer::{Writer, WriterMsg};

@@ -27,9 +27,9 @@ use std::sync::Arc;
 use chrono::{DateTime, Utc};
 use tokio::task::JoinSet;
 
+use crate::api::settings::{Account, AccountKind};
 use crate::api::users::{self, ParsedUser, UserPage, UserStatus, WireUser};
 use crate::api::{ApiError, Client, Malformed};
-use crate::config::{Account, AccountKind};
 use crate::store::{
     Deletion, HistoryRow, PageWrite, RoleChange, Store, StoreError, UserBatch, UserRow, UserRun,
 };

@@ -17,8 +17,9 @@ use chrono::{DateTime, NaiveDateTime, Utc};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
+use super::config::{ReportSettings, RunSettings};
 use super::{default_period, generate, Outcome, Period, ReportError, ReportFormat, ReportRequest};
-use crate::config::{Account, ReportSettings};
+use crate::api::settings::Account;
 use crate::export::rfc3339;
 use crate::signing::SigningKey;
 use crate::store::chain::{ChainHead, ChainKind};
@@ -106,26 +107,28 @@ pub struct Provenance<'a> {
 }
 
 /// Write the set as configured: the config file's hash in the manifest, signed when
-/// `[reports] signing_key_file` is set. `reports run` and the daemon's report job both use it.
-pub fn run_configured(
+/// `[reports] signing_key_file` is set. `reports run` and the daemon's report job both use it
+/// (passing the whole configuration, which `config` turns into [`RunSettings`]).
+pub fn run_configured<'a>(
     store: &Store,
-    cfg: &crate::config::Config,
+    settings: impl Into<RunSettings<'a>>,
     accounts: &[&Account],
     now: DateTime<Utc>,
 ) -> Result<RunOutcome, RunError> {
+    let cfg: RunSettings<'a> = settings.into();
     let key = match &cfg.reports.signing_key_file {
         Some(path) => Some(crate::signing::load_private_key(path)?),
         None => None,
     };
     let provenance = Provenance {
-        config_sha256: sha256_file(&cfg.source)?,
+        config_sha256: sha256_file(cfg.config_file)?,
         signing_key: key.as_ref(),
     };
     run_scheduled(
         store,
-        &cfg.reports,
+        cfg.reports,
         accounts,
-        cfg.users.stale_invite_days,
+        cfg.stale_invite_days,
         now,
         &provenance,
     )

@@ -1,6 +1,9 @@
 //! End-to-end tests: the real `auditwarden` binary against the built-in simulator over real HTTP
 //! on loopback, with real SQLite files in temporary directories.
 
+// A failed assertion or a broken fixture panics: that is how a test fails.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 mod helpers;
 
 mod alerts;

@@ -5,6 +5,7 @@
 //! where a missing tool fails them: `.ci/run` installs both.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
@@ -249,7 +250,10 @@ fn reports_match_what_the_simulator_did() {
 }
 
 /// Where a tool is, or `None` (skip) outside CI; under CI a missing tool fails the test.
-fn tool(name: &str) -> Option<PathBuf> {
+/// A skip says so where it is seen: on the terminal's standard error, written past the test
+/// harness's capture (which keeps a passing test's `eprintln!` to itself), so a run without the
+/// tool never looks like one that checked the reports with it.
+fn tool(name: &str, test: &str) -> Option<PathBuf> {
     let found = std::env::var_os("PATH").and_then(|paths| {
         std::env::split_paths(&paths)
             .map(|d| d.join(name))
@@ -260,7 +264,8 @@ fn tool(name: &str) -> Option<PathBuf> {
             std::env::var_os("CI").is_none(),
             "{name} is required under CI (.ci/run installs it)"
         );
-        eprintln!("skipping: {name} is not installed");
+        let mut err = std::io::stderr().lock();
+        let _ = writeln!(err, "{test}: skipped: {name} not installed");
     }
     found
 }
@@ -327,7 +332,9 @@ fn chromium(bin: &Path, profile: &Path, args: &[&str], page: &Path) -> (String, 
 /// a screenshot of each is kept under target/tmp/report-screenshots/.
 #[test]
 fn html_reports_render_safely_in_chromium() {
-    let Some(bin) = tool("chromium") else { return };
+    let Some(bin) = tool("chromium", "html_reports_render_safely_in_chromium") else {
+        return;
+    };
     let (_sim, app) = hostile_app();
     let shots = Path::new(env!("CARGO_TARGET_TMPDIR")).join("report-screenshots");
     std::fs::create_dir_all(&shots).expect("screenshot dir");
@@ -394,7 +401,9 @@ fn html_reports_render_safely_in_chromium() {
 /// would have made one), and the hostile names are there as text.
 #[test]
 fn csv_reports_have_no_formulas_in_libreoffice() {
-    let Some(bin) = tool("soffice") else { return };
+    let Some(bin) = tool("soffice", "csv_reports_have_no_formulas_in_libreoffice") else {
+        return;
+    };
     let (_sim, app) = hostile_app();
     let dir = app.dir.path();
     let control_csv = dir.join("control.csv");
