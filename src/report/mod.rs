@@ -414,18 +414,11 @@ fn meta<K: Kind<N>, const N: usize>(
     })
 }
 
-/// "3 d 4 h", "2 h 5 min", "40 s".
+/// "3 d 4 h", "2 h 5 min", "40 s" (whole seconds; `text::duration` with "0 s" for nothing).
 pub fn human_duration(secs: i64) -> String {
-    let s = secs.max(0);
-    let (d, h, m) = (s / 86_400, (s % 86_400) / 3600, (s % 3600) / 60);
-    if d > 0 {
-        format!("{d} d {h} h")
-    } else if h > 0 {
-        format!("{h} h {m} min")
-    } else if m > 0 {
-        format!("{m} min {} s", s % 60)
-    } else {
-        format!("{s} s")
+    match u64::try_from(secs) {
+        Ok(s) if s > 0 => crate::text::duration(std::time::Duration::from_secs(s)),
+        _ => "0 s".to_string(),
     }
 }
 

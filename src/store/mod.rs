@@ -292,17 +292,20 @@ impl Store {
             path: path.to_path_buf(),
             gate: gate::Gate::for_path(path),
         };
-        let v: i64 = store
+        // One statement, so one snapshot: read apart, a migration could commit between the two
+        // reads and a database being created would look foreign.
+        let (v, tables): (i64, i64) = store
             .conn
-            .query_row("PRAGMA user_version", [], |r| r.get(0))
+            .query_row(
+                "SELECT (SELECT user_version FROM pragma_user_version),
+                        (SELECT COUNT(*) FROM sqlite_master)",
+                [],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
             .map_err(|e| store.err("not an auditwarden database", e))?;
         if v == 0 {
             // A database whose first migration has not committed yet has no tables at all (the
             // creator's transaction is invisible to readers): say so rather than call it foreign.
-            let tables: i64 = store
-                .conn
-                .query_row("SELECT COUNT(*) FROM sqlite_master", [], |r| r.get(0))
-                .map_err(|e| store.err("not an auditwarden database", e))?;
             return Err(plain(
                 path,
                 if tables == 0 {
