@@ -137,6 +137,9 @@ struct Stats {
     routes: BTreeMap<String, u64>,
     faults: BTreeMap<&'static str, u64>,
     statuses: BTreeMap<u16, u64>,
+    /// API requests being answered now, and the most ever at once (how concurrent a client is).
+    in_flight: u64,
+    max_in_flight: u64,
 }
 
 /// A running simulated world. Share it as `Arc<Simulator>`.
@@ -245,6 +248,7 @@ impl Simulator {
             "routes": s.routes,
             "faults": s.faults,
             "statuses": statuses,
+            "max_in_flight": s.max_in_flight,
             "frozen": c.frozen,
             "arrivals": {
                 "drift": w.inserted_drift,

@@ -280,6 +280,15 @@ impl Store {
         Ok(())
     }
 
+    /// Give back the memory a pass used: SQLite frees its page cache and other memory it can
+    /// (`PRAGMA shrink_memory`); the next pass reads the pages it needs again. The daemon calls
+    /// this between passes so it idles small whatever the size of the backfill.
+    pub fn release_memory(&self) -> Result<()> {
+        self.conn
+            .execute_batch("PRAGMA shrink_memory")
+            .map_err(|e| self.err("shrink memory", e))
+    }
+
     /// Begin a batch: several pages, coverage changes and pass records in one transaction.
     pub fn batch(&mut self) -> Result<Batch<'_>> {
         let tx = self

@@ -499,3 +499,27 @@ fn adaptive_pace_settles_near_the_server_limit() {
     );
     eprintln!("adaptive pace: {pace}/s for a cap of 15/s, {limited} 429s in {total} requests");
 }
+
+/// A backfill reads up to `concurrent_windows` days at once and no more: against a server that
+/// answers every request slowly, it sees exactly that many audit-log requests at a time (one with
+/// `concurrent_windows = 1`), and the stored set is the truth either way.
+#[test]
+fn backfill_reads_concurrent_windows_days_at_once() {
+    for width in [3u64, 1] {
+        let sim = Sim::start(&[
+            "--events",
+            "600",
+            "--days",
+            "12",
+            "--seed",
+            "21",
+            "--faults",
+            "slow=1,slow-ms=150",
+        ]);
+        let app = App::new(&sim, &format!("concurrent_windows = {width}"));
+        let out = app.collect_ok();
+        assert_matches_truth(&app, &sim, "one");
+        let most = sim.stats()["max_in_flight"].as_u64().expect("max_in_flight");
+        assert_eq!(most, width, "concurrent_windows = {width}: {out}");
+    }
+}
