@@ -306,7 +306,10 @@ fn main() {
             format!("rate-cap={RATE_CAP}"),
         ]);
         let r = run_collect(dir.path(), &sim.url, "limited.db");
-        assert_eq!(r.stored, fetched, "auditwarden stored every event when limited");
+        assert_eq!(
+            r.stored, fetched,
+            "auditwarden stored every event when limited"
+        );
         let stats: Value = rt.block_on(async {
             let body = reqwest::get(format!("{}/_sim/stats", sim.url))
                 .await

@@ -530,7 +530,10 @@ async fn sync_account(
             obs.load(
                 store,
                 &account.name,
-                ids.iter().zip(&fresh).filter(|(_, f)| **f).map(|(id, _)| *id),
+                ids.iter()
+                    .zip(&fresh)
+                    .filter(|(_, f)| **f)
+                    .map(|(id, _)| *id),
             )?;
             drop(ids);
             let mut fresh = fresh.into_iter();

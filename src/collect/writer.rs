@@ -102,10 +102,7 @@ fn run(mut store: Store, mut rx: mpsc::Receiver<WriterMsg>) -> WriterResult {
 /// writer hangs up. Ends with the writer (the loop ends when the sender is dropped).
 fn spawn_checkpointer(
     c: crate::store::Checkpointer,
-) -> (
-    std::sync::mpsc::SyncSender<()>,
-    std::thread::JoinHandle<()>,
-) {
+) -> (std::sync::mpsc::SyncSender<()>, std::thread::JoinHandle<()>) {
     let (wake, woken) = std::sync::mpsc::sync_channel::<()>(1);
     let thread = std::thread::spawn(move || {
         while woken.recv().is_ok() {

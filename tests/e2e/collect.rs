@@ -188,7 +188,10 @@ fn endless_pages_end_the_pass_with_a_clear_error() {
         // At most one read's worth of requests per concurrent window (the default 4): 40 pages
         // each, plus user listings.
         let served = audit_requests(&hostile);
-        assert!(served <= 4 * 40 + 1, "{faults}: {served} audit-log requests");
+        assert!(
+            served <= 4 * 40 + 1,
+            "{faults}: {served} audit-log requests"
+        );
         assert_matches_truth(&app, &healthy, "good");
         let status = app.run(&["status", "--account", "bad"]);
         let status = String::from_utf8_lossy(&status.stdout).to_string();
@@ -525,7 +528,9 @@ fn backfill_reads_concurrent_windows_days_at_once() {
         let app = App::new(&sim, &format!("concurrent_windows = {width}"));
         let out = app.collect_ok();
         assert_matches_truth(&app, &sim, "one");
-        let most = sim.stats()["max_in_flight"].as_u64().expect("max_in_flight");
+        let most = sim.stats()["max_in_flight"]
+            .as_u64()
+            .expect("max_in_flight");
         assert_eq!(most, width, "concurrent_windows = {width}: {out}");
     }
 }
