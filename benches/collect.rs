@@ -1,26 +1,33 @@
 //! Collection benchmark (`cargo bench --bench collect`; `-- 1000000` for one size only).
 //!
-//! For each size it starts the simulator (release binary) and measures, in the same run:
-//! - **fetch floor**: paging every day of the history through the real client without storing;
-//! - **insert floor**: writing the same pages into a fresh SQLite file without fetching
-//!   (bodies fetched beforehand, parse untimed);
-//! - **end to end**: `auditwarden collect` as a child process into a fresh database: events/s,
-//!   requests, and its peak RSS from `wait4`.
+//! For each size (100,000 and 1,000,000 events over 30 days, pages of 1000) it starts the
+//! simulator (release binary) and measures, in the same run:
+//! - **fetch floor**: every page fetched with a plain `reqwest` client and decoded with
+//!   `serde_json` into values, one request after another; no auditwarden code;
+//! - **insert floor**: the same events (fetched and encoded beforehand, untimed) inserted into a
+//!   plain rusqlite table (`id` PRIMARY KEY and four columns, the last the raw JSON) with one
+//!   prepared statement in one transaction; no auditwarden code;
+//! - **script**: what a person would write: fetch a page, decode it, insert it in its own
+//!   transaction into the same plain table, next page (sequential, no overlap);
+//! - **auditwarden**: `auditwarden collect` as a child process with the **default** collection
+//!   settings (no `rate_limits`: DigiCert ONE has no fixed cap), into a fresh database: time,
+//!   events/s, peak RSS (`wait4`), and its CPU time per event;
+//! - **rate-limited**: `auditwarden collect` (default settings again) against a simulator that
+//!   answers 429 above N requests/s (`--faults rate-cap=N`): the pace it settled on and the 429s.
 //!
-//! It prints figures and ratios; it asserts nothing about speed.
+//! It prints figures and ratios against the targets; it asserts only that the runs succeed and
+//! store every event.
 
 // A benchmark program: a failed step panics with its reason, which is its report.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::io::Write;
+use std::path::Path;
 use std::process::Command;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
-use auditwarden::api::{AuditQuery, Client, ParsedEvent};
-use auditwarden::config::{Account, AccountKind, CollectionSettings, Credential, RateLimit};
-use auditwarden::secret::Secret;
-use auditwarden::store::{PageWrite, Store, WindowDone};
-use chrono::{Days, Utc};
+use chrono::{Days, NaiveDate, Utc};
+use serde_json::Value;
 
 mod common;
 
@@ -28,60 +35,170 @@ use common::{peak_rss_of, start_sim, BIN, KEY};
 
 const DAYS: u32 = 30;
 const PAGE: u32 = 1000;
+/// The simulator's cap for the rate-limited run, in requests per second.
+const RATE_CAP: u32 = 40;
 
-fn account(url: &str) -> Account {
-    let mut c = CollectionSettings {
-        page_size: PAGE,
-        request_timeout: Duration::from_secs(60),
-        rate_limits: vec![RateLimit {
-            requests: 100_000,
-            per_secs: 1,
-        }],
-        ..CollectionSettings::default()
-    };
-    c.retry.base_delay = Duration::from_millis(20);
-    Account {
-        name: "bench".into(),
-        kind: AccountKind::DigicertOne,
-        base_url: url::Url::parse(url).expect("url"),
-        credential: Credential::ApiKey(Secret::new(KEY)),
-        actions: Vec::new(),
-        backfill_days: DAYS,
-        collection: c,
-    }
-}
-
-/// Page through every day of the history; `sink` gets each parsed page.
-async fn fetch_all(
-    client: &Client,
-    mut sink: impl FnMut(chrono::NaiveDate, Vec<ParsedEvent>),
-) -> (u64, u64) {
+fn days() -> Vec<NaiveDate> {
     let today = Utc::now().date_naive();
     let start = today
         .checked_sub_days(Days::new(u64::from(DAYS)))
         .unwrap_or(today);
-    let mut events = 0;
-    for day in start.iter_days().take_while(|d| *d <= today) {
+    start.iter_days().take_while(|d| *d <= today).collect()
+}
+
+/// One page of the audit log, decoded: (items, total).
+async fn get_page(
+    http: &reqwest::Client,
+    url: &str,
+    day: NaiveDate,
+    offset: u64,
+) -> (Vec<Value>, u64) {
+    let body = http
+        .get(format!("{url}/account/api/v1/audit-log"))
+        .header("x-api-key", KEY)
+        .query(&[
+            ("from", day.to_string()),
+            ("to", day.to_string()),
+            ("offset", offset.to_string()),
+            ("limit", PAGE.to_string()),
+            ("sort", "timestamp".to_string()),
+        ])
+        .send()
+        .await
+        .expect("request")
+        .error_for_status()
+        .expect("status")
+        .bytes()
+        .await
+        .expect("body");
+    let mut v: Value = serde_json::from_slice(&body).expect("json");
+    let total = v["total"].as_u64().unwrap_or(0);
+    let items = match v["items"].take() {
+        Value::Array(a) => a,
+        _ => Vec::new(),
+    };
+    (items, total)
+}
+
+/// Page through every day sequentially; `sink` gets each decoded page. Returns (events, requests).
+async fn fetch_all(url: &str, mut sink: impl FnMut(Vec<Value>)) -> (u64, u64) {
+    let http = reqwest::Client::new();
+    let (mut events, mut requests) = (0, 0);
+    for day in days() {
         let mut offset = 0u64;
         loop {
-            let q = AuditQuery {
-                from: day,
-                to: day,
-                action: None,
-                offset,
-                limit: PAGE,
-            };
-            let page = client.audit_log(&q).await.expect("page");
-            let n = page.items.len() as u64;
+            let (items, total) = get_page(&http, url, day, offset).await;
+            requests += 1;
+            let n = items.len() as u64;
             events += n;
-            sink(day, page.items);
             offset += n;
-            if n == 0 || page.total.is_none_or(|t| offset >= t) {
+            sink(items);
+            if n == 0 || offset >= total {
                 break;
             }
         }
     }
-    (events, client.stats().requests())
+    (events, requests)
+}
+
+/// The plain table of the floors and the script.
+fn plain_db(path: &Path) -> rusqlite::Connection {
+    let c = rusqlite::Connection::open(path).expect("db");
+    c.execute_batch(
+        "CREATE TABLE events (id TEXT PRIMARY KEY, ts TEXT, action TEXT, actor TEXT, raw TEXT)",
+    )
+    .expect("schema");
+    c
+}
+
+type Row = (String, String, String, String, String);
+
+fn row(e: &Value) -> Row {
+    let s = |v: &Value| v.as_str().unwrap_or_default().to_string();
+    (
+        s(&e["id"]),
+        s(&e["timestamp"]),
+        s(&e["action"]),
+        s(&e["user"]["name"]),
+        e.to_string(),
+    )
+}
+
+fn insert_rows(tx: &rusqlite::Transaction<'_>, rows: &[Row]) -> u64 {
+    let mut st = tx
+        .prepare_cached("INSERT OR IGNORE INTO events VALUES (?1, ?2, ?3, ?4, ?5)")
+        .expect("prepare");
+    let mut n = 0;
+    for r in rows {
+        n += st
+            .execute(rusqlite::params![r.0, r.1, r.2, r.3, r.4])
+            .expect("insert") as u64;
+    }
+    n
+}
+
+fn config(dir: &Path, url: &str, db: &str) -> std::path::PathBuf {
+    // The default collection settings: only the page size (the default too) is spelled out.
+    let cfg = dir.join(format!("{db}.toml"));
+    std::fs::write(
+        &cfg,
+        format!(
+            "[store]\npath = \"{db}\"\n[collection]\npage_size = {PAGE}\n[[accounts]]\nname = \"bench\"\nkind = \"digicert-one\"\nbase_url = \"{url}\"\napi_key_env = \"BENCH_KEY\"\nbackfill_days = {DAYS}\n"
+        ),
+    )
+    .expect("config");
+    cfg
+}
+
+struct CollectRun {
+    secs: f64,
+    rss_mib: u64,
+    cpu_secs: f64,
+    summary: String,
+    stored: u64,
+}
+
+fn run_collect(dir: &Path, url: &str, db: &str) -> CollectRun {
+    let cfg = config(dir, url, db);
+    let mut cmd = Command::new(BIN);
+    cmd.args(["collect", "--config"])
+        .arg(&cfg)
+        .env("BENCH_KEY", KEY)
+        .env("AUDITWARDEN_LOG", "warn");
+    let cpu0 = children_cpu();
+    let (out, elapsed, rss_mib) = peak_rss_of(cmd);
+    let cpu_secs = children_cpu() - cpu0;
+    let summary = String::from_utf8_lossy(&out.stdout).to_string();
+    assert!(out.status.success(), "collect failed: {summary}");
+    let c = rusqlite::Connection::open(dir.join(db)).expect("db");
+    let stored: i64 = c
+        .query_row("SELECT COUNT(*) FROM events", [], |r| r.get(0))
+        .expect("count");
+    CollectRun {
+        secs: elapsed.as_secs_f64(),
+        rss_mib,
+        cpu_secs,
+        summary,
+        stored: stored as u64,
+    }
+}
+
+/// User + system CPU seconds of the children waited for so far.
+fn children_cpu() -> f64 {
+    // SAFETY: getrusage with a valid out-pointer.
+    let mut u: libc::rusage = unsafe { std::mem::zeroed() };
+    unsafe { libc::getrusage(libc::RUSAGE_CHILDREN, &mut u) };
+    let t = |tv: libc::timeval| tv.tv_sec as f64 + tv.tv_usec as f64 / 1e6;
+    t(u.ru_utime) + t(u.ru_stime)
+}
+
+fn load() -> String {
+    std::fs::read_to_string("/proc/loadavg")
+        .unwrap_or_default()
+        .split_whitespace()
+        .take(3)
+        .collect::<Vec<_>>()
+        .join(" ")
 }
 
 fn main() {
@@ -95,7 +212,11 @@ fn main() {
         sizes
     };
     let rt = tokio::runtime::Runtime::new().expect("runtime");
-    println!("auditwarden collection benchmark: {DAYS} days of history, pages of {PAGE}");
+    println!(
+        "auditwarden collection benchmark: {DAYS} days of history, pages of {PAGE}, {} cores, load {}",
+        std::thread::available_parallelism().map_or(0, |n| n.get()),
+        load()
+    );
     for n in sizes {
         let t = Instant::now();
         let sim = start_sim(&[
@@ -105,111 +226,121 @@ fn main() {
             n.to_string(),
         ]);
         println!(
-            "\n== {n} events (simulator ready in {:.1}s)",
-            t.elapsed().as_secs_f64()
+            "\n== {n} events (simulator ready in {:.1}s, load {})",
+            t.elapsed().as_secs_f64(),
+            load()
         );
-        let acct = account(&sim.url);
+        let dir = tempfile::tempdir().expect("tempdir");
 
         // Fetch floor.
-        let client = Client::new(&acct).expect("client");
         let t = Instant::now();
-        let (fetched, requests) = rt.block_on(fetch_all(&client, |_, _| {}));
+        let (fetched, requests) = rt.block_on(fetch_all(&sim.url, |_| {}));
         let fetch_s = t.elapsed().as_secs_f64();
         println!(
-            "fetch floor : {fetched} events, {requests} requests in {fetch_s:.2}s = {:.0} events/s",
+            "fetch floor : {fetched} events, {requests} requests in {fetch_s:.2}s = {:.0} events/s (reqwest + serde_json, sequential)",
             fetched as f64 / fetch_s
         );
 
-        // Insert floor: the same pages, fetched first (untimed), then written.
-        let client = Client::new(&acct).expect("client");
-        let dir = tempfile::tempdir().expect("tempdir");
-        let mut store = Store::open(&dir.path().join("insert.db")).expect("store");
-        let mut insert_s = 0.0;
-        let mut inserted = 0;
-        // Pages are written in batches of 50 (50,000 events), as the collector's writer does.
-        type Pending = Vec<(chrono::NaiveDate, Vec<auditwarden::api::AuditEvent>)>;
-        let mut pending: Pending = Vec::new();
-        let mut write = |pending: &mut Pending| {
-            let t = Instant::now();
-            let mut batch = store.batch().expect("batch");
-            for (day, evs) in pending.drain(..) {
-                let out = batch
-                    .write_page(&PageWrite {
-                        account: "bench",
-                        action_filter: "",
-                        day: Some(day),
-                        events: &evs,
-                        malformed: &[],
-                        done: Some(WindowDone {
-                            server_total: None,
-                            received: evs.len() as u64,
-                        }),
-                    })
-                    .expect("write");
-                inserted += out.inserted;
-            }
-            batch.commit().expect("commit");
-            insert_s += t.elapsed().as_secs_f64();
-        };
-        rt.block_on(fetch_all(&client, |day, items| {
-            let evs: Vec<_> = items
-                .into_iter()
-                .filter_map(|i| match i {
-                    ParsedEvent::Event(e) => Some(e),
-                    ParsedEvent::Malformed(_) => None,
-                })
-                .collect();
-            pending.push((day, evs));
-            if pending.len() == 50 {
-                write(&mut pending);
-            }
+        // Insert floor: the same events, fetched and encoded first (untimed).
+        let mut rows: Vec<Row> = Vec::new();
+        rt.block_on(fetch_all(&sim.url, |items| {
+            rows.extend(items.iter().map(row))
         }));
-        write(&mut pending);
+        let mut c = plain_db(&dir.path().join("floor.db"));
+        let t = Instant::now();
+        let tx = c.transaction().expect("begin");
+        let inserted = insert_rows(&tx, &rows);
+        tx.commit().expect("commit");
+        let insert_s = t.elapsed().as_secs_f64();
+        drop(rows);
+        drop(c);
         println!(
-            "insert floor: {inserted} events in {insert_s:.2}s = {:.0} events/s",
+            "insert floor: {inserted} events in {insert_s:.2}s = {:.0} events/s (plain rusqlite table, one statement, one transaction)",
             inserted as f64 / insert_s
         );
-        drop(store);
 
-        // End to end.
-        let cfg = dir.path().join("bench.toml");
-        std::fs::write(
-            &cfg,
-            format!(
-                "[store]\npath = \"e2e.db\"\n[collection]\npage_size = {PAGE}\nrate_limits = [{{ requests = 100000, per_secs = 1 }}]\nretry_base_ms = 20\n[[accounts]]\nname = \"bench\"\nkind = \"digicert-one\"\nbase_url = \"{}\"\napi_key_env = \"BENCH_KEY\"\nbackfill_days = {DAYS}\n",
-                sim.url
-            ),
-        )
-        .expect("config");
-        let mut cmd = Command::new(BIN);
-        cmd.args(["collect", "--config"])
-            .arg(&cfg)
-            .env("BENCH_KEY", KEY)
-            .env("AUDITWARDEN_LOG", "warn");
-        let (out, elapsed, rss_mib) = peak_rss_of(cmd);
-        let e2e_s = elapsed.as_secs_f64();
-        let summary = String::from_utf8_lossy(&out.stdout);
-        assert!(out.status.success(), "collect failed: {summary}");
-        let stored = Store::open_read_only(&dir.path().join("e2e.db"))
-            .expect("db")
-            .event_ids("bench")
-            .expect("ids")
-            .len();
+        // Script: fetch, decode, insert per page, sequentially.
+        let mut c = plain_db(&dir.path().join("script.db"));
+        let t = Instant::now();
+        let mut script_rows = 0;
+        rt.block_on(fetch_all(&sim.url, |items| {
+            let rows: Vec<Row> = items.iter().map(row).collect();
+            let tx = c.transaction().expect("begin");
+            script_rows += insert_rows(&tx, &rows);
+            tx.commit().expect("commit");
+        }));
+        let script_s = t.elapsed().as_secs_f64();
+        drop(c);
         println!(
-            "end to end  : {stored} events in {e2e_s:.2}s = {:.0} events/s, peak RSS {rss_mib} MiB",
-            stored as f64 / e2e_s
+            "script      : {script_rows} events in {script_s:.2}s = {:.0} events/s (fetch, decode, insert per page)",
+            script_rows as f64 / script_s
         );
+
+        // auditwarden, default configuration.
+        let r = run_collect(dir.path(), &sim.url, "aw.db");
+        assert_eq!(r.stored, fetched, "auditwarden stored every event");
         println!(
-            "              {}",
-            summary.lines().nth(1).unwrap_or("").trim()
+            "auditwarden : {} events in {:.2}s = {:.0} events/s, peak RSS {} MiB (target <= 100), CPU {:.2}s = {:.1} us/event (default configuration)",
+            r.stored,
+            r.secs,
+            r.stored as f64 / r.secs,
+            r.rss_mib,
+            r.cpu_secs,
+            r.cpu_secs * 1e6 / r.stored.max(1) as f64
         );
+        for l in r.summary.lines().skip(1) {
+            println!("              {}", l.trim());
+        }
         let slower = fetch_s.max(insert_s);
         println!(
-            "ratios      : end-to-end / slower floor = {:.2} (target <= 1.5); fetch {:.2}s, insert {:.2}s",
-            e2e_s / slower,
-            fetch_s,
-            insert_s
+            "ratios      : auditwarden / slower floor = {:.2} (target <= 1.2); script / auditwarden = {:.2} (target >= 2)",
+            r.secs / slower,
+            script_s / r.secs
         );
+        drop(sim);
+
+        // Rate-limited server.
+        let sim = start_sim(&[
+            "--days".into(),
+            DAYS.to_string(),
+            "--events".into(),
+            n.to_string(),
+            "--faults".into(),
+            format!("rate-cap={RATE_CAP}"),
+        ]);
+        let r = run_collect(dir.path(), &sim.url, "limited.db");
+        assert_eq!(
+            r.stored, fetched,
+            "auditwarden stored every event when limited"
+        );
+        let stats: Value = rt.block_on(async {
+            let body = reqwest::get(format!("{}/_sim/stats", sim.url))
+                .await
+                .expect("stats")
+                .bytes()
+                .await
+                .expect("stats body");
+            serde_json::from_slice(&body).expect("stats json")
+        });
+        let limited = stats["statuses"]["429"].as_u64().unwrap_or(0);
+        let total = stats["requests"].as_u64().unwrap_or(0).max(1);
+        let pace = r
+            .summary
+            .split("pace settled at ")
+            .nth(1)
+            .and_then(|t| t.split(' ').next())
+            .unwrap_or("?")
+            .to_string();
+        let ok_rate = (total - limited) as f64 / r.secs;
+        println!(
+            "rate-limited: cap {RATE_CAP}/s: pace settled at {pace}/s (target within 20%: {:.0}..{:.0}), {:.1} accepted requests/s over the run, {limited} 429s in {total} requests = {:.2}% (target < 2%), {:.2}s",
+            f64::from(RATE_CAP) * 0.8,
+            f64::from(RATE_CAP) * 1.2,
+            ok_rate,
+            limited as f64 * 100.0 / total as f64,
+            r.secs
+        );
+        println!("load        : {}", load());
         let _ = std::io::stdout().flush();
     }
 }

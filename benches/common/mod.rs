@@ -44,8 +44,21 @@ pub fn start_sim(args: &[String]) -> Sim {
     Sim { child, url }
 }
 
+/// The high-water mark of a live process's resident memory (`VmHWM`), in KiB.
+fn vm_hwm_kib(pid: u32) -> Option<u64> {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()?
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.split_whitespace().next()?.parse().ok())
+}
+
 /// Run `cmd` to completion: its output (stdout only), wall time and peak RSS in MiB.
-#[allow(clippy::zombie_processes)] // reaped by wait4 below, which also gives the child's peak RSS
+///
+/// The peak is the child's own `VmHWM`, read every 20 ms while it runs (the last reading before
+/// it exits). `wait4`'s `ru_maxrss` is not used: the child is spawned with vfork, so it also
+/// counts the benchmark's own memory at the time of the spawn.
+#[allow(clippy::zombie_processes)] // reaped by wait4 below
 pub fn peak_rss_of(mut cmd: Command) -> (Output, Duration, u64) {
     let started = Instant::now();
     let child = cmd
@@ -54,6 +67,23 @@ pub fn peak_rss_of(mut cmd: Command) -> (Output, Duration, u64) {
         .spawn()
         .expect("spawn");
     let pid = child.id() as libc::pid_t;
+    let done = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let watcher = {
+        let done = done.clone();
+        std::thread::spawn(move || {
+            let mut peak = 0;
+            // Bounded by the child's life: once it exits (a zombie has no VmHWM), readings stop.
+            while !done.load(std::sync::atomic::Ordering::Relaxed) {
+                match vm_hwm_kib(pid as u32) {
+                    Some(k) => peak = k,
+                    None if peak > 0 => break,
+                    None => {}
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            peak
+        })
+    };
     let mut stdout = child.stdout.expect("stdout");
     let reader = std::thread::spawn(move || {
         let mut s = Vec::new();
@@ -66,11 +96,13 @@ pub fn peak_rss_of(mut cmd: Command) -> (Output, Duration, u64) {
     let r = unsafe { libc::wait4(pid, &mut status, 0, &mut usage) };
     assert_eq!(r, pid, "wait4");
     let elapsed = started.elapsed();
+    done.store(true, std::sync::atomic::Ordering::Relaxed);
+    let peak_kib = watcher.join().unwrap_or(0);
     let out = reader.join().unwrap_or_default();
     let output = Output {
         status: std::os::unix::process::ExitStatusExt::from_raw(status),
         stdout: out,
         stderr: Vec::new(),
     };
-    (output, elapsed, usage.ru_maxrss as u64 / 1024)
+    (output, elapsed, peak_kib / 1024)
 }

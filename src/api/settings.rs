@@ -164,6 +164,9 @@ pub struct CollectionSettings {
     pub max_pages_per_window: u32,
     /// The largest response body read; a larger one fails its request (not retried).
     pub max_response_bytes: u64,
+    /// Day windows of one account read at once during a backfill (within the throttle), so the
+    /// network and the writer overlap.
+    pub concurrent_windows: u32,
     /// `tls_roots`, `ca_file`.
     pub tls: TlsSettings,
     /// `proxy_url` (with `proxy_password_env` / `proxy_password_file`), or the environment.
@@ -185,6 +188,7 @@ impl Default for CollectionSettings {
             max_window_rereads: default_max_window_rereads(),
             max_pages_per_window: default_max_pages_per_window(),
             max_response_bytes: default_max_response_bytes(),
+            concurrent_windows: default_concurrent_windows(),
             tls: TlsSettings::default(),
             proxy: ProxySetting::default(),
         }
@@ -237,6 +241,11 @@ fn default_max_pages_per_window() -> u32 {
 
 /// 32 MiB: a full page of 1000 events is about 0.6 MB, so this is 50 times the largest page the
 /// contract allows, and still a bounded amount of memory per account.
+/// 4 day windows in flight: enough to keep the writer busy while requests wait on the network
+/// (`cargo bench --bench collect`), few enough that a server sees a handful of requests at once.
+fn default_concurrent_windows() -> u32 {
+    4
+}
 fn default_max_response_bytes() -> u64 {
     32 * 1024 * 1024
 }
@@ -450,6 +459,9 @@ pub fn collection_settings(
     }
     if let Some(v) = s.integer("max_response_bytes", 65_536, 4 << 30, problems) {
         c.max_response_bytes = v as u64;
+    }
+    if let Some(v) = s.integer("concurrent_windows", 1, 64, problems) {
+        c.concurrent_windows = v as u32;
     }
     if let Some(v) = s.take("rate_limits") {
         let key = s.key("rate_limits");

@@ -15,8 +15,11 @@
 //! the server's total. Otherwise the day is re-read, at most `max_window_rereads` times.
 //!
 //! Fetching and storing overlap: account tasks fetch pages and send them to one writer thread that
-//! owns the SQLite connection. Each page is one transaction, and the page that completes a day
-//! carries the coverage row, so a crash at any instant loses nothing and duplicates nothing.
+//! owns the SQLite connection, and while days are missing each account reads up to
+//! `concurrent_windows` days at once (each day still page after page, all through the account's
+//! one client and throttle). Every page is applied whole inside one transaction, and the page that
+//! completes a day carries the coverage row, so a crash at any instant loses nothing and
+//! duplicates nothing, whatever order the days' pages arrive in.
 //!
 //! A pass can be stopped early through [`CollectOptions::cancel`] (the daemon's shutdown): it is
 //! checked only between pages, where everything received has been handed to the writer and no
@@ -27,11 +30,13 @@ mod writer;
 
 use std::collections::{BTreeMap, HashSet};
 use std::hash::{DefaultHasher, Hash, Hasher};
-use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::{Arc, OnceLock};
 
 use chrono::{DateTime, Days, NaiveDate, Utc};
 use indicatif::{MultiProgress, ProgressBar, ProgressStyle};
 use tokio::sync::mpsc;
+use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
 use crate::api::settings::{Account, AccountKind};
@@ -101,7 +106,13 @@ pub async fn collect(
     for a in accounts {
         plans.push(Plan::build(&store, a, opts.today)?);
     }
-    let (tx, rx) = mpsc::channel::<WriterMsg>(8);
+    // A few pages per account in flight: the writer drains while the fetchers wait on the network,
+    // and a slow disk makes the fetchers wait instead of memory growing.
+    let width: usize = accounts
+        .iter()
+        .map(|a| a.collection.concurrent_windows.max(1) as usize)
+        .sum();
+    let (tx, rx) = mpsc::channel::<WriterMsg>((2 * width).clamp(8, 64));
     let writer = Writer::spawn(store, rx);
     let multi = opts.progress.then(MultiProgress::new);
     let started = Utc::now();
@@ -167,6 +178,7 @@ pub async fn collect(
     }
     drop(tx);
     let (store, counts) = writer.finish().await?;
+    release_memory(&store);
     for s in &mut summaries {
         s.written = counts.get(&s.account).copied().unwrap_or_default();
         if s.written.quarantined > 0 {
@@ -194,6 +206,23 @@ fn join_error_text(e: tokio::task::JoinError) -> String {
         .or_else(|| payload.downcast_ref::<String>().cloned())
         .unwrap_or_else(|| "no message".into());
     format!("panicked: {msg}")
+}
+
+/// Give back what a pass used, so a daemon idles small after a backfill of any size: SQLite's
+/// page cache (the next pass reads what it needs again), and on glibc the memory freed by the
+/// pass's threads, which its allocator otherwise keeps in per-thread arenas for reuse (measured
+/// by `cargo bench --bench daemon`: the idle RSS after a large backfill stays near a fresh
+/// start's instead of the pass's high-water mark).
+pub(crate) fn release_memory(store: &Store) {
+    if let Err(e) = store.release_memory() {
+        tracing::debug!(event = "release_memory_failed", error = %e);
+    }
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: malloc_trim only returns free pages of the allocator's own heaps to the kernel; it
+    // takes no pointers and is thread-safe.
+    unsafe {
+        libc::malloc_trim(0);
+    }
 }
 
 fn progress_bar(name: &str) -> ProgressBar {
@@ -240,21 +269,24 @@ impl Plan {
     }
 }
 
-/// The state of one account's pass.
+/// The state of one account's pass, shared by the tasks reading its day windows (counters are
+/// atomics because several days are read at once; they are only ever added to).
 struct Run {
     account: Account,
     name: Arc<str>,
     client: Client,
     tx: mpsc::Sender<WriterMsg>,
     bar: Option<ProgressBar>,
+    /// A child of the pass's token: cancelled by the pass (shutdown), or by this account when one
+    /// of its day reads failed, so the reads still in flight stop at their next safe point.
     cancel: CancellationToken,
     /// Learned from the first response: does the server send totals (envelope) or bare arrays?
-    totals: Option<bool>,
-    days_read: u64,
-    rereads: u64,
-    unstable_days: u64,
-    pages_read: u64,
-    events_seen: u64,
+    totals: OnceLock<bool>,
+    days_read: AtomicU64,
+    rereads: AtomicU64,
+    unstable_days: AtomicU64,
+    pages_read: AtomicU64,
+    events_seen: AtomicU64,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -265,6 +297,8 @@ enum RunError {
     WriterGone,
     #[error("stopped at a safe point for shutdown")]
     Cancelled,
+    #[error("a day read stopped unexpectedly: {0}")]
+    Task(String),
     /// The server would have paged without end; the day stays incomplete.
     #[error("account {account}, day {day}: {reason}")]
     Unbounded {
@@ -316,20 +350,20 @@ async fn run_account(
             return summary;
         }
     };
-    let mut run = Run {
+    let run = Arc::new(Run {
         name: Arc::from(account.name.as_str()),
         account,
         client,
         tx: tx.clone(),
         bar,
-        cancel,
-        totals: None,
-        days_read: 0,
-        rereads: 0,
-        unstable_days: 0,
-        pages_read: 0,
-        events_seen: 0,
-    };
+        cancel: cancel.child_token(),
+        totals: OnceLock::new(),
+        days_read: AtomicU64::new(0),
+        rereads: AtomicU64::new(0),
+        unstable_days: AtomicU64::new(0),
+        pages_read: AtomicU64::new(0),
+        events_seen: AtomicU64::new(0),
+    });
     let mut result = Ok(());
     for (filter, coverage) in &plan.filters {
         result = run.collect_filter(&plan, filter, coverage).await;
@@ -349,9 +383,9 @@ async fn run_account(
     summary.retries = run.client.stats().retries();
     summary.by_status = run.client.stats().by_status();
     summary.pace = Some(run.client.pace());
-    summary.days_read = run.days_read;
-    summary.rereads = run.rereads;
-    summary.unstable_days = run.unstable_days;
+    summary.days_read = run.days_read.load(Relaxed);
+    summary.rereads = run.rereads.load(Relaxed);
+    summary.unstable_days = run.unstable_days.load(Relaxed);
     summary.finished = crate::clock::now();
     if summary.cancelled {
         // Not a pass: nothing is recorded, and the next pass resumes from the coverage rows.
@@ -399,8 +433,16 @@ fn key_hash(key: &str) -> u64 {
 }
 
 impl Run {
+    fn totals(&self) -> Option<bool> {
+        self.totals.get().copied()
+    }
+
+    fn learn_totals(&self, page: &crate::api::AuditPage) {
+        let _ = self.totals.set(page.total.is_some());
+    }
+
     async fn collect_filter(
-        &mut self,
+        self: &Arc<Self>,
         plan: &Plan,
         filter: &str,
         coverage: &BTreeMap<NaiveDate, Coverage>,
@@ -428,13 +470,7 @@ impl Run {
         if let Some(b) = &self.bar {
             b.set_length(pending.len() as u64);
         }
-        for d in pending {
-            self.read_day(d, filter).await?;
-            read_now.insert(d);
-            if let Some(b) = &self.bar {
-                b.inc(1);
-            }
-        }
+        read_now.extend(self.read_days(pending, filter).await?);
 
         // 2. Complete overlap days: probe, and re-read the ones whose total moved.
         if overlap > 0 {
@@ -444,7 +480,7 @@ impl Run {
                 .filter(|d| **d >= overlap_from && is_complete(d))
             {
                 let recorded = coverage.get(d).and_then(|c| c.server_total);
-                let changed = match (self.totals, recorded) {
+                let changed = match (self.totals(), recorded) {
                     (Some(false), _) => true,
                     _ => {
                         let now = self.probe(*d, *d, filter).await?;
@@ -459,11 +495,11 @@ impl Run {
         }
 
         // 3. Older complete days: compare run totals, bisect mismatches, re-read what changed.
-        if self.totals.is_none() && days.iter().any(|d| !read_now.contains(d)) {
+        if self.totals().is_none() && days.iter().any(|d| !read_now.contains(d)) {
             // Nothing asked yet this pass: learn whether the server sends totals.
             self.probe(plan.today, plan.today, filter).await?;
         }
-        if self.totals == Some(false) {
+        if self.totals() == Some(false) {
             return Ok(());
         }
         let mut runs: Vec<Vec<(NaiveDate, u64)>> = Vec::new();
@@ -500,9 +536,62 @@ impl Run {
         Ok(())
     }
 
+    /// Read `days` (newest first), up to `concurrent_windows` at once; the days read completely
+    /// or left incomplete by a re-read limit. The first failure stops the account: no new day is
+    /// started, the reads in flight stop at their next safe point, and that error is returned.
+    async fn read_days(
+        self: &Arc<Self>,
+        days: Vec<NaiveDate>,
+        filter: &str,
+    ) -> Result<Vec<NaiveDate>, RunError> {
+        let width = self.account.collection.concurrent_windows.max(1) as usize;
+        let mut queue = days.into_iter();
+        let mut set: JoinSet<(NaiveDate, Result<(), RunError>)> = JoinSet::new();
+        let mut done = Vec::new();
+        let mut failure: Option<RunError> = None;
+        loop {
+            while failure.is_none() && set.len() < width {
+                let Some(d) = queue.next() else { break };
+                let run = Arc::clone(self);
+                let filter = filter.to_string();
+                set.spawn(async move { (d, run.read_day(d, &filter).await) });
+            }
+            let Some(joined) = set.join_next().await else {
+                break;
+            };
+            let result = match joined {
+                Ok((d, r)) => r.map(|()| d),
+                Err(e) => Err(RunError::Task(e.to_string())),
+            };
+            match result {
+                Ok(d) => {
+                    done.push(d);
+                    if let Some(b) = &self.bar {
+                        b.inc(1);
+                    }
+                }
+                Err(e) => {
+                    // Keep the first real failure; the reads it stops report `Cancelled`.
+                    let first_real = !matches!(e, RunError::Cancelled)
+                        && failure
+                            .as_ref()
+                            .is_none_or(|f| matches!(f, RunError::Cancelled));
+                    if failure.is_none() || first_real {
+                        failure = Some(e);
+                    }
+                    self.cancel.cancel();
+                }
+            }
+        }
+        match failure {
+            Some(e) => Err(e),
+            None => Ok(done),
+        }
+    }
+
     /// The server's total for `[from, to]` (a `limit=1` request), or `None` for bare arrays.
     async fn probe(
-        &mut self,
+        &self,
         from: NaiveDate,
         to: NaiveDate,
         filter: &str,
@@ -515,13 +604,13 @@ impl Run {
             limit: 1,
         };
         let page = self.fetch(&q).await?;
-        self.totals.get_or_insert(page.total.is_some());
+        self.learn_totals(&page);
         Ok(page.total)
     }
 
     /// Days of a run of complete days whose server total no longer matches what was recorded.
     async fn changed_days(
-        &mut self,
+        &self,
         run: &[(NaiveDate, u64)],
         filter: &str,
     ) -> Result<Vec<NaiveDate>, RunError> {
@@ -583,12 +672,12 @@ impl Run {
     /// ignores `offset`; more distinct items than the first total plus a slack for arrivals, or
     /// more than `max_pages_per_window` pages, mean it would serve for ever. Each ends the account's
     /// pass with [`RunError::Unbounded`].
-    async fn read_day(&mut self, day: NaiveDate, filter: &str) -> Result<(), RunError> {
+    async fn read_day(&self, day: NaiveDate, filter: &str) -> Result<(), RunError> {
         let limit = self.account.collection.page_size;
         let max_rereads = self.account.collection.max_window_rereads;
         let max_pages = self.account.collection.max_pages_per_window;
         let action: Arc<str> = Arc::from(filter);
-        self.days_read += 1;
+        self.days_read.fetch_add(1, Relaxed);
         let mut why_incomplete = String::new();
         // (distinct, first total, last total) of the previous attempt: a re-read that ends the
         // same way proves nothing moved, so the shortfall is the server's (an offset cap, a total
@@ -596,7 +685,7 @@ impl Run {
         let mut previous: Option<(u64, Option<u64>, Option<u64>)> = None;
         'attempts: for attempt in 0..=max_rereads {
             if attempt > 0 {
-                self.rereads += 1;
+                self.rereads.fetch_add(1, Relaxed);
             }
             let mut seen: HashSet<u64> = HashSet::new();
             let mut first_total: Option<u64> = None;
@@ -637,7 +726,7 @@ impl Run {
                     }
                     Err(e) => return Err(e),
                 };
-                self.totals.get_or_insert(page.total.is_some());
+                self.learn_totals(&page);
                 if pages == 1 {
                     first_total = page.total;
                 }
@@ -682,8 +771,8 @@ impl Run {
                             .await);
                     }
                 }
-                self.events_seen += n;
-                self.pages_read += 1;
+                let events_seen = self.events_seen.fetch_add(n, Relaxed) + n;
+                let pages_read = self.pages_read.fetch_add(1, Relaxed) + 1;
                 let last = match page.total {
                     Some(t) => n == 0 || offset + n >= t,
                     None => n < u64::from(limit),
@@ -710,10 +799,7 @@ impl Run {
                 })
                 .await?;
                 if let Some(b) = &self.bar {
-                    b.set_message(format!(
-                        "{} pages, {} events",
-                        self.pages_read, self.events_seen
-                    ));
+                    b.set_message(format!("{pages_read} pages, {events_seen} events"));
                 }
                 offset += n;
                 if complete {
@@ -742,7 +828,7 @@ impl Run {
                 }
             }
         }
-        self.unstable_days += 1;
+        self.unstable_days.fetch_add(1, Relaxed);
         tracing::warn!(event = "window_unstable", account = %self.name, day = %day, reason = %why_incomplete, "the day stays incomplete until the next pass");
         self.send(WriterMsg::Incomplete {
             account: self.name.clone(),

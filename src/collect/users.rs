@@ -39,6 +39,8 @@ use crate::store::{
 const EVIDENCE_SLACK_MS: i64 = 120_000;
 /// Invitation polls in flight at once; the client's throttle still bounds the rate.
 const POLL_CONCURRENCY: usize = 8;
+/// Users missing from a complete listing are confirmed this many at a time.
+const MISSING_CHUNK: u32 = 500;
 
 /// What a sync or a poll did for one account.
 #[derive(Debug, Clone, Default)]
@@ -95,6 +97,7 @@ pub async fn sync_users(store: &mut Store, accounts: &[&Account]) -> Vec<UserSum
     for a in accounts {
         out.push(run_one(store, a, "sync", 0).await);
     }
+    super::release_memory(store);
     out
 }
 
@@ -170,6 +173,8 @@ struct Observer {
     /// Start of the latest complete sync and poll before this run: lower bounds of T1.
     prev_sync_ms: Option<i64>,
     prev_poll_ms: Option<i64>,
+    /// The stored rows of the users being compared now (one page, one chunk of missing users or
+    /// invitations), loaded by [`Observer::load`]: memory follows the page, not the directory.
     known: HashMap<String, UserRow>,
 }
 
@@ -186,6 +191,26 @@ fn roles_text(r: &[String]) -> String {
 }
 
 impl Observer {
+    /// Make the stored rows of `ids` (and only those) the known state.
+    fn load<'a>(
+        &mut self,
+        store: &Store,
+        account: &str,
+        ids: impl IntoIterator<Item = &'a str>,
+    ) -> Result<(), StoreError> {
+        self.known = store.load_users_by_id(account, ids)?;
+        Ok(())
+    }
+
+    /// Add the stored row of `id` to the known state if it is not there (a user served under
+    /// another id than the one asked for).
+    fn ensure(&mut self, store: &Store, account: &str, id: &str) -> Result<(), StoreError> {
+        if !self.known.contains_key(id) {
+            self.known.extend(store.load_users_by_id(account, [id])?);
+        }
+        Ok(())
+    }
+
     /// The last time `old` was known to be as stored: its last write, or the latest complete sync
     /// (a user not deleted was in it), or for invited users the latest complete poll.
     fn t1(&self, old: &UserRow) -> i64 {
@@ -398,7 +423,7 @@ fn new_observer(
         source,
         prev_sync_ms: store.last_complete_user_run(account, "sync")?,
         prev_poll_ms: store.last_complete_user_run(account, "poll")?,
-        known: store.load_users(account)?,
+        known: HashMap::new(),
     })
 }
 
@@ -460,7 +485,8 @@ async fn sync_account(
         ],
         AccountKind::CertCentral => vec![(None, users::parse_cc_user_page)],
     };
-    let mut seen: HashSet<String> = HashSet::new();
+    // Ids listed so far live in the store (a temporary table), not in memory.
+    store.begin_listing()?;
     let mut listing_error = None;
     let mut unbounded: Option<String> = None;
     let max_pages = account.collection.max_pages_per_window;
@@ -492,12 +518,31 @@ async fn sync_account(
             let n = page.items.len() as u64;
             let before = distinct_here;
             let first = *first_total.get_or_insert(page.total.unwrap_or(0));
+            let ids: Vec<&str> = page
+                .items
+                .iter()
+                .filter_map(|i| match i {
+                    ParsedUser::User(u) => Some(u.id.as_str()),
+                    ParsedUser::Malformed(_) => None,
+                })
+                .collect();
+            let fresh = store.mark_listed(&ids)?;
+            obs.load(
+                store,
+                &account.name,
+                ids.iter()
+                    .zip(&fresh)
+                    .filter(|(_, f)| **f)
+                    .map(|(id, _)| *id),
+            )?;
+            drop(ids);
+            let mut fresh = fresh.into_iter();
             let mut batch = UserBatch::default();
             let mut bad = Vec::new();
             for item in page.items {
                 match item {
                     ParsedUser::User(u) => {
-                        if seen.insert(u.id.clone()) {
+                        if fresh.next().unwrap_or(false) {
                             distinct_here += 1;
                             s.listed += 1;
                             obs.observe(u, &mut batch, s);
@@ -565,35 +610,41 @@ async fn sync_account(
         return Err(e.into());
     }
     if s.incomplete.is_none() {
-        let missing: Vec<String> = obs
-            .known
-            .values()
-            .filter(|u| u.deleted_ms.is_none() && !seen.contains(&u.user_id))
-            .map(|u| u.user_id.clone())
-            .collect();
-        let mut batch = UserBatch::default();
-        let mut bad = Vec::new();
-        for id in missing {
-            // Confirm each one: a listing can look complete and still have skipped someone.
-            if !path_safe(&id) {
-                continue;
-            }
-            match fetch_user(client, &id).await? {
-                None => obs.delete(
-                    &id,
-                    "missing from a complete listing; GET /user/{id} answered 404",
-                    &mut batch,
-                    s,
-                ),
-                Some(ParsedUser::User(u)) => obs.observe(u, &mut batch, s),
-                Some(ParsedUser::Malformed(m)) => {
-                    s.malformed += 1;
-                    bad.push(m);
+        // Stored users this listing did not serve, a chunk at a time in id order (each chunk
+        // moves past the last id, so the walk ends after at most every stored user).
+        let mut after = String::new();
+        loop {
+            let missing = store.unlisted_users(&account.name, &after, MISSING_CHUNK)?;
+            let Some(last) = missing.last() else { break };
+            after = last.clone();
+            obs.load(store, &account.name, missing.iter().map(String::as_str))?;
+            let mut batch = UserBatch::default();
+            let mut bad = Vec::new();
+            for id in missing {
+                // Confirm each one: a listing can look complete and still have skipped someone.
+                if !path_safe(&id) {
+                    continue;
+                }
+                match fetch_user(client, &id).await? {
+                    None => obs.delete(
+                        &id,
+                        "missing from a complete listing; GET /user/{id} answered 404",
+                        &mut batch,
+                        s,
+                    ),
+                    Some(ParsedUser::User(u)) => {
+                        obs.ensure(store, &account.name, &u.id)?;
+                        obs.observe(u, &mut batch, s);
+                    }
+                    Some(ParsedUser::Malformed(m)) => {
+                        s.malformed += 1;
+                        bad.push(m);
+                    }
                 }
             }
+            s.rows_written += store.write_user_batch(&account.name, &batch)?;
+            s.rows_written += quarantine(store, &account.name, &bad)?;
         }
-        s.rows_written += store.write_user_batch(&account.name, &batch)?;
-        s.rows_written += quarantine(store, &account.name, &bad)?;
     } else if let Some(why) = &s.incomplete {
         tracing::warn!(event = "users_incomplete", account = %account.name, reason = %why, "no user is marked deleted from this listing");
     }
@@ -692,15 +743,10 @@ async fn poll_account(
     s: &mut UserSummary,
 ) -> Result<(), UsersError> {
     let mut obs = new_observer(store, &account.name, "poll")?;
-    let mut invited: Vec<String> = obs
-        .known
-        .values()
-        .filter(|u| u.deleted_ms.is_none() && u.status == UserStatus::Invited.as_str())
-        .map(|u| u.user_id.clone())
-        .collect();
-    invited.sort();
+    let invited = store.invited_user_ids(&account.name)?;
     let mut first_error = None;
     for chunk in invited.chunks(POLL_CONCURRENCY * 16) {
+        obs.load(store, &account.name, chunk.iter().map(String::as_str))?;
         let mut set = JoinSet::new();
         let mut results: Vec<(String, Result<Option<ParsedUser>, ApiError>)> = Vec::new();
         let mut queue = chunk.iter().filter(|id| path_safe(id)).cloned();
@@ -725,6 +771,7 @@ async fn poll_account(
             match r {
                 Ok(Some(ParsedUser::User(u))) => {
                     s.listed += 1;
+                    obs.ensure(store, &account.name, &u.id)?;
                     obs.observe(u, &mut batch, s);
                 }
                 Ok(Some(ParsedUser::Malformed(m))) => {
@@ -751,14 +798,7 @@ async fn poll_account(
         s.rows_written += quarantine(store, &account.name, &bad)?;
     }
     let stale_before = obs.now_ms - i64::from(stale_days) * 86_400_000;
-    for u in obs.known.values() {
-        if u.deleted_ms.is_none() && u.status == UserStatus::Invited.as_str() {
-            s.invited += 1;
-            if u.invited_ms.unwrap_or(u.first_seen_ms) < stale_before {
-                s.stale_invites += 1;
-            }
-        }
-    }
+    (s.invited, s.stale_invites) = store.invite_counts(&account.name, stale_before)?;
     match first_error {
         Some(e) => {
             s.incomplete = Some(format!("some invitations could not be checked: {e}"));

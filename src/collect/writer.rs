@@ -1,7 +1,9 @@
 //! The writer thread: owns the [`Store`] during a pass and applies pages in arrival order, grouped
-//! into transactions (up to 50,000 events or one second), while the account tasks go on fetching. SQLite has one writer at a time, so
-//! one thread serializes all accounts' writes; the bounded channel (a few pages) keeps memory flat
-//! and makes fetchers wait when the disk is the bottleneck.
+//! into transactions (up to 50,000 events or one second), while the account tasks go on fetching.
+//! SQLite has one writer at a time, so one thread serializes all accounts' writes; the bounded
+//! channel (a few pages per account) keeps memory flat and makes fetchers wait when the disk is
+//! the bottleneck. A second thread runs the WAL checkpoints on its own connection, woken after
+//! each commit, so the writer never stops to copy the WAL into the database.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -66,6 +68,9 @@ impl Writer {
     }
 }
 
+/// SQLite's page cache while the writer runs: most of the id index of a million events.
+const WRITE_CACHE_MIB: u32 = 40;
+
 /// A batch commits when it holds this many events ...
 const BATCH_MAX_EVENTS: usize = 50_000;
 /// ... or is this old, so readers see progress and a crash re-fetches little.
@@ -74,6 +79,51 @@ const BATCH_MAX_AGE: Duration = Duration::from_secs(1);
 const WAITER_CHECK: Duration = Duration::from_millis(20);
 
 fn run(mut store: Store, mut rx: mpsc::Receiver<WriterMsg>) -> WriterResult {
+    // Checkpoints run on a thread of their own, woken after each commit, so inserting seldom
+    // waits for the WAL to be copied into the database: the checkpoint SQLite runs inside the
+    // commit that crosses its threshold finds most of the WAL already copied.
+    let checkpoints = match store.checkpointer() {
+        Ok(c) => Some(spawn_checkpointer(c)),
+        Err(e) => {
+            tracing::debug!(event = "checkpointer_unavailable", error = %e);
+            None
+        }
+    };
+    store.set_write_cache(Some(WRITE_CACHE_MIB))?;
+    let result = write_all(&mut store, &mut rx, checkpoints.as_ref().map(|(w, _)| w));
+    // Back to the default; `collect::release_memory` then frees what the pass used.
+    store.set_write_cache(None)?;
+    if let Some((wake, thread)) = checkpoints {
+        drop(wake);
+        let _ = thread.join();
+    }
+    result.map(|counts| (store, counts))
+}
+
+/// The checkpoint thread: one PASSIVE checkpoint per wake-up (coalesced), and a last one when the
+/// writer hangs up. Ends with the writer (the loop ends when the sender is dropped).
+fn spawn_checkpointer(
+    c: crate::store::Checkpointer,
+) -> (std::sync::mpsc::SyncSender<()>, std::thread::JoinHandle<()>) {
+    let (wake, woken) = std::sync::mpsc::sync_channel::<()>(1);
+    let thread = std::thread::spawn(move || {
+        while woken.recv().is_ok() {
+            if let Err(e) = c.checkpoint() {
+                tracing::debug!(event = "checkpoint_failed", error = %e);
+            }
+        }
+        if let Err(e) = c.checkpoint() {
+            tracing::debug!(event = "checkpoint_failed", error = %e);
+        }
+    });
+    (wake, thread)
+}
+
+fn write_all(
+    store: &mut Store,
+    rx: &mut mpsc::Receiver<WriterMsg>,
+    wake: Option<&std::sync::mpsc::SyncSender<()>>,
+) -> Result<HashMap<String, WriteCounts>, StoreError> {
     let mut counts: HashMap<String, WriteCounts> = HashMap::new();
     let handle = tokio::runtime::Handle::current();
     // Pages are grouped into transactions: an index on random event ids dirties about one page
@@ -101,11 +151,15 @@ fn run(mut store: Store, mut rx: mpsc::Receiver<WriterMsg>) -> WriterResult {
             }
         }
         batch.commit()?;
+        if let Some(wake) = wake {
+            // Full: a checkpoint is already due, and it will see this commit too.
+            let _ = wake.try_send(());
+        }
         if closed {
             break;
         }
     }
-    Ok((store, counts))
+    Ok(counts)
 }
 
 /// Apply one message to the open batch; returns how many events it carried.

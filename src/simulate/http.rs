@@ -298,6 +298,26 @@ fn from_world(r: Result<Value, WorldError>) -> Reply {
     }
 }
 
+/// Counts an API request as in flight from its arrival until its reply is built (`/_sim/stats`
+/// shows the most at once).
+struct InFlight<'a>(&'a Simulator);
+
+impl<'a> InFlight<'a> {
+    fn enter(sim: &'a Simulator) -> InFlight<'a> {
+        let mut s = sim.stats();
+        s.in_flight += 1;
+        s.max_in_flight = s.max_in_flight.max(s.in_flight);
+        InFlight(sim)
+    }
+}
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        let mut s = self.0.stats();
+        s.in_flight = s.in_flight.saturating_sub(1);
+    }
+}
+
 impl Simulator {
     async fn dispatch(
         &self,
@@ -314,6 +334,7 @@ impl Simulator {
             self.count(label, None, reply.status);
             return reply;
         }
+        let _in_flight = InFlight::enter(self);
         let (api, rest) = if let Some(r) = path.strip_prefix("/account/api/v1") {
             (Api::One, r)
         } else if let Some(r) = path.strip_prefix("/services/v2") {

@@ -147,6 +147,9 @@ struct Stats {
     statuses: BTreeMap<u16, u64>,
     /// TCP connections accepted by the HTTPS listener (a test's proxy compares its tunnels).
     tls_connections: u64,
+    /// API requests being answered now, and the most ever at once (how concurrent a client is).
+    in_flight: u64,
+    max_in_flight: u64,
 }
 
 /// A running simulated world. Share it as `Arc<Simulator>`.
@@ -256,6 +259,7 @@ impl Simulator {
             "faults": s.faults,
             "statuses": statuses,
             "tls_connections": s.tls_connections,
+            "max_in_flight": s.max_in_flight,
             "frozen": c.frozen,
             "arrivals": {
                 "drift": w.inserted_drift,

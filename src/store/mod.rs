@@ -245,6 +245,33 @@ fn turn_timeout() -> rusqlite::Error {
     )
 }
 
+/// SQLite's page cache outside a collection pass's writes, in KiB.
+const DEFAULT_CACHE_KIB: i64 = 16_384;
+
+/// Checkpoint the WAL once it holds this many pages (about 40 MiB), when no [`Checkpointer`] does.
+const WAL_AUTOCHECKPOINT_PAGES: i64 = 10_000;
+
+/// Runs WAL checkpoints on its own connection, so the thread that inserts seldom waits for one:
+/// copying the WAL into the database overlaps the next transactions (a PASSIVE checkpoint takes
+/// no lock a writer needs). The writer keeps its automatic checkpoint: only a checkpoint right
+/// after a commit, with no frame newer than it, can finish the WAL so that the next transaction
+/// starts it over; by then this one has copied most of it. (Without that the WAL never restarts
+/// under a steady writer, grows by gigabytes and every page lookup slows down with it.)
+/// Durability is unchanged: each commit is in the WAL either way.
+pub struct Checkpointer {
+    conn: Connection,
+    path: PathBuf,
+}
+
+impl Checkpointer {
+    /// Copy what is committed in the WAL into the database, without blocking the writer.
+    pub fn checkpoint(&self) -> Result<()> {
+        self.conn
+            .query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(()))
+            .map_err(|e| err(&self.path, "checkpoint", e))
+    }
+}
+
 fn ms(t: DateTime<Utc>) -> i64 {
     t.timestamp_millis()
 }
@@ -340,10 +367,10 @@ impl Store {
         // fsyncs that dominated insert time (with the writer's batching: 14.6k -> 50k events/s
         // on 300k events, `cargo bench --bench collect`).
         self.conn
-            .pragma_update(None, "cache_size", -16_384)
+            .pragma_update(None, "cache_size", -DEFAULT_CACHE_KIB)
             .map_err(|e| self.err("pragma cache_size", e))?;
         self.conn
-            .pragma_update(None, "wal_autocheckpoint", 10_000)
+            .pragma_update(None, "wal_autocheckpoint", WAL_AUTOCHECKPOINT_PAGES)
             .map_err(|e| self.err("pragma wal_autocheckpoint", e))?;
         Ok(())
     }
@@ -425,6 +452,37 @@ impl Store {
     /// on its own); hold it until the statement has run.
     pub(crate) fn write_turn(&self) -> rusqlite::Result<gate::Turn> {
         self.gate.wait_turn(TURN_TIMEOUT).ok_or_else(turn_timeout)
+    }
+
+    /// Give back the memory a pass used: SQLite frees its page cache and other memory it can
+    /// (`PRAGMA shrink_memory`); the next pass reads the pages it needs again. The daemon calls
+    /// this between passes so it idles small whatever the size of the backfill.
+    pub fn release_memory(&self) -> Result<()> {
+        self.conn
+            .execute_batch("PRAGMA shrink_memory")
+            .map_err(|e| self.err("shrink memory", e))
+    }
+
+    /// Size SQLite's page cache for a pass's writes (`mib`), or back to the default (`None`). The
+    /// index of random event ids is touched all over on every insert; while it fits in the cache,
+    /// a transaction writes each of its pages once instead of spilling and re-reading them.
+    pub fn set_write_cache(&self, mib: Option<u32>) -> Result<()> {
+        let kib = mib.map_or(DEFAULT_CACHE_KIB, |m| i64::from(m) * 1024);
+        self.conn
+            .pragma_update(None, "cache_size", -kib)
+            .map_err(|e| self.err("pragma cache_size", e))
+    }
+
+    /// A second connection to this database that runs WAL checkpoints for a writer on another
+    /// thread (see [`Checkpointer`]).
+    pub fn checkpointer(&self) -> Result<Checkpointer> {
+        let conn = Connection::open(&self.path).map_err(|e| self.err("cannot open", e))?;
+        conn.busy_timeout(Duration::from_secs(10))
+            .map_err(|e| self.err("busy_timeout", e))?;
+        Ok(Checkpointer {
+            conn,
+            path: self.path.clone(),
+        })
     }
 
     /// Begin a batch: several pages, coverage changes and pass records in one transaction.

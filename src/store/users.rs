@@ -211,6 +211,117 @@ impl Store {
         Ok(out)
     }
 
+    /// The stored rows of `ids` in an account (deleted ones included; `raw` is not loaded). A user
+    /// sync compares one page at a time with this, so memory follows the page size, not the
+    /// number of users.
+    pub fn load_users_by_id<'a>(
+        &self,
+        account: &str,
+        ids: impl IntoIterator<Item = &'a str>,
+    ) -> Result<HashMap<String, UserRow>> {
+        let mut st = self
+            .conn
+            .prepare_cached(&format!(
+                "SELECT {USER_COLUMNS} FROM users WHERE account = ?1 AND user_id = ?2"
+            ))
+            .map_err(|e| self.err("load users", e))?;
+        let mut out = HashMap::new();
+        for id in ids {
+            if let Some(u) = st
+                .query_row(params![account, id], |r| user_from_row(r, 0))
+                .optional()
+                .map_err(|e| self.err("load users", e))?
+            {
+                out.insert(u.user_id.clone(), u);
+            }
+        }
+        Ok(out)
+    }
+
+    /// Start a listing: forget the ids listed by the previous one. The listed ids live in a
+    /// temporary table of this connection (on disk, in SQLite's temp file, paged through its
+    /// cache), so a listing of any size holds none of them in memory.
+    pub fn begin_listing(&self) -> Result<()> {
+        self.conn
+            .execute_batch(
+                "CREATE TEMP TABLE IF NOT EXISTS listed_users (user_id TEXT PRIMARY KEY) WITHOUT ROWID;
+                 DELETE FROM temp.listed_users;",
+            )
+            .map_err(|e| self.err("begin listing", e))
+    }
+
+    /// Note `ids` as listed in the current listing; for each, whether it is new to the listing
+    /// (false: served twice).
+    pub fn mark_listed(&mut self, ids: &[&str]) -> Result<Vec<bool>> {
+        let path = self.path.clone();
+        let tx = self
+            .conn
+            .transaction()
+            .map_err(|e| err(&path, "begin", e))?;
+        let mut out = Vec::with_capacity(ids.len());
+        {
+            let mut st = tx
+                .prepare_cached("INSERT OR IGNORE INTO temp.listed_users (user_id) VALUES (?1)")
+                .map_err(|e| err(&path, "mark listed", e))?;
+            for id in ids {
+                out.push(
+                    st.execute(params![id])
+                        .map_err(|e| err(&path, "mark listed", e))?
+                        == 1,
+                );
+            }
+        }
+        tx.commit().map_err(|e| err(&path, "commit listed", e))?;
+        Ok(out)
+    }
+
+    /// Up to `limit` ids, in id order after `after`, of the account's users not deleted and not in
+    /// the current listing: the users a complete listing missed, a chunk at a time.
+    pub fn unlisted_users(&self, account: &str, after: &str, limit: u32) -> Result<Vec<String>> {
+        let mut st = self
+            .conn
+            .prepare_cached(
+                "SELECT user_id FROM users
+                 WHERE account = ?1 AND user_id > ?2 AND deleted_ms IS NULL
+                   AND user_id NOT IN (SELECT user_id FROM temp.listed_users)
+                 ORDER BY user_id LIMIT ?3",
+            )
+            .map_err(|e| self.err("unlisted users", e))?;
+        let rows = st
+            .query_map(params![account, after, limit], |r| r.get(0))
+            .map_err(|e| self.err("unlisted users", e))?;
+        rows.collect::<rusqlite::Result<Vec<String>>>()
+            .map_err(|e| self.err("unlisted users", e))
+    }
+
+    /// Ids of the account's users waiting on an invitation (not deleted), in id order.
+    pub fn invited_user_ids(&self, account: &str) -> Result<Vec<String>> {
+        let mut st = self
+            .conn
+            .prepare_cached(
+                "SELECT user_id FROM users
+                 WHERE account = ?1 AND status = 'invited' AND deleted_ms IS NULL ORDER BY user_id",
+            )
+            .map_err(|e| self.err("invited users", e))?;
+        let rows = st
+            .query_map(params![account], |r| r.get(0))
+            .map_err(|e| self.err("invited users", e))?;
+        rows.collect::<rusqlite::Result<Vec<String>>>()
+            .map_err(|e| self.err("invited users", e))
+    }
+
+    /// (invited users not deleted, those among them invited before `stale_before_ms`).
+    pub fn invite_counts(&self, account: &str, stale_before_ms: i64) -> Result<(u64, u64)> {
+        self.conn
+            .query_row(
+                "SELECT COUNT(*), COALESCE(SUM(COALESCE(invited_ms, first_seen_ms) < ?2), 0)
+                 FROM users WHERE account = ?1 AND status = 'invited' AND deleted_ms IS NULL",
+                params![account, stale_before_ms],
+                |r| Ok((r.get::<_, i64>(0)? as u64, r.get::<_, i64>(1)? as u64)),
+            )
+            .map_err(|e| self.err("invite counts", e))
+    }
+
     /// Write one batch of user changes in one transaction; returns the rows written.
     pub fn write_user_batch(&mut self, account: &str, b: &UserBatch) -> Result<u64> {
         if b.is_empty() {
