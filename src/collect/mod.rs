@@ -72,6 +72,29 @@ pub struct AccountSummary {
     pub finished: DateTime<Utc>,
 }
 
+impl AccountSummary {
+    /// A pass of `account` that began at `started` and has done nothing yet.
+    fn new(account: &str, kind: AccountKind, started: DateTime<Utc>) -> AccountSummary {
+        AccountSummary {
+            account: account.to_string(),
+            kind,
+            error: None,
+            skipped: None,
+            written: WriteCounts::default(),
+            requests: 0,
+            retries: 0,
+            by_status: BTreeMap::new(),
+            pace: None,
+            cancelled: false,
+            days_read: 0,
+            rereads: 0,
+            unstable_days: 0,
+            started,
+            finished: started,
+        }
+    }
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum CollectError {
     #[error(transparent)]
@@ -157,21 +180,9 @@ pub async fn collect(
                 // The writer outlives the tasks: it stops once this last sender is dropped.
                 let _ = tx.send(WriterMsg::Pass(record)).await;
                 summaries.push(AccountSummary {
-                    account: a.name.clone(),
-                    kind: a.kind,
                     error: Some(error),
-                    skipped: None,
-                    written: WriteCounts::default(),
-                    requests: 0,
-                    retries: 0,
-                    by_status: BTreeMap::new(),
-                    pace: None,
-                    cancelled: false,
-                    days_read: 0,
-                    rereads: 0,
-                    unstable_days: 0,
-                    started,
                     finished,
+                    ..AccountSummary::new(&a.name, a.kind, started)
                 });
             }
         }
@@ -316,23 +327,7 @@ async fn run_account(
     cancel: CancellationToken,
 ) -> AccountSummary {
     let started = crate::clock::now();
-    let mut summary = AccountSummary {
-        account: account.name.clone(),
-        kind: account.kind,
-        error: None,
-        skipped: None,
-        written: WriteCounts::default(),
-        requests: 0,
-        retries: 0,
-        by_status: BTreeMap::new(),
-        pace: None,
-        cancelled: false,
-        days_read: 0,
-        rereads: 0,
-        unstable_days: 0,
-        started,
-        finished: started,
-    };
+    let mut summary = AccountSummary::new(&account.name, account.kind, started);
     if account.kind == AccountKind::CertCentral {
         summary.skipped = Some(
             "CertCentral has no audit-log endpoint (contract 2.3): its users are tracked from snapshots"
