@@ -51,7 +51,7 @@ pub fn pin(pin: Pin) {
     }
 }
 
-/// Whether the clock is pinned (for `status`/logs to say so).
+/// Whether the clock is pinned (`GET /_sim/clock` reports it).
 pub fn is_pinned() -> bool {
     PIN.read().map(|p| p.is_some()).unwrap_or(false)
 }
