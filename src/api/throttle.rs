@@ -13,7 +13,8 @@
 //!   sequential client, `Retry-After: 1`: mean 0.8-0.85 of the limit, 429s 0.1-1.3%). One 429 cuts once: the
 //!   answers to requests sent before the cut (in flight when it happened) do not cut again, so
 //!   concurrent requests never cause a storm of cuts, and no request is sent before a
-//!   `Retry-After` has passed.
+//!   `Retry-After` has passed. A slot is taken when its request is sent, never booked ahead, so
+//!   tasks that wake late together (a loaded machine) do not send a burst.
 //!
 //! The pace is kept for the client's life (one pass); [`Throttle::pace`] reports it.
 //!
@@ -113,16 +114,25 @@ impl Throttle {
 
     /// Wait until a request may be sent; returns its send time (hand it back to
     /// [`Throttle::record`]).
+    ///
+    /// The slot is taken when the request is sent, never booked ahead: tasks that overslept (a
+    /// loaded machine, a stalled runtime) wake to find the slot taken and wait again, so a stall
+    /// is never followed by a burst that the server would answer with 429s.
     pub async fn acquire(&self) -> Instant {
         for l in &self.limiters {
             l.until_ready().await;
         }
-        let slot = match self.adaptive.lock() {
-            Ok(mut a) => a.take_slot(Instant::now()),
-            Err(_) => Instant::now(),
-        };
-        tokio::time::sleep_until(slot.into()).await;
-        slot
+        loop {
+            let now = Instant::now();
+            let wait = match self.adaptive.lock() {
+                Ok(mut a) => a.try_send(now),
+                Err(_) => Ok(now),
+            };
+            match wait {
+                Ok(sent) => return sent,
+                Err(until) => tokio::time::sleep_until(until.into()).await,
+            }
+        }
     }
 
     /// The answer to a request sent at `sent`: `limited` for a 429 (with its `Retry-After`).
@@ -165,13 +175,16 @@ impl Adaptive {
         }
     }
 
-    fn take_slot(&mut self, now: Instant) -> Instant {
-        let slot = self.next_slot.max(now);
-        self.first_sent.get_or_insert(slot);
-        if let Some(r) = self.rate {
-            self.next_slot = slot + Duration::from_secs_f64(1.0 / r);
+    /// `Ok(now)` when a request may be sent now (the slot is taken), `Err(when)` to wait.
+    fn try_send(&mut self, now: Instant) -> Result<Instant, Instant> {
+        if now < self.next_slot {
+            return Err(self.next_slot);
         }
-        slot
+        self.first_sent.get_or_insert(now);
+        if let Some(r) = self.rate {
+            self.next_slot = now + Duration::from_secs_f64(1.0 / r);
+        }
+        Ok(now)
     }
 
     fn on_limited(&mut self, sent: Instant, now: Instant, retry_after: Option<Duration>) {
@@ -236,7 +249,7 @@ mod tests {
         // 50 accepted per second for two seconds, sent as fast as they come.
         for i in 0..100u64 {
             let t = t0 + Duration::from_millis(i * 20);
-            assert!(a.take_slot(t) <= t, "no cap yet");
+            assert_eq!(a.try_send(t), Ok(t), "no cap yet");
             a.on_success(t, t);
         }
         let now = t0 + Duration::from_millis(2000);
@@ -277,6 +290,80 @@ mod tests {
             r > 54.0 * 1.15 && r < 54.0 * 1.25,
             "ten seconds of growth: {r}"
         );
+    }
+
+    /// A model of the e2e setting on a virtual clock: a token-bucket server (15/s, burst 3,
+    /// `Retry-After: 1`), four concurrent workers with 20-60 ms answers, and a machine that
+    /// stalls every worker for 300 ms now and then (every worker oversleeps together). The pace
+    /// settles near the limit and 429s stay rare: a stall never releases a burst.
+    #[test]
+    fn four_workers_settle_near_a_token_bucket_through_stalls() {
+        let t0 = Instant::now();
+        let ms = |n: u64| Duration::from_millis(n);
+        let mut a = Adaptive::new(t0);
+        let (cap, burst) = (15.0f64, 3.0f64);
+        let (mut tokens, mut counted) = (burst, t0);
+        // (when the worker acts next, the answer it is waiting for: (sent, limited))
+        let mut workers: Vec<(Instant, Option<(Instant, bool)>)> = vec![(t0, None); 4];
+        let mut seed = 7u64;
+        let mut rand = move |n: u64| {
+            seed = seed
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            (seed >> 33) % n
+        };
+        let (mut sent, mut limited) = (0u64, 0u64);
+        let end = t0 + Duration::from_secs(120);
+        let mut next_stall = t0 + ms(2000);
+        loop {
+            let Some(i) = (0..workers.len()).min_by_key(|&i| workers[i].0) else {
+                break;
+            };
+            let mut now = workers[i].0;
+            if now >= end {
+                break;
+            }
+            if now >= next_stall {
+                // Every worker wakes 300 ms late.
+                for w in &mut workers {
+                    w.0 = w.0.max(next_stall + ms(300));
+                }
+                next_stall += ms(1000 + rand(3000));
+                continue;
+            }
+            if let Some((at, was_limited)) = workers[i].1.take() {
+                let ra = was_limited.then(|| Duration::from_secs(1));
+                if was_limited {
+                    a.on_limited(at, now, ra);
+                } else {
+                    a.on_success(at, now);
+                }
+            }
+            match a.try_send(now) {
+                Err(until) => workers[i].0 = until,
+                Ok(at) => {
+                    now = at;
+                    sent += 1;
+                    let arrival = now + ms(5);
+                    tokens =
+                        (tokens + arrival.duration_since(counted).as_secs_f64() * cap).min(burst);
+                    counted = arrival;
+                    let over = tokens < 1.0;
+                    if over {
+                        limited += 1;
+                    } else {
+                        tokens -= 1.0;
+                    }
+                    workers[i] = (now + ms(20 + rand(40)), Some((at, over)));
+                }
+            }
+        }
+        let rate = sent as f64 / 120.0;
+        assert!(
+            (limited as f64) < 0.03 * sent as f64,
+            "{limited} 429s in {sent} requests"
+        );
+        assert!((10.0..=15.5).contains(&rate), "{rate} requests/s");
     }
 
     /// CertCentral gets its documented windows unless others are configured; DigiCert ONE none.

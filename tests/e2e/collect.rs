@@ -492,9 +492,15 @@ fn adaptive_pace_settles_near_the_server_limit() {
     let limited = stats["statuses"]["429"].as_u64().unwrap_or(0);
     let total = stats["requests"].as_u64().expect("requests");
     assert!(limited > 0, "the cap was never hit: {out}");
+    // Finding the limit from an uncapped start costs a few 429s (each hard cut is 0.6, from a
+    // first estimate up to ~10x the limit: about five cuts, each with up to `concurrent_windows`
+    // requests in flight); after that a probe past the limit now and then. A storm (a 429 for
+    // every few requests, as a client that ignores Retry-After or bursts after a stall draws)
+    // is far above this bound.
+    let allowed = 12 + total / 50;
     assert!(
-        (limited as f64) < 0.05 * total as f64,
-        "{limited} 429s in {total} requests: {out}"
+        limited <= allowed,
+        "{limited} 429s in {total} requests (at most {allowed}): {out}"
     );
     let pace: f64 = out
         .split("pace settled at ")
