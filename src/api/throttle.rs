@@ -315,10 +315,7 @@ mod tests {
         let (mut sent, mut limited) = (0u64, 0u64);
         let end = t0 + Duration::from_secs(120);
         let mut next_stall = t0 + ms(2000);
-        loop {
-            let Some(i) = (0..workers.len()).min_by_key(|&i| workers[i].0) else {
-                break;
-            };
+        while let Some(i) = (0..workers.len()).min_by_key(|&i| workers[i].0) {
             let mut now = workers[i].0;
             if now >= end {
                 break;
