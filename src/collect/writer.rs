@@ -14,7 +14,7 @@ use tokio::sync::mpsc;
 
 use super::CollectError;
 use crate::api::{AuditEvent, Malformed};
-use crate::store::{Batch, PageWrite, PassRecord, Store, StoreError, WindowDone};
+use crate::store::{EventBatch, PageWrite, PassRecord, Store, StoreError, WindowDone};
 
 pub(super) enum WriterMsg {
     Page {
@@ -83,7 +83,7 @@ fn run(mut store: Store, mut rx: mpsc::Receiver<WriterMsg>) -> WriterResult {
     // waits for the WAL to be copied into the database: the checkpoint SQLite runs inside the
     // commit that crosses its threshold finds most of the WAL already copied.
     let checkpoints = match store.checkpointer() {
-        Ok(c) => Some(spawn_checkpointer(c)),
+        Ok(c) => c.map(spawn_checkpointer),
         Err(e) => {
             tracing::debug!(event = "checkpointer_unavailable", error = %e);
             None
@@ -103,7 +103,7 @@ fn run(mut store: Store, mut rx: mpsc::Receiver<WriterMsg>) -> WriterResult {
 /// The checkpoint thread: one PASSIVE checkpoint per wake-up (coalesced), and a last one when the
 /// writer hangs up. Ends with the writer (the loop ends when the sender is dropped).
 fn spawn_checkpointer(
-    c: crate::store::Checkpointer,
+    c: Box<dyn crate::store::Checkpoint>,
 ) -> (std::sync::mpsc::SyncSender<()>, std::thread::JoinHandle<()>) {
     let (wake, woken) = std::sync::mpsc::sync_channel::<()>(1);
     let thread = std::thread::spawn(move || {
@@ -133,7 +133,7 @@ fn write_all(
     while let Some(first) = rx.blocking_recv() {
         let started = Instant::now();
         let mut batch = store.batch()?;
-        let mut events = apply(&mut batch, first, &mut counts)?;
+        let mut events = apply(&mut *batch, first, &mut counts)?;
         let mut closed = false;
         // Another job of this process waiting to write (an invitation poll) gets its turn after
         // the message being applied, not after the whole batch: the wait is sliced to notice it.
@@ -142,7 +142,7 @@ fn write_all(
                 break;
             };
             match handle.block_on(tokio::time::timeout(left.min(WAITER_CHECK), rx.recv())) {
-                Ok(Some(msg)) => events += apply(&mut batch, msg, &mut counts)?,
+                Ok(Some(msg)) => events += apply(&mut *batch, msg, &mut counts)?,
                 Ok(None) => {
                     closed = true;
                     break;
@@ -164,7 +164,7 @@ fn write_all(
 
 /// Apply one message to the open batch; returns how many events it carried.
 fn apply(
-    batch: &mut Batch<'_>,
+    batch: &mut dyn EventBatch,
     msg: WriterMsg,
     counts: &mut HashMap<String, WriteCounts>,
 ) -> Result<usize, StoreError> {

@@ -1,95 +1,117 @@
-//! The only code that issues SQL. [`Store`] wraps one SQLite connection (WAL mode, busy timeout)
-//! and offers one method per use case. The invariant everything else relies on: a page of events
-//! and the coverage it proves are written in one transaction, so a crash at any instant leaves
-//! either both or neither. A PostgreSQL backend would be a sibling module with the same methods.
+//! The store: the one interface to auditwarden's history, and the only code that issues SQL.
 //!
-//! Writers never fail each other: every write transaction is `BEGIN IMMEDIATE` (the write lock
-//! is taken up front, so a transaction never has to upgrade a read snapshot that another writer
-//! has made stale), the writers of one process queue for their turn in [`gate`], and other
-//! processes wait in SQLite's busy handler. Schema migrations run under `BEGIN EXCLUSIVE` and
-//! read the schema version again inside the lock, so two processes opening a fresh database run
-//! each migration once.
+//! [`Backend`] is that interface, in the domain and plain types of [`types`]; it is split by
+//! concern into [`EventStore`], [`UserStore`], [`AlertStore`], [`ChainStore`] and
+//! [`ReportStore`]. A storage backend is a module that implements them: [`sqlite`] (the embedded
+//! default) is one. Everything above this module holds a [`Store`], which owns one backend and
+//! adds the conveniences that cannot sit on a trait object (generic callbacks).
+//!
+//! The invariants every backend keeps, and everything else relies on:
+//! - a page of events and the coverage it proves commit in one transaction, with the event chain's
+//!   new head ([`chain`]), so a crash at any instant leaves all of them or none;
+//! - a user batch commits its rows, history, role changes and history-chain head together;
+//! - alerts and the scan marks that produced them commit together, and a delivery is sent only
+//!   under a claim the sender still holds;
+//! - an event is stored at most once per `(account, id)`.
+//!
+//! Errors are [`StoreError`]: what happened (busy, schema too new, not ours, a corrupt row at a
+//! table and row, I/O, a backend failure), always naming the database.
 
-mod alerts;
 pub mod chain;
-mod gate;
-mod migrations;
-mod reports;
-mod users;
+#[cfg(test)]
+pub mod conformance;
+pub mod sqlite;
+mod types;
 
 use std::collections::HashMap;
-use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::fmt;
+use std::path::Path;
 use std::time::Duration;
 
-use chrono::{DateTime, NaiveDate, Utc};
-use rusqlite::{params, Connection, OpenFlags, OptionalExtension};
+use chrono::NaiveDate;
 
-use crate::api::{AuditEvent, Malformed};
-pub use alerts::{
-    AlertCounts, AlertDelivery, AlertFacts, Claim, Deferred, DeliveryUpdate, DueDeliveries,
-    NewAlert,
-};
-use chain::{ChainHead, ChainKind};
-pub use chain::{ChainSummary, Finding};
-pub use reports::{RoleChangeRow, UserActivityRow, UserSelection};
-pub use users::{
-    Deletion, Evidence, HistoryRow, RoleChange, RoleEvent, StoredRoleChange, UserBatch,
-    UserListing, UserRow, UserRun,
-};
+pub use chain::{ChainHead, ChainKind, ChainSummary, Finding, Hash};
+pub use types::*;
 
+use crate::alert::rules::GrantCounter;
+
+/// What went wrong in the store. Every variant names the database (`location`).
 #[derive(Debug)]
-pub struct StoreError {
-    path: PathBuf,
-    what: String,
-    /// `None` when the problem is not an SQLite error (a schema auditwarden does not know).
-    source: Option<rusqlite::Error>,
+pub enum StoreError {
+    /// Another writer held the database for longer than this one waits.
+    Busy { location: String, detail: String },
+    /// The schema was written by a newer auditwarden.
+    SchemaTooNew {
+        location: String,
+        version: i64,
+        known: i64,
+    },
+    /// The database is not (yet) an auditwarden database, or cannot be used as one.
+    NotOurs { location: String, what: String },
+    /// A stored row that cannot be read as what it must be (an edit behind auditwarden's back, or
+    /// a bug): the table, the row and what is wrong with it.
+    Corrupt {
+        location: String,
+        table: &'static str,
+        row: String,
+        what: String,
+    },
+    /// The file system refused (creating the directory, opening the file).
+    Io {
+        location: String,
+        what: String,
+        source: std::io::Error,
+    },
+    /// The database engine failed at `what`.
+    Backend {
+        location: String,
+        what: String,
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
 }
 
-impl std::fmt::Display for StoreError {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "database {}: {}", self.path.display(), self.what)?;
-        match &self.source {
-            Some(e) if is_busy(e) => write!(
+impl fmt::Display for StoreError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            StoreError::Busy { location, detail } => write!(f, "{location}: {detail}"),
+            StoreError::SchemaTooNew {
+                location,
+                version,
+                known,
+            } => write!(
                 f,
-                ": {e} (another process, perhaps another auditwarden, kept it busy for more than {} s)",
-                BUSY_TIMEOUT.as_secs()
+                "{location}: schema version {version} is newer than this auditwarden knows ({known}); upgrade auditwarden"
             ),
-            Some(e) => write!(f, ": {e}"),
-            None => Ok(()),
+            StoreError::NotOurs { location, what } => write!(f, "{location}: {what}"),
+            StoreError::Corrupt {
+                location,
+                table,
+                row,
+                what,
+            } => write!(f, "{location}: corrupt row in {table} ({row}): {what}"),
+            StoreError::Io {
+                location,
+                what,
+                source,
+            } => write!(f, "{location}: {what}: {source}"),
+            StoreError::Backend {
+                location,
+                what,
+                source,
+            } => write!(f, "{location}: {what}: {source}"),
         }
     }
 }
 
 impl std::error::Error for StoreError {
     fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
-        self.source.as_ref().map(|e| e as _)
-    }
-}
-
-/// SQLITE_BUSY / SQLITE_LOCKED as SQLite reports them: another connection held the lock this
-/// one needed for longer than the busy timeout (not [`turn_timeout`], which says what it is).
-fn is_busy(e: &rusqlite::Error) -> bool {
-    match e {
-        rusqlite::Error::SqliteFailure(f, msg) => {
-            matches!(
-                f.code,
-                rusqlite::ErrorCode::DatabaseBusy | rusqlite::ErrorCode::DatabaseLocked
-            ) && msg.as_deref().is_none_or(|m| {
-                m.starts_with("database is locked") || m.starts_with("database table is locked")
-            })
+        match self {
+            StoreError::Io { source, .. } => Some(source),
+            StoreError::Backend { source, .. } => Some(&**source),
+            _ => None,
         }
-        _ => false,
     }
 }
-
-/// How long a connection waits for another process's lock before giving up.
-const BUSY_TIMEOUT: Duration = Duration::from_secs(10);
-
-/// How long a writer waits for the writers of this process queued before it. Longer than the
-/// busy timeout: those are our own short transactions (a batch commits within about a second
-/// when someone waits), so a long wait means a long write, not a stuck one.
-const TURN_TIMEOUT: Duration = Duration::from_secs(60);
 
 pub type Result<T> = std::result::Result<T, StoreError>;
 
@@ -98,420 +120,21 @@ pub fn day_str(d: NaiveDate) -> String {
     d.format("%Y-%m-%d").to_string()
 }
 
-fn parse_day(s: &str) -> Option<NaiveDate> {
-    NaiveDate::parse_from_str(s, "%Y-%m-%d").ok()
-}
-
-/// What proves a day window complete: written with the window's last page.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct WindowDone {
-    pub server_total: Option<u64>,
-    pub received: u64,
-}
-
-/// One page to store, and (with its last page) the completion of its window.
-#[derive(Debug, Default)]
-pub struct PageWrite<'a> {
-    pub account: &'a str,
-    pub action_filter: &'a str,
-    pub day: Option<NaiveDate>,
-    pub events: &'a [AuditEvent],
-    pub malformed: &'a [Malformed],
-    pub done: Option<WindowDone>,
-}
-
-#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
-pub struct PageOutcome {
-    pub inserted: u64,
-    pub duplicates: u64,
-    pub quarantined: u64,
-}
-
-/// A coverage row as stored.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Coverage {
-    pub day: NaiveDate,
-    pub complete: bool,
-    pub server_total: Option<u64>,
-    pub received: u64,
-    pub read_at: DateTime<Utc>,
-    pub note: Option<String>,
-}
-
-/// One finished pass of one account.
-#[derive(Debug, Clone)]
-pub struct PassRecord {
-    pub account: String,
-    pub started: DateTime<Utc>,
-    pub finished: DateTime<Utc>,
-    pub error: Option<String>,
-    pub new_events: u64,
-    pub duplicates: u64,
-    pub quarantined: u64,
-    pub requests: u64,
-    pub retries: u64,
-}
-
-/// What `status` shows for an account.
-#[derive(Debug, Clone, Default)]
-pub struct AccountStatus {
-    pub events: u64,
-    pub quarantined: u64,
-    pub last_pass: Option<PassRecord>,
-    pub last_success: Option<DateTime<Utc>>,
-    pub complete_days: u64,
-    pub first_complete: Option<NaiveDate>,
-    pub last_complete: Option<NaiveDate>,
-    /// Incomplete days with their reason, oldest first.
-    pub incomplete: Vec<(NaiveDate, String)>,
-}
-
-/// A stored event, for exports.
-#[derive(Debug, Clone)]
-pub struct StoredEvent {
-    pub account: String,
-    pub id: String,
-    pub timestamp: DateTime<Utc>,
-    pub action: String,
-    pub resource_type: Option<String>,
-    pub resource_id: Option<String>,
-    pub resource_name: Option<String>,
-    pub actor_id: Option<String>,
-    pub actor_name: Option<String>,
-    pub status: Option<String>,
-    pub ip_address: Option<String>,
-    pub description: Option<String>,
-    pub raw: String,
-}
-
-/// Which events an export reads.
-#[derive(Debug, Clone, Default)]
-pub struct EventFilter {
-    pub account: Option<String>,
-    pub from: Option<DateTime<Utc>>,
-    /// Exclusive.
-    pub to: Option<DateTime<Utc>>,
-    pub action: Option<String>,
-}
-
-/// A quarantined item, for `status --quarantine` and tests.
-#[derive(Debug, Clone)]
-pub struct QuarantineItem {
-    pub account: String,
-    pub key: String,
-    pub day: String,
-    pub reason: String,
-    pub raw: String,
-}
-
-pub struct Store {
-    conn: Connection,
-    path: PathBuf,
-    /// This process's write queue for the file (shared by every `Store` open on it).
-    gate: Arc<gate::Gate>,
-}
-
-/// A write transaction (`BEGIN IMMEDIATE`) taken in turn (see [`gate`]). Derefs to the
-/// transaction; [`WriteTx::commit`] commits, dropping it rolls back. Either way the turn passes
-/// to the next writer only after the transaction has ended.
-pub(crate) struct WriteTx<'a> {
-    // Field order matters: the transaction ends (drop order) before the turn is given up.
-    tx: rusqlite::Transaction<'a>,
-    _turn: gate::Turn,
-}
-
-impl<'a> std::ops::Deref for WriteTx<'a> {
-    type Target = rusqlite::Transaction<'a>;
-    fn deref(&self) -> &Self::Target {
-        &self.tx
-    }
-}
-
-impl WriteTx<'_> {
-    pub(crate) fn commit(self) -> rusqlite::Result<()> {
-        self.tx.commit()
-    }
-}
-
-/// The error of a writer that waited longer than [`TURN_TIMEOUT`] for its turn, as SQLite would
-/// report a lock it could not get.
-fn turn_timeout() -> rusqlite::Error {
-    rusqlite::Error::SqliteFailure(
-        rusqlite::ffi::Error::new(rusqlite::ffi::SQLITE_BUSY),
-        Some(format!(
-            "other writers of this process held the database for more than {} s",
-            TURN_TIMEOUT.as_secs()
-        )),
-    )
-}
-
-/// SQLite's page cache outside a collection pass's writes, in KiB.
-const DEFAULT_CACHE_KIB: i64 = 16_384;
-
-/// Checkpoint the WAL once it holds this many pages (about 40 MiB), when no [`Checkpointer`] does.
-const WAL_AUTOCHECKPOINT_PAGES: i64 = 10_000;
-
-/// Runs WAL checkpoints on its own connection, so the thread that inserts seldom waits for one:
-/// copying the WAL into the database overlaps the next transactions (a PASSIVE checkpoint takes
-/// no lock a writer needs). The writer keeps its automatic checkpoint: only a checkpoint right
-/// after a commit, with no frame newer than it, can finish the WAL so that the next transaction
-/// starts it over; by then this one has copied most of it. (Without that the WAL never restarts
-/// under a steady writer, grows by gigabytes and every page lookup slows down with it.)
-/// Durability is unchanged: each commit is in the WAL either way.
-pub struct Checkpointer {
-    conn: Connection,
-    path: PathBuf,
-}
-
-impl Checkpointer {
-    /// Copy what is committed in the WAL into the database, without blocking the writer.
-    pub fn checkpoint(&self) -> Result<()> {
-        self.conn
-            .query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(()))
-            .map_err(|e| err(&self.path, "checkpoint", e))
-    }
-}
-
-fn ms(t: DateTime<Utc>) -> i64 {
-    t.timestamp_millis()
-}
-
-fn from_ms(v: i64) -> DateTime<Utc> {
-    DateTime::from_timestamp_millis(v).unwrap_or_default()
-}
-
-impl Store {
-    /// Open (creating if needed) and migrate the database.
-    pub fn open(path: &Path) -> Result<Store> {
-        if let Some(dir) = path.parent() {
-            if !dir.as_os_str().is_empty() && !dir.exists() {
-                let _ = std::fs::create_dir_all(dir);
-            }
-        }
-        let conn = Connection::open(path).map_err(|e| err(path, "cannot open", e))?;
-        let mut store = Store {
-            conn,
-            path: path.to_path_buf(),
-            gate: gate::Gate::for_path(path),
-        };
-        store.configure()?;
-        store.migrate()?;
-        Ok(store)
-    }
-
-    /// Open an existing database for reading only (exports, status); never creates or migrates.
-    pub fn open_read_only(path: &Path) -> Result<Store> {
-        Store::open_read_only_with_busy_timeout(path, BUSY_TIMEOUT)
-    }
-
-    /// [`Store::open_read_only`] waiting at most `busy` for a lock (`/metrics` answers from its
-    /// last figures rather than wait).
-    pub fn open_read_only_with_busy_timeout(path: &Path, busy: Duration) -> Result<Store> {
-        let conn = Connection::open_with_flags(
-            path,
-            OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
-        )
-        .map_err(|e| err(path, "cannot open (has `collect` run yet?)", e))?;
-        conn.busy_timeout(busy)
-            .map_err(|e| err(path, "busy_timeout", e))?;
-        let store = Store {
-            conn,
-            path: path.to_path_buf(),
-            gate: gate::Gate::for_path(path),
-        };
-        // One statement, so one snapshot: read apart, a migration could commit between the two
-        // reads and a database being created would look foreign.
-        let (v, tables): (i64, i64) = store
-            .conn
-            .query_row(
-                "SELECT (SELECT user_version FROM pragma_user_version),
-                        (SELECT COUNT(*) FROM sqlite_master)",
-                [],
-                |r| Ok((r.get(0)?, r.get(1)?)),
-            )
-            .map_err(|e| store.err("not an auditwarden database", e))?;
-        if v == 0 {
-            // A database whose first migration has not committed yet has no tables at all (the
-            // creator's transaction is invisible to readers): say so rather than call it foreign.
-            return Err(plain(
-                path,
-                if tables == 0 {
-                    "no auditwarden schema yet: another auditwarden is probably creating it right now (try again in a moment); if not, `auditwarden collect` creates it"
-                } else {
-                    "not an auditwarden database (it has tables, but no auditwarden schema version)"
-                },
-            ));
-        }
-        Ok(store)
-    }
-
-    fn err(&self, what: &str, e: rusqlite::Error) -> StoreError {
-        err(&self.path, what, e)
-    }
-
-    fn configure(&mut self) -> Result<()> {
-        self.conn
-            .busy_timeout(BUSY_TIMEOUT)
-            .map_err(|e| self.err("busy_timeout", e))?;
-        // WAL: readers (status, export, reports) never block the collector. synchronous=NORMAL is
-        // durable against a process crash (kill -9); a power loss may roll back the last
-        // transactions, but rows and their coverage always roll back together.
-        self.conn
-            .pragma_update(None, "journal_mode", "WAL")
-            .map_err(|e| self.err("not a usable SQLite database", e))?;
-        self.conn
-            .pragma_update(None, "synchronous", "NORMAL")
-            .map_err(|e| self.err("pragma synchronous", e))?;
-        // The (account, event_id) index takes random keys (UUIDs): a 16 MiB page cache keeps more
-        // of it in memory, and checkpointing every ~40 MiB of WAL instead of every 4 MiB cuts the
-        // fsyncs that dominated insert time (with the writer's batching: 14.6k -> 50k events/s
-        // on 300k events, `cargo bench --bench collect`).
-        self.conn
-            .pragma_update(None, "cache_size", -DEFAULT_CACHE_KIB)
-            .map_err(|e| self.err("pragma cache_size", e))?;
-        self.conn
-            .pragma_update(None, "wal_autocheckpoint", WAL_AUTOCHECKPOINT_PAGES)
-            .map_err(|e| self.err("pragma wal_autocheckpoint", e))?;
-        Ok(())
-    }
-
-    fn migrate(&mut self) -> Result<()> {
-        let known = migrations::MIGRATIONS.len() as i64;
-        let current: i64 = self
-            .conn
-            .query_row("PRAGMA user_version", [], |r| r.get(0))
-            .map_err(|e| self.err("reading the schema version", e))?;
-        if current > known {
-            return Err(newer_schema(&self.path, current, known));
-        }
-        if current == known {
-            // The usual case: versions only grow, so this needs no lock.
-            return Ok(());
-        }
-        // Another process may be opening the same fresh (or old) database right now. Each
-        // migration runs under the exclusive write lock and reads the version again inside it:
-        // whoever comes second finds the migration done and skips it, instead of running it
-        // again ("table events already exists"). The second waits for the first's transaction
-        // (the busy timeout), or is told plainly that another auditwarden is writing.
-        let path = self.path.clone();
-        let _turn = self
-            .gate
-            .wait_turn(TURN_TIMEOUT)
-            .ok_or_else(|| err(&path, "waiting to migrate the schema", turn_timeout()))?;
-        loop {
-            let tx = self
-                .conn
-                .transaction_with_behavior(rusqlite::TransactionBehavior::Exclusive)
-                .map_err(|e| {
-                    if is_busy(&e) {
-                        plain(&path, &format!(
-                            "another auditwarden is writing to this database (upgrading its schema, or a long write) and did not finish within {} s; try again when it has finished",
-                            BUSY_TIMEOUT.as_secs()
-                        ))
-                    } else {
-                        err(&path, "begin migration", e)
-                    }
-                })?;
-            let v: i64 = tx
-                .query_row("PRAGMA user_version", [], |r| r.get(0))
-                .map_err(|e| err(&path, "reading the schema version", e))?;
-            if v > known {
-                return Err(newer_schema(&path, v, known));
-            }
-            let Some(sql) = migrations::MIGRATIONS.get(v as usize) else {
-                // Up to date: another process finished the migrations while this one waited.
-                tx.commit()
-                    .map_err(|e| err(&path, "end migration check", e))?;
-                return Ok(());
-            };
-            let n = v + 1;
-            tx.execute_batch(sql)
-                .map_err(|e| err(&path, &format!("migration {n}"), e))?;
-            if *sql == migrations::CHAIN {
-                // SQLite cannot compute SHA-256: chain the rows already stored from Rust, in the
-                // migration's transaction (a crash leaves the old schema, and the next open redoes it).
-                chain::backfill(&tx)
-                    .map_err(|e| err(&path, &format!("migration {n}: building hash chains"), e))?;
-            }
-            tx.pragma_update(None, "user_version", n)
-                .map_err(|e| err(&path, "set user_version", e))?;
-            tx.commit().map_err(|e| err(&path, "commit migration", e))?;
-        }
-    }
-
-    /// Begin a write transaction in turn with this process's other writers: see [`WriteTx`].
-    pub(crate) fn write_tx(&mut self) -> rusqlite::Result<WriteTx<'_>> {
-        let turn = self.write_turn()?;
-        let tx = self
-            .conn
-            .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
-        Ok(WriteTx { tx, _turn: turn })
-    }
-
-    /// This process's turn to write, for a single statement outside a transaction (it commits
-    /// on its own); hold it until the statement has run.
-    pub(crate) fn write_turn(&self) -> rusqlite::Result<gate::Turn> {
-        self.gate.wait_turn(TURN_TIMEOUT).ok_or_else(turn_timeout)
-    }
-
-    /// Give back the memory a pass used: SQLite frees its page cache and other memory it can
-    /// (`PRAGMA shrink_memory`); the next pass reads the pages it needs again. The daemon calls
-    /// this between passes so it idles small whatever the size of the backfill.
-    pub fn release_memory(&self) -> Result<()> {
-        self.conn
-            .execute_batch("PRAGMA shrink_memory")
-            .map_err(|e| self.err("shrink memory", e))
-    }
-
-    /// Size SQLite's page cache for a pass's writes (`mib`), or back to the default (`None`). The
-    /// index of random event ids is touched all over on every insert; while it fits in the cache,
-    /// a transaction writes each of its pages once instead of spilling and re-reading them.
-    pub fn set_write_cache(&self, mib: Option<u32>) -> Result<()> {
-        let kib = mib.map_or(DEFAULT_CACHE_KIB, |m| i64::from(m) * 1024);
-        self.conn
-            .pragma_update(None, "cache_size", -kib)
-            .map_err(|e| self.err("pragma cache_size", e))
-    }
-
-    /// A second connection to this database that runs WAL checkpoints for a writer on another
-    /// thread (see [`Checkpointer`]).
-    pub fn checkpointer(&self) -> Result<Checkpointer> {
-        let conn = Connection::open(&self.path).map_err(|e| self.err("cannot open", e))?;
-        conn.busy_timeout(Duration::from_secs(10))
-            .map_err(|e| self.err("busy_timeout", e))?;
-        Ok(Checkpointer {
-            conn,
-            path: self.path.clone(),
-        })
-    }
-
+/// Audit events, their coverage and the passes that collected them.
+pub trait EventStore {
     /// Begin a batch: several pages, coverage changes and pass records in one transaction.
-    pub fn batch(&mut self) -> Result<Batch<'_>> {
-        let turn = self.write_turn().map_err(|e| err(&self.path, "begin", e))?;
-        // Not `write_tx`: the batch also borrows `path`, a field disjoint from `conn`.
-        let tx = self
-            .conn
-            .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
-            .map_err(|e| err(&self.path, "begin", e))?;
-        let gate = self.gate.clone();
-        Ok(Batch {
-            tx: WriteTx { tx, _turn: turn },
-            path: &self.path,
-            heads: HashMap::new(),
-            gate,
-        })
-    }
+    fn batch(&mut self) -> Result<Box<dyn EventBatch + '_>>;
 
-    /// Store one page in its own transaction (see [`Batch::write_page`]).
-    pub fn write_page(&mut self, w: &PageWrite<'_>) -> Result<PageOutcome> {
+    /// Store one page in its own transaction (see [`EventBatch::write_page`]).
+    fn write_page(&mut self, w: &PageWrite<'_>) -> Result<PageOutcome> {
         let mut b = self.batch()?;
         let out = b.write_page(w)?;
         b.commit()?;
         Ok(out)
     }
 
-    /// Record that a day could not be proven complete (see [`Batch::mark_incomplete`]).
-    pub fn mark_incomplete(
+    /// Record that a day could not be proven complete (see [`EventBatch::mark_incomplete`]).
+    fn mark_incomplete(
         &mut self,
         account: &str,
         action_filter: &str,
@@ -523,493 +146,368 @@ impl Store {
         b.commit()
     }
 
-    pub fn record_pass(&mut self, p: &PassRecord) -> Result<()> {
+    fn record_pass(&mut self, p: &PassRecord) -> Result<()> {
         let b = self.batch()?;
         b.record_pass(p)?;
         b.commit()
     }
 
     /// Coverage rows of one account and action filter between two days (inclusive).
-    pub fn coverage(
+    fn coverage(
         &self,
         account: &str,
         action_filter: &str,
         from: NaiveDate,
         to: NaiveDate,
-    ) -> Result<Vec<Coverage>> {
-        let mut st = self
-            .conn
-            .prepare_cached(
-                "SELECT day, complete, server_total, received, read_ms, note FROM coverage
-                 WHERE account = ?1 AND action_filter = ?2 AND day BETWEEN ?3 AND ?4 ORDER BY day",
-            )
-            .map_err(|e| self.err("prepare coverage", e))?;
-        let rows = st
-            .query_map(
-                params![account, action_filter, day_str(from), day_str(to)],
-                |r| {
-                    Ok((
-                        r.get::<_, String>(0)?,
-                        r.get::<_, bool>(1)?,
-                        r.get::<_, Option<i64>>(2)?,
-                        r.get::<_, i64>(3)?,
-                        r.get::<_, i64>(4)?,
-                        r.get::<_, Option<String>>(5)?,
-                    ))
-                },
-            )
-            .map_err(|e| self.err("read coverage", e))?;
-        let mut out = Vec::new();
-        for row in rows {
-            let (day, complete, total, received, read, note) =
-                row.map_err(|e| self.err("read coverage", e))?;
-            if let Some(day) = parse_day(&day) {
-                out.push(Coverage {
-                    day,
-                    complete,
-                    server_total: total.map(|t| t as u64),
-                    received: received as u64,
-                    read_at: from_ms(read),
-                    note,
-                });
-            }
-        }
-        Ok(out)
-    }
+    ) -> Result<Vec<Coverage>>;
 
     /// What `status` shows for one account.
-    pub fn account_status(&self, account: &str) -> Result<AccountStatus> {
-        let c = &self.conn;
-        let count = |sql: &str| -> Result<u64> {
-            c.query_row(sql, params![account], |r| r.get::<_, i64>(0))
-                .map(|v| v as u64)
-                .map_err(|e| self.err("count", e))
-        };
-        let mut s = AccountStatus {
-            events: count("SELECT COUNT(*) FROM events WHERE account = ?1")?,
-            quarantined: count("SELECT COUNT(*) FROM quarantine WHERE account = ?1")?,
-            complete_days: count(
-                "SELECT COUNT(DISTINCT day) FROM coverage WHERE account = ?1 AND complete = 1",
-            )?,
-            ..Default::default()
-        };
-        s.last_pass = c
-            .query_row(
-                "SELECT started_ms, finished_ms, error, new_events, duplicates, quarantined,
-                    requests, retries FROM passes WHERE account = ?1 ORDER BY id DESC LIMIT 1",
-                params![account],
-                |r| {
-                    Ok(PassRecord {
-                        account: account.to_string(),
-                        started: from_ms(r.get(0)?),
-                        finished: from_ms(r.get(1)?),
-                        error: r.get(2)?,
-                        new_events: r.get::<_, i64>(3)? as u64,
-                        duplicates: r.get::<_, i64>(4)? as u64,
-                        quarantined: r.get::<_, i64>(5)? as u64,
-                        requests: r.get::<_, i64>(6)? as u64,
-                        retries: r.get::<_, i64>(7)? as u64,
-                    })
-                },
-            )
-            .optional()
-            .map_err(|e| self.err("last pass", e))?;
-        s.last_success = c
-            .query_row(
-                "SELECT MAX(finished_ms) FROM passes WHERE account = ?1 AND ok = 1",
-                params![account],
-                |r| r.get::<_, Option<i64>>(0),
-            )
-            .map_err(|e| self.err("last success", e))?
-            .map(from_ms);
-        let (first, last): (Option<String>, Option<String>) = c
-            .query_row(
-                "SELECT MIN(day), MAX(day) FROM coverage WHERE account = ?1 AND complete = 1",
-                params![account],
-                |r| Ok((r.get(0)?, r.get(1)?)),
-            )
-            .map_err(|e| self.err("coverage range", e))?;
-        s.first_complete = first.as_deref().and_then(parse_day);
-        s.last_complete = last.as_deref().and_then(parse_day);
-        let mut st = c
-            .prepare(
-                "SELECT day, COALESCE(note, 'not read yet') FROM coverage
-                 WHERE account = ?1 AND complete = 0 ORDER BY day",
-            )
-            .map_err(|e| self.err("incomplete days", e))?;
-        let rows = st
-            .query_map(params![account], |r| {
-                Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?))
-            })
-            .map_err(|e| self.err("incomplete days", e))?;
-        for row in rows {
-            let (d, note) = row.map_err(|e| self.err("incomplete days", e))?;
-            if let Some(d) = parse_day(&d) {
-                s.incomplete.push((d, note));
-            }
+    fn account_status(&self, account: &str) -> Result<AccountStatus>;
+
+    /// Hand stored events to `f` in (account, time, id) order until it returns `false`; returns
+    /// how many it accepted. See [`Store::for_each_event`].
+    fn visit_events(
+        &self,
+        filter: &EventFilter,
+        f: &mut dyn FnMut(StoredEvent) -> bool,
+    ) -> Result<u64>;
+
+    /// Every stored event id of an account (tests and the benchmark compare it with ground truth).
+    fn event_ids(&self, account: &str) -> Result<Vec<String>>;
+
+    /// Quarantined items, newest first (at most `limit`).
+    fn quarantine(&self, account: Option<&str>, limit: u32) -> Result<Vec<QuarantineItem>>;
+}
+
+/// Writes that commit together: dropped without [`EventBatch::commit`], none of them happened.
+pub trait EventBatch {
+    /// Other writers are waiting for this batch: a long-lived batch (the collection's writer)
+    /// commits now rather than keep them waiting.
+    fn others_waiting(&self) -> bool;
+
+    /// Store one page (at most once per `(account, id)`) and, with the last page of a window
+    /// read that proved complete, mark that day complete: rows and coverage commit together.
+    fn write_page(&mut self, w: &PageWrite<'_>) -> Result<PageOutcome>;
+
+    /// Record that a day could not be proven complete in this pass (it is read again next pass).
+    fn mark_incomplete(
+        &self,
+        account: &str,
+        action_filter: &str,
+        day: NaiveDate,
+        note: &str,
+    ) -> Result<()>;
+
+    fn record_pass(&self, p: &PassRecord) -> Result<()>;
+
+    /// Commit every write of the batch, with the chain heads they moved.
+    fn commit(self: Box<Self>) -> Result<()>;
+}
+
+/// Users, their history, role changes and the log of syncs and invitation polls. Decisions
+/// (what changed, what matches what) are made in `collect::users`; a backend only reads and
+/// writes, each batch in one transaction.
+pub trait UserStore {
+    /// Every stored user of an account (deleted ones included), by id; `raw` is not loaded.
+    fn load_users(&self, account: &str) -> Result<HashMap<String, UserRow>>;
+
+    /// The stored users among `ids`, by id.
+    fn users_by_id(&self, account: &str, ids: &[&str]) -> Result<HashMap<String, UserRow>>;
+
+    /// Start a listing: forget which users the previous one saw (see [`UserStore::mark_listed`]).
+    fn begin_listing(&self) -> Result<()>;
+
+    /// Note `ids` as seen in the current listing; for each, whether it was new to the listing.
+    fn mark_listed(&mut self, ids: &[&str]) -> Result<Vec<bool>>;
+
+    /// Stored users not deleted and not seen in the current listing, after `after` in id order.
+    fn unlisted_users(&self, account: &str, after: &str, limit: u32) -> Result<Vec<String>>;
+
+    fn invited_user_ids(&self, account: &str) -> Result<Vec<String>>;
+
+    /// (pending invitations, of which invited before `stale_before_ms`).
+    fn invite_counts(&self, account: &str, stale_before_ms: i64) -> Result<(u64, u64)>;
+
+    /// Write one step of a sync or poll in one transaction; returns the rows written.
+    fn write_user_batch(&mut self, account: &str, b: &UserBatch) -> Result<u64>;
+
+    /// Audit events after `after_seq` that may carry role details.
+    fn role_events_after(&self, account: &str, after_seq: i64) -> Result<Vec<RoleEvent>>;
+
+    /// The last event already matched against role changes.
+    fn role_event_watermark(&self, account: &str) -> Result<i64>;
+
+    /// Role changes still waiting for audit evidence.
+    fn open_role_changes(&self, account: &str) -> Result<Vec<StoredRoleChange>>;
+
+    fn role_changes(&self, account: &str, user: Option<&str>) -> Result<Vec<StoredRoleChange>>;
+
+    fn role_change_has_event(
+        &self,
+        account: &str,
+        event_id: &str,
+        user_id: &str,
+        role: &str,
+        change: &str,
+    ) -> Result<bool>;
+
+    /// Attach evidence to snapshot role changes, add changes seen only in the audit log, and
+    /// move the watermark, in one transaction.
+    fn write_role_links(
+        &mut self,
+        account: &str,
+        attach: &[(i64, Evidence)],
+        audit_only: &[RoleChange],
+        watermark: i64,
+    ) -> Result<u64>;
+
+    fn record_user_run(&mut self, r: &UserRun) -> Result<()>;
+
+    /// When the last complete run of `kind` ("sync" or "poll") finished.
+    fn last_complete_user_run(&self, account: &str, kind: &str) -> Result<Option<i64>>;
+
+    fn list_users(&self, account: Option<&str>) -> Result<Vec<UserListing>>;
+
+    fn user_history(&self, account: &str, user_id: &str) -> Result<Vec<UserHistoryEntry>>;
+}
+
+/// The alert outbox, its per-sink deliveries and the claims that keep a delivery single.
+pub trait AlertStore {
+    /// Gather the facts the rules have not seen, let `eval` decide, and write the alerts with the
+    /// moved marks in one transaction.
+    fn record_alerts(
+        &mut self,
+        account: &str,
+        sinks: &[String],
+        now_ms: i64,
+        eval: &mut dyn FnMut(&AlertFacts, &mut dyn GrantCounter) -> Vec<NewAlert>,
+    ) -> Result<AlertCounts>;
+
+    fn due_deliveries(&self, sinks: &[String], now_ms: i64) -> Result<DueDeliveries>;
+
+    fn claim_delivery(
+        &mut self,
+        delivery_id: i64,
+        owner: &str,
+        now_ms: i64,
+        claim_until_ms: i64,
+        owner_gone: &dyn Fn(&str) -> bool,
+    ) -> Result<Claim>;
+
+    fn record_delivery(
+        &mut self,
+        delivery_id: i64,
+        owner: &str,
+        update: DeliveryUpdate<'_>,
+        now_ms: i64,
+    ) -> Result<bool>;
+
+    #[allow(clippy::too_many_arguments)]
+    fn defer_deliveries(
+        &mut self,
+        ids: &[i64],
+        owner: &str,
+        now_ms: i64,
+        next_attempt_ms: i64,
+        give_up_before_ms: i64,
+        error: &str,
+        given_up_error: &str,
+    ) -> Result<Deferred>;
+
+    fn release_claims(&mut self, owner: &str) -> Result<u64>;
+
+    fn alert_state_counts(&self) -> Result<Vec<(String, u64)>>;
+
+    fn list_alerts(&self, status: Option<&str>, limit: u32) -> Result<Vec<AlertDelivery>>;
+
+    fn retry_alert(&mut self, alert_id: i64, sinks: &[String], now_ms: i64) -> Result<Option<u64>>;
+}
+
+/// The hash chains over the history (see [`chain`]).
+pub trait ChainStore {
+    /// Whether the schema has hash chains (a read-only handle on an old database does not).
+    fn has_chains(&self) -> Result<bool>;
+
+    /// The recorded heads of every chain (of one account, if given), for manifests.
+    fn chain_heads(&self, account: Option<&str>) -> Result<Vec<(ChainKind, String, ChainHead)>>;
+
+    /// The stored hashes at link `n` of a chain (see the SQLite backend for the exact meaning).
+    fn chain_hashes_at(&self, kind: ChainKind, account: &str, n: i64) -> Result<Vec<Hash>>;
+
+    /// Walk every chain (of one account, if given), recompute each link and hand each finding to
+    /// `found` as it is met. Streams: memory does not grow with the history.
+    fn walk_chains(
+        &self,
+        account: Option<&str>,
+        found: &mut dyn FnMut(Finding),
+    ) -> Result<Vec<ChainSummary>>;
+}
+
+/// The reads of the compliance reports, streamed in the order a report shows them.
+pub trait ReportStore {
+    /// Role changes of `account` filed in `[from_ms, to_ms)`, oldest first, until `f` says stop.
+    fn visit_role_changes_in(
+        &self,
+        account: &str,
+        from_ms: i64,
+        to_ms: i64,
+        f: &mut dyn FnMut(RoleChangeRow) -> bool,
+    ) -> Result<u64>;
+
+    /// The users of one selection with their activity, until `f` says stop.
+    fn visit_user_activity(
+        &self,
+        account: &str,
+        selection: UserSelection,
+        f: &mut dyn FnMut(UserActivityRow) -> bool,
+    ) -> Result<u64>;
+}
+
+/// Something that copies committed writes into the main database on another thread (SQLite's
+/// WAL checkpoints), so the writer seldom waits for it.
+pub trait Checkpoint: Send {
+    fn checkpoint(&self) -> Result<()>;
+}
+
+/// A storage backend: everything the rest of auditwarden needs from a database.
+pub trait Backend: EventStore + UserStore + AlertStore + ChainStore + ReportStore + Send {
+    /// Give back memory a pass used (the daemon calls this between passes).
+    fn release_memory(&self) -> Result<()> {
+        Ok(())
+    }
+
+    /// Size caches for a pass's writes (`mib`), or back to the default (`None`).
+    fn set_write_cache(&self, _mib: Option<u32>) -> Result<()> {
+        Ok(())
+    }
+
+    /// A second handle that checkpoints for a writer on another thread, where the backend has
+    /// such a thing.
+    fn checkpointer(&self) -> Result<Option<Box<dyn Checkpoint>>> {
+        Ok(None)
+    }
+}
+
+/// auditwarden's handle on its history: one [`Backend`], and the generic conveniences a trait
+/// object cannot offer. Derefs to the backend, so `store.write_page(..)` calls the backend.
+pub struct Store {
+    backend: Box<dyn Backend>,
+}
+
+impl std::ops::Deref for Store {
+    type Target = dyn Backend;
+    fn deref(&self) -> &Self::Target {
+        &*self.backend
+    }
+}
+
+impl std::ops::DerefMut for Store {
+    fn deref_mut(&mut self) -> &mut Self::Target {
+        &mut *self.backend
+    }
+}
+
+/// Run a visit whose callback may fail with `E`: the first error stops the visit and is returned.
+fn visit_with<R, E: From<StoreError>>(
+    visit: impl FnOnce(&mut dyn FnMut(R) -> bool) -> Result<u64>,
+    mut f: impl FnMut(R) -> std::result::Result<(), E>,
+) -> std::result::Result<u64, E> {
+    let mut failed = None;
+    let n = visit(&mut |row| match f(row) {
+        Ok(()) => true,
+        Err(e) => {
+            failed = Some(e);
+            false
         }
-        Ok(s)
+    })?;
+    match failed {
+        Some(e) => Err(e),
+        None => Ok(n),
+    }
+}
+
+impl Store {
+    /// A store over any backend.
+    pub fn with_backend(backend: Box<dyn Backend>) -> Store {
+        Store { backend }
+    }
+
+    /// Open (creating if needed) and migrate the SQLite database at `path`.
+    pub fn open(path: &Path) -> Result<Store> {
+        Ok(Store::with_backend(Box::new(sqlite::Sqlite::open(path)?)))
+    }
+
+    /// Open an existing SQLite database for reading only (exports, status); never creates or
+    /// migrates.
+    pub fn open_read_only(path: &Path) -> Result<Store> {
+        Ok(Store::with_backend(Box::new(
+            sqlite::Sqlite::open_read_only(path)?,
+        )))
+    }
+
+    /// [`Store::open_read_only`] waiting at most `busy` for a lock (`/metrics` answers from its
+    /// last figures rather than wait).
+    pub fn open_read_only_with_busy_timeout(path: &Path, busy: Duration) -> Result<Store> {
+        Ok(Store::with_backend(Box::new(
+            sqlite::Sqlite::open_read_only_with_busy_timeout(path, busy)?,
+        )))
     }
 
     /// Stream stored events in (account, time, id) order; `f` may stop early with an error.
     pub fn for_each_event<E: From<StoreError>>(
         &self,
         filter: &EventFilter,
-        mut f: impl FnMut(StoredEvent) -> std::result::Result<(), E>,
+        f: impl FnMut(StoredEvent) -> std::result::Result<(), E>,
     ) -> std::result::Result<u64, E> {
-        let mut st = self
-            .conn
-            .prepare(
-                "SELECT account, event_id, ts_ms, action, resource_type, resource_id,
-                    resource_name, actor_id, actor_name, status, ip_address, description, raw
-                 FROM events
-                 WHERE (?1 IS NULL OR account = ?1) AND (?2 IS NULL OR ts_ms >= ?2)
-                   AND (?3 IS NULL OR ts_ms < ?3) AND (?4 IS NULL OR action = ?4)
-                 ORDER BY account, ts_ms, event_id",
-            )
-            .map_err(|e| self.err("prepare export", e))?;
-        let mut rows = st
-            .query(params![
-                filter.account,
-                filter.from.map(ms),
-                filter.to.map(ms),
-                filter.action
-            ])
-            .map_err(|e| self.err("export", e))?;
-        let mut n = 0;
-        while let Some(r) = rows.next().map_err(|e| self.err("export", e))? {
-            let ev = (|| -> rusqlite::Result<StoredEvent> {
-                Ok(StoredEvent {
-                    account: r.get(0)?,
-                    id: r.get(1)?,
-                    timestamp: from_ms(r.get(2)?),
-                    action: r.get(3)?,
-                    resource_type: r.get(4)?,
-                    resource_id: r.get(5)?,
-                    resource_name: r.get(6)?,
-                    actor_id: r.get(7)?,
-                    actor_name: r.get(8)?,
-                    status: r.get(9)?,
-                    ip_address: r.get(10)?,
-                    description: r.get(11)?,
-                    raw: r.get(12)?,
-                })
-            })()
-            .map_err(|e| self.err("export row", e))?;
-            f(ev)?;
-            n += 1;
-        }
-        Ok(n)
+        visit_with(|g| self.backend.visit_events(filter, g), f)
     }
 
-    /// Every stored event id of an account (tests and the benchmark compare it with ground truth).
-    pub fn event_ids(&self, account: &str) -> Result<Vec<String>> {
-        let mut st = self
-            .conn
-            .prepare("SELECT event_id FROM events WHERE account = ?1 ORDER BY event_id")
-            .map_err(|e| self.err("event ids", e))?;
-        let rows = st
-            .query_map(params![account], |r| r.get::<_, String>(0))
-            .map_err(|e| self.err("event ids", e))?;
-        rows.collect::<rusqlite::Result<Vec<_>>>()
-            .map_err(|e| self.err("event ids", e))
-    }
-
-    /// Quarantined items, newest first (at most `limit`).
-    pub fn quarantine(&self, account: Option<&str>, limit: u32) -> Result<Vec<QuarantineItem>> {
-        let mut st = self
-            .conn
-            .prepare(
-                "SELECT account, item_key, window_day, reason, raw FROM quarantine
-                 WHERE (?1 IS NULL OR account = ?1) ORDER BY seq DESC LIMIT ?2",
-            )
-            .map_err(|e| self.err("quarantine", e))?;
-        let rows = st
-            .query_map(params![account, limit], |r| {
-                Ok(QuarantineItem {
-                    account: r.get(0)?,
-                    key: r.get(1)?,
-                    day: r.get(2)?,
-                    reason: r.get(3)?,
-                    raw: r.get(4)?,
-                })
-            })
-            .map_err(|e| self.err("quarantine", e))?;
-        rows.collect::<rusqlite::Result<Vec<_>>>()
-            .map_err(|e| self.err("quarantine", e))
-    }
-}
-
-/// Writes that commit together: a crash before [`Batch::commit`] leaves none of them.
-pub struct Batch<'a> {
-    tx: WriteTx<'a>,
-    path: &'a Path,
-    /// Event-chain heads of the accounts this batch wrote, read once per batch from
-    /// `chain_heads` and written back by [`Batch::commit`] in the same transaction. Living in the
-    /// batch, the cache dies with a rollback, and a new batch (or process) reads the committed head.
-    /// The flag says whether the head moved (only those are written).
-    heads: HashMap<String, (ChainHead, bool)>,
-    /// To see whether other writers of this process are waiting (see [`Batch::others_waiting`]).
-    gate: Arc<gate::Gate>,
-}
-
-impl Batch<'_> {
-    /// Other writers of this process are waiting for this batch to commit: a long-lived batch
-    /// (the collection's writer) commits now rather than keep them waiting.
-    pub fn others_waiting(&self) -> bool {
-        self.gate.waiting() > 0
-    }
-
-    /// Store one page (insert-or-ignore on `(account, id)`) and, with the last page of a window
-    /// read that proved complete, mark that day complete: rows and coverage commit together.
-    pub fn write_page(&mut self, w: &PageWrite<'_>) -> Result<PageOutcome> {
-        let now = ms(crate::clock::now());
-        let path = self.path;
-        let tx = &self.tx;
-        let mut out = PageOutcome::default();
-        let mut head = match self.heads.get(w.account) {
-            Some((h, _)) => *h,
-            None => chain::load_head(tx, ChainKind::Events, w.account)
-                .map_err(|e| err(path, "read chain head", e))?,
-        };
-        {
-            let mut ins = tx
-                .prepare_cached(
-                    "INSERT OR IGNORE INTO events (account, event_id, ts_ms, day, action,
-                        resource_type, resource_id, resource_name, actor_id, actor_name, status,
-                        ip_address, description, data, raw, collected_ms, chain_n, chain_hash)
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16,
-                        ?17, ?18)",
-                )
-                .map_err(|e| err(path, "prepare insert", e))?;
-            for e in w.events {
-                // The link a new row would get; it becomes the head only if the row is inserted
-                // (a duplicate leaves the chain as it was).
-                let next = head.next(e.raw.as_bytes());
-                let n = ins
-                    .execute(params![
-                        w.account,
-                        e.id,
-                        ms(e.timestamp),
-                        day_str(e.timestamp.date_naive()),
-                        e.action,
-                        e.resource_type,
-                        e.resource_id,
-                        e.resource_name,
-                        e.actor_id,
-                        e.actor_name,
-                        e.status,
-                        e.ip_address,
-                        e.description,
-                        e.data,
-                        e.raw,
-                        now,
-                        next.n,
-                        &next.hash[..]
-                    ])
-                    .map_err(|er| err(path, "insert event", er))?;
-                if n == 1 {
-                    head = next;
-                    out.inserted += 1;
-                } else {
-                    out.duplicates += 1;
-                }
-            }
-            let day = w.day.map(day_str).unwrap_or_default();
-            let mut q = tx
-                .prepare_cached(
-                    "INSERT OR IGNORE INTO quarantine (account, item_key, window_day, action_filter,
-                        reason, raw, first_seen_ms) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
-                )
-                .map_err(|e| err(path, "prepare quarantine", e))?;
-            for m in w.malformed {
-                out.quarantined +=
-                    q.execute(params![
-                        w.account,
-                        m.key,
-                        day,
-                        w.action_filter,
-                        m.reason,
-                        m.raw,
-                        now
-                    ])
-                    .map_err(|e| err(path, "insert quarantine", e))? as u64;
-            }
-            if let (Some(done), Some(d)) = (w.done, w.day) {
-                tx.execute(
-                    "INSERT INTO coverage (account, action_filter, day, complete, server_total,
-                        received, read_ms, note) VALUES (?1, ?2, ?3, 1, ?4, ?5, ?6, NULL)
-                     ON CONFLICT (account, action_filter, day) DO UPDATE SET complete = 1,
-                        server_total = excluded.server_total, received = excluded.received,
-                        read_ms = excluded.read_ms, note = NULL",
-                    params![
-                        w.account,
-                        w.action_filter,
-                        day_str(d),
-                        done.server_total.map(|t| t as i64),
-                        done.received as i64,
-                        now
-                    ],
-                )
-                .map_err(|e| err(path, "update coverage", e))?;
-            }
-        }
-        if out.inserted > 0 {
-            self.heads.insert(w.account.to_string(), (head, true));
-        } else if !self.heads.contains_key(w.account) {
-            self.heads.insert(w.account.to_string(), (head, false));
-        }
-        Ok(out)
-    }
-
-    /// Record that a day could not be proven complete in this pass (it is read again next pass).
-    pub fn mark_incomplete(
+    /// Role changes of `account` filed in `[from_ms, to_ms)`, oldest first; `f` may stop early.
+    pub fn for_each_role_change_in<E: From<StoreError>>(
         &self,
         account: &str,
-        action_filter: &str,
-        day: NaiveDate,
-        note: &str,
-    ) -> Result<()> {
-        self.tx
-            .execute(
-                "INSERT INTO coverage (account, action_filter, day, complete, server_total,
-                    received, read_ms, note) VALUES (?1, ?2, ?3, 0, NULL, 0, ?4, ?5)
-                 ON CONFLICT (account, action_filter, day) DO UPDATE SET complete = 0,
-                    read_ms = excluded.read_ms, note = excluded.note",
-                params![
-                    account,
-                    action_filter,
-                    day_str(day),
-                    ms(crate::clock::now()),
-                    note
-                ],
-            )
-            .map_err(|e| err(self.path, "mark incomplete", e))?;
-        Ok(())
+        from_ms: i64,
+        to_ms: i64,
+        f: impl FnMut(RoleChangeRow) -> std::result::Result<(), E>,
+    ) -> std::result::Result<u64, E> {
+        visit_with(
+            |g| {
+                self.backend
+                    .visit_role_changes_in(account, from_ms, to_ms, g)
+            },
+            f,
+        )
     }
 
-    pub fn record_pass(&self, p: &PassRecord) -> Result<()> {
-        self.tx
-            .execute(
-                "INSERT INTO passes (account, started_ms, finished_ms, ok, error, new_events,
-                    duplicates, quarantined, requests, retries)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
-                params![
-                    p.account,
-                    ms(p.started),
-                    ms(p.finished),
-                    p.error.is_none(),
-                    p.error,
-                    p.new_events as i64,
-                    p.duplicates as i64,
-                    p.quarantined as i64,
-                    p.requests as i64,
-                    p.retries as i64
-                ],
-            )
-            .map_err(|e| err(self.path, "record pass", e))?;
-        Ok(())
+    /// The users of one selection with their activity; `f` may stop early.
+    pub fn for_each_user_activity<E: From<StoreError>>(
+        &self,
+        account: &str,
+        selection: UserSelection,
+        f: impl FnMut(UserActivityRow) -> std::result::Result<(), E>,
+    ) -> std::result::Result<u64, E> {
+        visit_with(
+            |g| self.backend.visit_user_activity(account, selection, g),
+            f,
+        )
     }
 
-    pub fn commit(self) -> Result<()> {
-        for (account, (head, _)) in self.heads.iter().filter(|(_, (_, moved))| *moved) {
-            chain::save_head(&self.tx, ChainKind::Events, account, head)
-                .map_err(|e| err(self.path, "write chain head", e))?;
-        }
-        self.tx.commit().map_err(|e| err(self.path, "commit", e))
-    }
-}
-
-fn err(path: &Path, what: &str, source: rusqlite::Error) -> StoreError {
-    StoreError {
-        path: path.to_path_buf(),
-        what: what.to_string(),
-        source: Some(source),
-    }
-}
-
-/// A problem that is not an SQLite error, said in words.
-fn plain(path: &Path, what: &str) -> StoreError {
-    StoreError {
-        path: path.to_path_buf(),
-        what: what.to_string(),
-        source: None,
-    }
-}
-
-fn newer_schema(path: &Path, version: i64, known: i64) -> StoreError {
-    plain(
-        path,
-        &format!("schema version {version} is newer than this auditwarden knows ({known}); upgrade auditwarden"),
-    )
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn event(id: &str) -> AuditEvent {
-        AuditEvent {
-            id: id.into(),
-            timestamp: DateTime::parse_from_rfc3339("2026-11-02T08:00:00Z")
-                .unwrap()
-                .with_timezone(&Utc),
-            action: "login".into(),
-            resource_type: None,
-            resource_id: None,
-            resource_name: None,
-            actor_id: None,
-            actor_name: Some("<b>\"x\"</b>\n".into()),
-            status: Some("success".into()),
-            ip_address: None,
-            description: None,
-            data: None,
-            account_id: None,
-            raw: format!("{{\"id\":\"{id}\"}}"),
-        }
+    /// [`ChainStore::walk_chains`] with any callback.
+    pub fn verify_chains(
+        &self,
+        account: Option<&str>,
+        mut found: impl FnMut(Finding),
+    ) -> Result<Vec<ChainSummary>> {
+        self.backend.walk_chains(account, &mut found)
     }
 
-    /// Re-storing a page inserts nothing twice; the window's coverage lands with its last page.
-    #[test]
-    fn pages_are_idempotent_and_carry_coverage() {
-        let dir = tempfile::tempdir().unwrap();
-        let mut s = Store::open(&dir.path().join("a.db")).unwrap();
-        let day = NaiveDate::from_ymd_opt(2026, 11, 2).unwrap();
-        let evs = [event("a"), event("b")];
-        let w = PageWrite {
-            account: "acc",
-            action_filter: "",
-            day: Some(day),
-            events: &evs,
-            malformed: &[],
-            done: Some(WindowDone {
-                server_total: Some(2),
-                received: 2,
-            }),
-        };
-        assert_eq!(s.write_page(&w).unwrap().inserted, 2);
-        let again = s.write_page(&w).unwrap();
-        assert_eq!((again.inserted, again.duplicates), (0, 2));
-        let cov = s.coverage("acc", "", day, day).unwrap();
-        assert!(cov[0].complete);
-        assert_eq!(cov[0].server_total, Some(2));
-        assert_eq!(s.event_ids("acc").unwrap(), vec!["a", "b"]);
-        s.mark_incomplete("acc", "", day, "paging kept shifting")
-            .unwrap();
-        let st = s.account_status("acc").unwrap();
-        assert_eq!(st.events, 2);
-        assert_eq!(st.incomplete.len(), 1);
-    }
-
-    /// A file that is not SQLite gets an error naming the file, and is left untouched.
-    #[test]
-    fn refuses_a_file_that_is_not_a_database() {
-        let dir = tempfile::tempdir().unwrap();
-        let p = dir.path().join("notes.db");
-        std::fs::write(&p, "these are my notes, not a database; ".repeat(200)).unwrap();
-        let before = std::fs::read(&p).unwrap();
-        let e = Store::open(&p).err().unwrap().to_string();
-        assert!(e.contains("notes.db"), "{e}");
-        assert_eq!(std::fs::read(&p).unwrap(), before);
+    /// [`UserStore::users_by_id`] from any iterator of ids.
+    pub fn load_users_by_id<'a>(
+        &self,
+        account: &str,
+        ids: impl IntoIterator<Item = &'a str>,
+    ) -> Result<HashMap<String, UserRow>> {
+        let ids: Vec<&str> = ids.into_iter().collect();
+        self.backend.users_by_id(account, &ids)
     }
 }

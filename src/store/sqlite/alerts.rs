@@ -10,68 +10,14 @@
 //! deliver`, later several daemons) never send the same delivery at once. A delivery a run could
 //! not send waits for its `next_attempt_ms`; [`Store::due_deliveries`] skips it until then.
 
-use std::collections::BTreeMap;
-
 use rusqlite::{params, OptionalExtension};
 
-use super::{err, Result, Store};
+use super::{err, Sqlite};
 use crate::alert::rules::{Grant, GrantCounter, NewUser};
-
-/// The facts the rules have not seen yet for one account.
-#[derive(Debug, Default)]
-pub struct AlertFacts {
-    pub grants: Vec<Grant>,
-    pub new_users: Vec<NewUser>,
-}
-
-/// One alert to write (ignored if its key exists already).
-#[derive(Debug, Clone)]
-pub struct NewAlert {
-    pub key: String,
-    pub uid: String,
-    pub rule: String,
-    pub severity: String,
-    pub at_ms: Option<i64>,
-    pub summary: String,
-    pub payload: String,
-    pub suppressed: bool,
-}
-
-/// What one evaluation wrote.
-#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
-pub struct AlertCounts {
-    pub facts: u64,
-    pub alerts: u64,
-    pub suppressed: u64,
-}
-
-/// One alert for one sink, as listed or delivered. `sink` and `delivery_id` are `None` for an
-/// alert with no delivery (suppressed, or no sink configured when it was written).
-#[derive(Debug, Clone)]
-pub struct AlertDelivery {
-    pub alert_id: i64,
-    pub delivery_id: Option<i64>,
-    pub uid: String,
-    pub account: String,
-    pub rule: String,
-    pub severity: String,
-    pub at_ms: Option<i64>,
-    pub summary: String,
-    pub payload: String,
-    pub sink: Option<String>,
-    /// pending | sent | failed | suppressed
-    pub status: String,
-    pub attempts: i64,
-    pub last_error: Option<String>,
-    pub created_ms: i64,
-    /// A pending delivery that a run could not send is not tried before this.
-    pub next_attempt_ms: Option<i64>,
-    /// The first run that could not send it (the start of the give-up horizon).
-    pub failing_since_ms: Option<i64>,
-    /// The run holding it and until when (a lease), while one is sending it.
-    pub claimed_by: Option<String>,
-    pub claim_until_ms: Option<i64>,
-}
+use crate::store::{
+    AlertCounts, AlertDelivery, AlertFacts, AlertStore, Claim, Deferred, DeliveryUpdate,
+    DueDeliveries, NewAlert, Result,
+};
 
 const DELIVERY_SELECT: &str = "SELECT a.id, d.id, a.uid, a.account, a.rule, a.severity, a.at_ms,
     a.summary, a.payload, d.sink,
@@ -79,59 +25,6 @@ const DELIVERY_SELECT: &str = "SELECT a.id, d.id, a.uid, a.account, a.rule, a.se
     COALESCE(d.attempts, 0), d.last_error, a.created_ms, d.next_attempt_ms, d.failing_since_ms,
     d.claimed_by, d.claim_until_ms
     FROM alerts a LEFT JOIN alert_deliveries d ON d.alert_id = a.id";
-
-/// The deliveries a run may try now, and per sink those that wait for a later attempt.
-#[derive(Debug, Default)]
-pub struct DueDeliveries {
-    /// Pending and due, per sink in alert order (possibly claimed by another run: the claim
-    /// decides).
-    pub due: Vec<AlertDelivery>,
-    /// Per sink: pending deliveries not due yet, and the earliest next attempt among them.
-    pub waiting: BTreeMap<String, (u64, Option<i64>)>,
-}
-
-/// What [`Store::claim_delivery`] found.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Claim {
-    /// The caller holds it until the lease it asked for; with its failure history so far.
-    Claimed {
-        failing_since_ms: Option<i64>,
-        failed_runs: u32,
-    },
-    /// Another run holds a claim that has not lapsed and whose owner is not known to be gone.
-    Held,
-    /// No longer pending, or not due (sent, failed, rescheduled since it was listed).
-    Gone,
-}
-
-/// What a run records about a delivery it holds (see [`Store::record_delivery`]).
-#[derive(Debug, Clone, Copy)]
-pub enum DeliveryUpdate<'a> {
-    /// One failed attempt; another follows in this run, so the claim is renewed to `claim_until_ms`.
-    Attempt {
-        error: &'a str,
-        claim_until_ms: i64,
-    },
-    Sent,
-    /// The dead letter: refused for good, or failing for longer than the give-up horizon.
-    Failed {
-        error: &'a str,
-    },
-    /// Not sent in this run: pending again, not tried before `next_attempt_ms`.
-    Later {
-        error: &'a str,
-        next_attempt_ms: i64,
-    },
-}
-
-/// What [`Store::defer_deliveries`] did.
-#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
-pub struct Deferred {
-    /// Pending, with the new next attempt.
-    pub later: u64,
-    /// Failing for longer than the horizon: now dead letters.
-    pub given_up: u64,
-}
 
 fn delivery_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<AlertDelivery> {
     Ok(AlertDelivery {
@@ -160,11 +53,11 @@ fn delivery_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<AlertDelivery> {
 const ACTIVITY_SQL: &str = "SELECT MAX(ts_ms) FROM events WHERE account = ?1 AND actor_id = ?2
     AND COALESCE(status, '') <> 'failure' AND ts_ms < ?3";
 
-impl Store {
+impl AlertStore for Sqlite {
     /// Evaluate the rules on the account's role grants and first sightings not evaluated yet,
     /// write the alerts that fire (with a pending delivery per sink unless suppressed) and move
     /// the scan marks, all in one transaction. `eval` is the rule engine.
-    pub fn record_alerts(
+    fn record_alerts(
         &mut self,
         account: &str,
         sinks: &[String],
@@ -369,7 +262,7 @@ impl Store {
 
     /// The pending deliveries of the named sinks that are due at `now_ms` (never tried, or their
     /// next attempt has come), oldest alert first, and per sink the count of those still waiting.
-    pub fn due_deliveries(&self, sinks: &[String], now_ms: i64) -> Result<DueDeliveries> {
+    fn due_deliveries(&self, sinks: &[String], now_ms: i64) -> Result<DueDeliveries> {
         let mut out = DueDeliveries::default();
         let mut st = self
             .conn
@@ -406,7 +299,7 @@ impl Store {
     /// claiming at once serialize here). It is granted if the delivery is still pending and due,
     /// and unclaimed, already the owner's, its lease has lapsed (`claim_until_ms < now_ms`), or
     /// `owner_gone` says its owner has exited.
-    pub fn claim_delivery(
+    fn claim_delivery(
         &mut self,
         delivery_id: i64,
         owner: &str,
@@ -469,7 +362,7 @@ impl Store {
     /// Record what happened to a delivery `owner` holds. Written only while the claim is still
     /// the owner's (another run may have taken a lapsed claim over): returns whether it was.
     /// Every outcome but `Attempt` releases the claim.
-    pub fn record_delivery(
+    fn record_delivery(
         &mut self,
         delivery_id: i64,
         owner: &str,
@@ -531,7 +424,7 @@ impl Store {
     /// next alert. Those failing since `give_up_before_ms` or earlier become dead letters.
     /// Deliveries another live run holds are left alone.
     #[allow(clippy::too_many_arguments)]
-    pub fn defer_deliveries(
+    fn defer_deliveries(
         &mut self,
         ids: &[i64],
         owner: &str,
@@ -590,7 +483,7 @@ impl Store {
     }
 
     /// Drop every claim `owner` still holds (its run is ending): those deliveries are due again.
-    pub fn release_claims(&mut self, owner: &str) -> Result<u64> {
+    fn release_claims(&mut self, owner: &str) -> Result<u64> {
         let _turn = self
             .write_turn()
             .map_err(|e| self.err("release claims", e))?;
@@ -607,7 +500,7 @@ impl Store {
 
     /// How many deliveries are in each state (pending, sent, failed), plus alerts `suppressed` on
     /// backfill and alerts waiting for a sink (`pending` with no delivery row): for `/metrics`.
-    pub fn alert_state_counts(&self) -> Result<Vec<(String, u64)>> {
+    fn alert_state_counts(&self) -> Result<Vec<(String, u64)>> {
         let mut st = self
             .conn
             .prepare(
@@ -627,7 +520,7 @@ impl Store {
     }
 
     /// Alerts with their deliveries, newest first, optionally of one status.
-    pub fn list_alerts(&self, status: Option<&str>, limit: u32) -> Result<Vec<AlertDelivery>> {
+    fn list_alerts(&self, status: Option<&str>, limit: u32) -> Result<Vec<AlertDelivery>> {
         let mut st = self
             .conn
             .prepare(&format!(
@@ -646,12 +539,7 @@ impl Store {
     /// Put an alert's failed deliveries (dead letters) and those waiting for a later attempt back
     /// to pending, due now, with a fresh retry budget; also a suppressed alert, which then gets a delivery per sink. Returns how many
     /// deliveries are pending for it now, or `None` if there is no such alert.
-    pub fn retry_alert(
-        &mut self,
-        alert_id: i64,
-        sinks: &[String],
-        now_ms: i64,
-    ) -> Result<Option<u64>> {
+    fn retry_alert(&mut self, alert_id: i64, sinks: &[String], now_ms: i64) -> Result<Option<u64>> {
         let path = self.path.clone();
         let tx = self.write_tx().map_err(|e| err(&path, "begin retry", e))?;
         let exists: Option<bool> = tx
@@ -700,211 +588,5 @@ impl Store {
             .map_err(|e| err(&path, "count pending", e))?;
         tx.commit().map_err(|e| err(&path, "commit retry", e))?;
         Ok(Some(pending.max(0) as u64))
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    const A: &str = "host-a:100:aaaa";
-    const B: &str = "host-b:200:bbbb";
-
-    fn never_gone(_: &str) -> bool {
-        false
-    }
-
-    /// A store with `n` alerts, each with a pending delivery to sink `soc`; their delivery ids.
-    fn outbox(n: usize) -> (tempfile::TempDir, Store, Vec<i64>) {
-        let dir = tempfile::tempdir().unwrap();
-        let mut store = Store::open(&dir.path().join("aw.db")).unwrap();
-        let alerts: Vec<NewAlert> = (0..n)
-            .map(|i| NewAlert {
-                key: format!("r|a|{i}"),
-                uid: format!("aw_{i}"),
-                rule: "r".into(),
-                severity: "high".into(),
-                at_ms: Some(0),
-                summary: format!("alert {i}"),
-                payload: "{}".into(),
-                suppressed: false,
-            })
-            .collect();
-        store
-            .record_alerts("a", &["soc".into()], 1_000, &mut |_, _| alerts.clone())
-            .unwrap();
-        let ids = due(&store, 1_000);
-        (dir, store, ids)
-    }
-
-    fn due(store: &Store, now_ms: i64) -> Vec<i64> {
-        store
-            .due_deliveries(&["soc".into()], now_ms)
-            .unwrap()
-            .due
-            .iter()
-            .filter_map(|d| d.delivery_id)
-            .collect()
-    }
-
-    fn status(store: &Store, id: i64) -> String {
-        store
-            .list_alerts(None, 100)
-            .unwrap()
-            .into_iter()
-            .find(|d| d.delivery_id == Some(id))
-            .map(|d| d.status)
-            .unwrap()
-    }
-
-    /// A claim keeps other runs off a delivery until its lease lapses; after a takeover only the
-    /// new holder's outcome is recorded, and a finished delivery cannot be claimed again.
-    #[test]
-    fn a_claim_excludes_other_runs_until_its_lease_lapses() {
-        let (_dir, mut store, ids) = outbox(1);
-        let id = ids[0];
-        assert!(matches!(
-            store
-                .claim_delivery(id, A, 1_000, 2_000, &never_gone)
-                .unwrap(),
-            Claim::Claimed { .. }
-        ));
-        assert_eq!(
-            store
-                .claim_delivery(id, B, 1_500, 2_500, &never_gone)
-                .unwrap(),
-            Claim::Held
-        );
-        // The holder may claim again (renew).
-        assert!(matches!(
-            store
-                .claim_delivery(id, A, 1_600, 2_600, &never_gone)
-                .unwrap(),
-            Claim::Claimed { .. }
-        ));
-        assert!(matches!(
-            store
-                .claim_delivery(id, B, 2_601, 3_600, &never_gone)
-                .unwrap(),
-            Claim::Claimed { .. }
-        ));
-        assert!(!store
-            .record_delivery(id, A, DeliveryUpdate::Sent, 2_700)
-            .unwrap());
-        assert_eq!(status(&store, id), "pending");
-        assert!(store
-            .record_delivery(id, B, DeliveryUpdate::Sent, 2_800)
-            .unwrap());
-        assert_eq!(status(&store, id), "sent");
-        assert_eq!(
-            store
-                .claim_delivery(id, A, 9_000, 10_000, &never_gone)
-                .unwrap(),
-            Claim::Gone
-        );
-    }
-
-    /// A live lease whose owner is known to have exited does not hold the delivery.
-    #[test]
-    fn a_claim_of_an_exited_owner_is_void() {
-        let (_dir, mut store, ids) = outbox(1);
-        store
-            .claim_delivery(ids[0], A, 1_000, 60_000, &never_gone)
-            .unwrap();
-        let gone = |o: &str| o == A;
-        assert!(matches!(
-            store
-                .claim_delivery(ids[0], B, 1_100, 60_000, &gone)
-                .unwrap(),
-            Claim::Claimed { .. }
-        ));
-    }
-
-    /// A deferred backlog is not due before its next attempt, and dead-letters only once it has
-    /// been failing for the horizon; `retry_alert` makes a waiting delivery due at once.
-    #[test]
-    fn deferred_deliveries_wait_then_give_up_past_the_horizon() {
-        let (_dir, mut store, ids) = outbox(3);
-        store
-            .claim_delivery(ids[0], A, 1_000, 2_000, &never_gone)
-            .unwrap();
-        let later = DeliveryUpdate::Later {
-            error: "503",
-            next_attempt_ms: 5_000,
-        };
-        assert!(store.record_delivery(ids[0], A, later, 1_000).unwrap());
-        let d = store
-            .defer_deliveries(
-                &ids[1..],
-                A,
-                1_000,
-                5_000,
-                1_000 - 10_000,
-                "blocked",
-                "gave up",
-            )
-            .unwrap();
-        assert_eq!(
-            d,
-            Deferred {
-                later: 2,
-                given_up: 0
-            }
-        );
-        let listed = store.due_deliveries(&["soc".into()], 4_999).unwrap();
-        assert!(listed.due.is_empty());
-        assert_eq!(listed.waiting.get("soc"), Some(&(3, Some(5_000))));
-        assert_eq!(due(&store, 5_000), ids);
-        // The first one failed again, its history is handed to the next claim.
-        assert_eq!(
-            store
-                .claim_delivery(ids[0], A, 6_000, 7_000, &never_gone)
-                .unwrap(),
-            Claim::Claimed {
-                failing_since_ms: Some(1_000),
-                failed_runs: 1
-            }
-        );
-        // 11 s after the first failure, with a 10 s horizon: the rest give up.
-        let d = store
-            .defer_deliveries(
-                &ids[1..],
-                A,
-                12_000,
-                20_000,
-                12_000 - 10_000,
-                "blocked",
-                "gave up",
-            )
-            .unwrap();
-        assert_eq!(
-            d,
-            Deferred {
-                later: 0,
-                given_up: 2
-            }
-        );
-        assert_eq!(status(&store, ids[1]), "failed");
-        // The claimed one is untouched by another run's defer while the claim is live.
-        let d = store
-            .defer_deliveries(&ids[..1], B, 6_500, 20_000, -1, "blocked", "gave up")
-            .unwrap();
-        assert_eq!(d, Deferred::default());
-        let later = DeliveryUpdate::Later {
-            error: "503",
-            next_attempt_ms: 90_000,
-        };
-        assert!(store.record_delivery(ids[0], A, later, 6_500).unwrap());
-        let alert = store
-            .list_alerts(None, 100)
-            .unwrap()
-            .into_iter()
-            .find(|d| d.delivery_id == Some(ids[0]))
-            .unwrap();
-        assert_eq!(
-            store.retry_alert(alert.alert_id, &[], 7_000).unwrap(),
-            Some(1)
-        );
-        assert_eq!(due(&store, 7_000), vec![ids[0]]);
     }
 }

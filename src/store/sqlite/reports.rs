@@ -6,52 +6,20 @@
 use rusqlite::params;
 
 use super::users::{user_from_row, ACCEPT_SLACK_MS, USER_COLUMNS};
-use super::{Store, StoreError, StoredRoleChange, UserListing};
+use super::Sqlite;
+use crate::store::{
+    ReportStore, Result, RoleChangeRow, UserActivityRow, UserListing, UserSelection,
+};
 
-/// One role change with the target user's current name and the instant the report files it
-/// under (the audit event's time, else the snapshot that observed it).
-#[derive(Debug, Clone)]
-pub struct RoleChangeRow {
-    pub account: String,
-    pub change: StoredRoleChange,
-    pub user_name: Option<String>,
-    pub at_ms: i64,
-    /// Names of the alert rules that flagged this change (empty: none).
-    pub alert_rules: Vec<String>,
-}
-
-/// A user with their latest successful audit event as actor (and, for invitations, the first
-/// sign-in inside the acceptance window), as [`UserListing`] carries them.
-#[derive(Debug, Clone)]
-pub struct UserActivityRow {
-    pub listing: UserListing,
-    /// Holds a role whose code or name contains "admin" (any case).
-    pub privileged: bool,
-    /// Last activity, else invitation, creation or first sighting: what inactivity counts from.
-    pub inactive_since_ms: i64,
-}
-
-/// Which users a user report streams, and in which order.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum UserSelection {
-    /// Everyone but deleted users; privileged first, then by name (access review).
-    Current,
-    /// Not deleted and inactive since at or before this instant (ms); privileged first, then the
-    /// longest inactive first (dormant accounts).
-    InactiveSince(i64),
-    /// Pending invitations and accepted ones, oldest invitation first (invitations).
-    Invitations,
-}
-
-impl Store {
+impl ReportStore for Sqlite {
     /// Role changes of `account` filed in `[from_ms, to_ms)`, oldest first.
-    pub fn for_each_role_change_in<E: From<StoreError>>(
+    fn visit_role_changes_in(
         &self,
         account: &str,
         from_ms: i64,
         to_ms: i64,
-        mut f: impl FnMut(RoleChangeRow) -> Result<(), E>,
-    ) -> Result<u64, E> {
+        f: &mut dyn FnMut(RoleChangeRow) -> bool,
+    ) -> Result<u64> {
         let mut st = self
             .conn
             .prepare(
@@ -92,19 +60,21 @@ impl Store {
                 })
             })()
             .map_err(|e| self.err("role-change report row", e))?;
-            f(row)?;
+            if !f(row) {
+                break;
+            }
             n += 1;
         }
         Ok(n)
     }
 
     /// Users of `account` for a user report (see [`UserSelection`]).
-    pub fn for_each_user_activity<E: From<StoreError>>(
+    fn visit_user_activity(
         &self,
         account: &str,
         selection: UserSelection,
-        mut f: impl FnMut(UserActivityRow) -> Result<(), E>,
-    ) -> Result<u64, E> {
+        f: &mut dyn FnMut(UserActivityRow) -> bool,
+    ) -> Result<u64> {
         let cols: Vec<String> = USER_COLUMNS
             .split(',')
             .map(|c| format!("u.{}", c.trim()))
@@ -190,7 +160,9 @@ impl Store {
                 })
             })()
             .map_err(|e| self.err("user report row", e))?;
-            f(row)?;
+            if !f(row) {
+                break;
+            }
             n += 1;
         }
         Ok(n)

@@ -6,150 +6,13 @@ use std::collections::HashMap;
 
 use rusqlite::{params, OptionalExtension};
 
-use super::chain::{self, ChainKind};
-use super::{err, Result, Store};
-
-/// One user as stored. `raw` is empty when loaded by [`Store::load_users`] (it is only written).
-#[derive(Debug, Clone, Default, PartialEq)]
-pub struct UserRow {
-    pub user_id: String,
-    pub user_name: Option<String>,
-    pub email: Option<String>,
-    pub display_name: Option<String>,
-    pub user_type: Option<String>,
-    /// Normalized: invited | active | locked | disabled | expired | deleted | unknown.
-    pub status: String,
-    pub status_raw: String,
-    /// Sorted role codes or names.
-    pub roles: Vec<String>,
-    pub created_ms: Option<i64>,
-    pub last_login_ms: Option<i64>,
-    pub container: Option<String>,
-    pub raw: String,
-    pub fingerprint: i64,
-    pub first_seen_ms: i64,
-    pub updated_ms: i64,
-    pub invited_ms: Option<i64>,
-    pub accepted_ms: Option<i64>,
-    pub accepted_after_ms: Option<i64>,
-    pub accepted_at_ms: Option<i64>,
-    pub deleted_ms: Option<i64>,
-    pub last_seen_ms: Option<i64>,
-}
-
-/// One observed change (or first sighting) of a user.
-#[derive(Debug, Clone, PartialEq)]
-pub struct HistoryRow {
-    pub user_id: String,
-    pub observed_ms: i64,
-    /// The previous observation: the change happened between `after_ms` and `observed_ms`.
-    pub after_ms: Option<i64>,
-    /// `first_seen`, `status` or `roles`.
-    pub field: &'static str,
-    pub before: Option<String>,
-    pub after: Option<String>,
-    pub detail: Option<String>,
-    /// `sync` or `poll`.
-    pub source: &'static str,
-}
-
-/// Who changed a role, when and from where: an audit event (contract 1.3).
-#[derive(Debug, Clone, PartialEq)]
-pub struct Evidence {
-    pub event_id: String,
-    pub event_ms: i64,
-    pub actor_id: Option<String>,
-    pub actor_name: Option<String>,
-    pub ip_address: Option<String>,
-}
-
-/// One role granted or revoked.
-#[derive(Debug, Clone, PartialEq)]
-pub struct RoleChange {
-    pub user_id: String,
-    pub role: String,
-    /// `granted` or `revoked`.
-    pub change: &'static str,
-    /// The snapshot that showed it, and the one before (`None` when only the audit log saw it).
-    pub observed_ms: Option<i64>,
-    pub after_ms: Option<i64>,
-    pub evidence: Option<Evidence>,
-}
-
-/// A stored role change, as read back.
-#[derive(Debug, Clone, PartialEq)]
-pub struct StoredRoleChange {
-    pub seq: i64,
-    pub user_id: String,
-    pub role: String,
-    pub change: String,
-    pub observed_ms: Option<i64>,
-    pub after_ms: Option<i64>,
-    pub evidence: Option<Evidence>,
-    /// `snapshot`, `audit` or `snapshot+audit`.
-    pub source: String,
-}
-
-/// A user confirmed gone.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Deletion {
-    pub user_id: String,
-    pub deleted_ms: i64,
-    pub last_seen_ms: i64,
-}
-
-/// What one step of a sync or poll writes, in one transaction.
-#[derive(Debug, Default)]
-pub struct UserBatch {
-    pub rows: Vec<UserRow>,
-    pub deletions: Vec<Deletion>,
-    pub history: Vec<HistoryRow>,
-    pub role_changes: Vec<RoleChange>,
-}
-
-impl UserBatch {
-    pub fn is_empty(&self) -> bool {
-        self.rows.is_empty()
-            && self.deletions.is_empty()
-            && self.history.is_empty()
-            && self.role_changes.is_empty()
-    }
-}
-
-/// An audit event that may carry role details (`user`/`service_user`, `create`/`update`).
-#[derive(Debug, Clone)]
-pub struct RoleEvent {
-    pub seq: i64,
-    /// The target user (`resource_id`).
-    pub user_id: String,
-    pub data: String,
-    pub evidence: Evidence,
-}
-
-/// One user sync or invitation poll, for the log.
-#[derive(Debug, Clone)]
-pub struct UserRun {
-    pub account: String,
-    /// `sync` or `poll`.
-    pub kind: &'static str,
-    pub started_ms: i64,
-    pub finished_ms: i64,
-    pub complete: bool,
-    pub listed: u64,
-    pub changes: u64,
-    pub error: Option<String>,
-}
-
-/// A user for `auditwarden users`, with the last activity worked out.
-#[derive(Debug, Clone)]
-pub struct UserListing {
-    pub account: String,
-    pub user: UserRow,
-    /// Latest successful event the user acted in (time, event id).
-    pub last_event: Option<(i64, String)>,
-    /// The first sign-in inside the window in which an invitation was seen accepted.
-    pub accept_event: Option<(i64, String)>,
-}
+use super::chain;
+use super::{err, Sqlite};
+use crate::store::chain::ChainKind;
+use crate::store::{
+    Evidence, Result, RoleChange, RoleEvent, StoredRoleChange, UserBatch, UserHistoryEntry,
+    UserListing, UserRow, UserRun, UserStore,
+};
 
 /// How far the sign-in that accepted an invitation may lie outside the observed window (clock
 /// skew between DigiCert and this host).
@@ -191,9 +54,9 @@ pub(super) fn user_from_row(r: &rusqlite::Row<'_>, at: usize) -> rusqlite::Resul
     })
 }
 
-impl Store {
+impl UserStore for Sqlite {
     /// Every stored user of an account (deleted ones included), by id; `raw` is not loaded.
-    pub fn load_users(&self, account: &str) -> Result<HashMap<String, UserRow>> {
+    fn load_users(&self, account: &str) -> Result<HashMap<String, UserRow>> {
         let mut st = self
             .conn
             .prepare(&format!(
@@ -214,11 +77,7 @@ impl Store {
     /// The stored rows of `ids` in an account (deleted ones included; `raw` is not loaded). A user
     /// sync compares one page at a time with this, so memory follows the page size, not the
     /// number of users.
-    pub fn load_users_by_id<'a>(
-        &self,
-        account: &str,
-        ids: impl IntoIterator<Item = &'a str>,
-    ) -> Result<HashMap<String, UserRow>> {
+    fn users_by_id(&self, account: &str, ids: &[&str]) -> Result<HashMap<String, UserRow>> {
         let mut st = self
             .conn
             .prepare_cached(&format!(
@@ -241,7 +100,7 @@ impl Store {
     /// Start a listing: forget the ids listed by the previous one. The listed ids live in a
     /// temporary table of this connection (on disk, in SQLite's temp file, paged through its
     /// cache), so a listing of any size holds none of them in memory.
-    pub fn begin_listing(&self) -> Result<()> {
+    fn begin_listing(&self) -> Result<()> {
         self.conn
             .execute_batch(
                 "CREATE TEMP TABLE IF NOT EXISTS listed_users (user_id TEXT PRIMARY KEY) WITHOUT ROWID;
@@ -252,7 +111,7 @@ impl Store {
 
     /// Note `ids` as listed in the current listing; for each, whether it is new to the listing
     /// (false: served twice).
-    pub fn mark_listed(&mut self, ids: &[&str]) -> Result<Vec<bool>> {
+    fn mark_listed(&mut self, ids: &[&str]) -> Result<Vec<bool>> {
         let path = self.path.clone();
         let tx = self
             .conn
@@ -277,7 +136,7 @@ impl Store {
 
     /// Up to `limit` ids, in id order after `after`, of the account's users not deleted and not in
     /// the current listing: the users a complete listing missed, a chunk at a time.
-    pub fn unlisted_users(&self, account: &str, after: &str, limit: u32) -> Result<Vec<String>> {
+    fn unlisted_users(&self, account: &str, after: &str, limit: u32) -> Result<Vec<String>> {
         let mut st = self
             .conn
             .prepare_cached(
@@ -295,7 +154,7 @@ impl Store {
     }
 
     /// Ids of the account's users waiting on an invitation (not deleted), in id order.
-    pub fn invited_user_ids(&self, account: &str) -> Result<Vec<String>> {
+    fn invited_user_ids(&self, account: &str) -> Result<Vec<String>> {
         let mut st = self
             .conn
             .prepare_cached(
@@ -311,7 +170,7 @@ impl Store {
     }
 
     /// (invited users not deleted, those among them invited before `stale_before_ms`).
-    pub fn invite_counts(&self, account: &str, stale_before_ms: i64) -> Result<(u64, u64)> {
+    fn invite_counts(&self, account: &str, stale_before_ms: i64) -> Result<(u64, u64)> {
         self.conn
             .query_row(
                 "SELECT COUNT(*), COALESCE(SUM(COALESCE(invited_ms, first_seen_ms) < ?2), 0)
@@ -323,7 +182,7 @@ impl Store {
     }
 
     /// Write one batch of user changes in one transaction; returns the rows written.
-    pub fn write_user_batch(&mut self, account: &str, b: &UserBatch) -> Result<u64> {
+    fn write_user_batch(&mut self, account: &str, b: &UserBatch) -> Result<u64> {
         if b.is_empty() {
             return Ok(0);
         }
@@ -409,7 +268,7 @@ impl Store {
             };
             for h in &b.history {
                 let Some(head) = head.as_mut() else { break };
-                *head = head.next(&chain::history_bytes(
+                *head = head.next(&crate::store::chain::history_bytes(
                     &h.user_id,
                     h.observed_ms,
                     h.after_ms,
@@ -446,7 +305,7 @@ impl Store {
     }
 
     /// Audit events after `after_seq` that may carry role details, in insertion order.
-    pub fn role_events_after(&self, account: &str, after_seq: i64) -> Result<Vec<RoleEvent>> {
+    fn role_events_after(&self, account: &str, after_seq: i64) -> Result<Vec<RoleEvent>> {
         let mut st = self
             .conn
             .prepare(
@@ -479,7 +338,7 @@ impl Store {
     }
 
     /// How far the account's audit events have been matched to role changes.
-    pub fn role_event_watermark(&self, account: &str) -> Result<i64> {
+    fn role_event_watermark(&self, account: &str) -> Result<i64> {
         Ok(self
             .conn
             .query_row(
@@ -493,7 +352,7 @@ impl Store {
     }
 
     /// Role changes seen in snapshots that no audit event explains yet.
-    pub fn open_role_changes(&self, account: &str) -> Result<Vec<StoredRoleChange>> {
+    fn open_role_changes(&self, account: &str) -> Result<Vec<StoredRoleChange>> {
         self.read_role_changes(
             "WHERE account = ?1 AND event_id IS NULL AND observed_ms IS NOT NULL",
             account,
@@ -502,7 +361,7 @@ impl Store {
     }
 
     /// An account's role changes (of one user, if given) in the order they were established.
-    pub fn role_changes(&self, account: &str, user: Option<&str>) -> Result<Vec<StoredRoleChange>> {
+    fn role_changes(&self, account: &str, user: Option<&str>) -> Result<Vec<StoredRoleChange>> {
         self.read_role_changes(
             "WHERE account = ?1 AND (?2 IS NULL OR user_id = ?2)",
             account,
@@ -510,33 +369,8 @@ impl Store {
         )
     }
 
-    fn read_role_changes(
-        &self,
-        filter: &str,
-        account: &str,
-        user: Option<&str>,
-    ) -> Result<Vec<StoredRoleChange>> {
-        let two = filter.contains("?2");
-        let mut st = self
-            .conn
-            .prepare(&format!(
-                "SELECT seq, user_id, role, change, observed_ms, after_ms, event_id, event_ms,
-                    actor_id, actor_name, ip_address, source FROM role_changes {filter} ORDER BY seq"
-            ))
-            .map_err(|e| self.err("role changes", e))?;
-        let map = role_change_from_row;
-        let rows = if two {
-            st.query_map(params![account, user], map)
-        } else {
-            st.query_map(params![account], map)
-        }
-        .map_err(|e| self.err("role changes", e))?;
-        rows.collect::<rusqlite::Result<Vec<_>>>()
-            .map_err(|e| self.err("role changes", e))
-    }
-
     /// Whether an audit event already proves this role change.
-    pub fn role_change_has_event(
+    fn role_change_has_event(
         &self,
         account: &str,
         event_id: &str,
@@ -558,7 +392,7 @@ impl Store {
 
     /// Attach audit evidence to snapshot role changes, add changes only the audit log saw, and
     /// move the account's scan watermark, in one transaction. Returns the rows written.
-    pub fn write_role_links(
+    fn write_role_links(
         &mut self,
         account: &str,
         attach: &[(i64, Evidence)],
@@ -605,7 +439,7 @@ impl Store {
     }
 
     /// Log one user sync or poll.
-    pub fn record_user_run(&mut self, r: &UserRun) -> Result<()> {
+    fn record_user_run(&mut self, r: &UserRun) -> Result<()> {
         let _turn = self
             .write_turn()
             .map_err(|e| self.err("record user run", e))?;
@@ -629,7 +463,7 @@ impl Store {
     }
 
     /// Start of the latest complete run of `kind` (`sync` or `poll`) of an account.
-    pub fn last_complete_user_run(&self, account: &str, kind: &str) -> Result<Option<i64>> {
+    fn last_complete_user_run(&self, account: &str, kind: &str) -> Result<Option<i64>> {
         self.conn
             .query_row(
                 "SELECT MAX(started_ms) FROM user_runs WHERE account = ?1 AND kind = ?2 AND complete = 1",
@@ -640,7 +474,7 @@ impl Store {
     }
 
     /// Users of one account (or all), with each user's latest successful audit event as actor.
-    pub fn list_users(&self, account: Option<&str>) -> Result<Vec<UserListing>> {
+    fn list_users(&self, account: Option<&str>) -> Result<Vec<UserListing>> {
         let mut st = self
             .conn
             .prepare(&format!(
@@ -696,21 +530,7 @@ impl Store {
 
     /// One user's history rows in order: (observed, after, field, before, after, detail, source).
     #[allow(clippy::type_complexity)]
-    pub fn user_history(
-        &self,
-        account: &str,
-        user_id: &str,
-    ) -> Result<
-        Vec<(
-            i64,
-            Option<i64>,
-            String,
-            Option<String>,
-            Option<String>,
-            Option<String>,
-            String,
-        )>,
-    > {
+    fn user_history(&self, account: &str, user_id: &str) -> Result<Vec<UserHistoryEntry>> {
         let mut st = self
             .conn
             .prepare(
@@ -733,6 +553,33 @@ impl Store {
             .map_err(|e| self.err("user history", e))?;
         rows.collect::<rusqlite::Result<Vec<_>>>()
             .map_err(|e| self.err("user history", e))
+    }
+}
+
+impl Sqlite {
+    fn read_role_changes(
+        &self,
+        filter: &str,
+        account: &str,
+        user: Option<&str>,
+    ) -> Result<Vec<StoredRoleChange>> {
+        let two = filter.contains("?2");
+        let mut st = self
+            .conn
+            .prepare(&format!(
+                "SELECT seq, user_id, role, change, observed_ms, after_ms, event_id, event_ms,
+                    actor_id, actor_name, ip_address, source FROM role_changes {filter} ORDER BY seq"
+            ))
+            .map_err(|e| self.err("role changes", e))?;
+        let map = role_change_from_row;
+        let rows = if two {
+            st.query_map(params![account, user], map)
+        } else {
+            st.query_map(params![account], map)
+        }
+        .map_err(|e| self.err("role changes", e))?;
+        rows.collect::<rusqlite::Result<Vec<_>>>()
+            .map_err(|e| self.err("role changes", e))
     }
 }
 
