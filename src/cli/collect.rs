@@ -230,6 +230,13 @@ fn print_status(
                         p.requests,
                         p.retries
                     )?;
+                    if let Some(rate) = p.pace_rps {
+                        writeln!(
+                            out,
+                            "  rate limit: the server answered 429 {} time(s); pace settled at {rate:.1} requests/s",
+                            p.rate_limited
+                        )?;
+                    }
                 }
                 writeln!(
                     out,
@@ -245,6 +252,8 @@ fn print_status(
                 "events": s.events,
                 "quarantined": s.quarantined,
                 "last_error": last_error,
+                "rate_limited": s.last_pass.as_ref().map_or(0, |p| p.rate_limited),
+                "pace_rps": s.last_pass.as_ref().and_then(|p| p.pace_rps),
             })),
         }
     }

@@ -176,6 +176,8 @@ pub async fn collect(
                     quarantined: 0,
                     requests: 0,
                     retries: 0,
+                    rate_limited: 0,
+                    pace_rps: None,
                 };
                 // The writer outlives the tasks: it stops once this last sender is dropped.
                 let _ = tx.send(WriterMsg::Pass(record)).await;
@@ -407,6 +409,8 @@ async fn run_account(
         quarantined: 0,
         requests: summary.requests,
         retries: summary.retries,
+        rate_limited: summary.pace.map_or(0, |p| p.limited),
+        pace_rps: summary.pace.and_then(|p| p.rate),
     };
     if tx.send(WriterMsg::Pass(record)).await.is_err() && summary.error.is_none() {
         summary.error = Some(RunError::WriterGone.to_string());

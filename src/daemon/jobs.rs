@@ -42,6 +42,14 @@ pub(super) async fn run_job(
                     for s in summaries {
                         *m.events_collected.entry(s.account.clone()).or_default() +=
                             s.written.inserted;
+                        match s.pace.and_then(|p| p.rate) {
+                            Some(rate) => {
+                                m.pace_rps.insert(s.account.clone(), rate);
+                            }
+                            None => {
+                                m.pace_rps.remove(&s.account);
+                            }
+                        }
                     }
                 }),
                 Stage::UsersSynced { collected, users } => {

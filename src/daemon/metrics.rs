@@ -35,6 +35,9 @@ pub(super) struct Metrics {
     pub(super) jobs: BTreeMap<Job, JobStats>,
     pub(super) accounts: BTreeMap<String, AccountHealth>,
     pub(super) events_collected: BTreeMap<String, u64>,
+    /// The pace each account's latest pass settled at under the server's rate limit (absent:
+    /// never limited).
+    pub(super) pace_rps: BTreeMap<String, f64>,
 }
 
 /// Figures read from the database at scrape time.
@@ -101,6 +104,19 @@ pub(super) fn render_metrics(
         let _ = writeln!(
             o,
             "auditwarden_quarantined_events{{account=\"{}\"}} {q}",
+            label(a)
+        );
+    }
+    head(
+        &mut o,
+        "auditwarden_request_pace_per_second",
+        "gauge",
+        "The request rate the latest pass settled at under the server's rate limit, per account (absent: never limited).",
+    );
+    for (a, rate) in &m.pace_rps {
+        let _ = writeln!(
+            o,
+            "auditwarden_request_pace_per_second{{account=\"{}\"}} {rate:.3}",
             label(a)
         );
     }
@@ -282,4 +298,35 @@ pub(super) fn render_metrics(
         );
     }
     o
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The pace gauge lists the accounts a server limited, with their settled rate, and
+    /// nothing for the others.
+    #[test]
+    fn the_pace_gauge_lists_limited_accounts_only() {
+        let mut m = Metrics::default();
+        m.pace_rps.insert("one \"x\"".into(), 14.9);
+        let db = DbFigures {
+            accounts: vec![("one \"x\"".into(), 1, 0, None), ("two".into(), 1, 0, None)],
+            alerts: Vec::new(),
+        };
+        let text = render_metrics(
+            &m,
+            &db,
+            Duration::ZERO,
+            &crate::api::counters::CountsSnapshot::default(),
+        );
+        let lines: Vec<&str> = text
+            .lines()
+            .filter(|l| l.starts_with("auditwarden_request_pace_per_second"))
+            .collect();
+        assert_eq!(
+            lines,
+            vec![r#"auditwarden_request_pace_per_second{account="one \"x\""} 14.900"#]
+        );
+    }
 }

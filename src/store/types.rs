@@ -342,6 +342,11 @@ pub struct PassRecord {
     pub quarantined: u64,
     pub requests: u64,
     pub retries: u64,
+    /// 429 answers in the pass.
+    pub rate_limited: u64,
+    /// The request rate the client's adaptive pace converged to (requests/s); `None` when the
+    /// server never limited it.
+    pub pace_rps: Option<f64>,
 }
 
 /// What `status` shows for an account.

@@ -512,6 +512,20 @@ fn adaptive_pace_settles_near_the_server_limit() {
         (9.0..=19.5).contains(&pace),
         "pace {pace}/s for a cap of 15/s: {out}"
     );
+    // `status` says what the pass converged to, as the pass did.
+    let status: serde_json::Value =
+        serde_json::from_slice(&app.run(&["status", "--format", "json"]).stdout).unwrap();
+    let one = &status[0];
+    let stored = one["pace_rps"]
+        .as_f64()
+        .unwrap_or_else(|| panic!("{status}"));
+    assert!((stored - pace).abs() < 0.06, "{stored} vs {pace}");
+    assert!(one["rate_limited"].as_u64().unwrap_or(0) > 0, "{status}");
+    let text = String::from_utf8_lossy(&app.run(&["status"]).stdout).into_owned();
+    assert!(
+        text.contains(&format!("pace settled at {pace:.1} requests/s")),
+        "{text}"
+    );
     eprintln!("adaptive pace: {pace}/s for a cap of 15/s, {limited} 429s in {total} requests");
 }
 

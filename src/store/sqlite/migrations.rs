@@ -219,6 +219,11 @@ pub const MIGRATIONS: &[&str] = &[
     ALTER TABLE alert_deliveries ADD COLUMN failing_since_ms INTEGER; -- first run that could not send it
     ALTER TABLE alert_deliveries ADD COLUMN failed_runs INTEGER NOT NULL DEFAULT 0;
     "#,
+    // What the server's rate limit did to a pass: its 429s and the pace the client settled at.
+    r#"
+    ALTER TABLE passes ADD COLUMN rate_limited INTEGER NOT NULL DEFAULT 0;
+    ALTER TABLE passes ADD COLUMN pace_rps REAL;                    -- NULL: never limited
+    "#,
 ];
 
 /// The migration that introduces hash chains. Named so that `Store::migrate` can recognise it and

@@ -446,7 +446,8 @@ impl EventStore for Sqlite {
         s.last_pass = c
             .query_row(
                 "SELECT started_ms, finished_ms, error, new_events, duplicates, quarantined,
-                    requests, retries FROM passes WHERE account = ?1 ORDER BY id DESC LIMIT 1",
+                    requests, retries, rate_limited, pace_rps
+                 FROM passes WHERE account = ?1 ORDER BY id DESC LIMIT 1",
                 params![account],
                 |r| {
                     Ok(PassRecord {
@@ -459,6 +460,8 @@ impl EventStore for Sqlite {
                         quarantined: r.get::<_, i64>(5)? as u64,
                         requests: r.get::<_, i64>(6)? as u64,
                         retries: r.get::<_, i64>(7)? as u64,
+                        rate_limited: r.get::<_, i64>(8)? as u64,
+                        pace_rps: r.get(9)?,
                     })
                 },
             )
@@ -743,8 +746,8 @@ impl EventBatch for Batch<'_> {
         self.tx
             .execute(
                 "INSERT INTO passes (account, started_ms, finished_ms, ok, error, new_events,
-                    duplicates, quarantined, requests, retries)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
+                    duplicates, quarantined, requests, retries, rate_limited, pace_rps)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
                 params![
                     p.account,
                     ms(p.started),
@@ -755,7 +758,9 @@ impl EventBatch for Batch<'_> {
                     p.duplicates as i64,
                     p.quarantined as i64,
                     p.requests as i64,
-                    p.retries as i64
+                    p.retries as i64,
+                    p.rate_limited as i64,
+                    p.pace_rps
                 ],
             )
             .map_err(|e| err(self.path, "record pass", e))?;
