@@ -4,7 +4,8 @@
 //! - [`cli`]: the command line and the dispatch of each command; the only place that prints results.
 //! - [`config`]: raw TOML to a validated [`config::Config`], once, with every problem reported.
 //! - [`api`]: the only code that knows DigiCert's JSON: HTTP client, retries, throttle, wire parsing.
-//! - [`store`]: the only code that issues SQL: migrations and one method per use case.
+//! - [`store`]: the one interface to the history (`Backend`), and the only code that issues SQL;
+//!   SQLite is one backend behind it.
 //! - [`collect`]: audit-log collection: windows, paging, drift detection, the writer thread.
 //! - [`pass`]: one collection pass (audit log, users, alerts), for `collect`, the daemon and the demo.
 //! - [`coverage`]: which days are known complete, and the gaps with their reasons.
@@ -16,6 +17,7 @@
 //! - [`demo`]: `auditwarden demo` on the in-process simulator; reports its steps to [`cli`], prints nothing.
 //! - [`clock`]: the domain clock ("today"), pinned by `--now` for tests and replays.
 //! - [`secret`]: a string that never prints itself.
+//! - [`logging`]: the tracing subscriber (JSON or text, no colour codes off a terminal).
 //! - [`settings`]: the toolkit of every settings parser: key paths, secrets, time zones.
 //! - [`signing`]: Ed25519 keys (`keygen`) and detached signatures over report manifests.
 //! - [`text`]: outside text made safe for a terminal (controls, bidi, URL userinfo), rounded figures.

@@ -68,6 +68,10 @@ pub struct StoreConfig {
 pub struct Config {
     /// Where the configuration was read from (for messages).
     pub source: PathBuf,
+    /// SHA-256 (hex) of the text this configuration was parsed from: what report manifests
+    /// record, so a manifest names the configuration the process runs, not the file's bytes at
+    /// the time of the run (edited since, not yet reloaded).
+    pub source_sha256: String,
     pub store: StoreConfig,
     pub accounts: Vec<Account>,
     pub users: UserSettings,
@@ -116,7 +120,7 @@ impl<'a> From<&'a Config> for RunSettings<'a> {
     fn from(cfg: &'a Config) -> RunSettings<'a> {
         RunSettings {
             reports: &cfg.reports,
-            config_file: &cfg.source,
+            config_sha256: &cfg.source_sha256,
             stale_invite_days: cfg.users.stale_invite_days,
         }
     }
@@ -324,6 +328,10 @@ pub fn parse(text: &str, path: &Path, env: &dyn Env) -> Result<Config, ConfigErr
     match store_path {
         Some(path_) if problems.is_empty() => Ok(Config {
             source: path.to_path_buf(),
+            source_sha256: {
+                use sha2::Digest;
+                hex::encode(sha2::Sha256::digest(text.as_bytes()))
+            },
             store: StoreConfig { path: path_ },
             accounts,
             users,
@@ -354,6 +362,18 @@ mod tests {
 
     fn parse_str(text: &str) -> Result<Config, ConfigError> {
         parse(text, Path::new("/etc/auditwarden/test.toml"), &env)
+    }
+
+    /// The configuration's hash is of the text it was parsed from (what a report manifest
+    /// records), so an edit on disk that was not reloaded does not change it.
+    #[test]
+    fn the_source_hash_is_of_the_parsed_text() {
+        let text = "[store]\npath = \"aw.db\"\n[[accounts]]\nname = \"a\"\nkind = \"digicert-one\"\napi_key_env = \"KEY_A\"\n";
+        let a = parse_str(text).unwrap_or_else(|e| panic!("{e}"));
+        let b = parse_str(&format!("{text}# a comment\n")).unwrap();
+        use sha2::Digest;
+        assert_eq!(a.source_sha256, hex::encode(sha2::Sha256::digest(text)));
+        assert_ne!(a.source_sha256, b.source_sha256);
     }
 
     /// The example config shipped in `config/` parses, and every account in it validates.

@@ -143,12 +143,12 @@ pub fn report_settings(
     r
 }
 
-/// What a configured run of the set needs besides the store: `[reports]`, the configuration
-/// file (its SHA-256 goes in the manifest) and `[users] stale_invite_days`. `config` makes it
+/// What a configured run of the set needs besides the store: `[reports]`, the SHA-256 of the
+/// configuration the process runs (it goes in the manifest) and `[users] stale_invite_days`. `config` makes it
 /// from a whole configuration.
 #[derive(Debug, Clone, Copy)]
 pub struct RunSettings<'a> {
     pub reports: &'a ReportSettings,
-    pub config_file: &'a Path,
+    pub config_sha256: &'a str,
     pub stale_invite_days: u32,
 }

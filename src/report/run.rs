@@ -100,7 +100,7 @@ pub struct Manifest {
 
 /// What a run records about where it came from, and the key that signs it.
 pub struct Provenance<'a> {
-    /// SHA-256 (hex) of the configuration file's bytes ([`sha256_file`]).
+    /// SHA-256 (hex) of the configuration the run was made with.
     pub config_sha256: String,
     /// `None`: the run is unsigned.
     pub signing_key: Option<&'a SigningKey>,
@@ -121,7 +121,7 @@ pub fn run_configured<'a>(
         None => None,
     };
     let provenance = Provenance {
-        config_sha256: sha256_file(cfg.config_file)?,
+        config_sha256: cfg.config_sha256.to_string(),
         signing_key: key.as_ref(),
     };
     run_scheduled(
