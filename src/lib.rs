@@ -17,7 +17,7 @@
 //! - [`demo`]: `auditwarden demo` on the in-process simulator; reports its steps to [`cli`], prints nothing.
 //! - [`clock`]: the domain clock ("today"), pinned by `--now` for tests and replays.
 //! - [`secret`]: a string that never prints itself.
-//! - [`logging`]: the tracing subscriber (JSON or text, no colour codes off a terminal).
+//! - [`logging`]: structured logs on stderr (text, or JSON lines with `--log-format json`).
 //! - [`settings`]: the toolkit of every settings parser: key paths, secrets, time zones.
 //! - [`signing`]: Ed25519 keys (`keygen`) and detached signatures over report manifests.
 //! - [`text`]: outside text made safe for a terminal (controls, bidi, URL userinfo), rounded figures.
