@@ -418,6 +418,98 @@ async fn run_account(
     summary
 }
 
+/// Step 3 of a pass's plan: the runs of consecutive complete days, outside the overlap window and
+/// not read this pass, with their recorded totals (each run is checked with one range probe), and
+/// the complete days recorded without a total (read once to learn it; they split runs).
+fn verify_runs(
+    days: &[NaiveDate],
+    coverage: &BTreeMap<NaiveDate, Coverage>,
+    overlap_from: NaiveDate,
+    overlap: u64,
+    read_now: &HashSet<NaiveDate>,
+) -> (Vec<Vec<(NaiveDate, u64)>>, Vec<NaiveDate>) {
+    let mut runs: Vec<Vec<(NaiveDate, u64)>> = Vec::new();
+    let mut learn = Vec::new();
+    let mut cur: Vec<(NaiveDate, u64)> = Vec::new();
+    for d in days {
+        let usable = (overlap == 0 || *d < overlap_from) && !read_now.contains(d);
+        match coverage.get(d) {
+            Some(c) if usable && c.complete => match c.server_total {
+                Some(t) => cur.push((*d, t)),
+                None => {
+                    if !cur.is_empty() {
+                        runs.push(std::mem::take(&mut cur));
+                    }
+                    learn.push(c.day);
+                }
+            },
+            _ => {
+                if !cur.is_empty() {
+                    runs.push(std::mem::take(&mut cur));
+                }
+            }
+        }
+    }
+    if !cur.is_empty() {
+        runs.push(cur);
+    }
+    (runs, learn)
+}
+
+/// The days of `run` (consecutive complete days with their recorded totals) whose server total
+/// grew: one `probe(from, to)` for the whole run, and where it disagrees, one probe per level of
+/// a bisection (the right half's total is the parent's minus the left's). A part whose total
+/// shrank is reported through `shrank` and not read again (nothing can be recovered by reading).
+/// `probe` answering `None` (no totals) ends the search with what was found.
+async fn bisect_changed<E, Fut>(
+    run: &[(NaiveDate, u64)],
+    mut probe: impl FnMut(NaiveDate, NaiveDate) -> Fut,
+    mut shrank: impl FnMut(NaiveDate, NaiveDate, u64, u64),
+) -> Result<Vec<NaiveDate>, E>
+where
+    Fut: std::future::Future<Output = Result<Option<u64>, E>>,
+{
+    let mut changed = Vec::new();
+    if run.is_empty() {
+        return Ok(changed);
+    }
+    // (slice bounds, server total if already known from the parent's split)
+    let mut stack: Vec<(usize, usize, Option<u64>)> = vec![(0, run.len(), None)];
+    while let Some((lo, hi, known)) = stack.pop() {
+        let part = &run[lo..hi];
+        let (first, last) = (part[0].0, part[part.len() - 1].0);
+        let expected: u64 = part.iter().map(|(_, t)| t).sum();
+        let total = match known {
+            Some(t) => t,
+            None => match probe(first, last).await? {
+                Some(t) => t,
+                None => return Ok(changed),
+            },
+        };
+        if total == expected {
+            continue;
+        }
+        if total < expected {
+            shrank(first, last, expected, total);
+            continue;
+        }
+        if part.len() == 1 {
+            changed.push(first);
+            continue;
+        }
+        let mid = lo + part.len() / 2;
+        let left = &run[lo..mid];
+        let lt = match probe(left[0].0, left[left.len() - 1].0).await? {
+            Some(t) => t,
+            None => return Ok(changed),
+        };
+        stack.push((mid, hi, Some(total.saturating_sub(lt))));
+        stack.push((lo, mid, Some(lt)));
+    }
+    changed.sort();
+    Ok(changed)
+}
+
 /// How far a read (a day of the audit log, a user listing) may grow past the total its first page
 /// announced, for arrivals during the read, before the server is taken to be serving without end.
 pub(crate) fn read_slack(first_total: u64, limit: u32) -> u64 {
@@ -501,30 +593,10 @@ impl Run {
         if self.totals() == Some(false) {
             return Ok(());
         }
-        let mut runs: Vec<Vec<(NaiveDate, u64)>> = Vec::new();
-        let mut cur: Vec<(NaiveDate, u64)> = Vec::new();
-        for d in &days {
-            let usable = (overlap == 0 || *d < overlap_from) && !read_now.contains(d);
-            match coverage.get(d) {
-                Some(c) if usable && c.complete && c.server_total.is_some() => {
-                    cur.push((*d, c.server_total.unwrap_or(0)));
-                }
-                Some(c) if usable && c.complete => {
-                    // Read without totals before (bare arrays); read once to learn its total.
-                    if !cur.is_empty() {
-                        runs.push(std::mem::take(&mut cur));
-                    }
-                    self.read_day(c.day, filter).await?;
-                }
-                _ => {
-                    if !cur.is_empty() {
-                        runs.push(std::mem::take(&mut cur));
-                    }
-                }
-            }
-        }
-        if !cur.is_empty() {
-            runs.push(cur);
+        let (runs, learn) = verify_runs(&days, coverage, overlap_from, overlap, &read_now);
+        for d in learn {
+            // Read without totals before (bare arrays); read once to learn its total.
+            self.read_day(d, filter).await?;
         }
         for run in runs {
             for d in self.changed_days(&run, filter).await? {
@@ -613,47 +685,11 @@ impl Run {
         run: &[(NaiveDate, u64)],
         filter: &str,
     ) -> Result<Vec<NaiveDate>, RunError> {
-        let mut changed = Vec::new();
-        // (slice bounds, server total if already known from the parent's split)
-        let mut stack: Vec<(usize, usize, Option<u64>)> = vec![(0, run.len(), None)];
-        while let Some((lo, hi, known)) = stack.pop() {
-            let part = &run[lo..hi];
-            let expected: u64 = part.iter().map(|(_, t)| t).sum();
-            let total = match known {
-                Some(t) => t,
-                None => match self
-                    .probe(part[0].0, part[part.len() - 1].0, filter)
-                    .await?
-                {
-                    Some(t) => t,
-                    None => return Ok(changed),
-                },
-            };
-            if total == expected {
-                continue;
-            }
-            if total < expected {
-                tracing::warn!(event = "total_shrank", account = %self.name, from = %part[0].0, to = %part[part.len()-1].0, expected, total, "the server reports fewer events than it did when these days were read");
-                continue;
-            }
-            if part.len() == 1 {
-                changed.push(part[0].0);
-                continue;
-            }
-            let mid = lo + part.len() / 2;
-            let left = &run[lo..mid];
-            let lt = match self
-                .probe(left[0].0, left[left.len() - 1].0, filter)
-                .await?
-            {
-                Some(t) => t,
-                None => return Ok(changed),
-            };
-            stack.push((mid, hi, Some(total.saturating_sub(lt))));
-            stack.push((lo, mid, Some(lt)));
-        }
-        changed.sort();
-        Ok(changed)
+        let name = &self.name;
+        bisect_changed(run, |from, to| self.probe(from, to, filter), |from, to, expected, total| {
+            tracing::warn!(event = "total_shrank", account = %name, from = %from, to = %to, expected, total, "the server reports fewer events than it did when these days were read");
+        })
+        .await
     }
 
     /// Read one day completely.
@@ -874,5 +910,140 @@ impl Run {
 
     async fn send(&self, msg: WriterMsg) -> Result<(), RunError> {
         self.tx.send(msg).await.map_err(|_| RunError::WriterGone)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::cell::RefCell;
+
+    use super::*;
+
+    fn day(i: u64) -> NaiveDate {
+        NaiveDate::from_ymd_opt(2026, 11, 1)
+            .and_then(|d| d.checked_add_days(Days::new(i)))
+            .expect("day")
+    }
+
+    fn complete(d: NaiveDate, total: Option<u64>) -> Coverage {
+        Coverage {
+            day: d,
+            complete: true,
+            server_total: total,
+            received: total.unwrap_or(3),
+            read_at: Utc::now(),
+            note: None,
+        }
+    }
+
+    /// Step 3 checks runs of complete days with totals, split by a missing day, a day recorded
+    /// without a total (read once to learn it), a day read this pass, and the overlap window.
+    #[test]
+    fn verify_runs_split_where_a_range_probe_cannot_answer() {
+        let days: Vec<NaiveDate> = (0..10).map(day).collect();
+        let mut coverage = BTreeMap::new();
+        for i in [0, 1, 2, 5, 6, 7, 8, 9] {
+            coverage.insert(day(i), complete(day(i), Some(10 + i)));
+        }
+        coverage.insert(day(4), complete(day(4), None));
+        let mut incomplete = complete(day(3), Some(1));
+        incomplete.complete = false;
+        coverage.insert(day(3), incomplete);
+        let read_now: HashSet<NaiveDate> = [day(6)].into_iter().collect();
+        let (runs, learn) = verify_runs(&days, &coverage, day(8), 2, &read_now);
+        assert_eq!(
+            runs,
+            vec![
+                vec![(day(0), 10), (day(1), 11), (day(2), 12)],
+                vec![(day(5), 15)],
+                vec![(day(7), 17)],
+            ]
+        );
+        assert_eq!(learn, vec![day(4)]);
+        // Without an overlap window every complete day is checked.
+        let (runs, _) = verify_runs(&days, &coverage, day(8), 0, &HashSet::new());
+        assert_eq!(
+            runs.last(),
+            Some(&vec![
+                (day(5), 15),
+                (day(6), 16),
+                (day(7), 17),
+                (day(8), 18),
+                (day(9), 19)
+            ])
+        );
+    }
+
+    /// The server's totals now: `recorded` with some days changed.
+    fn server(recorded: &[(NaiveDate, u64)], now: &[(u64, u64)]) -> BTreeMap<NaiveDate, u64> {
+        let mut m: BTreeMap<NaiveDate, u64> = recorded.iter().copied().collect();
+        for (i, t) in now {
+            m.insert(day(*i), *t);
+        }
+        m
+    }
+
+    fn run_bisect(
+        recorded: &[(NaiveDate, u64)],
+        truth: &BTreeMap<NaiveDate, u64>,
+        totals: bool,
+    ) -> (Vec<NaiveDate>, Vec<(NaiveDate, NaiveDate)>, Vec<NaiveDate>) {
+        let probes = RefCell::new(Vec::new());
+        let mut shrunk = Vec::new();
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .expect("runtime");
+        let changed = rt
+            .block_on(bisect_changed::<(), _>(
+                recorded,
+                |from, to| {
+                    probes.borrow_mut().push((from, to));
+                    let t: u64 = truth.range(from..=to).map(|(_, t)| t).sum();
+                    std::future::ready(Ok(totals.then_some(t)))
+                },
+                |from, _, _, _| shrunk.push(from),
+            ))
+            .expect("bisect");
+        (changed, probes.into_inner(), shrunk)
+    }
+
+    /// One probe proves an unchanged run; a late event in one day of eight is found with one
+    /// probe per level (the right half's total is derived), two changed days with a few more; a
+    /// shrunk day is reported, not read; a server without totals ends the search.
+    #[test]
+    fn bisection_finds_changed_days_with_one_probe_per_level() {
+        let recorded: Vec<(NaiveDate, u64)> = (0..8).map(|i| (day(i), 10)).collect();
+        let (changed, probes, _) = run_bisect(&recorded, &server(&recorded, &[]), true);
+        assert!(changed.is_empty());
+        assert_eq!(probes, vec![(day(0), day(7))]);
+
+        let (changed, probes, _) = run_bisect(&recorded, &server(&recorded, &[(5, 12)]), true);
+        assert_eq!(changed, vec![day(5)]);
+        assert_eq!(
+            probes,
+            vec![
+                (day(0), day(7)),
+                (day(0), day(3)),
+                (day(4), day(5)),
+                (day(4), day(4))
+            ],
+            "whole run, then the left half of each level"
+        );
+
+        let truth = server(&recorded, &[(1, 11), (6, 14)]);
+        let (changed, probes, _) = run_bisect(&recorded, &truth, true);
+        assert_eq!(changed, vec![day(1), day(6)]);
+        assert!(probes.len() <= 7, "{probes:?}");
+
+        let (changed, _, shrunk) = run_bisect(&recorded, &server(&recorded, &[(2, 9)]), true);
+        assert!(changed.is_empty());
+        assert_eq!(shrunk, vec![day(0)], "the whole run shrank: reported once");
+
+        let (changed, probes, _) = run_bisect(&recorded, &server(&recorded, &[(5, 12)]), false);
+        assert!(changed.is_empty());
+        assert_eq!(probes.len(), 1);
+
+        let (changed, probes, _) = run_bisect(&[], &BTreeMap::new(), true);
+        assert!(changed.is_empty() && probes.is_empty());
     }
 }
