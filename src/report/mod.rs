@@ -15,6 +15,8 @@ mod json;
 mod kinds;
 pub mod run;
 pub mod verify;
+/// The stylesheet of every HTML page auditwarden writes (the review package uses it too).
+pub(crate) use html::CSS as HTML_CSS;
 
 use std::io::Write;
 

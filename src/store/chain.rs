@@ -30,21 +30,32 @@ pub type Hash = [u8; 32];
 pub enum ChainKind {
     Events,
     UserHistory,
+    /// Access-review campaigns: one chain per campaign (account `review-<id>`) over its
+    /// campaign, item, decision and closure rows (the `review_links` view, in link order).
+    Reviews,
 }
 
 impl ChainKind {
+    /// The chains every DigiCert account has (and report manifests record per account).
     pub const ALL: [ChainKind; 2] = [ChainKind::Events, ChainKind::UserHistory];
+    /// Every chain `verify` walks.
+    pub const EVERY: [ChainKind; 3] = [
+        ChainKind::Events,
+        ChainKind::UserHistory,
+        ChainKind::Reviews,
+    ];
 
     /// The name in `chain_heads.chain` (and the table the chain covers).
     pub fn as_str(self) -> &'static str {
         match self {
             ChainKind::Events => "events",
             ChainKind::UserHistory => "user_history",
+            ChainKind::Reviews => "reviews",
         }
     }
 
     pub fn parse(s: &str) -> Option<ChainKind> {
-        ChainKind::ALL.into_iter().find(|k| k.as_str() == s)
+        ChainKind::EVERY.into_iter().find(|k| k.as_str() == s)
     }
 }
 
@@ -159,6 +170,8 @@ pub(super) fn backfill(conn: &Connection) -> rusqlite::Result<()> {
                 "SELECT seq, account, user_id, observed_ms, after_ms, field, before, after, detail,
                     source FROM user_history WHERE seq > ?1 ORDER BY seq LIMIT ?2"
             }
+            // Review rows never predate chains: they are linked as they are written.
+            ChainKind::Reviews => continue,
         };
         let update = format!(
             "UPDATE {} SET chain_n = ?2, chain_hash = ?3 WHERE seq = ?1",
@@ -182,6 +195,7 @@ pub(super) fn backfill(conn: &Connection) -> rusqlite::Result<()> {
                             r.get::<_, Option<String>>(8)?.as_deref(),
                             &r.get::<_, String>(9)?,
                         ),
+                        ChainKind::Reviews => Vec::new(),
                     };
                     Ok((r.get(0)?, r.get(1)?, bytes))
                 })?;
@@ -261,6 +275,7 @@ impl fmt::Display for Finding {
         let what = |chain: &ChainKind| match chain {
             ChainKind::Events => "event",
             ChainKind::UserHistory => "user-history row of user",
+            ChainKind::Reviews => "review",
         };
         match self {
             Finding::BrokenLink {
@@ -396,6 +411,20 @@ impl Store {
             .map_err(|e| self.err("schema", e))
     }
 
+    /// Whether the schema has access-review campaigns (a read-only handle on an old database
+    /// does not).
+    pub fn has_reviews(&self) -> Result<bool> {
+        self.conn
+            .query_row(
+                "SELECT 1 FROM sqlite_master WHERE type = 'view' AND name = 'review_links'",
+                [],
+                |_| Ok(()),
+            )
+            .optional()
+            .map(|o| o.is_some())
+            .map_err(|e| self.err("schema", e))
+    }
+
     /// The recorded heads of every chain (of one account, if given), for manifests.
     pub fn chain_heads(
         &self,
@@ -447,6 +476,10 @@ impl Store {
                 "SELECT chain_hash FROM user_history WHERE account = ?1 AND chain_n = ?2
                  ORDER BY seq"
             }
+            ChainKind::Reviews => {
+                "SELECT chain_hash FROM review_links WHERE account = ?1 AND chain_n = ?2
+                 ORDER BY tbl, seq"
+            }
         };
         let what = format!("{} link", kind.as_str());
         let mut st = self.conn.prepare(sql).map_err(|e| self.err(&what, e))?;
@@ -471,7 +504,10 @@ impl Store {
         mut found: impl FnMut(Finding),
     ) -> Result<Vec<ChainSummary>> {
         let mut summaries = Vec::new();
-        for kind in ChainKind::ALL {
+        for kind in ChainKind::EVERY {
+            if kind == ChainKind::Reviews && !self.has_reviews()? {
+                continue;
+            }
             let walks = self.walk_chain(kind, account, &mut found)?;
             let mut recorded: HashMap<String, ChainHead> = self
                 .chain_heads(account)?
@@ -541,6 +577,12 @@ impl Store {
                     before, after, detail, source
                  FROM user_history WHERE (?1 IS NULL OR account = ?1) ORDER BY seq"
             }
+            // Link order: a campaign's rows live in four tables, their positions are one sequence.
+            ChainKind::Reviews => {
+                "SELECT seq, account, chain_n, chain_hash, canonical, key
+                 FROM review_links WHERE (?1 IS NULL OR account = ?1)
+                 ORDER BY account, chain_n, tbl, seq"
+            }
         };
         let what = format!("verify {}", kind.as_str());
         let mut st = self.conn.prepare(sql).map_err(|e| self.err(&what, e))?;
@@ -554,7 +596,7 @@ impl Store {
                 let n: Option<i64> = r.get(2)?;
                 let stored: Option<Hash> = r.get(3).ok().flatten();
                 let key = |r: &rusqlite::Row<'_>| -> String {
-                    let i = if kind == ChainKind::Events { 5 } else { 4 };
+                    let i = if kind == ChainKind::UserHistory { 4 } else { 5 };
                     r.get::<_, String>(i).unwrap_or_default()
                 };
                 let canonical: &[u8] = match kind {
@@ -572,6 +614,7 @@ impl Store {
                         );
                         &history
                     }
+                    ChainKind::Reviews => r.get_ref(4)?.as_str()?.as_bytes(),
                 };
                 if !walks.contains_key(acc) {
                     walks.insert(

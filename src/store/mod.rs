@@ -15,6 +15,7 @@ pub mod chain;
 mod gate;
 mod migrations;
 mod reports;
+mod reviews;
 mod users;
 
 use std::collections::HashMap;
@@ -33,6 +34,9 @@ pub use alerts::{
 use chain::{ChainHead, ChainKind};
 pub use chain::{ChainSummary, Finding};
 pub use reports::{RoleChangeRow, UserActivityRow, UserSelection};
+pub use reviews::{
+    review_chain_account, Campaign, Decision, NewCampaign, ReviewItem, ReviewRefusal,
+};
 pub use users::{
     Deletion, Evidence, HistoryRow, RoleChange, RoleEvent, StoredRoleChange, UserBatch,
     UserListing, UserRow, UserRun,

@@ -16,6 +16,7 @@ mod daemon;
 mod demo;
 mod messages;
 mod reports;
+mod review;
 mod secrets;
 mod signed_reports;
 mod tls;
