@@ -12,6 +12,7 @@
 
 mod alerts;
 pub mod chain;
+mod credentials;
 mod gate;
 mod migrations;
 mod reports;
@@ -33,6 +34,7 @@ pub use alerts::{
 };
 use chain::{ChainHead, ChainKind};
 pub use chain::{ChainSummary, Finding};
+pub use credentials::CredentialEvent;
 pub use reports::{RoleChangeRow, UserActivityRow, UserSelection};
 pub use reviews::{
     review_chain_account, Campaign, Decision, NewCampaign, ReviewItem, ReviewRefusal,

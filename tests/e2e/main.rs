@@ -12,6 +12,7 @@ mod collect;
 mod config_errors;
 mod contract;
 mod crash;
+mod credentials;
 mod daemon;
 mod demo;
 mod messages;

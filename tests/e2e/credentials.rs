@@ -1,0 +1,151 @@
+//! The credentials report against the simulator: service users whose end dates are past, soon
+//! and far are expired, expiring and fine (with the days left); every API token and
+//! client-authentication certificate of the simulator's audit log is one row, revoked exactly when
+//! the log revoked it; the `[reports]` thresholds apply; `reports run` writes it when listed.
+
+use std::collections::BTreeMap;
+
+use serde_json::Value;
+
+use crate::helpers::*;
+
+fn run_ok(app: &App, args: &[&str]) -> String {
+    let out = app.run(args);
+    let stdout = String::from_utf8_lossy(&out.stdout).to_string();
+    assert!(
+        out.status.success(),
+        "{args:?} failed: {stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    stdout
+}
+
+fn control(sim: &Sim, method: &str, path: &str, body: &str) -> Value {
+    let (status, text) = sim.http(method, path, body);
+    assert!(status < 300, "{method} {path}: {status} {text}");
+    serde_json::from_str(&text).unwrap_or(Value::Null)
+}
+
+/// Expired, expiring and fine service users; every token and certificate with its revocation.
+#[test]
+fn credentials_report_names_expired_expiring_and_revoked_credentials() {
+    let sim = Sim::start(&[
+        "--users", "20", "--events", "2000", "--days", "20", "--seed", "21",
+    ]);
+    let day = |d: i64| (today() + chrono::Duration::days(d)).to_string();
+    for (name, d) in [("svc-past", -5), ("svc-soon", 10), ("svc-far", 400)] {
+        let body = serde_json::json!({
+            "kind": "digicert-one", "user_type": "service", "user_name": name,
+            "status": "ACTIVE", "roles": ["AM_ACCOUNT_ADMIN"], "end_date": day(d),
+        });
+        control(&sim, "POST", "/_sim/users", &body.to_string());
+    }
+    let app = App::new(&sim, "");
+    let mut text = std::fs::read_to_string(&app.config).expect("config");
+    text.push_str(
+        "\n[reports]\ncredential_warn_days = 14\nmax_credential_age_days = 7\nkinds = [\"credentials\"]\nformats = [\"json\", \"html\"]\noutput_dir = \"out\"\n",
+    );
+    std::fs::write(&app.config, text).expect("config");
+    app.collect_ok();
+    let json: Value = serde_json::from_str(&run_ok(
+        &app,
+        &["report", "credentials", "--format", "json"],
+    ))
+    .expect("json");
+    assert_eq!(json["parameters"]["credential_warn_days"], 14);
+    let rows = json["rows"].as_array().expect("rows");
+    let by_name = |n: &str| {
+        rows.iter()
+            .find(|r| r["credential"] == "service_user" && r["name"] == n)
+            .unwrap_or_else(|| panic!("no {n} in {rows:#?}"))
+    };
+    for (name, state, left) in [
+        ("svc-past", "expired", -5),
+        ("svc-soon", "expiring", 10),
+        ("svc-far", "ok", 400),
+    ] {
+        let r = by_name(name);
+        assert_eq!(r["state"], state, "{r}");
+        assert_eq!(r["days_left"], left, "{r}");
+        assert_eq!(r["end_date"], day(left).as_str(), "{r}");
+    }
+    // Service users come first, the soonest end date first.
+    let services: Vec<&Value> = rows
+        .iter()
+        .take_while(|r| r["credential"] == "service_user")
+        .collect();
+    assert!(services.len() >= 3);
+    let lefts: Vec<i64> = services
+        .iter()
+        .filter_map(|r| r["days_left"].as_i64())
+        .collect();
+    assert!(lefts.windows(2).all(|w| w[0] <= w[1]), "{lefts:?}");
+
+    // Tokens and certificates: one row per credential of the simulator's log, revoked exactly
+    // when a successful revoke event exists.
+    let mut expected: BTreeMap<(String, String), bool> = BTreeMap::new();
+    for e in sim.truth()["events"].as_array().expect("events") {
+        let t = e["resource_type"].as_str().unwrap_or_default();
+        if t != "api_token" && t != "client_auth_certificate" {
+            continue;
+        }
+        let id = e["resource_id"].as_str().unwrap_or_default().to_string();
+        let ok = !e["status"]
+            .as_str()
+            .unwrap_or_default()
+            .eq_ignore_ascii_case("failure");
+        let revoke = ok
+            && matches!(
+                e["action"].as_str().unwrap_or_default(),
+                "revoke" | "delete" | "disable"
+            );
+        *expected.entry((t.to_string(), id)).or_default() |= revoke;
+    }
+    assert!(expected.values().any(|r| *r) && expected.values().any(|r| !*r));
+    let got: BTreeMap<(String, String), bool> = rows
+        .iter()
+        .filter(|r| r["credential"] != "service_user")
+        .map(|r| {
+            (
+                (
+                    r["credential"].as_str().unwrap().to_string(),
+                    r["id"].as_str().unwrap().to_string(),
+                ),
+                r["state"] == "revoked",
+            )
+        })
+        .collect();
+    assert_eq!(got, expected);
+    for r in rows.iter().filter(|r| r["credential"] != "service_user") {
+        if r["state"] == "revoked" {
+            assert!(
+                r["revoked"].is_string() && r["revoked_by"].is_string(),
+                "{r}"
+            );
+        } else if let Some(age) = r["age_days"].as_i64() {
+            let flagged = r["state"] == "older than the maximum age";
+            assert_eq!(flagged, age > 7, "{r}");
+            assert!(r["created_by"].is_string(), "{r}");
+        }
+    }
+    // Listed in [reports] kinds: part of the set.
+    run_ok(&app, &["reports", "run"]);
+    let run = std::fs::read_dir(app.dir.path().join("out"))
+        .expect("out")
+        .map(|e| e.expect("entry").path())
+        .find(|p| p.is_dir())
+        .expect("run dir");
+    let files: Vec<String> = std::fs::read_dir(&run)
+        .expect("run")
+        .map(|e| e.expect("e").file_name().to_string_lossy().to_string())
+        .collect();
+    assert!(
+        files
+            .iter()
+            .any(|f| f.starts_with("credentials-") && f.ends_with(".json"))
+            && files
+                .iter()
+                .any(|f| f.starts_with("credentials-") && f.ends_with(".html")),
+        "{files:?}"
+    );
+}
