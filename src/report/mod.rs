@@ -71,7 +71,7 @@ impl ReportKind {
     fn info(self) -> &'static Info {
         match self {
             ReportKind::RoleChanges => &<RoleChanges as Kind<17>>::INFO,
-            ReportKind::Dormant => &<Dormant as Kind<13>>::INFO,
+            ReportKind::Dormant => &<Dormant as Kind<14>>::INFO,
             ReportKind::Invitations => &<Invitations as Kind<14>>::INFO,
             ReportKind::AccessReview => &<AccessReview as Kind<13>>::INFO,
             ReportKind::Credentials => &<Credentials as Kind<16>>::INFO,

@@ -3,7 +3,7 @@
 //! it), and the audit events about API tokens and client-authentication certificates, grouped by
 //! credential. Both stream in report order, so memory stays flat.
 
-use rusqlite::params;
+use rusqlite::{params, OptionalExtension};
 
 use super::users::{user_from_row, USER_COLUMNS};
 use super::{Store, StoreError, UserRow};
@@ -98,5 +98,21 @@ impl Store {
             n += 1;
         }
         Ok(n)
+    }
+
+    /// The action of one stored event (the dormant report tells a sign-in from API use).
+    pub fn event_action(
+        &self,
+        account: &str,
+        event_id: &str,
+    ) -> Result<Option<String>, StoreError> {
+        self.conn
+            .query_row(
+                "SELECT action FROM events WHERE account = ?1 AND event_id = ?2",
+                params![account, event_id],
+                |r| r.get(0),
+            )
+            .optional()
+            .map_err(|e| self.err("event action", e))
     }
 }

@@ -149,3 +149,70 @@ fn credentials_report_names_expired_expiring_and_revoked_credentials() {
         "{files:?}"
     );
 }
+
+/// The dormant report lists users who never signed in and service users, and says which
+/// activity each row rests on: the simulator's latest successful event of the user decides
+/// between sign-in and API use (always API use for a service user), none when there is none.
+#[test]
+fn dormant_report_says_which_activity_it_is_based_on() {
+    let sim = Sim::start(&[
+        "--users", "30", "--events", "600", "--days", "20", "--seed", "23",
+    ]);
+    let app = App::new(&sim, "");
+    let mut text = std::fs::read_to_string(&app.config).expect("config");
+    text.push_str("\n[reports]\ndormant_days = 3\n");
+    std::fs::write(&app.config, text).expect("config");
+    app.collect_ok();
+    let json: Value =
+        serde_json::from_str(&run_ok(&app, &["report", "dormant", "--format", "json"]))
+            .expect("json");
+    let rows = json["rows"].as_array().expect("rows");
+    // The latest successful event of each actor in the simulator's log.
+    let mut latest: BTreeMap<String, (String, String)> = BTreeMap::new();
+    for e in sim.truth()["events"].as_array().expect("events") {
+        if e["status"]
+            .as_str()
+            .unwrap_or_default()
+            .eq_ignore_ascii_case("failure")
+        {
+            continue;
+        }
+        // The actor: a `user` object or flat fields (contract 1.2).
+        let Some(actor) = e["user"]["id"].as_str().or(e["user_id"].as_str()) else {
+            continue;
+        };
+        let ts = e["timestamp"].as_str().unwrap_or_default().to_string();
+        let action = e["action"].as_str().unwrap_or_default().to_string();
+        let entry = latest
+            .entry(actor.to_string())
+            .or_insert((ts.clone(), action.clone()));
+        if chrono::DateTime::parse_from_rfc3339(&ts).ok()
+            > chrono::DateTime::parse_from_rfc3339(&entry.0).ok()
+        {
+            *entry = (ts, action);
+        }
+    }
+    let mut seen = BTreeMap::new();
+    for r in rows {
+        let id = r["user_id"].as_str().expect("id");
+        let service = r["user_type"] == "service";
+        let want = match latest.get(id) {
+            None if r["last_activity"].is_null() => "none",
+            _ if service => "API use",
+            Some((_, a)) if a == "login" || a == "logout" => "sign-in",
+            Some(_) => "API use",
+            None => "sign-in", // the API's last sign-in date (CertCentral only)
+        };
+        assert_eq!(r["activity_basis"], want, "{r}");
+        *seen.entry((want, service)).or_insert(0) += 1;
+    }
+    assert!(
+        seen.contains_key(&("none", false)) || seen.contains_key(&("none", true)),
+        "{seen:?}"
+    );
+    assert!(
+        seen.keys().any(|(_, s)| *s),
+        "no service user listed: {seen:?}"
+    );
+    assert!(seen.contains_key(&("sign-in", false)), "{seen:?}");
+}
