@@ -6,7 +6,9 @@
 use rusqlite::{params, OptionalExtension};
 
 use super::users::{user_from_row, USER_COLUMNS};
+use super::AlertFacts;
 use super::{Store, StoreError, UserRow};
+use crate::alert::rules::{NewCredential, ServiceUserEnd};
 
 /// One audit event about an API token or a client-authentication certificate.
 #[derive(Debug, Clone)]
@@ -115,4 +117,74 @@ impl Store {
             .optional()
             .map_err(|e| self.err("event action", e))
     }
+}
+
+/// The credential facts of one account for the alert rules, read in the alert transaction: every
+/// current service user with its end date, and the successful `generate`/`create` events about
+/// API tokens and client-auth certificates after `after_seq` with their creator's type and roles.
+/// Returns the new mark (the highest credential event seq seen).
+pub(super) fn credential_facts(
+    conn: &rusqlite::Connection,
+    account: &str,
+    after_seq: i64,
+    facts: &mut AlertFacts,
+) -> rusqlite::Result<i64> {
+    let mut st = conn.prepare(&format!(
+        "SELECT {USER_COLUMNS}, raw FROM users
+         WHERE account = ?1 AND status <> 'deleted'
+           AND lower(COALESCE(user_type, '')) LIKE '%service%'
+         ORDER BY user_id"
+    ))?;
+    let mut rows = st.query(params![account])?;
+    while let Some(r) = rows.next()? {
+        let mut u = user_from_row(r, 0)?;
+        u.raw = r.get(20)?;
+        facts.service_users.push(ServiceUserEnd {
+            account: account.to_string(),
+            end_date: crate::api::users::service_end_date(&u.raw),
+            name: u.display_name.or(u.user_name),
+            user_id: u.user_id,
+            roles: u.roles,
+        });
+    }
+    let mut st = conn.prepare(
+        "SELECT e.seq, e.event_id, e.ts_ms, e.resource_type, e.resource_id, e.resource_name,
+            e.actor_id, e.actor_name, e.ip_address, e.action, e.status, a.user_type, a.roles
+         FROM events e
+         LEFT JOIN users a ON a.account = e.account AND a.user_id = e.actor_id
+         WHERE e.account = ?1 AND e.seq > ?2
+           AND e.resource_type IN ('api_token', 'client_auth_certificate')
+         ORDER BY e.seq",
+    )?;
+    let mut rows = st.query(params![account, after_seq])?;
+    let mut mark = after_seq;
+    while let Some(r) = rows.next()? {
+        mark = mark.max(r.get(0)?);
+        let action: String = r.get(9)?;
+        let status: Option<String> = r.get(10)?;
+        let created = matches!(action.to_ascii_lowercase().as_str(), "generate" | "create");
+        let failed = status
+            .as_deref()
+            .is_some_and(|s| s.eq_ignore_ascii_case("failure"));
+        if !created || failed {
+            continue;
+        }
+        let roles: Option<String> = r.get(12)?;
+        facts.credentials.push(NewCredential {
+            account: account.to_string(),
+            event_id: r.get(1)?,
+            event_ms: r.get(2)?,
+            resource_type: r.get(3)?,
+            resource_id: r.get(4)?,
+            resource_name: r.get(5)?,
+            actor_id: r.get(6)?,
+            actor_name: r.get(7)?,
+            ip_address: r.get(8)?,
+            actor_type: r.get(11)?,
+            actor_roles: roles
+                .and_then(|roles| serde_json::from_str(&roles).ok())
+                .unwrap_or_default(),
+        });
+    }
+    Ok(mark)
 }

@@ -315,6 +315,10 @@ pub const MIGRATIONS: &[&str] = &[
             json_array('closure', campaign_id, closed_ms, decided, total),
             'closure of campaign ' || campaign_id
         FROM review_closures;
+
+    -- The credential alert rules (`credential-created`): audit events about API tokens and
+    -- client-auth certificates evaluated up to this seq.
+    ALTER TABLE alert_scan ADD COLUMN credential_seq INTEGER NOT NULL DEFAULT 0;
     "#,
 ];
 

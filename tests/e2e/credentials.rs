@@ -216,3 +216,129 @@ fn dormant_report_says_which_activity_it_is_based_on() {
     );
     assert!(seen.contains_key(&("sign-in", false)), "{seen:?}");
 }
+
+/// The two credential alert kinds: `credential-expiring` fires once for the service user whose
+/// end date falls within its days (not for the past or far ones, and not again on the next pass);
+/// `credential-created` fires on exactly the token and certificate creations of the simulator's
+/// log made by a privileged user or a service user, old ones suppressed, new ones sent.
+#[test]
+fn credential_alerts_fire_once_on_expiring_users_and_privileged_creations() {
+    let sim = Sim::start(&[
+        "--users", "20", "--events", "1500", "--days", "10", "--seed", "29",
+    ]);
+    let day = |d: i64| (today() + chrono::Duration::days(d)).to_string();
+    for (name, d) in [("svc-past", -5), ("svc-soon", 10), ("svc-far", 400)] {
+        let body = serde_json::json!({
+            "kind": "digicert-one", "user_type": "service", "user_name": name,
+            "status": "ACTIVE", "roles": [], "end_date": day(d),
+        });
+        control(&sim, "POST", "/_sim/users", &body.to_string());
+    }
+    let app = App::new(&sim, "");
+    let sink = app.dir.path().join("alerts.jsonl");
+    let mut text = std::fs::read_to_string(&app.config).expect("config");
+    text.push_str(&format!(
+        r#"
+[alerts]
+[[alerts.rules]]
+name = "expiring"
+kind = "credential-expiring"
+days = 14
+severity = "medium"
+
+[[alerts.rules]]
+name = "new-credential"
+kind = "credential-created"
+roles = ["AM_ACCOUNT_ADMIN"]
+severity = "high"
+
+[[alerts.sinks]]
+name = "file"
+kind = "command"
+program = "/bin/sh"
+args = ["-c", "cat >> '{0}'; echo >> '{0}'"]
+timeout_secs = 5
+"#,
+        sink.display()
+    ));
+    std::fs::write(&app.config, text).expect("config");
+    app.collect_ok();
+    // New events today (some are token and certificate creations), then a second pass.
+    control(&sim, "POST", "/_sim/events", r#"{"count": 400}"#);
+    app.collect_ok();
+
+    let db = rusqlite::Connection::open(&app.db).expect("db");
+    let alerts: Vec<(String, bool, Value)> = db
+        .prepare("SELECT rule, suppressed, payload FROM alerts ORDER BY id")
+        .expect("prepare")
+        .query_map([], |r| {
+            Ok((
+                r.get::<_, String>(0)?,
+                r.get::<_, bool>(1)?,
+                serde_json::from_str(&r.get::<_, String>(2)?).unwrap_or(Value::Null),
+            ))
+        })
+        .expect("query")
+        .map(|r| r.expect("row"))
+        .collect();
+    let expiring: Vec<&(String, bool, Value)> =
+        alerts.iter().filter(|a| a.0 == "expiring").collect();
+    assert_eq!(expiring.len(), 1, "{expiring:#?}");
+    assert_eq!(expiring[0].2["target"]["name"], "svc-soon");
+    assert_eq!(expiring[0].2["days_left"], 10);
+    assert!(!expiring[0].1, "an expiring user is news, never suppressed");
+
+    // Who is privileged or a service user, per the simulator.
+    let truth = sim.truth();
+    let mut watched = std::collections::BTreeSet::new();
+    for u in truth["users"]["digicert_one"].as_array().expect("users") {
+        let admin = u["roles"]
+            .as_array()
+            .is_some_and(|r| r.iter().any(|x| x == "AM_ACCOUNT_ADMIN"));
+        if admin || u["user_type"] == "service" {
+            watched.insert(u["id"].as_str().unwrap_or_default().to_string());
+        }
+    }
+    let mut expected = std::collections::BTreeSet::new();
+    for e in truth["events"].as_array().expect("events") {
+        let t = e["resource_type"].as_str().unwrap_or_default();
+        let action = e["action"].as_str().unwrap_or_default();
+        let failed = e["status"]
+            .as_str()
+            .unwrap_or_default()
+            .eq_ignore_ascii_case("failure");
+        let actor = e["user"]["id"].as_str().or(e["user_id"].as_str());
+        if (t == "api_token" || t == "client_auth_certificate")
+            && (action == "generate" || action == "create")
+            && !failed
+            && actor.is_some_and(|a| watched.contains(a))
+        {
+            expected.insert(e["id"].as_str().unwrap_or_default().to_string());
+        }
+    }
+    let created: Vec<&(String, bool, Value)> =
+        alerts.iter().filter(|a| a.0 == "new-credential").collect();
+    let got: std::collections::BTreeSet<String> = created
+        .iter()
+        .map(|a| {
+            a.2["evidence"]["event_id"]
+                .as_str()
+                .unwrap_or_default()
+                .to_string()
+        })
+        .collect();
+    assert!(!expected.is_empty());
+    assert_eq!(got, expected);
+    assert_eq!(got.len(), created.len(), "one alert per creation");
+    // Today's creations were sent to the sink; the backfilled ones are suppressed history.
+    let sent = std::fs::read_to_string(&sink).unwrap_or_default();
+    for a in &created {
+        let id = a.2["id"].as_str().expect("uid");
+        assert_eq!(sent.contains(id), !a.1, "{}", a.2);
+    }
+    assert!(
+        created.iter().any(|a| a.1) && created.iter().any(|a| !a.1),
+        "both history and today's creations: {created:#?}"
+    );
+    assert!(sent.contains("svc-soon"), "{sent}");
+}
