@@ -390,6 +390,7 @@ fn csp() -> &'static str {
 }
 
 const EXTRA_CSS: &str = r#"
+main{max-width:1900px}
 h2.sec{font-size:17px;margin:22px 0 8px}
 td.keep{color:var(--ok);font-weight:600}td.revoke{color:var(--warn);font-weight:600}td.unsure{color:#8a5a00;font-weight:600}
 td.done{color:var(--ok);font-weight:600}td.open{color:#8a5a00;font-weight:600}td.overdue{color:var(--warn);font-weight:700}

@@ -633,7 +633,7 @@ fn chromium_renders_the_package_page() {
     let arg = format!("--screenshot={}", shot.display());
     chrome(
         "chromium-shot",
-        &["--window-size=1600,1400", "--hide-scrollbars", &arg],
+        &["--window-size=1900,1300", "--hide-scrollbars", &arg],
     );
     assert!(std::fs::metadata(&shot)
         .map(|m| m.len() > 10_000)
