@@ -11,6 +11,7 @@
 //! - [`coverage`]: which days are known complete, and the gaps with their reasons.
 //! - [`report_users`]: the user directory (`auditwarden users`) as a table, JSON or safe CSV.
 //! - [`export`]: streaming stored events out as JSONL or spreadsheet-safe CSV.
+//! - [`review`]: access-review campaigns: a frozen population, decision sheets, remediation, a signed package.
 //! - [`simulate`]: the built-in DigiCert simulator used by tests, the demo and new users.
 //! - [`alert`]: rules on role grants and new users, the outbox, delivery to webhook/Slack/command.
 //! - [`daemon`]: `auditwarden run`: job loops on cron schedules ([`schedule`]), shutdown, health.
@@ -36,6 +37,7 @@ pub mod logging;
 pub mod pass;
 pub mod report;
 pub mod report_users;
+pub mod review;
 pub mod schedule;
 pub mod secret;
 pub mod settings;

@@ -298,6 +298,13 @@ fn alert_rule(key: &str, t: &toml::Table, problems: &mut Vec<String>) -> Option<
             ),
         }),
         Some("new-privileged-service-user") => Some(RuleKind::NewPrivilegedServiceUser),
+        Some("credential-expiring") => Some(RuleKind::CredentialExpiring {
+            days: s
+                .integer("days", 1, 3650, problems)
+                .map(|v| v as u32)
+                .unwrap_or(30),
+        }),
+        Some("credential-created") => Some(RuleKind::CredentialCreated),
         Some(other) => {
             problems.push(format!(
                 "{key}.kind: {other:?} is not one of {}",
@@ -322,9 +329,9 @@ fn alert_rule(key: &str, t: &toml::Table, problems: &mut Vec<String>) -> Option<
     let kind = kind?;
     // Rules about privilege default to the privileged roles; the others look at every role.
     let roles = roles.unwrap_or_else(|| match kind {
-        RuleKind::PrivilegedRoleGrant | RuleKind::NewPrivilegedServiceUser => {
-            rules::default_privileged_roles()
-        }
+        RuleKind::PrivilegedRoleGrant
+        | RuleKind::NewPrivilegedServiceUser
+        | RuleKind::CredentialCreated => rules::default_privileged_roles(),
         _ => Vec::new(),
     });
     Some(Rule {

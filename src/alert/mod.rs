@@ -31,7 +31,7 @@ use sha2::{Digest, Sha256};
 use crate::api::settings::Account;
 use crate::store::{AlertCounts, AlertFacts, NewAlert, Store, StoreError};
 use config::AlertSettings;
-use rules::{Grant, GrantCounter, NewUser, Rule};
+use rules::{Grant, GrantCounter, NewCredential, NewUser, Rule, ServiceUserEnd};
 
 pub use deliver::{deliver, deliver_at, send_test, DeliverySummary, SinkCounts};
 
@@ -100,7 +100,114 @@ fn fire(
             }
         }
     }
+    let today = now.date_naive();
+    for u in &facts.service_users {
+        for r in rules {
+            if let Some(evidence) = r.fires_on_service_user(u, today) {
+                out.push(expiring_alert(r, u, &evidence, now));
+            }
+        }
+    }
+    for c in &facts.credentials {
+        for r in rules {
+            if let Some(evidence) = r.fires_on_credential(c) {
+                out.push(credential_alert(r, c, &evidence, oldest_sent_ms, now));
+            }
+        }
+    }
     out
+}
+
+/// `credential-expiring`: dated now (the end date is ahead), so never suppressed as history.
+fn expiring_alert(
+    rule: &Rule,
+    u: &ServiceUserEnd,
+    evidence_key: &str,
+    now: DateTime<Utc>,
+) -> NewAlert {
+    let name = u.name.as_deref().unwrap_or(&u.user_id);
+    let end = u.end_date.map(|d| d.format("%Y-%m-%d").to_string());
+    let left = u.end_date.map(|d| (d - now.date_naive()).num_days());
+    let summary = format!(
+        "[{}] {}: service user {} on {} stops working on {} ({} day(s) left)",
+        rule.severity.as_str(),
+        rule.name,
+        name,
+        u.account,
+        end.as_deref().unwrap_or("-"),
+        left.unwrap_or_default()
+    );
+    let body = json!({
+        "target": {"id": u.user_id, "name": u.name, "type": "service"},
+        "roles": u.roles,
+        "change": "expiring",
+        "end_date": end,
+        "days_left": left,
+        "actor": Value::Null,
+        "source_ip": Value::Null,
+        "evidence": {"kind": "service_user_end_date", "end_date": end},
+    });
+    let now_ms = now.timestamp_millis();
+    new_alert(
+        rule,
+        &u.account,
+        evidence_key,
+        Some(now_ms),
+        i64::MIN,
+        now,
+        summary,
+        body,
+    )
+}
+
+fn credential_alert(
+    rule: &Rule,
+    c: &NewCredential,
+    evidence_key: &str,
+    oldest_sent_ms: i64,
+    now: DateTime<Utc>,
+) -> NewAlert {
+    let what = if c.resource_type == "api_token" {
+        "API token"
+    } else {
+        "client-auth certificate"
+    };
+    let by = c
+        .actor_name
+        .as_deref()
+        .or(c.actor_id.as_deref())
+        .unwrap_or("an unnamed actor");
+    let summary = format!(
+        "[{}] {}: {what} {} created on {} by {by}{}",
+        rule.severity.as_str(),
+        rule.name,
+        c.resource_name
+            .as_deref()
+            .or(c.resource_id.as_deref())
+            .unwrap_or("(unnamed)"),
+        c.account,
+        c.ip_address
+            .as_deref()
+            .map(|ip| format!(" from {ip}"))
+            .unwrap_or_default()
+    );
+    let body = json!({
+        "target": {"id": c.resource_id, "name": c.resource_name, "type": c.resource_type},
+        "change": "created",
+        "actor": {"id": c.actor_id, "name": c.actor_name, "type": c.actor_type, "roles": c.actor_roles},
+        "source_ip": c.ip_address,
+        "evidence": {"kind": "audit_event", "event_id": c.event_id},
+    });
+    new_alert(
+        rule,
+        &c.account,
+        evidence_key,
+        Some(c.event_ms),
+        oldest_sent_ms,
+        now,
+        summary,
+        body,
+    )
 }
 
 /// The id receivers deduplicate by: derived from the alert key, so it never changes.

@@ -146,6 +146,12 @@ pub enum RuleKind {
     GrantBurst { count: u32, window: Duration },
     /// `new-privileged-service-user`: a service user first seen holding one of the rule's roles.
     NewPrivilegedServiceUser,
+    /// `credential-expiring`: a service user whose end date is at most `days` away (and not
+    /// past); once per user and end date.
+    CredentialExpiring { days: u32 },
+    /// `credential-created`: a new API token or client-auth certificate created by a service
+    /// user or by a user holding one of the rule's roles.
+    CredentialCreated,
 }
 
 impl RuleKind {
@@ -159,6 +165,8 @@ impl RuleKind {
             RuleKind::DormantOrInvitedGrant { .. } => "dormant-or-invited-grant",
             RuleKind::GrantBurst { .. } => "grant-burst",
             RuleKind::NewPrivilegedServiceUser => "new-privileged-service-user",
+            RuleKind::CredentialExpiring { .. } => "credential-expiring",
+            RuleKind::CredentialCreated => "credential-created",
         }
     }
 
@@ -172,6 +180,8 @@ impl RuleKind {
         "dormant-or-invited-grant",
         "grant-burst",
         "new-privileged-service-user",
+        "credential-expiring",
+        "credential-created",
     ];
 }
 
@@ -268,6 +278,36 @@ pub struct NewUser {
     pub first_sync: bool,
 }
 
+/// A current service user and its end date (a service user *is* its token: it stops working on
+/// that day, contract 1.1 and 1.4).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct ServiceUserEnd {
+    pub account: String,
+    pub user_id: String,
+    pub name: Option<String>,
+    pub roles: Vec<String>,
+    pub end_date: Option<chrono::NaiveDate>,
+}
+
+/// An API token or client-auth certificate created (a `generate` or `create` audit event), with
+/// what is known about the user who created it.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct NewCredential {
+    pub account: String,
+    pub event_id: String,
+    pub event_ms: i64,
+    /// `api_token` or `client_auth_certificate`.
+    pub resource_type: String,
+    pub resource_id: Option<String>,
+    pub resource_name: Option<String>,
+    pub actor_id: Option<String>,
+    pub actor_name: Option<String>,
+    pub ip_address: Option<String>,
+    /// The creator's `user_type` and roles, when the creator is a known user.
+    pub actor_type: Option<String>,
+    pub actor_roles: Vec<String>,
+}
+
 /// Counts an actor's grants with an event time in `[from_ms, to_ms]` (for `grant-burst`).
 pub trait GrantCounter {
     fn grants_by(&mut self, actor_id: &str, from_ms: i64, to_ms: i64) -> u64;
@@ -331,7 +371,9 @@ impl Rule {
                 // One alert per actor and window bucket, however many grants follow.
                 return Some(format!("burst:{actor}:{}", at / w.max(1)));
             }
-            RuleKind::NewPrivilegedServiceUser => false,
+            RuleKind::NewPrivilegedServiceUser
+            | RuleKind::CredentialExpiring { .. }
+            | RuleKind::CredentialCreated => false,
         };
         fired.then(|| g.evidence_key())
     }
@@ -346,6 +388,37 @@ impl Rule {
             }
             _ => None,
         }
+    }
+
+    /// Whether this rule fires on a service user's end date as of `today`: `credential-expiring`
+    /// once per user and end date.
+    pub fn fires_on_service_user(
+        &self,
+        u: &ServiceUserEnd,
+        today: chrono::NaiveDate,
+    ) -> Option<String> {
+        let RuleKind::CredentialExpiring { days } = self.kind else {
+            return None;
+        };
+        let end = u.end_date?;
+        let left = (end - today).num_days();
+        (0..=i64::from(days))
+            .contains(&left)
+            .then(|| format!("service-user:{}:{end}", u.user_id))
+    }
+
+    /// Whether this rule fires on a new API token or client-auth certificate: created by a
+    /// service user, or by a user holding one of the rule's roles.
+    pub fn fires_on_credential(&self, c: &NewCredential) -> Option<String> {
+        if self.kind != RuleKind::CredentialCreated {
+            return None;
+        }
+        let service = c
+            .actor_type
+            .as_deref()
+            .is_some_and(|t| t.eq_ignore_ascii_case("service"));
+        let privileged = c.actor_roles.iter().any(|r| self.role_matches(r));
+        (service || privileged).then(|| format!("event:{}", c.event_id))
     }
 }
 
@@ -577,5 +650,39 @@ mod tests {
             .fires_on_new_user(&u)
             .is_none());
         assert!(!fires(&r, &plain()));
+    }
+
+    /// `credential-expiring` fires from `days` before the end date to the day itself, keyed by
+    /// user and end date; `credential-created` needs a service or privileged creator.
+    #[test]
+    fn credential_rules() {
+        let today = chrono::NaiveDate::from_ymd_opt(2026, 11, 16).unwrap();
+        let r = rule(RuleKind::CredentialExpiring { days: 14 }, &[]);
+        let user = |d: i64| ServiceUserEnd {
+            user_id: "s1".into(),
+            end_date: Some(today + chrono::Duration::days(d)),
+            ..Default::default()
+        };
+        assert_eq!(
+            r.fires_on_service_user(&user(14), today).as_deref(),
+            Some("service-user:s1:2026-11-30")
+        );
+        assert!(r.fires_on_service_user(&user(0), today).is_some());
+        assert!(r.fires_on_service_user(&user(15), today).is_none());
+        assert!(r.fires_on_service_user(&user(-1), today).is_none());
+        let c = rule(RuleKind::CredentialCreated, &["AM_ACCOUNT_ADMIN"]);
+        let mut cred = NewCredential {
+            event_id: "e1".into(),
+            actor_roles: vec!["AM_VIEW_ONLY".into()],
+            actor_type: Some("standard".into()),
+            ..Default::default()
+        };
+        assert!(c.fires_on_credential(&cred).is_none());
+        cred.actor_type = Some("service".into());
+        assert_eq!(c.fires_on_credential(&cred).as_deref(), Some("event:e1"));
+        cred.actor_type = None;
+        cred.actor_roles.push("AM_ACCOUNT_ADMIN".into());
+        assert!(c.fires_on_credential(&cred).is_some());
+        assert!(r.fires_on_credential(&cred).is_none());
     }
 }

@@ -299,6 +299,21 @@ pub fn parse_role_delta(data: &str) -> Option<RoleDelta> {
     (!d.added.is_empty() || !d.removed.is_empty()).then_some(d)
 }
 
+/// A DigiCert ONE service user's `end_date` (contract 1.4), from the user object as stored: a day
+/// (`YYYY-MM-DD`) or an RFC 3339 time (its UTC day). `None` when absent or not a date: the
+/// credentials report then says the user has no known end date.
+pub fn service_end_date(raw: &str) -> Option<chrono::NaiveDate> {
+    let v: Value = serde_json::from_str(raw).ok()?;
+    let s = v.get("end_date")?.as_str()?.trim();
+    chrono::NaiveDate::parse_from_str(s, "%Y-%m-%d")
+        .ok()
+        .or_else(|| {
+            DateTime::parse_from_rfc3339(s)
+                .ok()
+                .map(|t| t.with_timezone(&Utc).date_naive())
+        })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

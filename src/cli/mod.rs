@@ -6,7 +6,7 @@
 //! `mod.rs` holds the clap types, the dispatch and what commands share (loading the
 //! configuration, opening the database, `--from`/`--to`, atomic and piped output, signals); each
 //! command's body is in the file of its group: `collect.rs` (collect, sync-users, poll-invites,
-//! status, check), `users.rs` (users, role-changes), `reports.rs` (report, reports run),
+//! status, check), `users.rs` (users, role-changes), `reports.rs` (report, reports run), `review.rs` (review ...),
 //! `alerts.rs`, `export.rs`, `verify.rs` (verify, verify-report, keygen), `simulate.rs`,
 //! `daemon.rs` (run) and `demo.rs`.
 
@@ -32,6 +32,7 @@ mod daemon;
 mod demo;
 mod export;
 mod reports;
+mod review;
 mod simulate;
 mod users;
 mod verify;
@@ -113,6 +114,10 @@ enum Command {
     /// The scheduled report set of `[reports]`.
     #[command(subcommand)]
     Reports(ReportsCommand),
+    /// Access-review campaigns: start (freeze the population), export the decision sheet,
+    /// import decisions, status (with remediation), close (the signed evidence package).
+    #[command(subcommand)]
+    Review(review::ReviewCommand),
     /// List role grants and revokes: when, by whom, from where (from the database only).
     RoleChanges {
         #[arg(long, value_name = "NAME")]
@@ -496,6 +501,7 @@ async fn run(cli: Cli) -> Result<ExitCode, CliError> {
         Command::Users(args) => users::users(&cli, args),
         Command::Report(args) => reports::report(&cli, args),
         Command::Reports(ReportsCommand::Run { account }) => reports::run(&cli, account.as_deref()),
+        Command::Review(cmd) => review::review(&cli, cmd),
         Command::Verify { account, db } => verify::verify(&cli, account.as_deref(), db.as_deref()),
         Command::VerifyReport {
             manifest,

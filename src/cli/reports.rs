@@ -60,6 +60,8 @@ pub(super) fn report(cli: &Cli, args: &ReportArgs) -> Result<ExitCode, CliError>
         now,
         time_zone: tz,
         dormant_days: cfg.reports.dormant_days,
+        credential_warn_days: cfg.reports.credential_warn_days,
+        max_credential_age_days: cfg.reports.max_credential_age_days,
         stale_invite_days: cfg.users.stale_invite_days,
     };
     let outcome = match &args.out {

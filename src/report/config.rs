@@ -25,15 +25,31 @@ pub struct ReportSettings {
     pub retention_days: u32,
     /// A user with no activity for at least this many days is dormant.
     pub dormant_days: u32,
+    /// The credentials report: a service user whose end date is at most this many days away is
+    /// expiring.
+    pub credential_warn_days: u32,
+    /// The credentials report: an API token or client-auth certificate created longer ago than
+    /// this and not revoked is flagged for rotation.
+    pub max_credential_age_days: u32,
     /// The Ed25519 private key (PKCS#8 PEM from `auditwarden keygen`; a file or a systemd
     /// credential) that signs each run's manifest. `None`: runs are unsigned. The path only: the
     /// key is read when a run is signed, never printed.
     pub signing_key_file: Option<PathBuf>,
 }
 
-/// Every report, in every format.
+/// The user reports, in every format (`credentials` when listed).
 fn default_report_kinds() -> Vec<ReportKind> {
-    ReportKind::ALL.to_vec()
+    ReportKind::DEFAULT.to_vec()
+}
+
+/// A month's notice before a service user stops working.
+fn default_credential_warn_days() -> u32 {
+    30
+}
+
+/// The common yearly rotation of API keys and certificates.
+fn default_max_credential_age_days() -> u32 {
+    365
 }
 
 fn default_report_formats() -> Vec<ReportFormat> {
@@ -66,6 +82,8 @@ impl ReportSettings {
             time_zone: chrono_tz::UTC,
             retention_days: default_report_retention_days(),
             dormant_days: default_dormant_days(),
+            credential_warn_days: default_credential_warn_days(),
+            max_credential_age_days: default_max_credential_age_days(),
             signing_key_file: None,
         }
     }
@@ -132,6 +150,12 @@ pub fn report_settings(
     }
     if let Some(v) = s.integer("dormant_days", 1, 3650, problems) {
         r.dormant_days = v as u32;
+    }
+    if let Some(v) = s.integer("credential_warn_days", 1, 3650, problems) {
+        r.credential_warn_days = v as u32;
+    }
+    if let Some(v) = s.integer("max_credential_age_days", 1, 36_500, problems) {
+        r.max_credential_age_days = v as u32;
     }
     if let Some(f) = s.string("signing_key_file", problems) {
         if f.trim().is_empty() {

@@ -47,7 +47,7 @@ impl<'a> HtmlSink<'a> {
     }
 }
 
-const CSS: &str = r#"
+pub(crate) const CSS: &str = r#"
 :root{--ink:#1d2433;--muted:#5b6478;--line:#dfe3ea;--bg:#f6f7f9;--card:#fff;--accent:#2f5fd0;--warn:#b4232a;--warnbg:#fdecec;--okbg:#e9f6ee;--ok:#1f7a45}
 *{box-sizing:border-box}
 body{margin:0;font:14px/1.45 system-ui,-apple-system,"Segoe UI",Roboto,"Noto Sans",sans-serif;color:var(--ink);background:var(--bg)}

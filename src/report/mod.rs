@@ -15,6 +15,8 @@ mod json;
 mod kinds;
 pub mod run;
 pub mod verify;
+/// The stylesheet of every HTML page auditwarden writes (the review package uses it too).
+pub(crate) use html::CSS as HTML_CSS;
 
 use std::io::Write;
 
@@ -27,6 +29,7 @@ use crate::coverage::{self, CoverageSummary};
 use crate::export::rfc3339;
 use crate::store::{Store, StoreError};
 use kinds::access_review::AccessReview;
+use kinds::credentials::Credentials;
 use kinds::dormant::Dormant;
 use kinds::invitations::Invitations;
 use kinds::role_changes::RoleChanges;
@@ -44,10 +47,20 @@ pub enum ReportKind {
     Invitations,
     /// Current users, their roles, status and last activity, as of now.
     AccessReview,
+    /// Service users' end dates, API tokens and client-auth certificates, as of now.
+    Credentials,
 }
 
 impl ReportKind {
-    pub const ALL: [ReportKind; 4] = [
+    pub const ALL: [ReportKind; 5] = [
+        ReportKind::RoleChanges,
+        ReportKind::Dormant,
+        ReportKind::Invitations,
+        ReportKind::AccessReview,
+        ReportKind::Credentials,
+    ];
+    /// The `[reports] kinds` default: the user reports (`credentials` is written when listed).
+    pub const DEFAULT: [ReportKind; 4] = [
         ReportKind::RoleChanges,
         ReportKind::Dormant,
         ReportKind::Invitations,
@@ -58,9 +71,10 @@ impl ReportKind {
     fn info(self) -> &'static Info {
         match self {
             ReportKind::RoleChanges => &<RoleChanges as Kind<17>>::INFO,
-            ReportKind::Dormant => &<Dormant as Kind<13>>::INFO,
+            ReportKind::Dormant => &<Dormant as Kind<14>>::INFO,
             ReportKind::Invitations => &<Invitations as Kind<14>>::INFO,
             ReportKind::AccessReview => &<AccessReview as Kind<13>>::INFO,
+            ReportKind::Credentials => &<Credentials as Kind<16>>::INFO,
         }
     }
 
@@ -139,6 +153,9 @@ pub struct ReportRequest<'a> {
     pub time_zone: Tz,
     pub dormant_days: u32,
     pub stale_invite_days: u32,
+    /// `[reports] credential_warn_days` and `max_credential_age_days` (the credentials report).
+    pub credential_warn_days: u32,
+    pub max_credential_age_days: u32,
 }
 
 /// The start of a calendar day in `tz` (a day that starts inside a DST gap starts when the
@@ -288,6 +305,7 @@ pub fn generate(
         ReportKind::Dormant => generate_kind(Dormant, store, req, format, out),
         ReportKind::Invitations => generate_kind(Invitations, store, req, format, out),
         ReportKind::AccessReview => generate_kind(AccessReview, store, req, format, out),
+        ReportKind::Credentials => generate_kind(Credentials, store, req, format, out),
     }
 }
 

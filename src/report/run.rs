@@ -234,6 +234,8 @@ pub fn run_scheduled(
             now,
             time_zone: settings.time_zone,
             dormant_days: settings.dormant_days,
+            credential_warn_days: settings.credential_warn_days,
+            max_credential_age_days: settings.max_credential_age_days,
             stale_invite_days,
         };
         for format in &settings.formats {

@@ -88,6 +88,8 @@ fn render(
         now: t("2026-12-01T00:00:00Z"),
         time_zone: tz,
         dormant_days: 90,
+        credential_warn_days: 30,
+        max_credential_age_days: 365,
         stale_invite_days: 14,
     };
     let mut out = Vec::new();

@@ -1625,11 +1625,11 @@ impl World {
                     UserType::Service => {
                         u.friendly_name = name.clone();
                         u.description = "Created by the simulator".into();
-                        u.end_date = Some(
+                        u.end_date = Some(req.end_date.clone().unwrap_or_else(|| {
                             ms_to_day(now + 365 * MS_PER_DAY)
                                 .format("%Y-%m-%d")
-                                .to_string(),
-                        );
+                                .to_string()
+                        }));
                     }
                 }
                 u.party = self.add_party(&id, &name);
@@ -1792,6 +1792,9 @@ pub(crate) struct CreateUser {
     pub first_name: Option<String>,
     pub last_name: Option<String>,
     pub actor_id: Option<String>,
+    /// Service users: the end date (YYYY-MM-DD); default a year from now.
+    #[serde(default)]
+    pub end_date: Option<String>,
 }
 
 fn cc_role(role: &str) -> Result<u32, WorldError> {

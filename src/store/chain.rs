@@ -25,21 +25,32 @@ pub type Hash = [u8; 32];
 pub enum ChainKind {
     Events,
     UserHistory,
+    /// Access-review campaigns: one chain per campaign (account `review-<id>`) over its
+    /// campaign, item, decision and closure rows (the `review_links` view, in link order).
+    Reviews,
 }
 
 impl ChainKind {
+    /// The chains every DigiCert account has (and report manifests record per account).
     pub const ALL: [ChainKind; 2] = [ChainKind::Events, ChainKind::UserHistory];
+    /// Every chain `verify` walks.
+    pub const EVERY: [ChainKind; 3] = [
+        ChainKind::Events,
+        ChainKind::UserHistory,
+        ChainKind::Reviews,
+    ];
 
     /// The name in `chain_heads.chain` (and the table the chain covers).
     pub fn as_str(self) -> &'static str {
         match self {
             ChainKind::Events => "events",
             ChainKind::UserHistory => "user_history",
+            ChainKind::Reviews => "reviews",
         }
     }
 
     pub fn parse(s: &str) -> Option<ChainKind> {
-        ChainKind::ALL.into_iter().find(|k| k.as_str() == s)
+        ChainKind::EVERY.into_iter().find(|k| k.as_str() == s)
     }
 }
 
@@ -163,6 +174,7 @@ impl fmt::Display for Finding {
         let what = |chain: &ChainKind| match chain {
             ChainKind::Events => "event",
             ChainKind::UserHistory => "user-history row of user",
+            ChainKind::Reviews => "review",
         };
         match self {
             Finding::BrokenLink {

@@ -1,10 +1,11 @@
 //! The store: the one interface to auditwarden's history, and the only code that issues SQL.
 //!
 //! [`Backend`] is that interface, in the domain and plain types of [`types`]; it is split by
-//! concern into [`EventStore`], [`UserStore`], [`AlertStore`], [`ChainStore`] and
-//! [`ReportStore`]. A storage backend is a module that implements them: [`sqlite`] (the embedded
-//! default) is one. Everything above this module holds a [`Store`], which owns one backend and
-//! adds the conveniences that cannot sit on a trait object (generic callbacks).
+//! concern into [`EventStore`], [`UserStore`], [`AlertStore`], [`ChainStore`], [`ReportStore`],
+//! [`CredentialStore`] and [`ReviewStore`]. A storage backend is a module that implements them:
+//! [`sqlite`] (the embedded default) is one. Everything above this module holds a [`Store`],
+//! which owns one backend and adds the conveniences that cannot sit on a trait object (generic
+//! callbacks).
 //!
 //! The invariants every backend keeps, and everything else relies on:
 //! - a page of events and the coverage it proves commit in one transaction, with the event chain's
@@ -48,6 +49,8 @@ pub enum StoreError {
     },
     /// The database is not (yet) an auditwarden database, or cannot be used as one.
     NotOurs { location: String, what: String },
+    /// What was asked for does not exist (a review campaign id).
+    NotFound { location: String, what: String },
     /// A stored row that cannot be read as what it must be (an edit behind auditwarden's back, or
     /// a bug): the table, the row and what is wrong with it.
     Corrupt {
@@ -82,7 +85,9 @@ impl fmt::Display for StoreError {
                 f,
                 "{location}: schema version {version} is newer than this auditwarden knows ({known}); upgrade auditwarden"
             ),
-            StoreError::NotOurs { location, what } => write!(f, "{location}: {what}"),
+            StoreError::NotOurs { location, what } | StoreError::NotFound { location, what } => {
+                write!(f, "{location}: {what}")
+            }
             StoreError::Corrupt {
                 location,
                 table,
@@ -334,6 +339,10 @@ pub trait ChainStore {
     /// The stored hashes at link `n` of a chain (see the SQLite backend for the exact meaning).
     fn chain_hashes_at(&self, kind: ChainKind, account: &str, n: i64) -> Result<Vec<Hash>>;
 
+    /// Whether the schema has access-review campaigns (a read-only handle on an old database
+    /// does not).
+    fn has_reviews(&self) -> Result<bool>;
+
     /// Walk every chain (of one account, if given), recompute each link and hand each finding to
     /// `found` as it is met. Streams: memory does not grow with the history.
     fn walk_chains(
@@ -363,6 +372,69 @@ pub trait ReportStore {
     ) -> Result<u64>;
 }
 
+/// The reads of the credentials report: service users and the audit events about API tokens
+/// and client-authentication certificates, streamed in report order.
+pub trait CredentialStore {
+    /// The current (not deleted) service users of `account`, with `raw`, by name then id, until
+    /// `f` says stop.
+    fn visit_service_users(&self, account: &str, f: &mut dyn FnMut(UserRow) -> bool)
+        -> Result<u64>;
+
+    /// The token and certificate events of `account`, grouped by credential, until `f` says stop.
+    fn visit_credential_events(
+        &self,
+        account: &str,
+        f: &mut dyn FnMut(CredentialEvent) -> bool,
+    ) -> Result<u64>;
+
+    /// The action of one stored event, if it is stored.
+    fn event_action(&self, account: &str, event_id: &str) -> Result<Option<String>>;
+}
+
+/// Access-review campaigns: a frozen population, decisions appended (never updated) and a
+/// closure, every row a link of the campaign's own chain (`ChainKind::Reviews`).
+pub trait ReviewStore {
+    /// Freeze a campaign's population; its id and the population's SHA-256.
+    fn create_review(&mut self, c: &NewCampaign, items: &[ReviewItem]) -> Result<(i64, String)>;
+
+    fn review_campaign(&self, id: i64) -> Result<Option<Campaign>>;
+
+    fn review_items(&self, id: i64) -> Result<Vec<ReviewItem>>;
+
+    /// Every decision in import order (the latest per item is its decision).
+    fn review_decisions(&self, id: i64) -> Result<Vec<Decision>>;
+
+    /// Append decisions (all or none); how many were new, or why the campaign refused them.
+    fn record_review_decisions(
+        &mut self,
+        id: i64,
+        decisions: &[Decision],
+    ) -> Result<std::result::Result<u64, ReviewRefusal>>;
+
+    /// Close a campaign; the head of its chain, or why it cannot be closed.
+    fn close_review(
+        &mut self,
+        id: i64,
+        closed_ms: i64,
+        decided: i64,
+        total: i64,
+    ) -> Result<std::result::Result<ChainHead, ReviewRefusal>>;
+
+    fn review_head(&self, id: i64) -> Result<ChainHead>;
+
+    /// Where this store is, as its errors name it.
+    fn location(&self) -> String;
+
+    /// The campaign, or an error naming the id that does not exist.
+    fn require_review(&self, id: i64) -> Result<Campaign> {
+        self.review_campaign(id)?
+            .ok_or_else(|| StoreError::NotFound {
+                location: self.location(),
+                what: format!("no review campaign {id}"),
+            })
+    }
+}
+
 /// Something that copies committed writes into the main database on another thread (SQLite's
 /// WAL checkpoints), so the writer seldom waits for it.
 pub trait Checkpoint: Send {
@@ -370,7 +442,16 @@ pub trait Checkpoint: Send {
 }
 
 /// A storage backend: everything the rest of auditwarden needs from a database.
-pub trait Backend: EventStore + UserStore + AlertStore + ChainStore + ReportStore + Send {
+pub trait Backend:
+    EventStore
+    + UserStore
+    + AlertStore
+    + ChainStore
+    + ReportStore
+    + CredentialStore
+    + ReviewStore
+    + Send
+{
     /// Give back memory a pass used (the daemon calls this between passes).
     fn release_memory(&self) -> Result<()> {
         Ok(())
@@ -490,6 +571,25 @@ impl Store {
             |g| self.backend.visit_user_activity(account, selection, g),
             f,
         )
+    }
+
+    /// The current service users of `account` (see [`CredentialStore::visit_service_users`]);
+    /// `f` may stop early.
+    pub fn for_each_service_user<E: From<StoreError>>(
+        &self,
+        account: &str,
+        f: impl FnMut(UserRow) -> std::result::Result<(), E>,
+    ) -> std::result::Result<u64, E> {
+        visit_with(|g| self.backend.visit_service_users(account, g), f)
+    }
+
+    /// The token and certificate events of `account`; `f` may stop early.
+    pub fn for_each_credential_event<E: From<StoreError>>(
+        &self,
+        account: &str,
+        f: impl FnMut(CredentialEvent) -> std::result::Result<(), E>,
+    ) -> std::result::Result<u64, E> {
+        visit_with(|g| self.backend.visit_credential_events(account, g), f)
     }
 
     /// [`ChainStore::walk_chains`] with any callback.

@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 
 use chrono::{DateTime, NaiveDate, Utc};
 
-use crate::alert::rules::{Grant, NewUser};
+use crate::alert::rules::{Grant, NewCredential, NewUser, ServiceUserEnd};
 use crate::api::{AuditEvent, Malformed};
 
 /// One user as stored. `raw` is empty when loaded by [`Store::load_users`] (it is only written).
@@ -155,6 +155,11 @@ pub struct UserListing {
 pub struct AlertFacts {
     pub grants: Vec<Grant>,
     pub new_users: Vec<NewUser>,
+    /// Every current service user with its end date (`credential-expiring`; keyed by user and
+    /// end date, so re-reading them raises nothing twice).
+    pub service_users: Vec<ServiceUserEnd>,
+    /// Tokens and certificates created since the last evaluation (`credential-created`).
+    pub credentials: Vec<NewCredential>,
 }
 
 /// One alert to write (ignored if its key exists already).
@@ -412,3 +417,102 @@ pub type UserHistoryEntry = (
     Option<String>,
     String,
 );
+
+/// The chain account of a campaign.
+pub fn review_chain_account(id: i64) -> String {
+    format!("review-{id}")
+}
+
+/// A campaign to start: what `review start` was asked for.
+#[derive(Debug, Clone)]
+pub struct NewCampaign {
+    pub name: String,
+    /// `privileged` or `all`.
+    pub scope: String,
+    pub accounts: Vec<String>,
+    /// Who may decide (emails); empty: anyone but the refused ones.
+    pub reviewers: Vec<String>,
+    /// YYYY-MM-DD.
+    pub due_day: Option<String>,
+    pub started_ms: i64,
+    /// The chain heads as of `started_ms`, one "chain account n hash" line each.
+    pub chain_heads: String,
+}
+
+/// A stored campaign.
+#[derive(Debug, Clone)]
+pub struct Campaign {
+    pub id: i64,
+    pub name: String,
+    pub scope: String,
+    pub accounts: Vec<String>,
+    pub reviewers: Vec<String>,
+    pub due_day: Option<String>,
+    pub started_ms: i64,
+    pub items: i64,
+    pub population_sha256: String,
+    pub chain_heads: String,
+    pub closed_ms: Option<i64>,
+}
+
+/// One frozen item: one role of one user of one account, as it stood when the campaign started.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReviewItem {
+    /// 1-based, in population order.
+    pub item_no: i64,
+    pub account: String,
+    pub user_id: String,
+    pub user_name: Option<String>,
+    pub email: Option<String>,
+    pub user_type: Option<String>,
+    pub status: String,
+    pub role: String,
+    pub privileged: bool,
+    pub last_activity_ms: Option<i64>,
+    pub activity_source: Option<String>,
+    pub dormant: bool,
+    /// How the role was granted, in words (the audit event, or the snapshot window).
+    pub granted: String,
+    pub granted_ms: Option<i64>,
+    pub granted_by_id: Option<String>,
+    pub granted_by_name: Option<String>,
+    pub granted_by_email: Option<String>,
+    pub grant_event_id: Option<String>,
+    pub grant_ip: Option<String>,
+}
+
+/// One decision on one item, as imported.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Decision {
+    pub item_no: i64,
+    /// keep | revoke | unsure
+    pub decision: String,
+    pub justification: String,
+    pub reviewer: String,
+    pub decided_ms: i64,
+    pub source_file: String,
+    pub source_sha256: String,
+}
+
+/// Why a write to a campaign was refused.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ReviewRefusal {
+    NoSuchCampaign,
+    Closed(i64),
+}
+
+/// One audit event about an API token or a client-authentication certificate.
+#[derive(Debug, Clone)]
+pub struct CredentialEvent {
+    /// `api_token` or `client_auth_certificate`.
+    pub resource_type: String,
+    pub resource_id: Option<String>,
+    pub resource_name: Option<String>,
+    pub action: String,
+    pub event_id: String,
+    pub ts_ms: i64,
+    pub actor_id: Option<String>,
+    pub actor_name: Option<String>,
+    pub ip_address: Option<String>,
+    pub status: Option<String>,
+}

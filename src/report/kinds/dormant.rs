@@ -25,6 +25,8 @@ pub(in crate::report) struct Row {
     privileged: bool,
     last_activity_ms: Option<i64>,
     last_activity_source: Option<String>,
+    /// Which kind of activity the dormancy is based on: `sign-in`, `API use` or `none`.
+    activity_basis: &'static str,
     inactive_since_ms: i64,
     /// What `inactive_since` counts from (the values of `docs/report-schema.md`).
     inactive_since_source: &'static str,
@@ -33,7 +35,7 @@ pub(in crate::report) struct Row {
     service: bool,
 }
 
-impl Kind<13> for Dormant {
+impl Kind<14> for Dormant {
     const INFO: Info = Info {
         name: "dormant",
         title: "Dormant accounts",
@@ -42,7 +44,7 @@ impl Kind<13> for Dormant {
         empty_text: "No dormant users: everyone was active within the threshold.",
     };
 
-    const COLUMNS: [ColumnDef; 13] = [
+    const COLUMNS: [ColumnDef; 14] = [
         col("account", "Account", T::Text),
         col("user_id", "User id", T::Text),
         col("user_name", "User", T::Text),
@@ -53,12 +55,13 @@ impl Kind<13> for Dormant {
         col("privileged", "Privileged", T::Bool),
         col("last_activity", "Last activity", T::Time),
         col("last_activity_source", "Activity source", T::Text),
+        col("activity_basis", "Based on", T::Text),
         col("inactive_since", "Inactive since", T::Time),
         col("inactive_since_source", "Counted from", T::Text),
         col("days_inactive", "Days inactive", T::Int),
     ];
 
-    fn cells(r: Row) -> [Cell; 13] {
+    fn cells(r: Row) -> [Cell; 14] {
         [
             Cell::Text(r.account),
             Cell::Text(r.user_id),
@@ -70,6 +73,7 @@ impl Kind<13> for Dormant {
             Cell::Bool(r.privileged),
             Cell::opt_time(r.last_activity_ms),
             Cell::opt(r.last_activity_source),
+            Cell::Text(r.activity_basis.to_string()),
             Cell::Time(r.inactive_since_ms),
             Cell::Text(r.inactive_since_source.to_string()),
             Cell::Int(r.days_inactive),
@@ -88,7 +92,8 @@ impl Kind<13> for Dormant {
             format!("dormant: no activity for at least {} days as of the report time", req.dormant_days),
             ACTIVITY_NOTE.into(),
             "a user never seen active counts from their invitation, else their creation, else the first time auditwarden saw them".into(),
-            "deleted users are left out; service users are included; privileged users (a role containing \"admin\") come first".into(),
+            "deleted users are left out; users who never signed in and service users are included; privileged users (a role containing \"admin\") come first".into(),
+            "\"Based on\" says which activity the dormancy rests on: sign-in (the latest activity is a sign-in or sign-out, or the API's last sign-in date), API use (the latest activity is another action, as a service user's token makes; service users cannot sign in) or none (never seen active)".into(),
             earliest_note(window),
         ]
     }
@@ -104,7 +109,10 @@ impl Kind<13> for Dormant {
         store.for_each_user_activity(
             account,
             UserSelection::InactiveSince(cut),
-            |r: UserActivityRow| emit(row(r, now_ms)),
+            |r: UserActivityRow| {
+                let basis = activity_basis(store, &r)?;
+                emit(row(r, now_ms, basis))
+            },
         )?;
         Ok(())
     }
@@ -113,6 +121,7 @@ impl Kind<13> for Dormant {
         Tally {
             privileged: 0,
             never_active: 0,
+            api_use: 0,
             service: 0,
             bars: bands(req.dormant_days)
                 .into_iter()
@@ -133,6 +142,9 @@ impl Kind<13> for Dormant {
         if r.service {
             t.service += 1;
         }
+        if r.activity_basis == BASIS_API {
+            t.api_use += 1;
+        }
         let band = band(t.dormant_days, r.days_inactive, never_active);
         *t.bars.entry(band).or_default() += 1;
     }
@@ -145,6 +157,7 @@ impl Kind<13> for Dormant {
                 card("Privileged and dormant", t.privileged, true),
                 card("Never active", t.never_active, false),
                 card("Service users", t.service, false),
+                card("Based on API use", t.api_use, false),
             ],
             chart: Some(Chart {
                 title: "Dormant users by days inactive".into(),
@@ -154,7 +167,39 @@ impl Kind<13> for Dormant {
     }
 }
 
-fn row(r: UserActivityRow, now_ms: i64) -> Row {
+const BASIS_SIGN_IN: &str = "sign-in";
+const BASIS_API: &str = "API use";
+const BASIS_NONE: &str = "none";
+
+/// Which kind of activity a user's last activity is: a sign-in (the API's last sign-in date, or
+/// a `login` or `logout` event), API use (any other action; always for service users, who have no sign-in),
+/// or none.
+fn activity_basis(store: &Store, r: &UserActivityRow) -> Result<&'static str, ReportError> {
+    let Some(act) = last_activity(&r.listing) else {
+        return Ok(BASIS_NONE);
+    };
+    if is_service(&r.listing.user) {
+        return Ok(BASIS_API);
+    }
+    let from_event = r
+        .listing
+        .last_event
+        .as_ref()
+        .filter(|(t, _)| *t == act.at.timestamp_millis());
+    match from_event {
+        // The API's last sign-in date is the latest activity.
+        None => Ok(BASIS_SIGN_IN),
+        Some((_, id)) => Ok(
+            match store.event_action(&r.listing.account, id)?.as_deref() {
+                // A session's events: the user signed in interactively.
+                Some("login" | "logout") => BASIS_SIGN_IN,
+                _ => BASIS_API,
+            },
+        ),
+    }
+}
+
+fn row(r: UserActivityRow, now_ms: i64, activity_basis: &'static str) -> Row {
     let act = last_activity(&r.listing);
     let u = r.listing.user;
     // The documented values (docs/report-schema.md); "never active" is what a null
@@ -182,6 +227,7 @@ fn row(r: UserActivityRow, now_ms: i64) -> Row {
         privileged: r.privileged,
         last_activity_ms,
         last_activity_source,
+        activity_basis,
         inactive_since_ms: r.inactive_since_ms,
         inactive_since_source,
         days_inactive: (now_ms - r.inactive_since_ms).max(0) / DAY_MS,
@@ -194,6 +240,7 @@ pub(in crate::report) struct Tally {
     privileged: u64,
     never_active: u64,
     service: u64,
+    api_use: u64,
     bars: BTreeMap<String, u64>,
     dormant_days: u32,
 }

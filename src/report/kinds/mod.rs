@@ -5,6 +5,7 @@
 //! below its columns, in the same order. The renderers (`csv`, `html`, `json`) know no kind.
 
 pub(super) mod access_review;
+pub(super) mod credentials;
 pub(super) mod dormant;
 pub(super) mod invitations;
 pub(super) mod role_changes;

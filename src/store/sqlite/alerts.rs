@@ -68,15 +68,15 @@ impl AlertStore for Sqlite {
         // IMMEDIATE: two processes evaluating at once serialize here instead of both reading the
         // same unseen facts.
         let tx = self.write_tx().map_err(|e| err(&path, "begin alerts", e))?;
-        let (role_mark, hist_mark): (i64, i64) = tx
+        let (role_mark, hist_mark, cred_mark): (i64, i64, i64) = tx
             .query_row(
-                "SELECT role_seq, history_seq FROM alert_scan WHERE account = ?1",
+                "SELECT role_seq, history_seq, credential_seq FROM alert_scan WHERE account = ?1",
                 params![account],
-                |r| Ok((r.get(0)?, r.get(1)?)),
+                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
             )
             .optional()
             .map_err(|e| err(&path, "alert marks", e))?
-            .unwrap_or((0, 0));
+            .unwrap_or((0, 0, 0));
         let mut facts = AlertFacts::default();
         let mut new_role_mark = role_mark;
         let mut new_hist_mark = hist_mark;
@@ -186,8 +186,11 @@ impl AlertStore for Sqlite {
                 .map_err(|e| err(&path, "history mark", e))?;
             new_hist_mark = new_hist_mark.max(max_hist.unwrap_or(0));
         }
+        let new_cred_mark =
+            super::credentials::credential_facts(&tx, account, cred_mark, &mut facts)
+                .map_err(|e| err(&path, "credential facts", e))?;
         let mut counts = AlertCounts {
-            facts: (facts.grants.len() + facts.new_users.len()) as u64,
+            facts: (facts.grants.len() + facts.new_users.len() + facts.credentials.len()) as u64,
             ..Default::default()
         };
         let alerts = {
@@ -249,10 +252,11 @@ impl AlertStore for Sqlite {
                 }
             }
             tx.execute(
-                "INSERT INTO alert_scan (account, role_seq, history_seq) VALUES (?1, ?2, ?3)
+                "INSERT INTO alert_scan (account, role_seq, history_seq, credential_seq)
+                 VALUES (?1, ?2, ?3, ?4)
                  ON CONFLICT (account) DO UPDATE SET role_seq = excluded.role_seq,
-                    history_seq = excluded.history_seq",
-                params![account, new_role_mark, new_hist_mark],
+                    history_seq = excluded.history_seq, credential_seq = excluded.credential_seq",
+                params![account, new_role_mark, new_hist_mark, new_cred_mark],
             )
             .map_err(|e| err(&path, "alert marks", e))?;
         }

@@ -58,6 +58,8 @@ pub(super) fn backfill(conn: &Connection) -> rusqlite::Result<()> {
                 "SELECT seq, account, user_id, observed_ms, after_ms, field, before, after, detail,
                     source FROM user_history WHERE seq > ?1 ORDER BY seq LIMIT ?2"
             }
+            // Review rows never predate chains: they are linked as they are written.
+            ChainKind::Reviews => continue,
         };
         let update = format!(
             "UPDATE {} SET chain_n = ?2, chain_hash = ?3 WHERE seq = ?1",
@@ -81,6 +83,7 @@ pub(super) fn backfill(conn: &Connection) -> rusqlite::Result<()> {
                             r.get::<_, Option<String>>(8)?.as_deref(),
                             &r.get::<_, String>(9)?,
                         ),
+                        ChainKind::Reviews => Vec::new(),
                     };
                     Ok((r.get(0)?, r.get(1)?, bytes))
                 })?;
@@ -117,6 +120,18 @@ impl ChainStore for Sqlite {
         self.conn
             .query_row(
                 "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'chain_heads'",
+                [],
+                |_| Ok(()),
+            )
+            .optional()
+            .map(|o| o.is_some())
+            .map_err(|e| self.err("schema", e))
+    }
+
+    fn has_reviews(&self) -> Result<bool> {
+        self.conn
+            .query_row(
+                "SELECT 1 FROM sqlite_master WHERE type = 'view' AND name = 'review_links'",
                 [],
                 |_| Ok(()),
             )
@@ -173,6 +188,10 @@ impl ChainStore for Sqlite {
                 "SELECT chain_hash FROM user_history WHERE account = ?1 AND chain_n = ?2
                  ORDER BY seq"
             }
+            ChainKind::Reviews => {
+                "SELECT chain_hash FROM review_links WHERE account = ?1 AND chain_n = ?2
+                 ORDER BY tbl, seq"
+            }
         };
         let what = format!("{} link", kind.as_str());
         let mut st = self.conn.prepare(sql).map_err(|e| self.err(&what, e))?;
@@ -197,7 +216,10 @@ impl ChainStore for Sqlite {
         found: &mut dyn FnMut(Finding),
     ) -> Result<Vec<ChainSummary>> {
         let mut summaries = Vec::new();
-        for kind in ChainKind::ALL {
+        for kind in ChainKind::EVERY {
+            if kind == ChainKind::Reviews && !self.has_reviews()? {
+                continue;
+            }
             let walks = self.walk_chain(kind, account, found)?;
             let mut recorded: HashMap<String, ChainHead> = self
                 .chain_heads(account)?
@@ -269,6 +291,12 @@ impl Sqlite {
                     before, after, detail, source
                  FROM user_history WHERE (?1 IS NULL OR account = ?1) ORDER BY seq"
             }
+            // Link order: a campaign's rows live in four tables, their positions are one sequence.
+            ChainKind::Reviews => {
+                "SELECT seq, account, chain_n, chain_hash, canonical, key
+                 FROM review_links WHERE (?1 IS NULL OR account = ?1)
+                 ORDER BY account, chain_n, tbl, seq"
+            }
         };
         let what = format!("verify {}", kind.as_str());
         let mut st = self.conn.prepare(sql).map_err(|e| self.err(&what, e))?;
@@ -282,7 +310,7 @@ impl Sqlite {
                 let n: Option<i64> = r.get(2)?;
                 let stored: Option<Hash> = r.get(3).ok().flatten();
                 let key = |r: &rusqlite::Row<'_>| -> String {
-                    let i = if kind == ChainKind::Events { 5 } else { 4 };
+                    let i = if kind == ChainKind::UserHistory { 4 } else { 5 };
                     r.get::<_, String>(i).unwrap_or_default()
                 };
                 let canonical: &[u8] = match kind {
@@ -300,6 +328,7 @@ impl Sqlite {
                         );
                         &history
                     }
+                    ChainKind::Reviews => r.get_ref(4)?.as_str()?.as_bytes(),
                 };
                 if !walks.contains_key(acc) {
                     walks.insert(

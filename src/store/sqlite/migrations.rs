@@ -224,6 +224,107 @@ pub const MIGRATIONS: &[&str] = &[
     ALTER TABLE passes ADD COLUMN rate_limited INTEGER NOT NULL DEFAULT 0;
     ALTER TABLE passes ADD COLUMN pace_rps REAL;                    -- NULL: never limited
     "#,
+    // Access-review campaigns (`auditwarden review`). A campaign
+    // freezes its population (one item per account, user and role) with the population's SHA-256
+    // and the chain heads of that moment; decisions are appended, never updated (a changed decision
+    // is a new row, the earlier one stays as history); closing appends a closure row. Every row is
+    // a link of the campaign's own chain (`chain_heads.chain = 'reviews'`, account `review-<id>`):
+    // `review_links` gives each its position and canonical bytes, for the writer and `verify`.
+    r#"
+    CREATE TABLE review_campaigns (
+        id              INTEGER PRIMARY KEY,
+        name            TEXT NOT NULL,
+        scope           TEXT NOT NULL,      -- privileged | all
+        accounts        TEXT NOT NULL,      -- account names, joined by char(31)
+        reviewers       TEXT NOT NULL,      -- allowed reviewers (emails), joined by char(31); '' = anyone
+        due_day         TEXT,               -- YYYY-MM-DD, or NULL
+        started_ms      INTEGER NOT NULL,
+        items           INTEGER NOT NULL,
+        population_sha256 TEXT NOT NULL,    -- SHA-256 of the items' canonical bytes, in order
+        chain_heads     TEXT NOT NULL,      -- "chain account n hash" lines, as of started_ms
+        chain_n         INTEGER,
+        chain_hash      BLOB
+    );
+    CREATE TABLE review_items (
+        seq             INTEGER PRIMARY KEY,
+        campaign_id     INTEGER NOT NULL REFERENCES review_campaigns (id),
+        item_no         INTEGER NOT NULL,
+        account         TEXT NOT NULL,
+        user_id         TEXT NOT NULL,
+        user_name       TEXT,
+        email           TEXT,
+        user_type       TEXT,
+        status          TEXT NOT NULL,
+        role            TEXT NOT NULL,
+        privileged      INTEGER NOT NULL,
+        last_activity_ms INTEGER,
+        activity_source TEXT,
+        dormant         INTEGER NOT NULL,
+        granted         TEXT NOT NULL,      -- how the role was granted, in words
+        granted_ms      INTEGER,            -- the audit event's time, else the observing snapshot
+        granted_by_id   TEXT,
+        granted_by_name TEXT,
+        granted_by_email TEXT,
+        grant_event_id  TEXT,
+        grant_ip        TEXT,
+        chain_n         INTEGER,
+        chain_hash      BLOB,
+        UNIQUE (campaign_id, item_no)
+    );
+    CREATE TABLE review_decisions (
+        seq             INTEGER PRIMARY KEY,
+        campaign_id     INTEGER NOT NULL REFERENCES review_campaigns (id),
+        item_no         INTEGER NOT NULL,
+        decision        TEXT NOT NULL,      -- keep | revoke | unsure
+        justification   TEXT NOT NULL,
+        reviewer        TEXT NOT NULL,
+        decided_ms      INTEGER NOT NULL,   -- when the file was imported
+        source_file     TEXT NOT NULL,      -- the imported file's name
+        source_sha256   TEXT NOT NULL,      -- and its SHA-256
+        chain_n         INTEGER,
+        chain_hash      BLOB
+    );
+    -- The current decision of an item is its latest row.
+    CREATE INDEX review_decisions_by_item ON review_decisions (campaign_id, item_no, seq);
+    CREATE TABLE review_closures (
+        campaign_id     INTEGER PRIMARY KEY REFERENCES review_campaigns (id),
+        closed_ms       INTEGER NOT NULL,
+        decided         INTEGER NOT NULL,
+        total           INTEGER NOT NULL,
+        chain_n         INTEGER,
+        chain_hash      BLOB
+    );
+    -- Every review row as a chain link: its chain (account), position, stored hash and canonical
+    -- bytes (a JSON array of its columns, computed by SQLite both when written and when verified).
+    CREATE VIEW review_links AS
+        SELECT 'campaign' AS tbl, id AS seq, 'review-' || id AS account, chain_n, chain_hash,
+            json_array('campaign', id, name, scope, accounts, reviewers, due_day, started_ms, items,
+                population_sha256, chain_heads) AS canonical,
+            'campaign ' || id AS key
+        FROM review_campaigns
+        UNION ALL
+        SELECT 'item', seq, 'review-' || campaign_id, chain_n, chain_hash,
+            json_array('item', campaign_id, item_no, account, user_id, user_name, email, user_type,
+                status, role, privileged, last_activity_ms, activity_source, dormant, granted,
+                granted_ms, granted_by_id, granted_by_name, granted_by_email, grant_event_id, grant_ip),
+            'item ' || item_no || ' (' || account || ' ' || user_id || ' ' || role || ')'
+        FROM review_items
+        UNION ALL
+        SELECT 'decision', seq, 'review-' || campaign_id, chain_n, chain_hash,
+            json_array('decision', campaign_id, item_no, decision, justification, reviewer,
+                decided_ms, source_file, source_sha256),
+            'decision on item ' || item_no || ' by ' || reviewer
+        FROM review_decisions
+        UNION ALL
+        SELECT 'closure', campaign_id, 'review-' || campaign_id, chain_n, chain_hash,
+            json_array('closure', campaign_id, closed_ms, decided, total),
+            'closure of campaign ' || campaign_id
+        FROM review_closures;
+
+    -- The credential alert rules (`credential-created`): audit events about API tokens and
+    -- client-auth certificates evaluated up to this seq.
+    ALTER TABLE alert_scan ADD COLUMN credential_seq INTEGER NOT NULL DEFAULT 0;
+    "#,
 ];
 
 /// The migration that introduces hash chains. Named so that `Store::migrate` can recognise it and

@@ -9,9 +9,11 @@
 
 mod alerts;
 mod chain;
+mod credentials;
 mod gate;
 mod migrations;
 mod reports;
+mod reviews;
 mod users;
 
 use std::collections::HashMap;
@@ -443,11 +445,27 @@ impl EventStore for Sqlite {
             )?,
             ..Default::default()
         };
+        // A read-only handle may see a schema another process has not finished upgrading yet
+        // (it never migrates): read the pace columns only where they exist.
+        let paced: bool = c
+            .query_row(
+                "SELECT COUNT(*) > 0 FROM pragma_table_info('passes') WHERE name = 'pace_rps'",
+                [],
+                |r| r.get(0),
+            )
+            .map_err(|e| self.err("schema", e))?;
+        let pace_columns = if paced {
+            "rate_limited, pace_rps"
+        } else {
+            "0, NULL"
+        };
         s.last_pass = c
             .query_row(
-                "SELECT started_ms, finished_ms, error, new_events, duplicates, quarantined,
-                    requests, retries, rate_limited, pace_rps
-                 FROM passes WHERE account = ?1 ORDER BY id DESC LIMIT 1",
+                &format!(
+                    "SELECT started_ms, finished_ms, error, new_events, duplicates, quarantined,
+                        requests, retries, {pace_columns}
+                     FROM passes WHERE account = ?1 ORDER BY id DESC LIMIT 1"
+                ),
                 params![account],
                 |r| {
                     Ok(PassRecord {
