@@ -82,13 +82,8 @@ const RULES: &[Rule] = &[
                 "checks that a stored event's raw text is JSON, to embed it verbatim: no field is read",
             ),
             (
-                "src/store/users.rs",
-                "serde_json::from_str(&roles)",
-                "a roles column the store itself wrote as a JSON array of strings",
-            ),
-            (
-                "src/store/alerts.rs",
-                "serde_json::from_str(&roles)",
+                "src/store/domain_rules.rs",
+                "serde_json::from_str(roles)",
                 "a roles column the store itself wrote as a JSON array of strings",
             ),
             (

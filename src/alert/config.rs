@@ -321,12 +321,13 @@ fn alert_rule(key: &str, t: &toml::Table, problems: &mut Vec<String>) -> Option<
     }
     let kind = kind?;
     // Rules about privilege default to the privileged roles; the others look at every role.
-    let roles = roles.unwrap_or_else(|| match kind {
-        RuleKind::PrivilegedRoleGrant | RuleKind::NewPrivilegedServiceUser => {
-            rules::default_privileged_roles()
+    let roles = match (roles, &kind) {
+        (Some(r), _) => rules::RoleScope::Listed(r),
+        (None, RuleKind::PrivilegedRoleGrant | RuleKind::NewPrivilegedServiceUser) => {
+            rules::RoleScope::Privileged
         }
-        _ => Vec::new(),
-    });
+        (None, _) => rules::RoleScope::Listed(Vec::new()),
+    };
     Some(Rule {
         name: name?,
         severity: severity?,

@@ -681,6 +681,7 @@ mod tests {
                 summary: format!("alert {i}"),
                 payload: format!("{{\"n\":{i}}}"),
                 suppressed: false,
+                role_change_seq: None,
             })
             .collect();
         store
@@ -698,7 +699,9 @@ mod tests {
     fn statuses(store: &Store) -> Vec<String> {
         let mut rows = store.list_alerts(None, 100).unwrap();
         rows.sort_by_key(|r| r.alert_id);
-        rows.into_iter().map(|r| r.status).collect()
+        rows.into_iter()
+            .map(|r| r.status.as_str().to_string())
+            .collect()
     }
 
     fn requests(r: &Mutex<Receiver>, uid: &str) -> u32 {
@@ -792,7 +795,9 @@ mod tests {
         assert_eq!(requests(&r, "aw_1"), 0);
         // Exponential to the one-hour cap: about 30 runs for a day (a 5-minute job: 288).
         assert!((24..=60).contains(&runs), "{runs} runs");
-        let listed = store.list_alerts(Some("failed"), 10).unwrap();
+        let listed = store
+            .list_alerts(Some(crate::domain::DeliveryStatus::Failed), 10)
+            .unwrap();
         assert!(
             listed.iter().all(|d| d
                 .last_error

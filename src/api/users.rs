@@ -15,60 +15,19 @@ use serde_json::Value;
 
 use super::wire::{first_char, preview, split_list, Malformed};
 
-/// A user's state, normalized (contract 1.4 and 2.2). `Unknown` keeps the raw value elsewhere.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum UserStatus {
-    Invited,
-    Active,
-    Locked,
-    Disabled,
-    Expired,
-    /// Only ever set by auditwarden (a user missing from a complete listing, or a 404).
-    Deleted,
-    /// A value the contract does not list; the raw value is kept and counted.
-    Unknown,
-}
+pub use crate::domain::UserStatus;
 
-impl UserStatus {
-    pub const ALL: [UserStatus; 7] = [
-        UserStatus::Invited,
-        UserStatus::Active,
-        UserStatus::Locked,
-        UserStatus::Disabled,
-        UserStatus::Expired,
-        UserStatus::Deleted,
-        UserStatus::Unknown,
-    ];
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            UserStatus::Invited => "invited",
-            UserStatus::Active => "active",
-            UserStatus::Locked => "locked",
-            UserStatus::Disabled => "disabled",
-            UserStatus::Expired => "expired",
-            UserStatus::Deleted => "deleted",
-            UserStatus::Unknown => "unknown",
-        }
-    }
-
-    /// The normalized name back to the status (`None` for a name that is not one).
-    pub fn from_name(s: &str) -> Option<UserStatus> {
-        UserStatus::ALL.into_iter().find(|v| v.as_str() == s)
-    }
-
-    /// Normalize a raw API status. `PENDING` (DigiCert ONE) and `invited`/`pending` (CertCentral)
-    /// are invitations not yet accepted; CertCentral's `inactive` is a disabled user.
-    pub fn from_raw(raw: &str) -> UserStatus {
-        match raw.trim().to_ascii_lowercase().as_str() {
-            "active" | "enabled" => UserStatus::Active,
-            "invited" | "pending" => UserStatus::Invited,
-            "locked" => UserStatus::Locked,
-            "disabled" | "inactive" | "deactivated" => UserStatus::Disabled,
-            "expired" => UserStatus::Expired,
-            "deleted" => UserStatus::Deleted,
-            _ => UserStatus::Unknown,
-        }
+/// Normalize a raw API status. `PENDING` (DigiCert ONE) and `invited`/`pending` (CertCentral)
+/// are invitations not yet accepted; CertCentral's `inactive` is a disabled user.
+pub fn status_from_raw(raw: &str) -> UserStatus {
+    match raw.trim().to_ascii_lowercase().as_str() {
+        "active" | "enabled" => UserStatus::Active,
+        "invited" | "pending" => UserStatus::Invited,
+        "locked" => UserStatus::Locked,
+        "disabled" | "inactive" | "deactivated" => UserStatus::Disabled,
+        "expired" => UserStatus::Expired,
+        "deleted" => UserStatus::Deleted,
+        _ => UserStatus::Unknown,
     }
 }
 
@@ -258,7 +217,7 @@ pub fn parse_user(raw: &str) -> ParsedUser {
         email: non_empty(text(v.get("email"))),
         display_name,
         user_type: non_empty(text(v.get("user_type")).or_else(|| text(v.get("type")))),
-        status: UserStatus::from_raw(&status_raw),
+        status: status_from_raw(&status_raw),
         status_raw,
         roles,
         odd_roles,

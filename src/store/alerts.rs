@@ -14,8 +14,10 @@ use std::collections::BTreeMap;
 
 use rusqlite::{params, OptionalExtension};
 
+use super::domain_rules::{parse_roles, parse_stored};
 use super::{err, Result, Store};
 use crate::alert::rules::{Grant, GrantCounter, NewUser};
+use crate::domain::{DeliveryStatus, RoleChangeKind};
 
 /// The facts the rules have not seen yet for one account.
 #[derive(Debug, Default)]
@@ -35,6 +37,8 @@ pub struct NewAlert {
     pub summary: String,
     pub payload: String,
     pub suppressed: bool,
+    /// The role change (`role_changes.seq`) it was raised on; `None` for a first sighting.
+    pub role_change_seq: Option<i64>,
 }
 
 /// What one evaluation wrote.
@@ -59,8 +63,7 @@ pub struct AlertDelivery {
     pub summary: String,
     pub payload: String,
     pub sink: Option<String>,
-    /// pending | sent | failed | suppressed
-    pub status: String,
+    pub status: DeliveryStatus,
     pub attempts: i64,
     pub last_error: Option<String>,
     pub created_ms: i64,
@@ -134,7 +137,19 @@ pub struct Deferred {
 }
 
 fn delivery_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<AlertDelivery> {
+    let delivery: Option<i64> = r.get(1)?;
+    let status: String = r.get(10)?;
+    let row = match delivery {
+        Some(d) => format!("id {d}"),
+        None => format!("of alert {}", r.get::<_, i64>(0)?),
+    };
+    let table = if delivery.is_some() {
+        "alert_deliveries"
+    } else {
+        "alerts"
+    };
     Ok(AlertDelivery {
+        status: parse_stored(DeliveryStatus::parse, &status, (10, table, &row, "status"))?,
         alert_id: r.get(0)?,
         delivery_id: r.get(1)?,
         uid: r.get(2)?,
@@ -145,7 +160,6 @@ fn delivery_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<AlertDelivery> {
         summary: r.get(7)?,
         payload: r.get(8)?,
         sink: r.get(9)?,
-        status: r.get(10)?,
         attempts: r.get(11)?,
         last_error: r.get(12)?,
         created_ms: r.get(13)?,
@@ -212,6 +226,8 @@ impl Store {
                         r.get(3)?,
                         Grant {
                             account: account.to_string(),
+                            account_kind: None,
+                            role_change_seq: Some(r.get(0)?),
                             user_id: r.get(1)?,
                             role: r.get(2)?,
                             observed_ms: r.get(4)?,
@@ -230,8 +246,14 @@ impl Store {
                     ))
                 };
                 let (seq, change, mut g) = read(r).map_err(|e| err(&path, "alert fact", e))?;
+                let change = parse_stored(
+                    RoleChangeKind::parse,
+                    &change,
+                    (3, "role_changes", &format!("seq {seq}"), "change"),
+                )
+                .map_err(|e| err(&path, "alert fact", e))?;
                 new_role_mark = new_role_mark.max(seq);
-                if change != "granted" {
+                if change != RoleChangeKind::Granted {
                     continue;
                 }
                 // Last activity before the grant: the API's sign-in time or an event as actor.
@@ -263,14 +285,17 @@ impl Store {
             let rows = st
                 .query_map(params![account, hist_mark], |r| {
                     let roles: String = r.get(4)?;
+                    let user_id: String = r.get(1)?;
+                    let roles = parse_roles(&roles, (4, "users", &format!("user {user_id:?}")))?;
                     Ok((
                         r.get::<_, i64>(0)?,
                         NewUser {
                             account: account.to_string(),
-                            user_id: r.get(1)?,
+                            account_kind: None,
+                            user_id,
                             user_name: r.get(2)?,
                             user_type: r.get(3)?,
-                            roles: serde_json::from_str(&roles).unwrap_or_default(),
+                            roles,
                             created_ms: r.get(5)?,
                             observed_ms: r.get(6)?,
                             first_sync: r.get(7)?,
@@ -316,8 +341,8 @@ impl Store {
             let mut ins = tx
                 .prepare(
                     "INSERT OR IGNORE INTO alerts (alert_key, uid, account, rule, severity, at_ms,
-                        summary, payload, suppressed, created_ms)
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
+                        summary, payload, suppressed, created_ms, role_change_seq)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
                 )
                 .map_err(|e| err(&path, "prepare alert", e))?;
             let mut del = tx
@@ -338,7 +363,8 @@ impl Store {
                         a.summary,
                         a.payload,
                         a.suppressed,
-                        now_ms
+                        now_ms,
+                        a.role_change_seq
                     ])
                     .map_err(|e| err(&path, "insert alert", e))?;
                 if n == 0 {
@@ -445,7 +471,18 @@ impl Store {
         let Some((status, next, holder, until, failing_since_ms, failed_runs)) = row else {
             return Ok(Claim::Gone);
         };
-        if status != "pending" || next.is_some_and(|t| t > now_ms) {
+        let status = parse_stored(
+            DeliveryStatus::parse,
+            &status,
+            (
+                0,
+                "alert_deliveries",
+                &format!("id {delivery_id}"),
+                "status",
+            ),
+        )
+        .map_err(|e| err(&path, "read claim", e))?;
+        if status != DeliveryStatus::Pending || next.is_some_and(|t| t > now_ms) {
             return Ok(Claim::Gone);
         }
         if let Some(h) = holder.as_deref() {
@@ -627,7 +664,11 @@ impl Store {
     }
 
     /// Alerts with their deliveries, newest first, optionally of one status.
-    pub fn list_alerts(&self, status: Option<&str>, limit: u32) -> Result<Vec<AlertDelivery>> {
+    pub fn list_alerts(
+        &self,
+        status: Option<DeliveryStatus>,
+        limit: u32,
+    ) -> Result<Vec<AlertDelivery>> {
         let mut st = self
             .conn
             .prepare(&format!(
@@ -637,7 +678,10 @@ impl Store {
             ))
             .map_err(|e| self.err("list alerts", e))?;
         let rows = st
-            .query_map(params![status, limit], delivery_from_row)
+            .query_map(
+                params![status.map(DeliveryStatus::as_str), limit],
+                delivery_from_row,
+            )
             .map_err(|e| self.err("list alerts", e))?;
         rows.collect::<rusqlite::Result<Vec<_>>>()
             .map_err(|e| self.err("list alerts", e))
@@ -728,6 +772,7 @@ mod tests {
                 summary: format!("alert {i}"),
                 payload: "{}".into(),
                 suppressed: false,
+                role_change_seq: None,
             })
             .collect();
         store
@@ -753,7 +798,7 @@ mod tests {
             .unwrap()
             .into_iter()
             .find(|d| d.delivery_id == Some(id))
-            .map(|d| d.status)
+            .map(|d| d.status.as_str().to_string())
             .unwrap()
     }
 

@@ -12,6 +12,7 @@
 
 mod alerts;
 pub mod chain;
+mod domain_rules;
 mod gate;
 mod migrations;
 mod reports;
@@ -276,8 +277,11 @@ fn ms(t: DateTime<Utc>) -> i64 {
     t.timestamp_millis()
 }
 
-fn from_ms(v: i64) -> DateTime<Utc> {
-    DateTime::from_timestamp_millis(v).unwrap_or_default()
+/// A stored millisecond timestamp, or the row reported as corrupt (never 1970).
+fn from_ms(v: i64, at: (usize, &str, &str, &str)) -> rusqlite::Result<DateTime<Utc>> {
+    let (col, table, row, column) = at;
+    DateTime::from_timestamp_millis(v)
+        .ok_or_else(|| domain_rules::corrupt(col, table, row, column, &v.to_string()))
 }
 
 impl Store {
@@ -433,6 +437,15 @@ impl Store {
                 chain::backfill(&tx)
                     .map_err(|e| err(&path, &format!("migration {n}: building hash chains"), e))?;
             }
+            if *sql == migrations::DOMAIN_RULES {
+                domain_rules::backfill(&tx).map_err(|e| {
+                    err(
+                        &path,
+                        &format!("migration {n}: storing the domain rules' results"),
+                        e,
+                    )
+                })?;
+            }
             tx.pragma_update(None, "user_version", n)
                 .map_err(|e| err(&path, "set user_version", e))?;
             tx.commit().map_err(|e| err(&path, "commit migration", e))?;
@@ -561,18 +574,22 @@ impl Store {
             .map_err(|e| self.err("read coverage", e))?;
         let mut out = Vec::new();
         for row in rows {
-            let (day, complete, total, received, read, note) =
+            let (day_text, complete, total, received, read, note) =
                 row.map_err(|e| self.err("read coverage", e))?;
-            if let Some(day) = parse_day(&day) {
-                out.push(Coverage {
-                    day,
-                    complete,
-                    server_total: total.map(|t| t as u64),
-                    received: received as u64,
-                    read_at: from_ms(read),
-                    note,
-                });
-            }
+            // An unreadable row is reported, not dropped: a dropped day would read as a gap.
+            let at = format!("({account:?}, {action_filter:?}, {day_text:?})");
+            let day = parse_day(&day_text)
+                .ok_or_else(|| domain_rules::corrupt(0, "coverage", &at, "day", &day_text))
+                .map_err(|e| self.err("read coverage", e))?;
+            out.push(Coverage {
+                day,
+                complete,
+                server_total: total.map(|t| t as u64),
+                received: received as u64,
+                read_at: from_ms(read, (4, "coverage", &at, "read_ms"))
+                    .map_err(|e| self.err("read coverage", e))?,
+                note,
+            });
         }
         Ok(out)
     }
@@ -601,8 +618,8 @@ impl Store {
                 |r| {
                     Ok(PassRecord {
                         account: account.to_string(),
-                        started: from_ms(r.get(0)?),
-                        finished: from_ms(r.get(1)?),
+                        started: from_ms(r.get(0)?, (0, "passes", "latest", "started_ms"))?,
+                        finished: from_ms(r.get(1)?, (1, "passes", "latest", "finished_ms"))?,
                         error: r.get(2)?,
                         new_events: r.get::<_, i64>(3)? as u64,
                         duplicates: r.get::<_, i64>(4)? as u64,
@@ -621,7 +638,9 @@ impl Store {
                 |r| r.get::<_, Option<i64>>(0),
             )
             .map_err(|e| self.err("last success", e))?
-            .map(from_ms);
+            .map(|t| from_ms(t, (0, "passes", "latest ok", "finished_ms")))
+            .transpose()
+            .map_err(|e| self.err("last success", e))?;
         let (first, last): (Option<String>, Option<String>) = c
             .query_row(
                 "SELECT MIN(day), MAX(day) FROM coverage WHERE account = ?1 AND complete = 1",
@@ -644,9 +663,13 @@ impl Store {
             .map_err(|e| self.err("incomplete days", e))?;
         for row in rows {
             let (d, note) = row.map_err(|e| self.err("incomplete days", e))?;
-            if let Some(d) = parse_day(&d) {
-                s.incomplete.push((d, note));
-            }
+            let day = parse_day(&d)
+                .ok_or_else(|| {
+                    let at = format!("({account:?}, {d:?})");
+                    domain_rules::corrupt(0, "coverage", &at, "day", &d)
+                })
+                .map_err(|e| self.err("incomplete days", e))?;
+            s.incomplete.push((day, note));
         }
         Ok(s)
     }
@@ -682,7 +705,10 @@ impl Store {
                 Ok(StoredEvent {
                     account: r.get(0)?,
                     id: r.get(1)?,
-                    timestamp: from_ms(r.get(2)?),
+                    timestamp: {
+                        let id: String = r.get(1)?;
+                        from_ms(r.get(2)?, (2, "events", &format!("event {id:?}"), "ts_ms"))?
+                    },
                     action: r.get(3)?,
                     resource_type: r.get(4)?,
                     resource_id: r.get(5)?,

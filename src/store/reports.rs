@@ -5,8 +5,9 @@
 
 use rusqlite::params;
 
-use super::users::{user_from_row, ACCEPT_SLACK_MS, USER_COLUMNS};
+use super::users::{user_from_row, USER_COLUMNS};
 use super::{Store, StoreError, StoredRoleChange, UserListing};
+use crate::domain::ACCEPT_SLACK_MS;
 
 /// One role change with the target user's current name and the instant the report files it
 /// under (the audit event's time, else the snapshot that observed it).
@@ -25,7 +26,7 @@ pub struct RoleChangeRow {
 #[derive(Debug, Clone)]
 pub struct UserActivityRow {
     pub listing: UserListing,
-    /// Holds a role whose code or name contains "admin" (any case).
+    /// Holds a privileged role (`domain::is_privileged`, stored with the user).
     pub privileged: bool,
     /// Last activity, else invitation, creation or first sighting: what inactivity counts from.
     pub inactive_since_ms: i64,
@@ -58,15 +59,9 @@ impl Store {
                 "SELECT rc.seq, rc.user_id, rc.role, rc.change, rc.observed_ms, rc.after_ms,
                     rc.event_id, rc.event_ms, rc.actor_id, rc.actor_name, rc.ip_address, rc.source,
                     COALESCE(u.user_name, u.display_name), COALESCE(rc.event_ms, rc.observed_ms) AS t,
-                    -- Alert rules that fired on this change: the outbox key is
-                    -- rule|account|evidence, evidence as `alert::rules::Grant::evidence_key`.
-                    (SELECT group_concat(a.rule, ';') FROM alerts a
-                        WHERE a.account = rc.account AND a.alert_key = a.rule || '|' || rc.account
-                        || '|' || CASE WHEN rc.event_id IS NOT NULL
-                            THEN 'event:' || rc.event_id || ':' || rc.user_id || ':' || rc.role
-                            ELSE 'snapshot:' || rc.user_id || ':' || rc.role || ':'
-                                || COALESCE(rc.after_ms, 0) || '..' || COALESCE(rc.observed_ms, 0)
-                            END)
+                    -- Alert rules that fired on this change: each alert names the role change
+                    -- it was raised on (`alerts.role_change_seq`, migration 8).
+                    (SELECT group_concat(a.rule, ';') FROM alerts a WHERE a.role_change_seq = rc.seq)
                  FROM role_changes rc
                  LEFT JOIN users u ON u.account = rc.account AND u.user_id = rc.user_id
                  WHERE rc.account = ?1 AND COALESCE(rc.event_ms, rc.observed_ms) >= ?2
@@ -140,7 +135,7 @@ impl Store {
         let sql = format!(
             "WITH a AS (
                 SELECT u.account AS acc, {cols}, le.ts_ms AS ev_ms, le.event_id AS ev_id,
-                    (u.roles LIKE '%admin%') AS privileged, {accept} AS accept_ev
+                    u.privileged AS privileged, {accept} AS accept_ev
                 FROM users u LEFT JOIN events le ON le.seq = (
                     SELECT e.seq FROM events e WHERE e.account = u.account
                         AND e.actor_id = u.user_id AND COALESCE(e.status, '') <> 'failure'

@@ -7,7 +7,11 @@ use std::collections::HashMap;
 use rusqlite::{params, OptionalExtension};
 
 use super::chain::{self, ChainKind};
+use super::domain_rules::{corrupt, parse_roles, parse_stored};
 use super::{err, Result, Store};
+use crate::domain::{
+    HistoryField, RoleChangeKind, RoleChangeSource, UserRunKind, UserStatus, ACCEPT_SLACK_MS,
+};
 
 /// One user as stored. `raw` is empty when loaded by [`Store::load_users`] (it is only written).
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -17,8 +21,7 @@ pub struct UserRow {
     pub email: Option<String>,
     pub display_name: Option<String>,
     pub user_type: Option<String>,
-    /// Normalized: invited | active | locked | disabled | expired | deleted | unknown.
-    pub status: String,
+    pub status: UserStatus,
     pub status_raw: String,
     /// Sorted role codes or names.
     pub roles: Vec<String>,
@@ -35,6 +38,9 @@ pub struct UserRow {
     pub accepted_at_ms: Option<i64>,
     pub deleted_ms: Option<i64>,
     pub last_seen_ms: Option<i64>,
+    /// `domain::is_privileged` of `roles` for the account's kind, stored with the row (reports
+    /// order by it in SQL). Written, not read back by [`Store::load_users`].
+    pub privileged: bool,
 }
 
 /// One observed change (or first sighting) of a user.
@@ -44,13 +50,11 @@ pub struct HistoryRow {
     pub observed_ms: i64,
     /// The previous observation: the change happened between `after_ms` and `observed_ms`.
     pub after_ms: Option<i64>,
-    /// `first_seen`, `status` or `roles`.
-    pub field: &'static str,
+    pub field: HistoryField,
     pub before: Option<String>,
     pub after: Option<String>,
     pub detail: Option<String>,
-    /// `sync` or `poll`.
-    pub source: &'static str,
+    pub source: UserRunKind,
 }
 
 /// Who changed a role, when and from where: an audit event (contract 1.3).
@@ -68,8 +72,7 @@ pub struct Evidence {
 pub struct RoleChange {
     pub user_id: String,
     pub role: String,
-    /// `granted` or `revoked`.
-    pub change: &'static str,
+    pub change: RoleChangeKind,
     /// The snapshot that showed it, and the one before (`None` when only the audit log saw it).
     pub observed_ms: Option<i64>,
     pub after_ms: Option<i64>,
@@ -82,12 +85,11 @@ pub struct StoredRoleChange {
     pub seq: i64,
     pub user_id: String,
     pub role: String,
-    pub change: String,
+    pub change: RoleChangeKind,
     pub observed_ms: Option<i64>,
     pub after_ms: Option<i64>,
     pub evidence: Option<Evidence>,
-    /// `snapshot`, `audit` or `snapshot+audit`.
-    pub source: String,
+    pub source: RoleChangeSource,
 }
 
 /// A user confirmed gone.
@@ -130,8 +132,7 @@ pub struct RoleEvent {
 #[derive(Debug, Clone)]
 pub struct UserRun {
     pub account: String,
-    /// `sync` or `poll`.
-    pub kind: &'static str,
+    pub kind: UserRunKind,
     pub started_ms: i64,
     pub finished_ms: i64,
     pub complete: bool,
@@ -151,10 +152,6 @@ pub struct UserListing {
     pub accept_event: Option<(i64, String)>,
 }
 
-/// How far the sign-in that accepted an invitation may lie outside the observed window (clock
-/// skew between DigiCert and this host).
-pub(super) const ACCEPT_SLACK_MS: i64 = 120_000;
-
 fn opt_json(roles: &[String]) -> String {
     serde_json::to_string(roles).unwrap_or_else(|_| "[]".into())
 }
@@ -164,17 +161,26 @@ pub(super) const USER_COLUMNS: &str =
     roles, created_ms, last_login_ms, container, fingerprint, first_seen_ms, updated_ms,
     invited_ms, accepted_ms, accepted_after_ms, accepted_at_ms, deleted_ms, last_seen_ms";
 
+/// A `users` row selected as [`USER_COLUMNS`] from column `at`; a status outside
+/// [`UserStatus`] or roles that are not a JSON array of strings are a corrupt row.
 pub(super) fn user_from_row(r: &rusqlite::Row<'_>, at: usize) -> rusqlite::Result<UserRow> {
+    let user_id: String = r.get(at)?;
+    let row = format!("user {user_id:?}");
     let roles: String = r.get(at + 7)?;
+    let status: String = r.get(at + 5)?;
     Ok(UserRow {
-        user_id: r.get(at)?,
+        status: parse_stored(
+            UserStatus::parse,
+            &status,
+            (at + 5, "users", &row, "status"),
+        )?,
+        roles: parse_roles(&roles, (at + 7, "users", &row))?,
+        user_id,
         user_name: r.get(at + 1)?,
         email: r.get(at + 2)?,
         display_name: r.get(at + 3)?,
         user_type: r.get(at + 4)?,
-        status: r.get(at + 5)?,
         status_raw: r.get(at + 6)?,
-        roles: serde_json::from_str(&roles).unwrap_or_default(),
         created_ms: r.get(at + 8)?,
         last_login_ms: r.get(at + 9)?,
         container: r.get(at + 10)?,
@@ -188,6 +194,7 @@ pub(super) fn user_from_row(r: &rusqlite::Row<'_>, at: usize) -> rusqlite::Resul
         accepted_at_ms: r.get(at + 17)?,
         deleted_ms: r.get(at + 18)?,
         last_seen_ms: r.get(at + 19)?,
+        privileged: false,
     })
 }
 
@@ -336,9 +343,9 @@ impl Store {
                     "INSERT INTO users (account, user_id, user_name, email, display_name, user_type,
                         status, status_raw, roles, created_ms, last_login_ms, container, raw,
                         fingerprint, first_seen_ms, updated_ms, invited_ms, accepted_ms,
-                        accepted_after_ms, accepted_at_ms, deleted_ms, last_seen_ms)
+                        accepted_after_ms, accepted_at_ms, deleted_ms, last_seen_ms, privileged)
                      VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16,
-                        ?17, ?18, ?19, ?20, ?21, ?22)
+                        ?17, ?18, ?19, ?20, ?21, ?22, ?23)
                      ON CONFLICT (account, user_id) DO UPDATE SET user_name = excluded.user_name,
                         email = excluded.email, display_name = excluded.display_name,
                         user_type = excluded.user_type, status = excluded.status,
@@ -349,7 +356,7 @@ impl Store {
                         invited_ms = excluded.invited_ms, accepted_ms = excluded.accepted_ms,
                         accepted_after_ms = excluded.accepted_after_ms,
                         accepted_at_ms = excluded.accepted_at_ms, deleted_ms = excluded.deleted_ms,
-                        last_seen_ms = excluded.last_seen_ms",
+                        last_seen_ms = excluded.last_seen_ms, privileged = excluded.privileged",
                 )
                 .map_err(|e| err(&path, "prepare user upsert", e))?;
             for u in &b.rows {
@@ -376,7 +383,8 @@ impl Store {
                         u.accepted_after_ms,
                         u.accepted_at_ms,
                         u.deleted_ms,
-                        u.last_seen_ms
+                        u.last_seen_ms,
+                        u.privileged
                     ])
                     .map_err(|e| err(&path, "upsert user", e))? as u64;
             }
@@ -413,11 +421,11 @@ impl Store {
                     &h.user_id,
                     h.observed_ms,
                     h.after_ms,
-                    h.field,
+                    h.field.as_str(),
                     h.before.as_deref(),
                     h.after.as_deref(),
                     h.detail.as_deref(),
-                    h.source,
+                    h.source.as_str(),
                 ));
                 n += hist
                     .execute(params![
@@ -542,13 +550,13 @@ impl Store {
         event_id: &str,
         user_id: &str,
         role: &str,
-        change: &str,
+        change: RoleChangeKind,
     ) -> Result<bool> {
         self.conn
             .query_row(
                 "SELECT 1 FROM role_changes WHERE account = ?1 AND event_id = ?2 AND user_id = ?3
                     AND role = ?4 AND change = ?5",
-                params![account, event_id, user_id, role, change],
+                params![account, event_id, user_id, role, change.as_str()],
                 |_| Ok(()),
             )
             .optional()
@@ -629,11 +637,11 @@ impl Store {
     }
 
     /// Start of the latest complete run of `kind` (`sync` or `poll`) of an account.
-    pub fn last_complete_user_run(&self, account: &str, kind: &str) -> Result<Option<i64>> {
+    pub fn last_complete_user_run(&self, account: &str, kind: UserRunKind) -> Result<Option<i64>> {
         self.conn
             .query_row(
                 "SELECT MAX(started_ms) FROM user_runs WHERE account = ?1 AND kind = ?2 AND complete = 1",
-                params![account, kind],
+                params![account, kind.as_str()],
                 |r| r.get(0),
             )
             .map_err(|e| self.err("last user run", e))
@@ -753,9 +761,9 @@ fn insert_role_changes(
     for c in changes {
         let ev = c.evidence.as_ref();
         let source = match (c.observed_ms.is_some(), ev.is_some()) {
-            (true, true) => "snapshot+audit",
-            (true, false) => "snapshot",
-            _ => "audit",
+            (true, true) => RoleChangeSource::SnapshotAndAudit,
+            (true, false) => RoleChangeSource::Snapshot,
+            _ => RoleChangeSource::Audit,
         };
         n += ins
             .execute(params![
@@ -783,22 +791,38 @@ pub(super) fn role_change_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<St
     let event_id: Option<String> = r.get(6)?;
     let evidence = match event_id {
         Some(event_id) => Some(Evidence {
+            // Evidence is written with its event's time: without one the row is corrupt, not 1970.
+            event_ms: r.get::<_, Option<i64>>(7)?.ok_or_else(|| {
+                let seq = r.get::<_, i64>(0).unwrap_or_default();
+                corrupt(7, "role_changes", &format!("seq {seq}"), "event_ms", "NULL")
+            })?,
             event_id,
-            event_ms: r.get::<_, Option<i64>>(7)?.unwrap_or_default(),
             actor_id: r.get(8)?,
             actor_name: r.get(9)?,
             ip_address: r.get(10)?,
         }),
         None => None,
     };
+    let seq: i64 = r.get(0)?;
+    let row = format!("seq {seq}");
+    let change: String = r.get(3)?;
+    let source: String = r.get(11)?;
     Ok(StoredRoleChange {
-        seq: r.get(0)?,
+        seq,
         user_id: r.get(1)?,
         role: r.get(2)?,
-        change: r.get(3)?,
+        change: parse_stored(
+            RoleChangeKind::parse,
+            &change,
+            (3, "role_changes", &row, "change"),
+        )?,
         observed_ms: r.get(4)?,
         after_ms: r.get(5)?,
         evidence,
-        source: r.get(11)?,
+        source: parse_stored(
+            RoleChangeSource::parse,
+            &source,
+            (11, "role_changes", &row, "source"),
+        )?,
     })
 }

@@ -750,3 +750,70 @@ fn alerts_test_sends_a_signed_test_alert() {
     let (ok, text) = run(&app, &["alerts", "test", "--sink", "nope"]);
     assert!(!ok && text.contains("no sink named"), "{text}");
 }
+
+/// A grant seen first by a snapshot (`sync-users` before the audit log was read) is alerted on
+/// with snapshot evidence; when the next `collect` attaches the audit event to that role change,
+/// the role-change report still shows it flagged by the rule (the alert refers to the role
+/// change, not to a key rebuilt from its evidence), and no second alert is written.
+#[test]
+fn a_grant_alerted_from_snapshots_stays_flagged_when_its_audit_event_arrives() {
+    let sim = Sim::start(&[
+        "--users", "20", "--events", "100", "--days", "3", "--seed", "12",
+    ]);
+    let hook = Receiver::start(Some(SECRET));
+    let app = app_with_alerts(&sim, &admin_rule(&webhook_sink("soc", &hook)));
+    run_ok(&app, &["collect"]);
+    let user = grantable(&sim).remove(0);
+    control(
+        &sim,
+        "POST",
+        &format!("/_sim/users/{user}/grant"),
+        r#"{"role":"AM_ACCOUNT_ADMIN"}"#,
+    );
+    let stdout_of = |app: &App, args: &[&str]| -> String {
+        let out = app
+            .command(args)
+            .env("HOOK_SECRET", SECRET)
+            .output()
+            .expect("run");
+        assert!(out.status.success(), "{args:?}: {out:?}");
+        String::from_utf8(out.stdout).expect("utf-8")
+    };
+    // Snapshots only: the grant's audit event is not stored yet.
+    run_ok(&app, &["sync-users"]);
+    let report = |app: &App| -> Value {
+        let out = stdout_of(app, &["report", "role-changes", "--format", "json"]);
+        let v: Value = serde_json::from_str(&out).expect("report json");
+        v["rows"]
+            .as_array()
+            .expect("rows")
+            .iter()
+            .find(|r| {
+                r["user_id"] == user.as_str()
+                    && r["role"] == "AM_ACCOUNT_ADMIN"
+                    && r["change"] == "granted"
+            })
+            .cloned()
+            .unwrap_or_else(|| panic!("no grant of AM_ACCOUNT_ADMIN to {user} in {v}"))
+    };
+    let before = report(&app);
+    assert_eq!(before["source"], "snapshot", "{before}");
+    assert_eq!(before["alert_flagged"], true, "{before}");
+    // The audit pass stores the event and the user sync attaches it to the snapshot row.
+    run_ok(&app, &["collect"]);
+    let after = report(&app);
+    assert_eq!(after["source"], "snapshot+audit", "{after}");
+    assert!(after["event_id"].is_string(), "{after}");
+    assert_eq!(after["alert_flagged"], true, "{after}");
+    assert_eq!(after["alert_rules"], serde_json::json!(["admin-grant"]));
+    // One alert for the grant, ever: listed once (one sink), delivered once.
+    let list = stdout_of(&app, &["alerts", "--format", "json"]);
+    let about_user: Vec<Value> = list
+        .lines()
+        .map(|l| serde_json::from_str::<Value>(l).expect("alert json line"))
+        .filter(|a| a["payload"]["target"]["id"] == user.as_str())
+        .collect();
+    assert_eq!(about_user.len(), 1, "{list}");
+    assert_eq!(about_user[0]["payload"]["evidence"]["kind"], "snapshot");
+    assert_eq!(ids_for(&hook.distinct(), &user).len(), 1);
+}

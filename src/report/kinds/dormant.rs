@@ -88,7 +88,7 @@ impl Kind<13> for Dormant {
             format!("dormant: no activity for at least {} days as of the report time", req.dormant_days),
             ACTIVITY_NOTE.into(),
             "a user never seen active counts from their invitation, else their creation, else the first time auditwarden saw them".into(),
-            "deleted users are left out; service users are included; privileged users (a role containing \"admin\") come first".into(),
+            "deleted users are left out; service users are included; privileged users (DigiCert ONE: a role whose code or name says \"admin\"; CertCentral: Administrator or Manager) come first".into(),
             earliest_note(window),
         ]
     }
@@ -177,7 +177,7 @@ fn row(r: UserActivityRow, now_ms: i64) -> Row {
         user_name: u.user_name,
         display_name: u.display_name,
         user_type: u.user_type,
-        status: u.status,
+        status: u.status.as_str().to_string(),
         roles: u.roles,
         privileged: r.privileged,
         last_activity_ms,
