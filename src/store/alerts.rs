@@ -17,7 +17,7 @@ use rusqlite::{params, OptionalExtension};
 use super::domain_rules::{parse_roles, parse_stored};
 use super::{err, Result, Store};
 use crate::alert::rules::{Grant, GrantCounter, NewUser};
-use crate::domain::{DeliveryStatus, RoleChangeKind};
+use crate::domain::{self, DeliveryStatus, RoleChangeKind};
 
 /// The facts the rules have not seen yet for one account.
 #[derive(Debug, Default)]
@@ -171,8 +171,9 @@ fn delivery_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<AlertDelivery> {
 }
 
 /// How long before a grant a target must have been idle to count: read per grant.
+/// Activity as `domain::is_activity` defines it: an event as actor that did not fail (`?4`).
 const ACTIVITY_SQL: &str = "SELECT MAX(ts_ms) FROM events WHERE account = ?1 AND actor_id = ?2
-    AND COALESCE(status, '') <> 'failure' AND ts_ms < ?3";
+    AND COALESCE(status, '') <> ?4 AND ts_ms < ?3";
 
 impl Store {
     /// Evaluate the rules on the account's role grants and first sightings not evaluated yet,
@@ -259,7 +260,10 @@ impl Store {
                 // Last activity before the grant: the API's sign-in time or an event as actor.
                 let at = g.at_ms().unwrap_or(now_ms);
                 let last_event: Option<i64> = activity
-                    .query_row(params![account, g.user_id, at], |r| r.get(0))
+                    .query_row(
+                        params![account, g.user_id, at, domain::FAILED_EVENT_STATUS],
+                        |r| r.get(0),
+                    )
                     .map_err(|e| err(&path, "activity", e))?;
                 let login = g.target_last_active_ms.filter(|t| *t < at);
                 g.target_last_active_ms = match (last_event, login) {

@@ -105,13 +105,15 @@ impl Store {
             .map(|c| format!("u.{}", c.trim()))
             .collect();
         let cols = cols.join(", ");
-        // The first sign-in inside the acceptance window (as `list_users` finds it).
+        // The first sign-in inside the acceptance window (`domain::acceptance_window`, as
+        // `list_users` finds it). Activity is `domain::is_activity`: not `?4` (failure).
+        // `since` is `domain::inactive_since_ms`, in SQL because reports filter and order by it.
         let accept = match selection {
             UserSelection::Invitations => {
                 "(SELECT e.event_id || char(31) || e.ts_ms FROM events e
                     WHERE u.accepted_ms IS NOT NULL AND e.account = u.account
                     AND e.actor_id = u.user_id AND e.action = 'login'
-                    AND COALESCE(e.status, '') <> 'failure'
+                    AND COALESCE(e.status, '') <> ?4
                     AND e.ts_ms BETWEEN COALESCE(u.accepted_after_ms, 0) - ?3
                         AND u.accepted_ms + ?3
                     ORDER BY e.ts_ms LIMIT 1)"
@@ -138,7 +140,7 @@ impl Store {
                     u.privileged AS privileged, {accept} AS accept_ev
                 FROM users u LEFT JOIN events le ON le.seq = (
                     SELECT e.seq FROM events e WHERE e.account = u.account
-                        AND e.actor_id = u.user_id AND COALESCE(e.status, '') <> 'failure'
+                        AND e.actor_id = u.user_id AND COALESCE(e.status, '') <> ?4
                     ORDER BY e.ts_ms DESC LIMIT 1)
                 WHERE u.account = ?1
              ), b AS (
@@ -148,7 +150,8 @@ impl Store {
                     invited_ms, created_ms, first_seen_ms) AS since
                 FROM a
              )
-             SELECT * FROM b WHERE ({filter}) AND ?2 IS NOT NULL AND ?3 IS NOT NULL ORDER BY {order}"
+             SELECT * FROM b WHERE ({filter}) AND ?2 IS NOT NULL AND ?3 IS NOT NULL
+                AND ?4 IS NOT NULL ORDER BY {order}"
         );
         let mut st = self
             .conn
@@ -159,7 +162,12 @@ impl Store {
             _ => 0,
         };
         let mut rows = st
-            .query(params![account, cut, ACCEPT_SLACK_MS])
+            .query(params![
+                account,
+                cut,
+                ACCEPT_SLACK_MS,
+                crate::domain::FAILED_EVENT_STATUS
+            ])
             .map_err(|e| self.err("user report", e))?;
         let mut n = 0;
         while let Some(r) = rows.next().map_err(|e| self.err("user report", e))? {

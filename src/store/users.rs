@@ -11,6 +11,7 @@ use super::domain_rules::{corrupt, parse_roles, parse_stored};
 use super::{err, Result, Store};
 use crate::domain::{
     HistoryField, RoleChangeKind, RoleChangeSource, UserRunKind, UserStatus, ACCEPT_SLACK_MS,
+    FAILED_EVENT_STATUS,
 };
 
 /// One user as stored. `raw` is empty when loaded by [`Store::load_users`] (it is only written).
@@ -462,12 +463,12 @@ impl Store {
                  FROM events WHERE seq > ?2 AND account = ?1
                    AND resource_type IN ('user', 'service_user') AND action IN ('create', 'update')
                    AND data IS NOT NULL AND resource_id IS NOT NULL
-                   AND COALESCE(status, 'success') <> 'failure'
+                   AND COALESCE(status, 'success') <> ?3
                  ORDER BY seq",
             )
             .map_err(|e| self.err("role events", e))?;
         let rows = st
-            .query_map(params![account, after_seq], |r| {
+            .query_map(params![account, after_seq, FAILED_EVENT_STATUS], |r| {
                 Ok(RoleEvent {
                     seq: r.get(0)?,
                     user_id: r.get(1)?,
@@ -654,11 +655,11 @@ impl Store {
             .prepare(&format!(
                 "SELECT account, {USER_COLUMNS},
                     (SELECT e.seq FROM events e WHERE e.account = users.account
-                        AND e.actor_id = users.user_id AND COALESCE(e.status, '') <> 'failure'
+                        AND e.actor_id = users.user_id AND COALESCE(e.status, '') <> ?3
                         ORDER BY e.ts_ms DESC LIMIT 1) AS last_seq,
                     (SELECT e.seq FROM events e WHERE users.accepted_ms IS NOT NULL
                         AND e.account = users.account AND e.actor_id = users.user_id
-                        AND e.action = 'login' AND COALESCE(e.status, '') <> 'failure'
+                        AND e.action = 'login' AND COALESCE(e.status, '') <> ?3
                         AND e.ts_ms BETWEEN COALESCE(users.accepted_after_ms, 0) - ?2
                             AND users.accepted_ms + ?2
                         ORDER BY e.ts_ms LIMIT 1) AS accept_seq
@@ -666,14 +667,17 @@ impl Store {
             ))
             .map_err(|e| self.err("list users", e))?;
         let rows = st
-            .query_map(params![account, ACCEPT_SLACK_MS], |r| {
-                Ok((
-                    r.get::<_, String>(0)?,
-                    user_from_row(r, 1)?,
-                    r.get::<_, Option<i64>>(21)?,
-                    r.get::<_, Option<i64>>(22)?,
-                ))
-            })
+            .query_map(
+                params![account, ACCEPT_SLACK_MS, FAILED_EVENT_STATUS],
+                |r| {
+                    Ok((
+                        r.get::<_, String>(0)?,
+                        user_from_row(r, 1)?,
+                        r.get::<_, Option<i64>>(21)?,
+                        r.get::<_, Option<i64>>(22)?,
+                    ))
+                },
+            )
             .map_err(|e| self.err("list users", e))?;
         let mut ev = self
             .conn
