@@ -120,6 +120,19 @@ const RULES: &[Rule] = &[
         ],
         home: &["src/cli.rs", "src/cli/", "src/main.rs"],
         allowed: &[],
+    },    Rule {
+        name: "DigiCert paths outside src/api/ and src/simulate/",
+        patterns: &[
+            "\"/user",
+            "\"/audit-log",
+            "\"/role",
+            "\"/account\"",
+            "\"/container",
+            "/account/api/v1",
+            "/services/v2",
+        ],
+        home: &["src/api/", "src/simulate/"],
+        allowed: &[],
     },
 ];
 
@@ -281,6 +294,10 @@ fn each_rule_flags_a_violation() {
         ("printing", "    println!(\"{rows} rows\");"),
         ("environment", "let k = std::env::var(\"KEY\");"),
         ("environment", "tokio::signal::ctrl_c().await;"),
+        (
+            "DigiCert paths",
+            "let p = client.get(\"/user\", &q, parse).await?;",
+        ),
     ];
     for (rule_name, line) in samples {
         let rule = RULES

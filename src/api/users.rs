@@ -13,6 +13,9 @@ use serde::Deserialize;
 use serde_json::value::RawValue;
 use serde_json::Value;
 
+use super::client::Client;
+use super::error::ApiError;
+use super::settings::AccountKind;
 use super::wire::{first_char, preview, split_list, Malformed};
 
 pub use crate::domain::UserStatus;
@@ -258,8 +261,105 @@ pub fn parse_role_delta(data: &str) -> Option<RoleDelta> {
     (!d.added.is_empty() || !d.removed.is_empty()).then_some(d)
 }
 
+// ---- Requests: the user endpoints' paths and paging (contract 1.4 and 2.2) ------------------
+
+/// A user-list page parser of one API.
+type ParsePage = fn(&str) -> Result<UserPage, String>;
+
+/// One user listing of an account, paged by `offset`/`limit`: DigiCert ONE lists standard and
+/// service users separately (`GET /user?user_type=...`, a bare array or the envelope),
+/// CertCentral all users at once (`GET /user`, the `page` envelope).
+#[derive(Clone, Copy)]
+pub struct UserList {
+    user_type: Option<&'static str>,
+    parse: ParsePage,
+}
+
+impl UserList {
+    /// The listings that together serve every user of an account of `kind`, in order.
+    pub fn all(kind: AccountKind) -> Vec<UserList> {
+        match kind {
+            AccountKind::DigicertOne => vec![
+                UserList {
+                    user_type: Some("standard"),
+                    parse: parse_one_user_page,
+                },
+                UserList {
+                    user_type: Some("service"),
+                    parse: parse_one_user_page,
+                },
+            ],
+            AccountKind::CertCentral => vec![UserList {
+                user_type: None,
+                parse: parse_cc_user_page,
+            }],
+        }
+    }
+
+    /// What to call it in messages: `users`, `standard users`, `service users`.
+    pub fn name(&self) -> String {
+        self.user_type
+            .map_or("users".to_string(), |t| format!("{t} users"))
+    }
+
+    /// One page: at most `limit` users from `offset`.
+    pub async fn page(
+        &self,
+        client: &Client,
+        offset: u64,
+        limit: u32,
+    ) -> Result<UserPage, ApiError> {
+        let mut query = vec![("offset", offset.to_string()), ("limit", limit.to_string())];
+        if let Some(t) = self.user_type {
+            query.push(("user_type", t.to_string()));
+        }
+        client.get("/user", &query, self.parse).await
+    }
+}
+
+/// Whether an id can be put in a URL path as it is (ids are UUIDs or integers): others are
+/// never requested.
+pub fn id_is_path_safe(id: &str) -> bool {
+    !id.is_empty()
+        && id.len() <= 128
+        && id
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+        && id != "."
+        && id != ".."
+}
+
+/// `GET /user/{id}`: the user, or `None` on 404. An id that is not [`id_is_path_safe`] is not
+/// requested (`None` would claim a 404, so it is an error).
+pub async fn fetch_user(client: &Client, id: &str) -> Result<Option<ParsedUser>, ApiError> {
+    if !id_is_path_safe(id) {
+        return Err(ApiError::UnsafeId(preview(id)));
+    }
+    match client
+        .get(&format!("/user/{id}"), &[], parse_single_user)
+        .await
+    {
+        Ok(u) => Ok(Some(u)),
+        Err(ApiError::NotFound { .. }) => Ok(None),
+        Err(e) => Err(e),
+    }
+}
+
 #[cfg(test)]
 mod tests {
+    /// Only ids fit for a URL path as they are are requested: UUIDs and integers pass; empty,
+    /// dot segments, separators, query or percent characters and overlong ids do not.
+    #[test]
+    fn only_path_safe_ids_are_requested() {
+        for ok in ["3f7c1a52-0b1e-4c7a-9d3e-0a1b2c3d4e01", "12345", "a.b_c"] {
+            assert!(id_is_path_safe(ok), "{ok}");
+        }
+        let long = "a".repeat(129);
+        for bad in ["", ".", "..", "a/b", "a?b", "%2e", "a b", long.as_str()] {
+            assert!(!id_is_path_safe(bad), "{bad}");
+        }
+    }
+
     use super::*;
 
     fn user(raw: &str) -> WireUser {

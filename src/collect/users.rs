@@ -27,7 +27,9 @@ use chrono::{DateTime, Utc};
 use tokio::task::JoinSet;
 
 use crate::api::settings::{Account, AccountKind};
-use crate::api::users::{self, ParsedUser, UserPage, UserStatus, WireUser};
+use crate::api::users::{
+    self, fetch_user, id_is_path_safe, ParsedUser, UserList, UserStatus, WireUser,
+};
 use crate::api::{ApiError, Client, Malformed};
 use crate::domain::{HistoryField, RoleChangeKind, UserRunKind};
 use crate::store::{
@@ -451,32 +453,6 @@ fn quarantine(store: &mut Store, account: &str, bad: &[Malformed]) -> Result<u64
     Ok(out.quarantined)
 }
 
-/// A user-list page parser of one API.
-type ParsePage = fn(&str) -> Result<UserPage, String>;
-
-/// Whether an id can be put in a URL path as it is (ids are UUIDs or integers).
-fn path_safe(id: &str) -> bool {
-    !id.is_empty()
-        && id.len() <= 128
-        && id
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
-        && id != "."
-        && id != ".."
-}
-
-/// `GET /user/{id}`: the user, or `None` on 404.
-async fn fetch_user(client: &Client, id: &str) -> Result<Option<ParsedUser>, ApiError> {
-    match client
-        .get(&format!("/user/{id}"), &[], users::parse_single_user)
-        .await
-    {
-        Ok(u) => Ok(Some(u)),
-        Err(ApiError::NotFound { .. }) => Ok(None),
-        Err(e) => Err(e),
-    }
-}
-
 async fn sync_account(
     store: &mut Store,
     account: &Account,
@@ -485,24 +461,17 @@ async fn sync_account(
 ) -> Result<(), UsersError> {
     let mut obs = new_observer(store, &account.name, account.kind, UserRunKind::Sync)?;
     let limit = account.collection.page_size;
-    let lists: Vec<(Option<&str>, ParsePage)> = match account.kind {
-        AccountKind::DigicertOne => vec![
-            (Some("standard"), users::parse_one_user_page),
-            (Some("service"), users::parse_one_user_page),
-        ],
-        AccountKind::CertCentral => vec![(None, users::parse_cc_user_page)],
-    };
     // Ids listed so far live in the store (a temporary table), not in memory.
     store.begin_listing()?;
     let mut listing_error = None;
     let mut unbounded: Option<String> = None;
     let max_pages = account.collection.max_pages_per_window;
-    'lists: for (user_type, parse) in lists {
+    'lists: for list in UserList::all(account.kind) {
         let mut offset = 0u64;
         let mut distinct_here = 0u64;
         let mut pages = 0u32;
         let mut first_total: Option<u64> = None;
-        let list_name = user_type.map_or("users".to_string(), |t| format!("{t} users"));
+        let list_name = list.name();
         loop {
             if pages >= max_pages {
                 unbounded = Some(format!(
@@ -511,11 +480,7 @@ async fn sync_account(
                 break 'lists;
             }
             pages += 1;
-            let mut query = vec![("offset", offset.to_string()), ("limit", limit.to_string())];
-            if let Some(t) = user_type {
-                query.push(("user_type", t.to_string()));
-            }
-            let page = match client.get("/user", &query, parse).await {
+            let page = match list.page(client, offset, limit).await {
                 Ok(p) => p,
                 Err(e) => {
                     listing_error = Some(e);
@@ -629,7 +594,7 @@ async fn sync_account(
             let mut bad = Vec::new();
             for id in missing {
                 // Confirm each one: a listing can look complete and still have skipped someone.
-                if !path_safe(&id) {
+                if !id_is_path_safe(&id) {
                     continue;
                 }
                 match fetch_user(client, &id).await? {
@@ -756,7 +721,7 @@ async fn poll_account(
         obs.load(store, &account.name, chunk.iter().map(String::as_str))?;
         let mut set = JoinSet::new();
         let mut results: Vec<(String, Result<Option<ParsedUser>, ApiError>)> = Vec::new();
-        let mut queue = chunk.iter().filter(|id| path_safe(id)).cloned();
+        let mut queue = chunk.iter().filter(|id| id_is_path_safe(id)).cloned();
         loop {
             while set.len() < POLL_CONCURRENCY {
                 let Some(id) = queue.next() else { break };
