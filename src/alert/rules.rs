@@ -8,7 +8,7 @@ use std::time::Duration;
 use chrono::{DateTime, Datelike, Timelike, Utc, Weekday};
 use chrono_tz::Tz;
 
-use crate::domain::{self, AccountKind};
+use crate::domain::{self, AccountKind, UserStatus};
 
 /// Which roles a rule looks at.
 #[derive(Debug, Clone, PartialEq)]
@@ -247,7 +247,7 @@ pub struct Grant {
     pub after_ms: Option<i64>,
     pub observed_ms: Option<i64>,
     /// The target's status now (`invited` for a pending invitation) and first sighting.
-    pub target_status: Option<String>,
+    pub target_status: Option<UserStatus>,
     pub target_first_seen_ms: Option<i64>,
     /// The target's latest activity before the grant (sign-in or event as actor).
     pub target_last_active_ms: Option<i64>,
@@ -338,7 +338,7 @@ impl Rule {
             RuleKind::DormantOrInvitedGrant { dormant_days } => {
                 let at = g.at_ms().unwrap_or_default();
                 let limit = at - i64::from(*dormant_days) * DAY_MS;
-                g.target_status.as_deref() == Some("invited")
+                g.target_status == Some(UserStatus::Invited)
                     || match g.target_last_active_ms {
                         Some(t) => t < limit,
                         // Never active: dormant if known that long.
@@ -394,7 +394,7 @@ mod tests {
             actor_id: Some("admin".into()),
             actor_name: Some("bob".into()),
             ip_address: Some("10.1.2.3".into()),
-            target_status: Some("active".into()),
+            target_status: Some(UserStatus::Active),
             target_first_seen_ms: Some(ms("2026-10-01T00:00:00Z")),
             target_last_active_ms: Some(ms("2026-11-03T00:00:00Z")),
             actor_type: Some("standard".into()),
@@ -573,7 +573,7 @@ mod tests {
         };
         assert!(fires(&r, &dormant));
         let invited = Grant {
-            target_status: Some("invited".into()),
+            target_status: Some(UserStatus::Invited),
             ..plain()
         };
         assert!(fires(&r, &invited));

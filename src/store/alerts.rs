@@ -17,7 +17,7 @@ use rusqlite::{params, OptionalExtension};
 use super::domain_rules::{parse_roles, parse_stored};
 use super::{err, Result, Store};
 use crate::alert::rules::{Grant, GrantCounter, NewUser};
-use crate::domain::{self, DeliveryStatus, RoleChangeKind};
+use crate::domain::{self, DeliveryStatus, RoleChangeKind, UserStatus};
 
 /// The facts the rules have not seen yet for one account.
 #[derive(Debug, Default)]
@@ -239,7 +239,19 @@ impl Store {
                             actor_name: r.get(9)?,
                             ip_address: r.get(10)?,
                             user_name: r.get(11)?,
-                            target_status: r.get(12)?,
+                            target_status: match r.get::<_, Option<String>>(12)? {
+                                Some(s) => Some(parse_stored(
+                                    UserStatus::parse,
+                                    &s,
+                                    (
+                                        12,
+                                        "users",
+                                        &format!("user {:?}", r.get::<_, String>(1)?),
+                                        "status",
+                                    ),
+                                )?),
+                                None => None,
+                            },
                             target_first_seen_ms: r.get(13)?,
                             target_last_active_ms: r.get(14)?,
                             actor_type: r.get(15)?,
