@@ -15,6 +15,7 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use auditwarden::api::AuditEvent;
+use auditwarden::domain::{RoleChangeKind, UserStatus};
 use auditwarden::store::{Evidence, PageWrite, RoleChange, Store, UserBatch, UserRow, WindowDone};
 use chrono::{DateTime, Utc};
 
@@ -58,7 +59,11 @@ fn fill(path: &Path, events: u64, users: u64, now_ms: i64) {
             user_name: Some(format!("user.{i}")),
             email: Some(format!("user.{i}@example.com")),
             user_type: Some(if i % 20 == 7 { "service" } else { "standard" }.into()),
-            status: if invited { "invited" } else { "active" }.into(),
+            status: if invited {
+                UserStatus::Invited
+            } else {
+                UserStatus::Active
+            },
             status_raw: if invited { "PENDING" } else { "ACTIVE" }.into(),
             roles,
             created_ms: Some(created),
@@ -84,7 +89,11 @@ fn fill(path: &Path, events: u64, users: u64, now_ms: i64) {
                 "AM_USER_MANAGER"
             }
             .into(),
-            change: if i % 2 == 0 { "granted" } else { "revoked" },
+            change: if i % 2 == 0 {
+                RoleChangeKind::Granted
+            } else {
+                RoleChangeKind::Revoked
+            },
             observed_ms: Some(t + 60_000),
             after_ms: Some(t - 3_600_000),
             evidence: Some(Evidence {

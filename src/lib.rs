@@ -3,6 +3,8 @@
 //! Layout (see `ARCHITECTURE.md` for the full map and its invariants):
 //! - [`cli`]: the command line and the dispatch of each command; the only place that prints results.
 //! - [`config`]: raw TOML to a validated [`config::Config`], once, with every problem reported.
+//! - [`domain`]: the leaf vocabulary: closed enums of stored states and the rules (privileged,
+//!   activity, dormancy, acceptance window, fingerprints), once.
 //! - [`api`]: the only code that knows DigiCert's JSON: HTTP client, retries, throttle, wire parsing.
 //! - [`store`]: the one interface to the history (`Backend`), and the only code that issues SQL;
 //!   SQLite is one backend behind it.
@@ -32,6 +34,7 @@ pub mod config;
 pub mod coverage;
 pub mod daemon;
 pub mod demo;
+pub mod domain;
 pub mod export;
 pub mod logging;
 pub mod pass;

@@ -79,8 +79,8 @@ pub fn last_activity(l: &UserListing) -> Option<LastActivity> {
 
 fn selected(l: &UserListing, q: &UsersQuery) -> bool {
     let status_ok = match q.status {
-        Some(s) => l.user.status == s.as_str(),
-        None => l.user.status != UserStatus::Deleted.as_str(),
+        Some(s) => l.user.status == s,
+        None => l.user.status != UserStatus::Deleted,
     };
     status_ok && q.role.as_ref().is_none_or(|r| l.user.roles.contains(r))
 }
@@ -140,7 +140,7 @@ pub fn write_users(
                     .as_deref()
                     .or(u.display_name.as_deref())
                     .unwrap_or("");
-                let mut status = u.status.clone();
+                let mut status = u.status.as_str().to_string();
                 if is_stale_invite(u, q.now, q.stale_invite_days) {
                     status.push_str(" (stale)");
                 }
@@ -272,7 +272,7 @@ fn printable(s: &str) -> String {
 pub fn print_user_summaries(out: &mut dyn Write, summaries: &[UserSummary]) -> std::io::Result<()> {
     for s in summaries {
         let secs = (s.finished - s.started).num_milliseconds() as f64 / 1000.0;
-        let what = if s.kind == "sync" {
+        let what = if s.kind == crate::domain::UserRunKind::Sync {
             "users"
         } else {
             "invitations"
@@ -282,7 +282,7 @@ pub fn print_user_summaries(out: &mut dyn Write, summaries: &[UserSummary]) -> s
             Some(e) => format!("FAILED, {}", printable(e)),
         };
         writeln!(out, "{} {what}: {head}", s.account)?;
-        if s.kind == "sync" {
+        if s.kind == crate::domain::UserRunKind::Sync {
             writeln!(
                 out,
                 "  {} listed, {} new, {} status changes, {} role changes ({} with audit evidence, {} from the audit log alone), {} deleted, {} reappeared",

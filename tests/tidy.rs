@@ -88,18 +88,8 @@ const RULES: &[Rule] = &[
                 "checks that a stored event's raw text is JSON, to embed it verbatim: no field is read",
             ),
             (
-                "src/store/sqlite/users.rs",
-                "serde_json::from_str(&roles)",
-                "a roles column the store itself wrote as a JSON array of strings",
-            ),
-            (
-                "src/store/sqlite/alerts.rs",
-                "serde_json::from_str(&roles)",
-                "a roles column the store itself wrote as a JSON array of strings",
-            ),
-            (
-                "src/store/sqlite/credentials.rs",
-                "serde_json::from_str(&roles)",
+                "src/store/sqlite/domain_rules.rs",
+                "serde_json::from_str(roles)",
                 "a roles column the store itself wrote as a JSON array of strings",
             ),
             (
@@ -135,6 +125,19 @@ const RULES: &[Rule] = &[
             "sigaction",
         ],
         home: &["src/cli.rs", "src/cli/", "src/main.rs"],
+        allowed: &[],
+    },    Rule {
+        name: "DigiCert paths outside src/api/ and src/simulate/",
+        patterns: &[
+            "\"/user",
+            "\"/audit-log",
+            "\"/role",
+            "\"/account\"",
+            "\"/container",
+            "/account/api/v1",
+            "/services/v2",
+        ],
+        home: &["src/api/", "src/simulate/"],
         allowed: &[],
     },
 ];
@@ -300,6 +303,10 @@ fn each_rule_flags_a_violation() {
         (
             "SQLite outside its backend",
             "let c = rusqlite::Connection::open(p);",
+        ),
+        (
+            "DigiCert paths",
+            "let p = client.get(\"/user\", &q, parse).await?;",
         ),
     ];
     for (rule_name, line) in samples {

@@ -328,12 +328,16 @@ fn alert_rule(key: &str, t: &toml::Table, problems: &mut Vec<String>) -> Option<
     }
     let kind = kind?;
     // Rules about privilege default to the privileged roles; the others look at every role.
-    let roles = roles.unwrap_or_else(|| match kind {
-        RuleKind::PrivilegedRoleGrant
-        | RuleKind::NewPrivilegedServiceUser
-        | RuleKind::CredentialCreated => rules::default_privileged_roles(),
-        _ => Vec::new(),
-    });
+    let roles = match (roles, &kind) {
+        (Some(r), _) => rules::RoleScope::Listed(r),
+        (
+            None,
+            RuleKind::PrivilegedRoleGrant
+            | RuleKind::NewPrivilegedServiceUser
+            | RuleKind::CredentialCreated,
+        ) => rules::RoleScope::Privileged,
+        (None, _) => rules::RoleScope::Listed(Vec::new()),
+    };
     Some(Rule {
         name: name?,
         severity: severity?,

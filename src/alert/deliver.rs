@@ -357,9 +357,12 @@ async fn run_sink(
                     tokio::time::sleep(wait).await;
                 }
             }
-            last_send = Some(Instant::now());
             attempt += 1;
-            match sinks::send(http, sink, &alert, policy.request_timeout).await {
+            let sent = sinks::send(http, sink, &alert, policy.request_timeout).await;
+            // Paced from the end of the previous request: the receiver then sees requests at
+            // least `pace` apart however long each took to arrive.
+            last_send = Some(Instant::now());
+            match sent {
                 Ok(()) => break Outcome::Sent,
                 Err(e) if !e.retryable => break Outcome::Failed(format!("attempt {attempt}: {e}")),
                 Err(e) if attempt >= policy.max_attempts => {
@@ -681,6 +684,7 @@ mod tests {
                 summary: format!("alert {i}"),
                 payload: format!("{{\"n\":{i}}}"),
                 suppressed: false,
+                role_change_seq: None,
             })
             .collect();
         store
@@ -698,7 +702,9 @@ mod tests {
     fn statuses(store: &Store) -> Vec<String> {
         let mut rows = store.list_alerts(None, 100).unwrap();
         rows.sort_by_key(|r| r.alert_id);
-        rows.into_iter().map(|r| r.status).collect()
+        rows.into_iter()
+            .map(|r| r.status.as_str().to_string())
+            .collect()
     }
 
     fn requests(r: &Mutex<Receiver>, uid: &str) -> u32 {
@@ -792,7 +798,9 @@ mod tests {
         assert_eq!(requests(&r, "aw_1"), 0);
         // Exponential to the one-hour cap: about 30 runs for a day (a 5-minute job: 288).
         assert!((24..=60).contains(&runs), "{runs} runs");
-        let listed = store.list_alerts(Some("failed"), 10).unwrap();
+        let listed = store
+            .list_alerts(Some(crate::domain::DeliveryStatus::Failed), 10)
+            .unwrap();
         assert!(
             listed.iter().all(|d| d
                 .last_error

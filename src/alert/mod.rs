@@ -29,6 +29,7 @@ use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
 
 use crate::api::settings::Account;
+use crate::domain::AccountKind;
 use crate::store::{AlertCounts, AlertFacts, NewAlert, Store, StoreError};
 use config::AlertSettings;
 use rules::{Grant, GrantCounter, NewCredential, NewUser, Rule, ServiceUserEnd};
@@ -57,7 +58,7 @@ pub fn evaluate(
         .iter()
         .map(|a| {
             let mut eval = |facts: &AlertFacts, counter: &mut dyn GrantCounter| {
-                fire(&settings.rules, facts, counter, oldest_sent, now)
+                fire(&settings.rules, a.kind, facts, counter, oldest_sent, now)
             };
             let result = store.record_alerts(&a.name, &sinks, now_ms, &mut eval);
             match &result {
@@ -77,9 +78,12 @@ pub fn evaluate(
         .collect()
 }
 
-/// Run every rule on every fact; one alert per (rule, evidence).
+/// Run every rule on every fact of an account of `kind`; one alert per (rule, evidence). An alert
+/// raised on a grant refers to its role change, so the role-change report shows it flagged
+/// whatever evidence the change gains later.
 fn fire(
     rules: &[Rule],
+    kind: AccountKind,
     facts: &AlertFacts,
     counter: &mut dyn GrantCounter,
     oldest_sent_ms: i64,
@@ -87,16 +91,26 @@ fn fire(
 ) -> Vec<NewAlert> {
     let mut out = Vec::new();
     for g in &facts.grants {
+        let g = Grant {
+            account_kind: Some(kind),
+            ..g.clone()
+        };
         for r in rules {
-            if let Some(evidence) = r.fires_on_grant(g, counter) {
-                out.push(grant_alert(r, g, &evidence, oldest_sent_ms, now));
+            if let Some(evidence) = r.fires_on_grant(&g, counter) {
+                let mut a = grant_alert(r, &g, &evidence, oldest_sent_ms, now);
+                a.role_change_seq = g.role_change_seq;
+                out.push(a);
             }
         }
     }
     for u in &facts.new_users {
+        let u = NewUser {
+            account_kind: Some(kind),
+            ..u.clone()
+        };
         for r in rules {
-            if let Some(evidence) = r.fires_on_new_user(u) {
-                out.push(new_user_alert(r, u, &evidence, oldest_sent_ms, now));
+            if let Some(evidence) = r.fires_on_new_user(&u) {
+                out.push(new_user_alert(r, &u, &evidence, oldest_sent_ms, now));
             }
         }
     }
@@ -110,7 +124,7 @@ fn fire(
     }
     for c in &facts.credentials {
         for r in rules {
-            if let Some(evidence) = r.fires_on_credential(c) {
+            if let Some(evidence) = r.fires_on_credential(Some(kind), c) {
                 out.push(credential_alert(r, c, &evidence, oldest_sent_ms, now));
             }
         }
@@ -261,6 +275,7 @@ fn new_alert(
         summary,
         payload: body.to_string(),
         suppressed,
+        role_change_seq: None,
     }
 }
 
@@ -334,7 +349,7 @@ fn new_user_alert(
     let roles: Vec<&String> = u
         .roles
         .iter()
-        .filter(|r| rule.roles.is_empty() || rule.roles.iter().any(|x| x.eq_ignore_ascii_case(r)))
+        .filter(|r| rule.role_matches(u.account_kind, r))
         .collect();
     let summary = format!(
         "[{}] {}: new service user {} on {} holds {}",

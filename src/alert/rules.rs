@@ -8,14 +8,32 @@ use std::time::Duration;
 use chrono::{DateTime, Datelike, Timelike, Utc, Weekday};
 use chrono_tz::Tz;
 
-/// The privileged roles of the default rules: DigiCert ONE account administrator, and CertCentral
-/// Administrator and Manager (contract 1.1 and 2.2).
-pub fn default_privileged_roles() -> Vec<String> {
-    vec![
-        "AM_ACCOUNT_ADMIN".into(),
-        "Administrator".into(),
-        "Manager".into(),
-    ]
+use crate::domain::{self, AccountKind, UserStatus};
+
+/// Which roles a rule looks at.
+#[derive(Debug, Clone, PartialEq)]
+pub enum RoleScope {
+    /// The privileged roles of the account's kind (`domain::is_privileged_role`, the one rule the
+    /// access review and dormant reports use too): the default of the privilege rules.
+    Privileged,
+    /// Exactly these roles (any case); empty: every role.
+    Listed(Vec<String>),
+}
+
+impl RoleScope {
+    /// Whether the scope covers `role` on an account of `kind` (`None`: not known, so either
+    /// kind's privileged roles).
+    pub fn matches(&self, kind: Option<AccountKind>, role: &str) -> bool {
+        match self {
+            RoleScope::Privileged => match kind {
+                Some(k) => domain::is_privileged_role(k, role),
+                None => domain::is_privileged_role_any_kind(role),
+            },
+            RoleScope::Listed(roles) => {
+                roles.is_empty() || roles.iter().any(|r| r.eq_ignore_ascii_case(role))
+            }
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -189,8 +207,8 @@ impl RuleKind {
 pub struct Rule {
     pub name: String,
     pub severity: Severity,
-    /// Roles the rule looks at; empty means every role.
-    pub roles: Vec<String>,
+    /// Roles the rule looks at.
+    pub roles: RoleScope,
     pub kind: RuleKind,
 }
 
@@ -200,19 +218,19 @@ pub fn default_rules() -> Vec<Rule> {
         Rule {
             name: "privileged-role-grant".into(),
             severity: Severity::High,
-            roles: default_privileged_roles(),
+            roles: RoleScope::Privileged,
             kind: RuleKind::PrivilegedRoleGrant,
         },
         Rule {
             name: "self-grant".into(),
             severity: Severity::High,
-            roles: Vec::new(),
+            roles: RoleScope::Listed(Vec::new()),
             kind: RuleKind::SelfGrant,
         },
         Rule {
             name: "off-hours-grant".into(),
             severity: Severity::Medium,
-            roles: Vec::new(),
+            roles: RoleScope::Listed(Vec::new()),
             kind: RuleKind::OffHoursGrant(BusinessHours::default()),
         },
     ]
@@ -222,6 +240,10 @@ pub fn default_rules() -> Vec<Rule> {
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Grant {
     pub account: String,
+    /// The account's kind, for the privileged roles (`None`: not known).
+    pub account_kind: Option<AccountKind>,
+    /// The role change (`role_changes.seq`) this grant is: alerts raised on it refer to it.
+    pub role_change_seq: Option<i64>,
     pub user_id: String,
     pub user_name: Option<String>,
     pub role: String,
@@ -235,7 +257,7 @@ pub struct Grant {
     pub after_ms: Option<i64>,
     pub observed_ms: Option<i64>,
     /// The target's status now (`invited` for a pending invitation) and first sighting.
-    pub target_status: Option<String>,
+    pub target_status: Option<UserStatus>,
     pub target_first_seen_ms: Option<i64>,
     /// The target's latest activity before the grant (sign-in or event as actor).
     pub target_last_active_ms: Option<i64>,
@@ -268,6 +290,8 @@ impl Grant {
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct NewUser {
     pub account: String,
+    /// The account's kind, for the privileged roles (`None`: not known).
+    pub account_kind: Option<AccountKind>,
     pub user_id: String,
     pub user_name: Option<String>,
     pub user_type: Option<String>,
@@ -322,14 +346,15 @@ impl<F: FnMut(&str, i64, i64) -> u64> GrantCounter for F {
 const DAY_MS: i64 = 86_400_000;
 
 impl Rule {
-    fn role_matches(&self, role: &str) -> bool {
-        self.roles.is_empty() || self.roles.iter().any(|r| r.eq_ignore_ascii_case(role))
+    /// Whether the rule looks at `role` on an account of `kind`.
+    pub fn role_matches(&self, kind: Option<AccountKind>, role: &str) -> bool {
+        self.roles.matches(kind, role)
     }
 
     /// Whether this rule fires on a grant; `Some(key)` replaces the evidence key when one alert
     /// stands for several grants (a burst is keyed by actor and window).
     pub fn fires_on_grant(&self, g: &Grant, counter: &mut dyn GrantCounter) -> Option<String> {
-        if !self.role_matches(&g.role) {
+        if !self.role_matches(g.account_kind, &g.role) {
             return None;
         }
         let fired = match &self.kind {
@@ -353,7 +378,7 @@ impl Rule {
             RuleKind::DormantOrInvitedGrant { dormant_days } => {
                 let at = g.at_ms().unwrap_or_default();
                 let limit = at - i64::from(*dormant_days) * DAY_MS;
-                g.target_status.as_deref() == Some("invited")
+                g.target_status == Some(UserStatus::Invited)
                     || match g.target_last_active_ms {
                         Some(t) => t < limit,
                         // Never active: dormant if known that long.
@@ -383,7 +408,7 @@ impl Rule {
         match self.kind {
             RuleKind::NewPrivilegedServiceUser => {
                 let service = u.user_type.as_deref() == Some("service");
-                let privileged = u.roles.iter().any(|r| self.role_matches(r));
+                let privileged = u.roles.iter().any(|r| self.role_matches(u.account_kind, r));
                 (service && privileged).then(|| format!("new-user:{}", u.user_id))
             }
             _ => None,
@@ -409,7 +434,11 @@ impl Rule {
 
     /// Whether this rule fires on a new API token or client-auth certificate: created by a
     /// service user, or by a user holding one of the rule's roles.
-    pub fn fires_on_credential(&self, c: &NewCredential) -> Option<String> {
+    pub fn fires_on_credential(
+        &self,
+        kind: Option<AccountKind>,
+        c: &NewCredential,
+    ) -> Option<String> {
         if self.kind != RuleKind::CredentialCreated {
             return None;
         }
@@ -417,7 +446,7 @@ impl Rule {
             .actor_type
             .as_deref()
             .is_some_and(|t| t.eq_ignore_ascii_case("service"));
-        let privileged = c.actor_roles.iter().any(|r| self.role_matches(r));
+        let privileged = c.actor_roles.iter().any(|r| self.role_matches(kind, r));
         (service || privileged).then(|| format!("event:{}", c.event_id))
     }
 }
@@ -442,7 +471,7 @@ mod tests {
             actor_id: Some("admin".into()),
             actor_name: Some("bob".into()),
             ip_address: Some("10.1.2.3".into()),
-            target_status: Some("active".into()),
+            target_status: Some(UserStatus::Active),
             target_first_seen_ms: Some(ms("2026-10-01T00:00:00Z")),
             target_last_active_ms: Some(ms("2026-11-03T00:00:00Z")),
             actor_type: Some("standard".into()),
@@ -454,7 +483,7 @@ mod tests {
         Rule {
             name: "r".into(),
             severity: Severity::High,
-            roles: roles.iter().map(|r| r.to_string()).collect(),
+            roles: RoleScope::Listed(roles.iter().map(|r| r.to_string()).collect()),
             kind,
         }
     }
@@ -465,6 +494,32 @@ mod tests {
 
     fn fires(r: &Rule, g: &Grant) -> bool {
         r.fires_on_grant(g, &mut none).is_some()
+    }
+
+    /// The default privileged-role-grant looks at the privileged roles of the account's kind,
+    /// the one rule the access review uses: a CertCentral Manager fires, a Finance Manager not.
+    #[test]
+    fn default_privileged_roles_follow_the_account_kind() {
+        let r = default_rules().remove(0);
+        assert_eq!(r.kind, RuleKind::PrivilegedRoleGrant);
+        let grant = |kind, role: &str| Grant {
+            account_kind: Some(kind),
+            role: role.into(),
+            ..plain()
+        };
+        assert!(fires(&r, &grant(AccountKind::CertCentral, "Manager")));
+        assert!(fires(&r, &grant(AccountKind::CertCentral, "Administrator")));
+        assert!(!fires(
+            &r,
+            &grant(AccountKind::CertCentral, "Finance Manager")
+        ));
+        assert!(fires(
+            &r,
+            &grant(AccountKind::DigicertOne, "AM_ACCOUNT_ADMIN")
+        ));
+        assert!(fires(&r, &grant(AccountKind::DigicertOne, "TLM_ADMIN")));
+        assert!(!fires(&r, &grant(AccountKind::DigicertOne, "AM_VIEW_ONLY")));
+        assert!(!fires(&r, &grant(AccountKind::DigicertOne, "Manager")));
     }
 
     /// privileged-role-grant fires on a listed role and not on another.
@@ -595,7 +650,7 @@ mod tests {
         };
         assert!(fires(&r, &dormant));
         let invited = Grant {
-            target_status: Some("invited".into()),
+            target_status: Some(UserStatus::Invited),
             ..plain()
         };
         assert!(fires(&r, &invited));
@@ -677,12 +732,22 @@ mod tests {
             actor_type: Some("standard".into()),
             ..Default::default()
         };
-        assert!(c.fires_on_credential(&cred).is_none());
+        assert!(c
+            .fires_on_credential(Some(AccountKind::DigicertOne), &cred)
+            .is_none());
         cred.actor_type = Some("service".into());
-        assert_eq!(c.fires_on_credential(&cred).as_deref(), Some("event:e1"));
+        assert_eq!(
+            c.fires_on_credential(Some(AccountKind::DigicertOne), &cred)
+                .as_deref(),
+            Some("event:e1")
+        );
         cred.actor_type = None;
         cred.actor_roles.push("AM_ACCOUNT_ADMIN".into());
-        assert!(c.fires_on_credential(&cred).is_some());
-        assert!(r.fires_on_credential(&cred).is_none());
+        assert!(c
+            .fires_on_credential(Some(AccountKind::DigicertOne), &cred)
+            .is_some());
+        assert!(r
+            .fires_on_credential(Some(AccountKind::DigicertOne), &cred)
+            .is_none());
     }
 }

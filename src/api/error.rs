@@ -78,6 +78,10 @@ pub enum ApiError {
     /// `ca_file`, or a proxy that refuses the tunnel. Retrying does not help.
     #[error("{0}")]
     Tls(String),
+    /// An id that cannot be put in a URL path as it is (DigiCert ids are UUIDs or integers):
+    /// never requested, so never retried.
+    #[error("the id {0} cannot be put in a URL path; not requested")]
+    UnsafeId(String),
 }
 
 fn fmt_wait(d: &Option<Duration>) -> String {
@@ -131,6 +135,7 @@ impl ApiError {
             ApiError::Exhausted { .. } => "exhausted",
             ApiError::Setup(_) => "setup",
             ApiError::Tls(_) => "tls",
+            ApiError::UnsafeId(_) => "unsafe_id",
         }
     }
 }

@@ -13,23 +13,7 @@ use url::Url;
 use crate::secret::Secret;
 use crate::settings::{read_secret, resolve, secret_from, Env, SecretSource, Section};
 
-/// Which DigiCert API an account lives on.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum AccountKind {
-    /// DigiCert ONE Account Manager, `/account/api/v1`, header `x-api-key`.
-    DigicertOne,
-    /// CertCentral Services API, `/services/v2`, header `X-DC-DEVKEY`.
-    CertCentral,
-}
-
-impl AccountKind {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            AccountKind::DigicertOne => "digicert-one",
-            AccountKind::CertCentral => "certcentral",
-        }
-    }
-}
+pub use crate::domain::AccountKind;
 
 /// One client-side rate-limit window: at most `requests` per `per_secs` seconds.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

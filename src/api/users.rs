@@ -13,62 +13,24 @@ use serde::Deserialize;
 use serde_json::value::RawValue;
 use serde_json::Value;
 
+use super::client::Client;
+use super::error::ApiError;
+use super::settings::AccountKind;
 use super::wire::{first_char, preview, split_list, Malformed};
 
-/// A user's state, normalized (contract 1.4 and 2.2). `Unknown` keeps the raw value elsewhere.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum UserStatus {
-    Invited,
-    Active,
-    Locked,
-    Disabled,
-    Expired,
-    /// Only ever set by auditwarden (a user missing from a complete listing, or a 404).
-    Deleted,
-    /// A value the contract does not list; the raw value is kept and counted.
-    Unknown,
-}
+pub use crate::domain::UserStatus;
 
-impl UserStatus {
-    pub const ALL: [UserStatus; 7] = [
-        UserStatus::Invited,
-        UserStatus::Active,
-        UserStatus::Locked,
-        UserStatus::Disabled,
-        UserStatus::Expired,
-        UserStatus::Deleted,
-        UserStatus::Unknown,
-    ];
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            UserStatus::Invited => "invited",
-            UserStatus::Active => "active",
-            UserStatus::Locked => "locked",
-            UserStatus::Disabled => "disabled",
-            UserStatus::Expired => "expired",
-            UserStatus::Deleted => "deleted",
-            UserStatus::Unknown => "unknown",
-        }
-    }
-
-    /// The normalized name back to the status (`None` for a name that is not one).
-    pub fn from_name(s: &str) -> Option<UserStatus> {
-        UserStatus::ALL.into_iter().find(|v| v.as_str() == s)
-    }
-
-    /// Normalize a raw API status. `PENDING` (DigiCert ONE) and `invited`/`pending` (CertCentral)
-    /// are invitations not yet accepted; CertCentral's `inactive` is a disabled user.
-    pub fn from_raw(raw: &str) -> UserStatus {
-        match raw.trim().to_ascii_lowercase().as_str() {
-            "active" | "enabled" => UserStatus::Active,
-            "invited" | "pending" => UserStatus::Invited,
-            "locked" => UserStatus::Locked,
-            "disabled" | "inactive" | "deactivated" => UserStatus::Disabled,
-            "expired" => UserStatus::Expired,
-            "deleted" => UserStatus::Deleted,
-            _ => UserStatus::Unknown,
-        }
+/// Normalize a raw API status. `PENDING` (DigiCert ONE) and `invited`/`pending` (CertCentral)
+/// are invitations not yet accepted; CertCentral's `inactive` is a disabled user.
+pub fn status_from_raw(raw: &str) -> UserStatus {
+    match raw.trim().to_ascii_lowercase().as_str() {
+        "active" | "enabled" => UserStatus::Active,
+        "invited" | "pending" => UserStatus::Invited,
+        "locked" => UserStatus::Locked,
+        "disabled" | "inactive" | "deactivated" => UserStatus::Disabled,
+        "expired" => UserStatus::Expired,
+        "deleted" => UserStatus::Deleted,
+        _ => UserStatus::Unknown,
     }
 }
 
@@ -258,7 +220,7 @@ pub fn parse_user(raw: &str) -> ParsedUser {
         email: non_empty(text(v.get("email"))),
         display_name,
         user_type: non_empty(text(v.get("user_type")).or_else(|| text(v.get("type")))),
-        status: UserStatus::from_raw(&status_raw),
+        status: status_from_raw(&status_raw),
         status_raw,
         roles,
         odd_roles,
@@ -314,8 +276,105 @@ pub fn service_end_date(raw: &str) -> Option<chrono::NaiveDate> {
         })
 }
 
+// ---- Requests: the user endpoints' paths and paging (contract 1.4 and 2.2) ------------------
+
+/// A user-list page parser of one API.
+type ParsePage = fn(&str) -> Result<UserPage, String>;
+
+/// One user listing of an account, paged by `offset`/`limit`: DigiCert ONE lists standard and
+/// service users separately (`GET /user?user_type=...`, a bare array or the envelope),
+/// CertCentral all users at once (`GET /user`, the `page` envelope).
+#[derive(Clone, Copy)]
+pub struct UserList {
+    user_type: Option<&'static str>,
+    parse: ParsePage,
+}
+
+impl UserList {
+    /// The listings that together serve every user of an account of `kind`, in order.
+    pub fn all(kind: AccountKind) -> Vec<UserList> {
+        match kind {
+            AccountKind::DigicertOne => vec![
+                UserList {
+                    user_type: Some("standard"),
+                    parse: parse_one_user_page,
+                },
+                UserList {
+                    user_type: Some("service"),
+                    parse: parse_one_user_page,
+                },
+            ],
+            AccountKind::CertCentral => vec![UserList {
+                user_type: None,
+                parse: parse_cc_user_page,
+            }],
+        }
+    }
+
+    /// What to call it in messages: `users`, `standard users`, `service users`.
+    pub fn name(&self) -> String {
+        self.user_type
+            .map_or("users".to_string(), |t| format!("{t} users"))
+    }
+
+    /// One page: at most `limit` users from `offset`.
+    pub async fn page(
+        &self,
+        client: &Client,
+        offset: u64,
+        limit: u32,
+    ) -> Result<UserPage, ApiError> {
+        let mut query = vec![("offset", offset.to_string()), ("limit", limit.to_string())];
+        if let Some(t) = self.user_type {
+            query.push(("user_type", t.to_string()));
+        }
+        client.get("/user", &query, self.parse).await
+    }
+}
+
+/// Whether an id can be put in a URL path as it is (ids are UUIDs or integers): others are
+/// never requested.
+pub fn id_is_path_safe(id: &str) -> bool {
+    !id.is_empty()
+        && id.len() <= 128
+        && id
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+        && id != "."
+        && id != ".."
+}
+
+/// `GET /user/{id}`: the user, or `None` on 404. An id that is not [`id_is_path_safe`] is not
+/// requested (`None` would claim a 404, so it is an error).
+pub async fn fetch_user(client: &Client, id: &str) -> Result<Option<ParsedUser>, ApiError> {
+    if !id_is_path_safe(id) {
+        return Err(ApiError::UnsafeId(preview(id)));
+    }
+    match client
+        .get(&format!("/user/{id}"), &[], parse_single_user)
+        .await
+    {
+        Ok(u) => Ok(Some(u)),
+        Err(ApiError::NotFound { .. }) => Ok(None),
+        Err(e) => Err(e),
+    }
+}
+
 #[cfg(test)]
 mod tests {
+    /// Only ids fit for a URL path as they are are requested: UUIDs and integers pass; empty,
+    /// dot segments, separators, query or percent characters and overlong ids do not.
+    #[test]
+    fn only_path_safe_ids_are_requested() {
+        for ok in ["3f7c1a52-0b1e-4c7a-9d3e-0a1b2c3d4e01", "12345", "a.b_c"] {
+            assert!(id_is_path_safe(ok), "{ok}");
+        }
+        let long = "a".repeat(129);
+        for bad in ["", ".", "..", "a/b", "a?b", "%2e", "a b", long.as_str()] {
+            assert!(!id_is_path_safe(bad), "{bad}");
+        }
+    }
+
     use super::*;
 
     fn user(raw: &str) -> WireUser {

@@ -6,6 +6,7 @@ use std::process::ExitCode;
 
 use chrono::{DateTime, SecondsFormat};
 
+use crate::domain::DeliveryStatus;
 use crate::store::Store;
 
 use super::{
@@ -68,10 +69,10 @@ pub(super) async fn alerts(cli: &Cli, args: &AlertsArgs) -> Result<ExitCode, Cli
         None => {
             let store = open_existing_db(&cfg)?;
             let status = args.status.map(|s| match s {
-                AlertStatus::Pending => "pending",
-                AlertStatus::Sent => "sent",
-                AlertStatus::Failed => "failed",
-                AlertStatus::Suppressed => "suppressed",
+                AlertStatus::Pending => DeliveryStatus::Pending,
+                AlertStatus::Sent => DeliveryStatus::Sent,
+                AlertStatus::Failed => DeliveryStatus::Failed,
+                AlertStatus::Suppressed => DeliveryStatus::Suppressed,
             });
             let rows = store.list_alerts(status, args.limit)?;
             match args.format {
@@ -86,7 +87,7 @@ pub(super) async fn alerts(cli: &Cli, args: &AlertsArgs) -> Result<ExitCode, Cli
                         let line = serde_json::json!({
                             "alert": r.alert_id, "id": r.uid, "sink": r.sink, "status": r.status,
                             "attempts": r.attempts, "last_error": r.last_error,
-                            "next_attempt": rfc(r.next_attempt_ms.filter(|_| r.status == "pending")),
+                            "next_attempt": rfc(r.next_attempt_ms.filter(|_| r.status == DeliveryStatus::Pending)),
                             "failing_since": rfc(r.failing_since_ms),
                             "payload": payload,
                         });
@@ -116,7 +117,8 @@ pub(super) async fn alerts(cli: &Cli, args: &AlertsArgs) -> Result<ExitCode, Cli
                             time,
                             printable(&r.summary)
                         )?;
-                        if let (Some(e), "failed" | "pending") = (&r.last_error, r.status.as_str())
+                        if let (Some(e), DeliveryStatus::Failed | DeliveryStatus::Pending) =
+                            (&r.last_error, r.status)
                         {
                             writeln!(out, "{:>6}  last error: {}", "", printable(e))?;
                         }
@@ -124,7 +126,8 @@ pub(super) async fn alerts(cli: &Cli, args: &AlertsArgs) -> Result<ExitCode, Cli
                             ms.and_then(DateTime::from_timestamp_millis)
                                 .map(|t| t.format("%Y-%m-%d %H:%M:%SZ").to_string())
                         };
-                        if let (Some(next), "pending") = (at(r.next_attempt_ms), r.status.as_str())
+                        if let (Some(next), DeliveryStatus::Pending) =
+                            (at(r.next_attempt_ms), r.status)
                         {
                             let since = at(r.failing_since_ms).unwrap_or_else(|| "-".into());
                             writeln!(

@@ -73,12 +73,15 @@ pub(super) fn review(cli: &Cli, cmd: &ReviewCommand) -> Result<ExitCode, CliErro
             reviewer,
         } => {
             let mut accounts = Vec::new();
+            let mut kinds = Vec::new();
             if account.is_empty() {
                 accounts.extend(cfg.accounts.iter().map(|a| a.name.clone()));
+                kinds.extend(cfg.accounts.iter().map(|a| a.kind));
             }
             for a in account {
                 let found = cfg.select_accounts(Some(a)).map_err(CliError::usage)?;
-                accounts.extend(found.into_iter().map(|a| a.name.clone()));
+                accounts.extend(found.iter().map(|a| a.name.clone()));
+                kinds.extend(found.iter().map(|a| a.kind));
             }
             let due = due
                 .as_deref()
@@ -93,6 +96,7 @@ pub(super) fn review(cli: &Cli, cmd: &ReviewCommand) -> Result<ExitCode, CliErro
                 &mut store,
                 &StartOptions {
                     accounts,
+                    kinds,
                     scope: *scope,
                     name: name.clone(),
                     due,

@@ -32,7 +32,7 @@ pub(super) fn users(cli: &Cli, args: &UsersArgs) -> Result<ExitCode, CliError> {
     }
     let status = match &args.status {
         None => None,
-        Some(st) => Some(crate::api::users::UserStatus::from_name(st).ok_or_else(|| {
+        Some(st) => Some(crate::domain::UserStatus::parse(st).ok_or_else(|| {
             CliError::usage(format!(
                 "--status {st:?} is not one of invited, active, locked, disabled, expired, deleted, unknown"
             ))

@@ -21,15 +21,17 @@
 //! a sign-in time, the moment itself) and vanished invitations.
 
 use std::collections::{HashMap, HashSet};
-use std::hash::{DefaultHasher, Hash, Hasher};
 use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
 use tokio::task::JoinSet;
 
 use crate::api::settings::{Account, AccountKind};
-use crate::api::users::{self, ParsedUser, UserPage, UserStatus, WireUser};
+use crate::api::users::{
+    self, fetch_user, id_is_path_safe, ParsedUser, UserList, UserStatus, WireUser,
+};
 use crate::api::{ApiError, Client, Malformed};
+use crate::domain::{HistoryField, RoleChangeKind, UserRunKind};
 use crate::store::{
     Deletion, HistoryRow, PageWrite, RoleChange, Store, StoreError, UserBatch, UserRow, UserRun,
 };
@@ -47,7 +49,7 @@ const MISSING_CHUNK: u32 = 500;
 pub struct UserSummary {
     pub account: String,
     /// `sync` or `poll`.
-    pub kind: &'static str,
+    pub kind: UserRunKind,
     pub error: Option<String>,
     /// Why deletions were not inferred (listing incomplete), when so.
     pub incomplete: Option<String>,
@@ -95,7 +97,7 @@ enum UsersError {
 pub async fn sync_users(store: &mut Store, accounts: &[&Account]) -> Vec<UserSummary> {
     let mut out = Vec::new();
     for a in accounts {
-        out.push(run_one(store, a, "sync", 0).await);
+        out.push(run_one(store, a, UserRunKind::Sync, 0).await);
     }
     super::release_memory(store);
     out
@@ -109,7 +111,7 @@ pub async fn poll_invites(
 ) -> Vec<UserSummary> {
     let mut out = Vec::new();
     for a in accounts {
-        out.push(run_one(store, a, "poll", stale_invite_days).await);
+        out.push(run_one(store, a, UserRunKind::Poll, stale_invite_days).await);
     }
     out
 }
@@ -117,7 +119,7 @@ pub async fn poll_invites(
 async fn run_one(
     store: &mut Store,
     account: &Account,
-    kind: &'static str,
+    kind: UserRunKind,
     stale_days: u32,
 ) -> UserSummary {
     let started = crate::clock::now();
@@ -131,7 +133,7 @@ async fn run_one(
     let result = match Client::new(account) {
         Ok(client) => {
             let client = Arc::new(client);
-            let r = if kind == "sync" {
+            let r = if kind == UserRunKind::Sync {
                 sync_account(store, account, &client, &mut s).await
             } else {
                 poll_account(store, account, &client, stale_days, &mut s).await
@@ -159,9 +161,11 @@ async fn run_one(
     }
     match &s.error {
         None => {
-            tracing::info!(event = "users_finished", account = %s.account, kind, listed = s.listed, rows = s.rows_written, requests = s.requests)
+            tracing::info!(event = "users_finished", account = %s.account, kind = kind.as_str(), listed = s.listed, rows = s.rows_written, requests = s.requests)
         }
-        Some(e) => tracing::error!(event = "users_failed", account = %s.account, kind, error = %e),
+        Some(e) => {
+            tracing::error!(event = "users_failed", account = %s.account, kind = kind.as_str(), error = %e)
+        }
     }
     s
 }
@@ -169,7 +173,9 @@ async fn run_one(
 /// Applies observations of users to what is stored, building the batches to write.
 struct Observer {
     now_ms: i64,
-    source: &'static str,
+    /// The account's kind, for the privileged rule (`domain::is_privileged`).
+    kind: AccountKind,
+    source: UserRunKind,
     /// Start of the latest complete sync and poll before this run: lower bounds of T1.
     prev_sync_ms: Option<i64>,
     prev_poll_ms: Option<i64>,
@@ -179,11 +185,7 @@ struct Observer {
 }
 
 fn fingerprint(u: &WireUser) -> i64 {
-    let mut h = DefaultHasher::new();
-    u.raw.hash(&mut h);
-    u.status_raw.hash(&mut h);
-    u.roles.hash(&mut h);
-    h.finish() as i64
+    crate::domain::user_fingerprint(&u.raw, &u.status_raw, &u.roles)
 }
 
 fn roles_text(r: &[String]) -> String {
@@ -218,7 +220,7 @@ impl Observer {
         if let Some(s) = self.prev_sync_ms {
             t = t.max(s);
         }
-        if old.status == UserStatus::Invited.as_str() {
+        if old.status == UserStatus::Invited {
             if let Some(p) = self.prev_poll_ms {
                 t = t.max(p);
             }
@@ -233,15 +235,17 @@ impl Observer {
         }
         s.odd_roles += u64::from(u.odd_roles);
         let fp = fingerprint(&u);
+        let privileged = crate::domain::is_privileged(self.kind, &u.roles);
         let now = self.now_ms;
         let status = u.status.as_str().to_string();
+        let status_now = u.status;
         let mut row = UserRow {
             user_id: u.id.clone(),
             user_name: u.user_name,
             email: u.email,
             display_name: u.display_name,
             user_type: u.user_type,
-            status: status.clone(),
+            status: status_now,
             status_raw: u.status_raw,
             roles: u.roles,
             created_ms: u.created_at.map(|t| t.timestamp_millis()),
@@ -249,6 +253,7 @@ impl Observer {
             container: u.container,
             raw: u.raw,
             fingerprint: fp,
+            privileged,
             first_seen_ms: now,
             updated_ms: now,
             ..Default::default()
@@ -262,7 +267,7 @@ impl Observer {
                 user_id: u.id.clone(),
                 observed_ms: now,
                 after_ms: None,
-                field: "first_seen",
+                field: HistoryField::FirstSeen,
                 before: None,
                 after: Some(status),
                 detail: Some(format!("roles {}", roles_text(&row.roles))),
@@ -286,7 +291,7 @@ impl Observer {
                 user_id: u.id.clone(),
                 observed_ms: now,
                 after_ms: Some(deleted),
-                field: "status",
+                field: HistoryField::Status,
                 before: Some(UserStatus::Deleted.as_str().into()),
                 after: Some(status.clone()),
                 detail: Some(format!(
@@ -301,13 +306,13 @@ impl Observer {
                 user_id: u.id.clone(),
                 observed_ms: now,
                 after_ms: Some(t1),
-                field: "status",
-                before: Some(old.status.clone()),
+                field: HistoryField::Status,
+                before: Some(old.status.as_str().into()),
                 after: Some(status.clone()),
                 detail: Some(format!("{:?} -> {:?}", old.status_raw, row.status_raw)),
                 source: self.source,
             });
-            let was_invited = old.status == UserStatus::Invited.as_str();
+            let was_invited = old.status == UserStatus::Invited;
             if was_invited && u.status == UserStatus::Active && old.accepted_ms.is_none() {
                 s.accepted += 1;
                 row.accepted_ms = Some(now);
@@ -326,7 +331,7 @@ impl Observer {
                 user_id: u.id.clone(),
                 observed_ms: now,
                 after_ms: Some(t1),
-                field: "roles",
+                field: HistoryField::Roles,
                 before: Some(roles_text(&old.roles)),
                 after: Some(roles_text(&row.roles)),
                 detail: None,
@@ -334,8 +339,10 @@ impl Observer {
             });
             let before: HashSet<&String> = old.roles.iter().collect();
             let after: HashSet<&String> = row.roles.iter().collect();
-            for (set, other, change) in [(&after, &before, "granted"), (&before, &after, "revoked")]
-            {
+            for (set, other, change) in [
+                (&after, &before, RoleChangeKind::Granted),
+                (&before, &after, RoleChangeKind::Revoked),
+            ] {
                 let mut roles: Vec<&&String> = set.difference(other).collect();
                 roles.sort();
                 for r in roles {
@@ -356,7 +363,7 @@ impl Observer {
                 user_id: u.id.clone(),
                 observed_ms: now,
                 after_ms: old.deleted_ms,
-                field: "roles",
+                field: HistoryField::Roles,
                 before: Some(roles_text(&old.roles)),
                 after: Some(roles_text(&row.roles)),
                 detail: Some("roles on reappearance".into()),
@@ -386,7 +393,7 @@ impl Observer {
         if let Some(p) = self.prev_sync_ms {
             last_seen = last_seen.max(p);
         }
-        if old.status == UserStatus::Invited.as_str() {
+        if old.status == UserStatus::Invited {
             if let Some(p) = self.prev_poll_ms {
                 last_seen = last_seen.max(p);
             }
@@ -397,8 +404,8 @@ impl Observer {
             user_id: id.to_string(),
             observed_ms: self.now_ms,
             after_ms: Some(last_seen),
-            field: "status",
-            before: Some(old.status.clone()),
+            field: HistoryField::Status,
+            before: Some(old.status.as_str().into()),
             after: Some(UserStatus::Deleted.as_str().into()),
             detail: Some(why.to_string()),
             source: self.source,
@@ -409,20 +416,22 @@ impl Observer {
             last_seen_ms: last_seen,
         });
         old.deleted_ms = Some(self.now_ms);
-        old.status = UserStatus::Deleted.as_str().into();
+        old.status = UserStatus::Deleted;
     }
 }
 
 fn new_observer(
     store: &Store,
     account: &str,
-    source: &'static str,
+    kind: AccountKind,
+    source: UserRunKind,
 ) -> Result<Observer, StoreError> {
     Ok(Observer {
         now_ms: crate::clock::now_ms(),
+        kind,
         source,
-        prev_sync_ms: store.last_complete_user_run(account, "sync")?,
-        prev_poll_ms: store.last_complete_user_run(account, "poll")?,
+        prev_sync_ms: store.last_complete_user_run(account, UserRunKind::Sync)?,
+        prev_poll_ms: store.last_complete_user_run(account, UserRunKind::Poll)?,
         known: HashMap::new(),
     })
 }
@@ -444,58 +453,25 @@ fn quarantine(store: &mut Store, account: &str, bad: &[Malformed]) -> Result<u64
     Ok(out.quarantined)
 }
 
-/// A user-list page parser of one API.
-type ParsePage = fn(&str) -> Result<UserPage, String>;
-
-/// Whether an id can be put in a URL path as it is (ids are UUIDs or integers).
-fn path_safe(id: &str) -> bool {
-    !id.is_empty()
-        && id.len() <= 128
-        && id
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
-        && id != "."
-        && id != ".."
-}
-
-/// `GET /user/{id}`: the user, or `None` on 404.
-async fn fetch_user(client: &Client, id: &str) -> Result<Option<ParsedUser>, ApiError> {
-    match client
-        .get(&format!("/user/{id}"), &[], users::parse_single_user)
-        .await
-    {
-        Ok(u) => Ok(Some(u)),
-        Err(ApiError::NotFound { .. }) => Ok(None),
-        Err(e) => Err(e),
-    }
-}
-
 async fn sync_account(
     store: &mut Store,
     account: &Account,
     client: &Arc<Client>,
     s: &mut UserSummary,
 ) -> Result<(), UsersError> {
-    let mut obs = new_observer(store, &account.name, "sync")?;
+    let mut obs = new_observer(store, &account.name, account.kind, UserRunKind::Sync)?;
     let limit = account.collection.page_size;
-    let lists: Vec<(Option<&str>, ParsePage)> = match account.kind {
-        AccountKind::DigicertOne => vec![
-            (Some("standard"), users::parse_one_user_page),
-            (Some("service"), users::parse_one_user_page),
-        ],
-        AccountKind::CertCentral => vec![(None, users::parse_cc_user_page)],
-    };
     // Ids listed so far live in the store (a temporary table), not in memory.
     store.begin_listing()?;
     let mut listing_error = None;
     let mut unbounded: Option<String> = None;
     let max_pages = account.collection.max_pages_per_window;
-    'lists: for (user_type, parse) in lists {
+    'lists: for list in UserList::all(account.kind) {
         let mut offset = 0u64;
         let mut distinct_here = 0u64;
         let mut pages = 0u32;
         let mut first_total: Option<u64> = None;
-        let list_name = user_type.map_or("users".to_string(), |t| format!("{t} users"));
+        let list_name = list.name();
         loop {
             if pages >= max_pages {
                 unbounded = Some(format!(
@@ -504,11 +480,7 @@ async fn sync_account(
                 break 'lists;
             }
             pages += 1;
-            let mut query = vec![("offset", offset.to_string()), ("limit", limit.to_string())];
-            if let Some(t) = user_type {
-                query.push(("user_type", t.to_string()));
-            }
-            let page = match client.get("/user", &query, parse).await {
+            let page = match list.page(client, offset, limit).await {
                 Ok(p) => p,
                 Err(e) => {
                     listing_error = Some(e);
@@ -622,7 +594,7 @@ async fn sync_account(
             let mut bad = Vec::new();
             for id in missing {
                 // Confirm each one: a listing can look complete and still have skipped someone.
-                if !path_safe(&id) {
+                if !id_is_path_safe(&id) {
                     continue;
                 }
                 match fetch_user(client, &id).await? {
@@ -685,8 +657,8 @@ fn link_role_events(
         let changes = delta
             .added
             .iter()
-            .map(|r| (r, "granted"))
-            .chain(delta.removed.iter().map(|r| (r, "revoked")));
+            .map(|r| (r, RoleChangeKind::Granted))
+            .chain(delta.removed.iter().map(|r| (r, RoleChangeKind::Revoked)));
         for (role, change) in changes {
             if store.role_change_has_event(
                 name,
@@ -742,14 +714,14 @@ async fn poll_account(
     stale_days: u32,
     s: &mut UserSummary,
 ) -> Result<(), UsersError> {
-    let mut obs = new_observer(store, &account.name, "poll")?;
+    let mut obs = new_observer(store, &account.name, account.kind, UserRunKind::Poll)?;
     let invited = store.invited_user_ids(&account.name)?;
     let mut first_error = None;
     for chunk in invited.chunks(POLL_CONCURRENCY * 16) {
         obs.load(store, &account.name, chunk.iter().map(String::as_str))?;
         let mut set = JoinSet::new();
         let mut results: Vec<(String, Result<Option<ParsedUser>, ApiError>)> = Vec::new();
-        let mut queue = chunk.iter().filter(|id| path_safe(id)).cloned();
+        let mut queue = chunk.iter().filter(|id| id_is_path_safe(id)).cloned();
         loop {
             while set.len() < POLL_CONCURRENCY {
                 let Some(id) = queue.next() else { break };
@@ -811,7 +783,7 @@ async fn poll_account(
 /// Whether an invitation is stale: invited longer ago than `stale_days`.
 pub fn is_stale_invite(u: &UserRow, now: DateTime<Utc>, stale_days: u32) -> bool {
     u.deleted_ms.is_none()
-        && u.status == UserStatus::Invited.as_str()
+        && u.status == UserStatus::Invited
         && u.invited_ms.unwrap_or(u.first_seen_ms)
             < now.timestamp_millis() - i64::from(stale_days) * 86_400_000
 }
@@ -831,7 +803,8 @@ mod tests {
     fn observer(now_ms: i64) -> Observer {
         Observer {
             now_ms,
-            source: "sync",
+            kind: AccountKind::DigicertOne,
+            source: UserRunKind::Sync,
             prev_sync_ms: None,
             prev_poll_ms: None,
             known: HashMap::new(),

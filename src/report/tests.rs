@@ -31,7 +31,7 @@ fn store_with_changes(dir: &std::path::Path, instants: &[&str]) -> Store {
     batch.rows.push(UserRow {
         user_id: "u1".into(),
         user_name: Some(HOSTILE_NAME.into()),
-        status: "active".into(),
+        status: crate::domain::UserStatus::Active,
         roles: vec!["AM_ACCOUNT_ADMIN".into()],
         first_seen_ms: 0,
         updated_ms: 0,
@@ -41,7 +41,7 @@ fn store_with_changes(dir: &std::path::Path, instants: &[&str]) -> Store {
         batch.role_changes.push(RoleChange {
             user_id: "u1".into(),
             role: format!("ROLE_{i}"),
-            change: "granted",
+            change: crate::domain::RoleChangeKind::Granted,
             observed_ms: None,
             after_ms: None,
             evidence: Some(Evidence {
@@ -313,15 +313,24 @@ fn role_changes_flagged_by_alerts_say_so() {
         dir.path(),
         &["2026-06-01T12:00:00Z", "2026-06-01T13:00:00Z"],
     );
-    let c = rusqlite::Connection::open(dir.path().join("r.db")).expect("db");
-    c.execute(
-        "INSERT INTO alerts (alert_key, uid, account, rule, severity, at_ms, summary, payload,
-            suppressed, created_ms)
-         VALUES ('privileged-role-grant|acme|event:ev-0:u1:ROLE_0', 'msg_1', 'acme',
-            'privileged-role-grant', 'high', 0, 's', '{}', 0, 0)",
-        [],
-    )
-    .expect("alert");
+    // The rule engine's way in: the alert refers to the first grant's role change.
+    let mut store = store;
+    store
+        .record_alerts("acme", &[], 0, &mut |facts, _| {
+            let g = &facts.grants[0];
+            vec![crate::store::NewAlert {
+                key: "privileged-role-grant|acme|event:ev-0:u1:ROLE_0".into(),
+                uid: "msg_1".into(),
+                rule: "privileged-role-grant".into(),
+                severity: "high".into(),
+                at_ms: Some(0),
+                summary: "s".into(),
+                payload: "{}".into(),
+                suppressed: false,
+                role_change_seq: g.role_change_seq,
+            }]
+        })
+        .expect("alert");
     let period = Period::Range {
         from: t("2026-06-01T00:00:00Z"),
         to: t("2026-06-02T00:00:00Z"),

@@ -30,17 +30,10 @@ use crate::store::{NewCampaign, ReviewItem, Store, StoreError, UserSelection};
 
 const DAY_MS: i64 = 86_400_000;
 
-/// Whether a role is privileged: the predicate of the access-review, dormant and role-change
-/// reports (a role whose code or name contains "admin", any case). One function, so the project's
-/// single privileged rule can replace it in one place.
-pub fn is_privileged_role(role: &str) -> bool {
-    role.to_ascii_lowercase().contains("admin")
-}
-
 /// Which roles a campaign reviews.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum Scope {
-    /// Privileged roles only (see [`is_privileged_role`]).
+    /// Privileged roles only (`domain::is_privileged_role` of the account's kind).
     Privileged,
     /// Every role of every current user.
     All,
@@ -101,6 +94,8 @@ impl From<crate::report::ReportError> for ReviewError {
 #[derive(Debug, Clone)]
 pub struct StartOptions {
     pub accounts: Vec<String>,
+    /// The kind of each of `accounts` (the privileged roles depend on it).
+    pub kinds: Vec<crate::domain::AccountKind>,
     pub scope: Scope,
     pub name: Option<String>,
     pub due: Option<NaiveDate>,
@@ -128,7 +123,8 @@ pub fn start(
     let now_ms = now.timestamp_millis();
     let threshold_ms = i64::from(opts.dormant_days) * DAY_MS;
     let mut items = Vec::new();
-    for account in &opts.accounts {
+    for (i, account) in opts.accounts.iter().enumerate() {
+        let kind = opts.kinds.get(i).copied();
         let mut users = Vec::new();
         store.for_each_user_activity(account, UserSelection::Current, |r| {
             users.push(r);
@@ -144,7 +140,10 @@ pub fn start(
             let act = last_activity(&u.listing);
             let changes = store.role_changes(account, Some(&user.user_id))?;
             for role in &user.roles {
-                let privileged = is_privileged_role(role);
+                let privileged = match kind {
+                    Some(k) => crate::domain::is_privileged_role(k, role),
+                    None => crate::domain::is_privileged_role_any_kind(role),
+                };
                 if opts.scope == Scope::Privileged && !privileged {
                     continue;
                 }
@@ -207,7 +206,7 @@ pub fn start(
                     user_name: user.user_name.clone().or(user.display_name.clone()),
                     email: user.email.clone(),
                     user_type: user.user_type.clone(),
-                    status: user.status.clone(),
+                    status: user.status.as_str().to_string(),
                     role: role.clone(),
                     privileged,
                     last_activity_ms: act.as_ref().map(|a| a.at.timestamp_millis()),

@@ -103,6 +103,7 @@ fn outbox(mut store: Store, n: usize) -> (Store, Vec<i64>) {
             summary: format!("alert {i}"),
             payload: "{}".into(),
             suppressed: false,
+            role_change_seq: None,
         })
         .collect();
     store
@@ -128,7 +129,7 @@ fn status(store: &Store, id: i64) -> String {
         .unwrap()
         .into_iter()
         .find(|d| d.delivery_id == Some(id))
-        .map(|d| d.status)
+        .map(|d| d.status.as_str().to_string())
         .unwrap()
 }
 

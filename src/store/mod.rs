@@ -35,6 +35,7 @@ pub use chain::{ChainHead, ChainKind, ChainSummary, Finding, Hash};
 pub use types::*;
 
 use crate::alert::rules::GrantCounter;
+use crate::domain::{DeliveryStatus, RoleChangeKind, UserRunKind};
 
 /// What went wrong in the store. Every variant names the database (`location`).
 #[derive(Debug)]
@@ -55,7 +56,7 @@ pub enum StoreError {
     /// a bug): the table, the row and what is wrong with it.
     Corrupt {
         location: String,
-        table: &'static str,
+        table: String,
         row: String,
         what: String,
     },
@@ -93,7 +94,7 @@ impl fmt::Display for StoreError {
                 table,
                 row,
                 what,
-            } => write!(f, "{location}: corrupt row in {table} ({row}): {what}"),
+            } => write!(f, "{location}: corrupt row: {table} {row}: {what}"),
             StoreError::Io {
                 location,
                 what,
@@ -253,7 +254,7 @@ pub trait UserStore {
         event_id: &str,
         user_id: &str,
         role: &str,
-        change: &str,
+        change: RoleChangeKind,
     ) -> Result<bool>;
 
     /// Attach evidence to snapshot role changes, add changes seen only in the audit log, and
@@ -269,7 +270,7 @@ pub trait UserStore {
     fn record_user_run(&mut self, r: &UserRun) -> Result<()>;
 
     /// When the last complete run of `kind` ("sync" or "poll") finished.
-    fn last_complete_user_run(&self, account: &str, kind: &str) -> Result<Option<i64>>;
+    fn last_complete_user_run(&self, account: &str, kind: UserRunKind) -> Result<Option<i64>>;
 
     fn list_users(&self, account: Option<&str>) -> Result<Vec<UserListing>>;
 
@@ -323,7 +324,8 @@ pub trait AlertStore {
 
     fn alert_state_counts(&self) -> Result<Vec<(String, u64)>>;
 
-    fn list_alerts(&self, status: Option<&str>, limit: u32) -> Result<Vec<AlertDelivery>>;
+    fn list_alerts(&self, status: Option<DeliveryStatus>, limit: u32)
+        -> Result<Vec<AlertDelivery>>;
 
     fn retry_alert(&mut self, alert_id: i64, sinks: &[String], now_ms: i64) -> Result<Option<u64>>;
 }

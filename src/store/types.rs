@@ -7,6 +7,9 @@ use chrono::{DateTime, NaiveDate, Utc};
 
 use crate::alert::rules::{Grant, NewCredential, NewUser, ServiceUserEnd};
 use crate::api::{AuditEvent, Malformed};
+use crate::domain::{
+    DeliveryStatus, HistoryField, RoleChangeKind, RoleChangeSource, UserRunKind, UserStatus,
+};
 
 /// One user as stored. `raw` is empty when loaded by [`Store::load_users`] (it is only written).
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -16,8 +19,7 @@ pub struct UserRow {
     pub email: Option<String>,
     pub display_name: Option<String>,
     pub user_type: Option<String>,
-    /// Normalized: invited | active | locked | disabled | expired | deleted | unknown.
-    pub status: String,
+    pub status: UserStatus,
     pub status_raw: String,
     /// Sorted role codes or names.
     pub roles: Vec<String>,
@@ -34,6 +36,9 @@ pub struct UserRow {
     pub accepted_at_ms: Option<i64>,
     pub deleted_ms: Option<i64>,
     pub last_seen_ms: Option<i64>,
+    /// `domain::is_privileged` of `roles` for the account's kind, stored with the row (reports
+    /// order by it in SQL). Written, not read back by [`Store::load_users`].
+    pub privileged: bool,
 }
 
 /// One observed change (or first sighting) of a user.
@@ -43,13 +48,11 @@ pub struct HistoryRow {
     pub observed_ms: i64,
     /// The previous observation: the change happened between `after_ms` and `observed_ms`.
     pub after_ms: Option<i64>,
-    /// `first_seen`, `status` or `roles`.
-    pub field: &'static str,
+    pub field: HistoryField,
     pub before: Option<String>,
     pub after: Option<String>,
     pub detail: Option<String>,
-    /// `sync` or `poll`.
-    pub source: &'static str,
+    pub source: UserRunKind,
 }
 
 /// Who changed a role, when and from where: an audit event (contract 1.3).
@@ -67,8 +70,7 @@ pub struct Evidence {
 pub struct RoleChange {
     pub user_id: String,
     pub role: String,
-    /// `granted` or `revoked`.
-    pub change: &'static str,
+    pub change: RoleChangeKind,
     /// The snapshot that showed it, and the one before (`None` when only the audit log saw it).
     pub observed_ms: Option<i64>,
     pub after_ms: Option<i64>,
@@ -81,12 +83,11 @@ pub struct StoredRoleChange {
     pub seq: i64,
     pub user_id: String,
     pub role: String,
-    pub change: String,
+    pub change: RoleChangeKind,
     pub observed_ms: Option<i64>,
     pub after_ms: Option<i64>,
     pub evidence: Option<Evidence>,
-    /// `snapshot`, `audit` or `snapshot+audit`.
-    pub source: String,
+    pub source: RoleChangeSource,
 }
 
 /// A user confirmed gone.
@@ -129,8 +130,7 @@ pub struct RoleEvent {
 #[derive(Debug, Clone)]
 pub struct UserRun {
     pub account: String,
-    /// `sync` or `poll`.
-    pub kind: &'static str,
+    pub kind: UserRunKind,
     pub started_ms: i64,
     pub finished_ms: i64,
     pub complete: bool,
@@ -173,6 +173,8 @@ pub struct NewAlert {
     pub summary: String,
     pub payload: String,
     pub suppressed: bool,
+    /// The role change (`role_changes.seq`) it was raised on; `None` for a first sighting.
+    pub role_change_seq: Option<i64>,
 }
 
 /// What one evaluation wrote.
@@ -197,8 +199,7 @@ pub struct AlertDelivery {
     pub summary: String,
     pub payload: String,
     pub sink: Option<String>,
-    /// pending | sent | failed | suppressed
-    pub status: String,
+    pub status: DeliveryStatus,
     pub attempts: i64,
     pub last_error: Option<String>,
     pub created_ms: i64,
@@ -281,7 +282,7 @@ pub struct RoleChangeRow {
 #[derive(Debug, Clone)]
 pub struct UserActivityRow {
     pub listing: UserListing,
-    /// Holds a role whose code or name contains "admin" (any case).
+    /// Holds a privileged role (`domain::is_privileged`, stored with the user).
     pub privileged: bool,
     /// Last activity, else invitation, creation or first sighting: what inactivity counts from.
     pub inactive_since_ms: i64,

@@ -17,6 +17,8 @@ use sha2::Sha256;
 use crate::helpers::*;
 
 const SECRET: &str = "whsec-test-secret-5d1c9e-PLANTED";
+/// The environment the alert configs of these tests name their webhook secret in.
+const HOOK_ENV: &[(&str, &str)] = &[("HOOK_SECRET", SECRET)];
 
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 enum Mode {
@@ -439,10 +441,7 @@ fn a_kill_between_write_and_delivery_still_delivers_once() {
     }
     child.kill().expect("kill -9");
     let _ = child.wait();
-    assert_eq!(
-        app.sql_count("SELECT COUNT(*) FROM alert_deliveries WHERE status = 'pending'"),
-        1
-    );
+    assert_eq!(app.deliveries(Some("pending"), HOOK_ENV), 1);
     let first_id = ids_for(&r.distinct(), &target);
     r.set(|s| s.mode = Some(Mode::Ok));
     let out = run_ok(&app, &["alerts", "deliver"]);
@@ -557,7 +556,7 @@ fn two_deliver_runs_started_together_send_each_alert_once() {
     r.set(|s| s.mode = Some(Mode::Down));
     let out = run_ok(&app, &["collect"]);
     assert!(out.contains("alerts to soc: 0 sent, 0 failed"), "{out}");
-    let pending = app.sql_count("SELECT COUNT(*) FROM alert_deliveries WHERE status = 'pending'");
+    let pending = app.deliveries(Some("pending"), HOOK_ENV);
     assert!(pending >= 12, "{pending} pending: {out}");
     r.set(|s| {
         s.mode = Some(Mode::Slow);
@@ -597,8 +596,8 @@ fn two_deliver_runs_started_together_send_each_alert_once() {
     );
     assert_eq!(sent, pending, "{outputs}");
     assert_eq!(
-        app.sql_count("SELECT COUNT(*) FROM alert_deliveries WHERE status = 'sent'"),
-        app.sql_count("SELECT COUNT(*) FROM alert_deliveries")
+        app.deliveries(Some("sent"), HOOK_ENV),
+        app.deliveries(None, HOOK_ENV)
     );
 }
 
@@ -655,9 +654,7 @@ fn a_receiver_down_longer_than_a_run_gets_its_alert_when_it_is_back() {
     );
     let d = app.start_daemon();
     let deadline = Instant::now() + Duration::from_secs(60);
-    while app.sql_count("SELECT COUNT(*) FROM alert_deliveries WHERE status = 'sent'")
-        < app.sql_count("SELECT COUNT(*) FROM alert_deliveries")
-    {
+    while app.deliveries(Some("sent"), HOOK_ENV) < app.deliveries(None, HOOK_ENV) {
         assert!(
             Instant::now() < deadline,
             "not delivered after the receiver came back:\n{}",
@@ -668,10 +665,7 @@ fn a_receiver_down_longer_than_a_run_gets_its_alert_when_it_is_back() {
     drop(d);
     assert_eq!(tries(), 7, "one more request, once it was due");
     assert_eq!(ids_for(&r.distinct(), &target), ids);
-    assert_eq!(
-        app.sql_count("SELECT COUNT(*) FROM alert_deliveries WHERE status = 'failed'"),
-        0
-    );
+    assert_eq!(app.deliveries(Some("failed"), HOOK_ENV), 0);
 }
 
 /// The first collection of a long history records old grants as suppressed, sends none of them.
@@ -689,7 +683,7 @@ fn backfill_does_not_flood() {
         ),
     );
     run_ok(&app, &["collect"]);
-    let suppressed = app.sql_count("SELECT COUNT(*) FROM alerts WHERE suppressed = 1");
+    let suppressed = app.alert_rows(Some("suppressed"), HOOK_ENV).len() as i64;
     let sent = r.distinct();
     assert!(suppressed >= 10, "only {suppressed} suppressed");
     let day_ago = now() - chrono::Duration::hours(24);
@@ -749,4 +743,61 @@ fn alerts_test_sends_a_signed_test_alert() {
     );
     let (ok, text) = run(&app, &["alerts", "test", "--sink", "nope"]);
     assert!(!ok && text.contains("no sink named"), "{text}");
+}
+
+/// A grant seen first by a snapshot (`sync-users` before the audit log was read) is alerted on
+/// with snapshot evidence; when the next `collect` attaches the audit event to that role change,
+/// the role-change report still shows it flagged by the rule (the alert refers to the role
+/// change, not to a key rebuilt from its evidence), and no second alert is written.
+#[test]
+fn a_grant_alerted_from_snapshots_stays_flagged_when_its_audit_event_arrives() {
+    let sim = Sim::start(&[
+        "--users", "20", "--events", "100", "--days", "3", "--seed", "12",
+    ]);
+    let hook = Receiver::start(Some(SECRET));
+    let app = app_with_alerts(&sim, &admin_rule(&webhook_sink("soc", &hook)));
+    run_ok(&app, &["collect"]);
+    let user = grantable(&sim).remove(0);
+    control(
+        &sim,
+        "POST",
+        &format!("/_sim/users/{user}/grant"),
+        r#"{"role":"AM_ACCOUNT_ADMIN"}"#,
+    );
+    // Snapshots only: the grant's audit event is not stored yet.
+    run_ok(&app, &["sync-users"]);
+    let report = |app: &App| -> Value {
+        let out = app.stdout_ok_env(&["report", "role-changes", "--format", "json"], HOOK_ENV);
+        let v: Value = serde_json::from_str(&out).expect("report json");
+        v["rows"]
+            .as_array()
+            .expect("rows")
+            .iter()
+            .find(|r| {
+                r["user_id"] == user.as_str()
+                    && r["role"] == "AM_ACCOUNT_ADMIN"
+                    && r["change"] == "granted"
+            })
+            .cloned()
+            .unwrap_or_else(|| panic!("no grant of AM_ACCOUNT_ADMIN to {user} in {v}"))
+    };
+    let before = report(&app);
+    assert_eq!(before["source"], "snapshot", "{before}");
+    assert_eq!(before["alert_flagged"], true, "{before}");
+    // The audit pass stores the event and the user sync attaches it to the snapshot row.
+    run_ok(&app, &["collect"]);
+    let after = report(&app);
+    assert_eq!(after["source"], "snapshot+audit", "{after}");
+    assert!(after["event_id"].is_string(), "{after}");
+    assert_eq!(after["alert_flagged"], true, "{after}");
+    assert_eq!(after["alert_rules"], serde_json::json!(["admin-grant"]));
+    // One alert for the grant, ever: listed once (one sink), delivered once.
+    let about_user: Vec<Value> = app
+        .alert_rows(None, HOOK_ENV)
+        .into_iter()
+        .filter(|a| a["payload"]["target"]["id"] == user.as_str())
+        .collect();
+    assert_eq!(about_user.len(), 1, "{about_user:?}");
+    assert_eq!(about_user[0]["payload"]["evidence"]["kind"], "snapshot");
+    assert_eq!(ids_for(&hook.distinct(), &user).len(), 1);
 }

@@ -36,20 +36,25 @@ fn alternative_fields_of_sibling_services_are_understood() {
             )
         })
         .collect();
-    let db = rusqlite::Connection::open(&app.db).expect("open");
-    let mut st = db
-        .prepare(
-            "SELECT event_id, ts_ms, ip_address, status, raw FROM events WHERE account = 'one'",
-        )
-        .expect("prepare");
+    // What `export events` shows of each stored event: id, time, address, status, raw text.
     // (event_id, ts_ms, ip_address, status, raw)
     type Row = (String, i64, Option<String>, Option<String>, String);
-    let rows: Vec<Row> = st
-        .query_map([], |r| {
-            Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?))
+    let text = |v: &serde_json::Value| v.as_str().map(str::to_string);
+    let rows: Vec<Row> = app
+        .exported_events()
+        .iter()
+        .filter(|e| e["account"] == "one")
+        .map(|e| {
+            let t = chrono::DateTime::parse_from_rfc3339(e["timestamp"].as_str().expect("ts"))
+                .expect("rfc3339");
+            (
+                e["id"].as_str().expect("id").to_string(),
+                t.timestamp_millis(),
+                text(&e["ip_address"]),
+                text(&e["status"]),
+                e["raw"].to_string(),
+            )
         })
-        .expect("query")
-        .map(|r| r.expect("row"))
         .collect();
     let (mut epoch, mut client_ip, mut camel, mut upper) = (0, 0, 0, 0);
     for (id, ts_ms, ip, status, raw) in &rows {

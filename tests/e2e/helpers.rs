@@ -10,6 +10,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::Duration;
 
+use serde_json::Value;
+
 pub const BIN: &str = env!("CARGO_BIN_EXE_auditwarden");
 /// The key the simulators in these tests accept; every test output is searched for it.
 pub const KEY: &str = "sk-test-3f9a1c77e0d24b5b9c1f-PLANTED";
@@ -266,8 +268,103 @@ impl App {
         (out.status.success(), stdout)
     }
 
-    /// A count from the database. A database file whose schema is not there yet (created, and
-    /// its first migration not committed, or rolled back by a kill) counts as empty.
+    /// The stdout of a command that must succeed.
+    pub fn stdout_ok(&self, args: &[&str]) -> String {
+        self.stdout_ok_env(args, &[])
+    }
+
+    /// [`App::stdout_ok`] with more environment (e.g. a webhook secret the config names).
+    pub fn stdout_ok_env(&self, args: &[&str], env: &[(&str, &str)]) -> String {
+        let mut cmd = self.command(args);
+        cmd.envs(env.iter().copied());
+        let out = cmd.output().expect("run auditwarden");
+        assert_no_key(&out);
+        let stdout = String::from_utf8_lossy(&out.stdout).to_string();
+        assert!(
+            out.status.success(),
+            "{args:?} failed: {stdout}\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        stdout
+    }
+
+    /// One account's entry of `status --format json`.
+    pub fn account_status(&self, account: &str) -> Value {
+        let out = self.stdout_ok(&["status", "--account", account, "--format", "json"]);
+        let all: Value = serde_json::from_str(&out).expect("status json");
+        all.as_array()
+            .expect("status array")
+            .iter()
+            .find(|a| a["account"] == account)
+            .unwrap_or_else(|| panic!("no {account} in {all}"))
+            .clone()
+    }
+
+    /// The events `status` says are stored for `account`.
+    pub fn events_stored(&self, account: &str) -> i64 {
+        self.account_status(account)["events"]
+            .as_i64()
+            .expect("events")
+    }
+
+    /// `users --format json`, of one status (`None`: everyone but deleted users, as `users`
+    /// lists by default).
+    pub fn users_json(&self, status: Option<&str>) -> Vec<Value> {
+        let mut args = vec!["users", "--format", "json"];
+        if let Some(s) = status {
+            args.extend(["--status", s]);
+        }
+        let v: Value = serde_json::from_str(&self.stdout_ok(&args)).expect("users json");
+        v.as_array().expect("users array").clone()
+    }
+
+    /// Every stored user, deleted ones included, as `users` lists them.
+    pub fn all_users(&self) -> Vec<Value> {
+        let mut all = self.users_json(None);
+        all.extend(self.users_json(Some("deleted")));
+        all
+    }
+
+    /// `alerts --format json` lines (one per alert and sink), of one status if given; `env`
+    /// for the secrets the `[alerts]` config names.
+    pub fn alert_rows(&self, status: Option<&str>, env: &[(&str, &str)]) -> Vec<Value> {
+        let mut args = vec!["alerts", "--format", "json", "--limit", "1000000"];
+        if let Some(s) = status {
+            args.extend(["--status", s]);
+        }
+        self.stdout_ok_env(&args, env)
+            .lines()
+            .map(|l| serde_json::from_str(l).expect("alert json line"))
+            .collect()
+    }
+
+    /// Deliveries (alert and sink) `alerts` lists in `status` (`None`: all).
+    pub fn deliveries(&self, status: Option<&str>, env: &[(&str, &str)]) -> i64 {
+        self.alert_rows(status, env)
+            .iter()
+            .filter(|r| !r["sink"].is_null())
+            .count() as i64
+    }
+
+    /// `export events --format jsonl`: every stored event, one JSON object each. A database
+    /// whose schema is not there yet (created, its first migration rolled back by a kill) holds
+    /// none.
+    pub fn exported_events(&self) -> Vec<Value> {
+        let out = self.run(&["export", "events", "--format", "jsonl"]);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        if !out.status.success() && stderr.contains("no auditwarden schema yet") {
+            return Vec::new();
+        }
+        assert!(out.status.success(), "export failed: {stderr}");
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .map(|l| serde_json::from_str(l).expect("event json line"))
+            .collect()
+    }
+
+    /// A count from the database, for facts no command shows. A database file whose schema is
+    /// not there yet (created, and its first migration not committed, or rolled back by a kill)
+    /// counts as empty.
     pub fn sql_count(&self, sql: &str) -> i64 {
         let c = rusqlite::Connection::open(&self.db).expect("open");
         match c.query_row(sql, [], |r| r.get(0)) {

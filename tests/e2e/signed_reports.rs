@@ -109,7 +109,7 @@ fn a_signed_run_verifies_and_each_change_fails_by_name() {
     assert_eq!(manifest["signature"], "ed25519");
     assert!(!manifest["periods"].as_array().expect("periods").is_empty());
     let heads = manifest["chain_heads"].as_array().expect("heads");
-    let events_n = app.sql_count("SELECT COUNT(*) FROM events WHERE account = 'one'");
+    let events_n = app.events_stored("one");
     assert!(
         heads
             .iter()

@@ -124,6 +124,19 @@ fn grants_and_revokes_between_syncs_carry_audit_evidence() {
     let new: Vec<_> = changes[before..].to_vec();
     assert_eq!(new.len(), 2, "{new:#?}");
     let admin_id = users[1]["id"].as_str().expect("admin id");
+    // What `role-changes` and `export events` show, for the evidence checks below.
+    let role_change_rows: Vec<Value> = serde_json::from_str::<Value>(&app.stdout_ok(&[
+        "role-changes",
+        "--account",
+        "one",
+        "--format",
+        "json",
+    ]))
+    .expect("role-changes json")
+    .as_array()
+    .expect("rows")
+    .clone();
+    let events = app.exported_events();
     for (role, change) in [
         ("AM_ACCOUNT_ADMIN", "granted"),
         (old_role.as_str(), "revoked"),
@@ -146,15 +159,19 @@ fn grants_and_revokes_between_syncs_carry_audit_evidence() {
         assert_eq!(ev.actor_id.as_deref(), Some(admin_id));
         assert_eq!(ev.actor_name.as_deref(), Some("admin"));
         assert!(ev.ip_address.is_some(), "{ev:?}");
-        let n = app.sql_count(&format!(
-            "SELECT COUNT(*) FROM role_changes WHERE event_id = '{}'",
-            ev.event_id
-        ));
+        let n = role_change_rows
+            .iter()
+            .filter(|r| r["event_id"] == ev.event_id.as_str())
+            .count();
         assert_eq!(n, 1, "event {} counted {n} times", ev.event_id);
-        let data = app.sql_count(&format!(
-            "SELECT COUNT(*) FROM events WHERE event_id = '{}' AND resource_id = '{id}' AND data LIKE '%{role}%'",
-            ev.event_id
-        ));
+        let data = events
+            .iter()
+            .filter(|e| {
+                e["id"] == ev.event_id.as_str()
+                    && e["resource_id"] == id.as_str()
+                    && e["raw"]["data"].to_string().contains(role)
+            })
+            .count();
         assert_eq!(data, 1, "the evidence is not the stored grant/revoke event");
     }
 
@@ -295,6 +312,7 @@ fn invited_user_accepting_flips_exactly_once() {
     app.collect_ok();
 
     for (account, id) in [("one", &one_id), ("cc", &cc_id)] {
+        // Raw SQL: no command lists a user's status history (`users` shows the current state).
         let flips = app.sql_count(&format!(
             "SELECT COUNT(*) FROM user_history WHERE account = '{account}' AND user_id = '{id}'
                AND field = 'status' AND before = 'invited' AND after = 'active'"
@@ -368,10 +386,7 @@ fn deleted_user_is_recorded() {
     }
     let again = run_ok(&app, &["sync-users"]);
     assert!(again.contains(", 0 deleted"), "{again}");
-    assert_eq!(
-        app.sql_count("SELECT COUNT(*) FROM users WHERE status = 'deleted'"),
-        2
-    );
+    assert_eq!(app.users_json(Some("deleted")).len(), 2);
 }
 
 /// A listing cut half-way by server errors (no retries) marks nobody deleted, even a user who
@@ -394,7 +409,7 @@ fn listing_cut_by_faults_deletes_nobody() {
         let out = app.run(&["sync-users"]);
         let text = String::from_utf8_lossy(&out.stdout).to_string();
         assert_eq!(
-            app.sql_count("SELECT COUNT(*) FROM users WHERE status = 'deleted'"),
+            app.users_json(Some("deleted")).len(),
             0,
             "a faulty listing deleted someone: {text}"
         );
@@ -418,10 +433,7 @@ fn listing_cut_by_faults_deletes_nobody() {
     control(&sim, "POST", "/_sim/faults", "");
     let out = run_ok(&app, &["sync-users"]);
     assert!(out.contains(", 1 deleted"), "{out}");
-    assert_eq!(
-        app.sql_count("SELECT COUNT(*) FROM users WHERE status = 'deleted'"),
-        1
-    );
+    assert_eq!(app.users_json(Some("deleted")).len(), 1);
     assert_eq!(user_row(&app, "one", &victim)["status"], "deleted");
 }
 
@@ -537,10 +549,7 @@ fn user_sync_under_faults_and_shapes_matches_truth() {
         let app = both(&sim, "page_size = 6");
         run_ok(&app, &["sync-users"]);
         let mine = listed_users(&app, &[]);
-        assert_eq!(
-            app.sql_count("SELECT COUNT(*) FROM users WHERE status = 'deleted'"),
-            0
-        );
+        assert_eq!(app.users_json(Some("deleted")).len(), 0);
         let truth_one = truth_users(&sim, "digicert_one");
         let truth_cc = truth_users(&sim, "certcentral");
         assert_eq!(mine.len(), truth_one.len() + truth_cc.len(), "{faults}");
@@ -598,7 +607,7 @@ fn endless_user_listings_stop_and_delete_nobody() {
     let sim = Sim::start(&["--events", "50", "--days", "2", "--users", "120"]);
     let app = both(&sim, "max_pages_per_window = 30\n");
     run_ok(&app, &["sync-users"]);
-    let known = app.sql_count("SELECT COUNT(*) FROM users");
+    let known = app.all_users().len();
     assert!(known >= 200, "{known} users");
     for (faults, reason) in [
         ("repeat-pages", "does not honour offset"),
@@ -619,7 +628,7 @@ fn endless_user_listings_stop_and_delete_nobody() {
             "{faults}: {stdout}"
         );
         assert_eq!(
-            app.sql_count("SELECT COUNT(*) FROM users WHERE status = 'deleted'"),
+            app.users_json(Some("deleted")).len(),
             0,
             "{faults}: a user was marked deleted"
         );
@@ -629,10 +638,14 @@ fn endless_user_listings_stop_and_delete_nobody() {
     let (s, b) = sim.http("POST", "/_sim/faults", "");
     assert!(s < 300, "{s} {b}");
     run_ok(&app, &["sync-users"]);
-    assert_eq!(
-        app.sql_count(
-            "SELECT COUNT(*) FROM users WHERE status = 'deleted' AND user_name NOT LIKE 'phantom-%'"
-        ),
-        0
-    );
+    let real_deleted: Vec<Value> = app
+        .users_json(Some("deleted"))
+        .into_iter()
+        .filter(|u| {
+            !u["user_name"]
+                .as_str()
+                .is_some_and(|n| n.starts_with("phantom-"))
+        })
+        .collect();
+    assert_eq!(real_deleted.len(), 0, "{real_deleted:?}");
 }

@@ -114,7 +114,7 @@ impl Kind<13> for AccessReview {
                 display_name: u.display_name,
                 email: u.email,
                 user_type: u.user_type,
-                status: u.status,
+                status: u.status.as_str().to_string(),
                 roles: u.roles,
                 privileged: r.privileged,
                 last_activity_ms,

@@ -92,7 +92,7 @@ impl Kind<14> for Dormant {
             format!("dormant: no activity for at least {} days as of the report time", req.dormant_days),
             ACTIVITY_NOTE.into(),
             "a user never seen active counts from their invitation, else their creation, else the first time auditwarden saw them".into(),
-            "deleted users are left out; users who never signed in and service users are included; privileged users (a role containing \"admin\") come first".into(),
+            "deleted users are left out; users who never signed in and service users are included; privileged users (DigiCert ONE: a role whose code or name says \"admin\"; CertCentral: Administrator or Manager) come first".into(),
             "\"Based on\" says which activity the dormancy rests on: sign-in (the latest activity is a sign-in or sign-out, or the API's last sign-in date), API use (the latest activity is another action, as a service user's token makes; service users cannot sign in) or none (never seen active)".into(),
             earliest_note(window),
         ]
@@ -222,7 +222,7 @@ fn row(r: UserActivityRow, now_ms: i64, activity_basis: &'static str) -> Row {
         user_name: u.user_name,
         display_name: u.display_name,
         user_type: u.user_type,
-        status: u.status,
+        status: u.status.as_str().to_string(),
         roles: u.roles,
         privileged: r.privileged,
         last_activity_ms,

@@ -118,7 +118,7 @@ impl Kind<14> for Invitations {
             UserSelection::Invitations,
             |r: UserActivityRow| {
                 let u = &r.listing.user;
-                let pending = u.status == "invited";
+                let pending = u.status == crate::domain::UserStatus::Invited;
                 let acc = if pending {
                     None
                 } else {

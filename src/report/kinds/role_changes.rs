@@ -34,7 +34,8 @@ pub(in crate::report) struct Row {
     observed_ms: Option<i64>,
     source: String,
     alert_rules: Vec<String>,
-    /// For the summary: the chart's day in the display zone, and an admin role.
+    /// For the summary: the chart's day in the display zone, and a privileged role
+    /// (`domain::is_privileged_role`).
     local_day: NaiveDate,
     privileged: bool,
 }
@@ -195,6 +196,10 @@ impl Kind<17> for RoleChanges {
 fn row(r: RoleChangeRow, req: &ReportRequest<'_>) -> Row {
     let when = at(r.at_ms).with_timezone(&req.time_zone);
     let c = r.change;
+    let privileged = match req.accounts.iter().find(|a| a.name == r.account) {
+        Some(a) => crate::domain::is_privileged_role(a.kind, &c.role),
+        None => crate::domain::is_privileged_role_any_kind(&c.role),
+    };
     let evidence = match &c.evidence {
         Some(e) => format!("audit event {}", e.event_id),
         None => role_change_when(&c).replacen("observed between", "observed between snapshots", 1),
@@ -209,9 +214,9 @@ fn row(r: RoleChangeRow, req: &ReportRequest<'_>) -> Row {
         account: r.account,
         user_id: c.user_id,
         user_name: r.user_name,
-        privileged: c.role.to_ascii_lowercase().contains("admin"),
+        privileged,
         role: c.role,
-        change: c.change,
+        change: c.change.as_str().to_string(),
         actor_id,
         actor_name,
         ip_address,
@@ -219,7 +224,7 @@ fn row(r: RoleChangeRow, req: &ReportRequest<'_>) -> Row {
         event_id,
         observed_after_ms: c.after_ms,
         observed_ms: c.observed_ms,
-        source: c.source,
+        source: c.source.as_str().to_string(),
         alert_rules: r.alert_rules,
         local_day: when.date_naive(),
     }

@@ -12,8 +12,10 @@
 
 use rusqlite::{params, OptionalExtension};
 
+use super::domain_rules::{parse_roles, parse_stored};
 use super::{err, Sqlite};
 use crate::alert::rules::{Grant, GrantCounter, NewUser};
+use crate::domain::{self, DeliveryStatus, RoleChangeKind, UserStatus};
 use crate::store::{
     AlertCounts, AlertDelivery, AlertFacts, AlertStore, Claim, Deferred, DeliveryUpdate,
     DueDeliveries, NewAlert, Result,
@@ -27,7 +29,19 @@ const DELIVERY_SELECT: &str = "SELECT a.id, d.id, a.uid, a.account, a.rule, a.se
     FROM alerts a LEFT JOIN alert_deliveries d ON d.alert_id = a.id";
 
 fn delivery_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<AlertDelivery> {
+    let delivery: Option<i64> = r.get(1)?;
+    let status: String = r.get(10)?;
+    let row = match delivery {
+        Some(d) => format!("id {d}"),
+        None => format!("of alert {}", r.get::<_, i64>(0)?),
+    };
+    let table = if delivery.is_some() {
+        "alert_deliveries"
+    } else {
+        "alerts"
+    };
     Ok(AlertDelivery {
+        status: parse_stored(DeliveryStatus::parse, &status, (10, table, &row, "status"))?,
         alert_id: r.get(0)?,
         delivery_id: r.get(1)?,
         uid: r.get(2)?,
@@ -38,7 +52,6 @@ fn delivery_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<AlertDelivery> {
         summary: r.get(7)?,
         payload: r.get(8)?,
         sink: r.get(9)?,
-        status: r.get(10)?,
         attempts: r.get(11)?,
         last_error: r.get(12)?,
         created_ms: r.get(13)?,
@@ -50,8 +63,9 @@ fn delivery_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<AlertDelivery> {
 }
 
 /// How long before a grant a target must have been idle to count: read per grant.
+/// Activity as `domain::is_activity` defines it: an event as actor that did not fail (`?4`).
 const ACTIVITY_SQL: &str = "SELECT MAX(ts_ms) FROM events WHERE account = ?1 AND actor_id = ?2
-    AND COALESCE(status, '') <> 'failure' AND ts_ms < ?3";
+    AND COALESCE(status, '') <> ?4 AND ts_ms < ?3";
 
 impl AlertStore for Sqlite {
     /// Evaluate the rules on the account's role grants and first sightings not evaluated yet,
@@ -105,6 +119,8 @@ impl AlertStore for Sqlite {
                         r.get(3)?,
                         Grant {
                             account: account.to_string(),
+                            account_kind: None,
+                            role_change_seq: Some(r.get(0)?),
                             user_id: r.get(1)?,
                             role: r.get(2)?,
                             observed_ms: r.get(4)?,
@@ -115,7 +131,19 @@ impl AlertStore for Sqlite {
                             actor_name: r.get(9)?,
                             ip_address: r.get(10)?,
                             user_name: r.get(11)?,
-                            target_status: r.get(12)?,
+                            target_status: match r.get::<_, Option<String>>(12)? {
+                                Some(s) => Some(parse_stored(
+                                    UserStatus::parse,
+                                    &s,
+                                    (
+                                        12,
+                                        "users",
+                                        &format!("user {:?}", r.get::<_, String>(1)?),
+                                        "status",
+                                    ),
+                                )?),
+                                None => None,
+                            },
                             target_first_seen_ms: r.get(13)?,
                             target_last_active_ms: r.get(14)?,
                             actor_type: r.get(15)?,
@@ -123,14 +151,23 @@ impl AlertStore for Sqlite {
                     ))
                 };
                 let (seq, change, mut g) = read(r).map_err(|e| err(&path, "alert fact", e))?;
+                let change = parse_stored(
+                    RoleChangeKind::parse,
+                    &change,
+                    (3, "role_changes", &format!("seq {seq}"), "change"),
+                )
+                .map_err(|e| err(&path, "alert fact", e))?;
                 new_role_mark = new_role_mark.max(seq);
-                if change != "granted" {
+                if change != RoleChangeKind::Granted {
                     continue;
                 }
                 // Last activity before the grant: the API's sign-in time or an event as actor.
                 let at = g.at_ms().unwrap_or(now_ms);
                 let last_event: Option<i64> = activity
-                    .query_row(params![account, g.user_id, at], |r| r.get(0))
+                    .query_row(
+                        params![account, g.user_id, at, domain::FAILED_EVENT_STATUS],
+                        |r| r.get(0),
+                    )
                     .map_err(|e| err(&path, "activity", e))?;
                 let login = g.target_last_active_ms.filter(|t| *t < at);
                 g.target_last_active_ms = match (last_event, login) {
@@ -156,14 +193,17 @@ impl AlertStore for Sqlite {
             let rows = st
                 .query_map(params![account, hist_mark], |r| {
                     let roles: String = r.get(4)?;
+                    let user_id: String = r.get(1)?;
+                    let roles = parse_roles(&roles, (4, "users", &format!("user {user_id:?}")))?;
                     Ok((
                         r.get::<_, i64>(0)?,
                         NewUser {
                             account: account.to_string(),
-                            user_id: r.get(1)?,
+                            account_kind: None,
+                            user_id,
                             user_name: r.get(2)?,
                             user_type: r.get(3)?,
-                            roles: serde_json::from_str(&roles).unwrap_or_default(),
+                            roles,
                             created_ms: r.get(5)?,
                             observed_ms: r.get(6)?,
                             first_sync: r.get(7)?,
@@ -212,8 +252,8 @@ impl AlertStore for Sqlite {
             let mut ins = tx
                 .prepare(
                     "INSERT OR IGNORE INTO alerts (alert_key, uid, account, rule, severity, at_ms,
-                        summary, payload, suppressed, created_ms)
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
+                        summary, payload, suppressed, created_ms, role_change_seq)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
                 )
                 .map_err(|e| err(&path, "prepare alert", e))?;
             let mut del = tx
@@ -234,7 +274,8 @@ impl AlertStore for Sqlite {
                         a.summary,
                         a.payload,
                         a.suppressed,
-                        now_ms
+                        now_ms,
+                        a.role_change_seq
                     ])
                     .map_err(|e| err(&path, "insert alert", e))?;
                 if n == 0 {
@@ -342,7 +383,18 @@ impl AlertStore for Sqlite {
         let Some((status, next, holder, until, failing_since_ms, failed_runs)) = row else {
             return Ok(Claim::Gone);
         };
-        if status != "pending" || next.is_some_and(|t| t > now_ms) {
+        let status = parse_stored(
+            DeliveryStatus::parse,
+            &status,
+            (
+                0,
+                "alert_deliveries",
+                &format!("id {delivery_id}"),
+                "status",
+            ),
+        )
+        .map_err(|e| err(&path, "read claim", e))?;
+        if status != DeliveryStatus::Pending || next.is_some_and(|t| t > now_ms) {
             return Ok(Claim::Gone);
         }
         if let Some(h) = holder.as_deref() {
@@ -524,7 +576,11 @@ impl AlertStore for Sqlite {
     }
 
     /// Alerts with their deliveries, newest first, optionally of one status.
-    fn list_alerts(&self, status: Option<&str>, limit: u32) -> Result<Vec<AlertDelivery>> {
+    fn list_alerts(
+        &self,
+        status: Option<DeliveryStatus>,
+        limit: u32,
+    ) -> Result<Vec<AlertDelivery>> {
         let mut st = self
             .conn
             .prepare(&format!(
@@ -534,7 +590,10 @@ impl AlertStore for Sqlite {
             ))
             .map_err(|e| self.err("list alerts", e))?;
         let rows = st
-            .query_map(params![status, limit], delivery_from_row)
+            .query_map(
+                params![status.map(DeliveryStatus::as_str), limit],
+                delivery_from_row,
+            )
             .map_err(|e| self.err("list alerts", e))?;
         rows.collect::<rusqlite::Result<Vec<_>>>()
             .map_err(|e| self.err("list alerts", e))

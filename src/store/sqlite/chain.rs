@@ -507,11 +507,11 @@ mod tests {
             user_id: user.into(),
             observed_ms: 1000,
             after_ms: None,
-            field: "first_seen",
+            field: crate::domain::HistoryField::FirstSeen,
             before: None,
             after: Some("active".into()),
             detail: None,
-            source: "sync",
+            source: crate::domain::UserRunKind::Sync,
         };
         s.write_user_batch(
             "a",

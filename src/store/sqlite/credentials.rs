@@ -165,9 +165,13 @@ pub(super) fn credential_facts(
             actor_name: r.get(7)?,
             ip_address: r.get(8)?,
             actor_type: r.get(11)?,
-            actor_roles: roles
-                .and_then(|roles| serde_json::from_str(&roles).ok())
-                .unwrap_or_default(),
+            actor_roles: match roles {
+                Some(roles) => super::domain_rules::parse_roles(
+                    &roles,
+                    (12, "users", "of a credential's actor"),
+                )?,
+                None => Vec::new(),
+            },
         });
     }
     Ok(mark)

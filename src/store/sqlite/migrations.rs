@@ -325,7 +325,36 @@ pub const MIGRATIONS: &[&str] = &[
     -- client-auth certificates evaluated up to this seq.
     ALTER TABLE alert_scan ADD COLUMN credential_seq INTEGER NOT NULL DEFAULT 0;
     "#,
+    // 8: the rules' results stored with their rows (see `crate::domain`); `Store::migrate` fills
+    // them for rows already stored, in Rust, in the same transaction (`domain_rules::backfill`).
+    DOMAIN_RULES,
 ];
+
+/// The migration that stores the domain rules' results with the rows (issue 12): whether a user
+/// is privileged, written with the user; which role change an alert was raised on, written with
+/// the alert; and user fingerprints recomputed as SHA-256. Named so that `Store::migrate` can
+/// recognise it and run the Rust backfill, whatever its position in the list.
+pub const DOMAIN_RULES: &str = r#"
+    -- `domain::is_privileged` of the user's roles, written with the user: reports order and
+    -- filter by it without re-deriving the rule in SQL.
+    ALTER TABLE users ADD COLUMN privileged INTEGER NOT NULL DEFAULT 0;
+    -- The role change (role_changes.seq) an alert was raised on (NULL: a first sighting). The
+    -- role-change report's "flagged" column joins on it, so it agrees with the alerts even after
+    -- audit evidence is attached to a snapshot row (which changes its evidence key).
+    ALTER TABLE alerts ADD COLUMN role_change_seq INTEGER;
+    -- The report asks "alerts of this role change" once per row.
+    CREATE INDEX alerts_by_role_change ON alerts (role_change_seq) WHERE role_change_seq IS NOT NULL;
+    -- Alerts written before: the role change whose evidence key (as `alert::rules::Grant::
+    -- evidence_key` builds it) is the alert's, as the report matched them until now.
+    UPDATE alerts SET role_change_seq = (
+        SELECT MIN(rc.seq) FROM role_changes rc
+        WHERE rc.account = alerts.account AND alerts.alert_key = alerts.rule || '|' || rc.account
+            || '|' || CASE WHEN rc.event_id IS NOT NULL
+                THEN 'event:' || rc.event_id || ':' || rc.user_id || ':' || rc.role
+                ELSE 'snapshot:' || rc.user_id || ':' || rc.role || ':'
+                    || COALESCE(rc.after_ms, 0) || '..' || COALESCE(rc.observed_ms, 0)
+                END);
+"#;
 
 /// The migration that introduces hash chains. Named so that `Store::migrate` can recognise it and
 /// build the chains of existing rows in the same transaction, whatever its position in the list.

@@ -10,6 +10,7 @@
 mod alerts;
 mod chain;
 mod credentials;
+mod domain_rules;
 mod gate;
 mod migrations;
 mod reports;
@@ -132,8 +133,11 @@ fn ms(t: DateTime<Utc>) -> i64 {
     t.timestamp_millis()
 }
 
-fn from_ms(v: i64) -> DateTime<Utc> {
-    DateTime::from_timestamp_millis(v).unwrap_or_default()
+/// A stored millisecond timestamp, or the row reported as corrupt (never 1970).
+fn from_ms(v: i64, at: (usize, &str, &str, &str)) -> rusqlite::Result<DateTime<Utc>> {
+    let (col, table, row, column) = at;
+    DateTime::from_timestamp_millis(v)
+        .ok_or_else(|| domain_rules::corrupt(col, table, row, column, &v.to_string()))
 }
 
 impl Sqlite {
@@ -211,8 +215,8 @@ impl Sqlite {
             corrupt(
                 &self.path,
                 table,
-                format!("account {account}, day {day:?}"),
-                "not a YYYY-MM-DD day".into(),
+                format!("({account:?}, {day:?})"),
+                format!("day {day:?} is not a value auditwarden writes"),
             )
         })
     }
@@ -304,6 +308,15 @@ impl Sqlite {
                 // migration's transaction (a crash leaves the old schema, and the next open redoes it).
                 chain::backfill(&tx)
                     .map_err(|e| err(&path, &format!("migration {n}: building hash chains"), e))?;
+            }
+            if *sql == migrations::DOMAIN_RULES {
+                domain_rules::backfill(&tx).map_err(|e| {
+                    err(
+                        &path,
+                        &format!("migration {n}: storing the domain rules' results"),
+                        e,
+                    )
+                })?;
             }
             tx.pragma_update(None, "user_version", n)
                 .map_err(|e| err(&path, "set user_version", e))?;
@@ -421,7 +434,11 @@ impl EventStore for Sqlite {
                     complete,
                     server_total: total.map(|t| t as u64),
                     received: received as u64,
-                    read_at: from_ms(read),
+                    read_at: from_ms(
+                        read,
+                        (4, "coverage", &format!("({account:?}, {day})"), "read_ms"),
+                    )
+                    .map_err(|e| self.err("read coverage", e))?,
                     note,
                 });
             }
@@ -470,8 +487,8 @@ impl EventStore for Sqlite {
                 |r| {
                     Ok(PassRecord {
                         account: account.to_string(),
-                        started: from_ms(r.get(0)?),
-                        finished: from_ms(r.get(1)?),
+                        started: from_ms(r.get(0)?, (0, "passes", "latest", "started_ms"))?,
+                        finished: from_ms(r.get(1)?, (1, "passes", "latest", "finished_ms"))?,
                         error: r.get(2)?,
                         new_events: r.get::<_, i64>(3)? as u64,
                         duplicates: r.get::<_, i64>(4)? as u64,
@@ -492,7 +509,9 @@ impl EventStore for Sqlite {
                 |r| r.get::<_, Option<i64>>(0),
             )
             .map_err(|e| self.err("last success", e))?
-            .map(from_ms);
+            .map(|t| from_ms(t, (0, "passes", "latest ok", "finished_ms")))
+            .transpose()
+            .map_err(|e| self.err("last success", e))?;
         let (first, last): (Option<String>, Option<String>) = c
             .query_row(
                 "SELECT MIN(day), MAX(day) FROM coverage WHERE account = ?1 AND complete = 1",
@@ -552,7 +571,10 @@ impl EventStore for Sqlite {
                 Ok(StoredEvent {
                     account: r.get(0)?,
                     id: r.get(1)?,
-                    timestamp: from_ms(r.get(2)?),
+                    timestamp: {
+                        let id: String = r.get(1)?;
+                        from_ms(r.get(2)?, (2, "events", &format!("event {id:?}"), "ts_ms"))?
+                    },
                     action: r.get(3)?,
                     resource_type: r.get(4)?,
                     resource_id: r.get(5)?,
@@ -815,6 +837,23 @@ fn err(path: &Path, what: &str, source: impl Into<DbError>) -> StoreError {
                 BUSY_TIMEOUT.as_secs()
             ),
         },
+        DbError::Sql(rusqlite::Error::FromSqlConversionFailure(_, _, source))
+            if source.is::<domain_rules::CorruptRow>() =>
+        {
+            match source.downcast::<domain_rules::CorruptRow>() {
+                Ok(c) => StoreError::Corrupt {
+                    location: location(path),
+                    table: c.table,
+                    row: c.row,
+                    what: format!("{} (reading {what})", c.what),
+                },
+                Err(source) => StoreError::Backend {
+                    location: location(path),
+                    what: what.to_string(),
+                    source,
+                },
+            }
+        }
         DbError::Sql(e) => StoreError::Backend {
             location: location(path),
             what: what.to_string(),
@@ -832,10 +871,10 @@ fn not_ours(path: &Path, what: &str) -> StoreError {
 }
 
 /// A stored value this backend cannot read as what it must be.
-pub(crate) fn corrupt(path: &Path, table: &'static str, row: String, what: String) -> StoreError {
+pub(crate) fn corrupt(path: &Path, table: &str, row: String, what: String) -> StoreError {
     StoreError::Corrupt {
         location: location(path),
-        table,
+        table: table.to_string(),
         row,
         what,
     }

@@ -5,8 +5,9 @@
 
 use rusqlite::params;
 
-use super::users::{user_from_row, ACCEPT_SLACK_MS, USER_COLUMNS};
+use super::users::{user_from_row, USER_COLUMNS};
 use super::Sqlite;
+use crate::domain::ACCEPT_SLACK_MS;
 use crate::store::{
     ReportStore, Result, RoleChangeRow, UserActivityRow, UserListing, UserSelection,
 };
@@ -26,15 +27,9 @@ impl ReportStore for Sqlite {
                 "SELECT rc.seq, rc.user_id, rc.role, rc.change, rc.observed_ms, rc.after_ms,
                     rc.event_id, rc.event_ms, rc.actor_id, rc.actor_name, rc.ip_address, rc.source,
                     COALESCE(u.user_name, u.display_name), COALESCE(rc.event_ms, rc.observed_ms) AS t,
-                    -- Alert rules that fired on this change: the outbox key is
-                    -- rule|account|evidence, evidence as `alert::rules::Grant::evidence_key`.
-                    (SELECT group_concat(a.rule, ';') FROM alerts a
-                        WHERE a.account = rc.account AND a.alert_key = a.rule || '|' || rc.account
-                        || '|' || CASE WHEN rc.event_id IS NOT NULL
-                            THEN 'event:' || rc.event_id || ':' || rc.user_id || ':' || rc.role
-                            ELSE 'snapshot:' || rc.user_id || ':' || rc.role || ':'
-                                || COALESCE(rc.after_ms, 0) || '..' || COALESCE(rc.observed_ms, 0)
-                            END)
+                    -- Alert rules that fired on this change: each alert names the role change
+                    -- it was raised on (`alerts.role_change_seq`, migration 8).
+                    (SELECT group_concat(a.rule, ';') FROM alerts a WHERE a.role_change_seq = rc.seq)
                  FROM role_changes rc
                  LEFT JOIN users u ON u.account = rc.account AND u.user_id = rc.user_id
                  WHERE rc.account = ?1 AND COALESCE(rc.event_ms, rc.observed_ms) >= ?2
@@ -80,13 +75,15 @@ impl ReportStore for Sqlite {
             .map(|c| format!("u.{}", c.trim()))
             .collect();
         let cols = cols.join(", ");
-        // The first sign-in inside the acceptance window (as `list_users` finds it).
+        // The first sign-in inside the acceptance window (`domain::acceptance_window`, as
+        // `list_users` finds it). Activity is `domain::is_activity`: not `?4` (failure).
+        // `since` is `domain::inactive_since_ms`, in SQL because reports filter and order by it.
         let accept = match selection {
             UserSelection::Invitations => {
                 "(SELECT e.event_id || char(31) || e.ts_ms FROM events e
                     WHERE u.accepted_ms IS NOT NULL AND e.account = u.account
                     AND e.actor_id = u.user_id AND e.action = 'login'
-                    AND COALESCE(e.status, '') <> 'failure'
+                    AND COALESCE(e.status, '') <> ?4
                     AND e.ts_ms BETWEEN COALESCE(u.accepted_after_ms, 0) - ?3
                         AND u.accepted_ms + ?3
                     ORDER BY e.ts_ms LIMIT 1)"
@@ -110,10 +107,10 @@ impl ReportStore for Sqlite {
         let sql = format!(
             "WITH a AS (
                 SELECT u.account AS acc, {cols}, le.ts_ms AS ev_ms, le.event_id AS ev_id,
-                    (u.roles LIKE '%admin%') AS privileged, {accept} AS accept_ev
+                    u.privileged AS privileged, {accept} AS accept_ev
                 FROM users u LEFT JOIN events le ON le.seq = (
                     SELECT e.seq FROM events e WHERE e.account = u.account
-                        AND e.actor_id = u.user_id AND COALESCE(e.status, '') <> 'failure'
+                        AND e.actor_id = u.user_id AND COALESCE(e.status, '') <> ?4
                     ORDER BY e.ts_ms DESC LIMIT 1)
                 WHERE u.account = ?1
              ), b AS (
@@ -123,7 +120,8 @@ impl ReportStore for Sqlite {
                     invited_ms, created_ms, first_seen_ms) AS since
                 FROM a
              )
-             SELECT * FROM b WHERE ({filter}) AND ?2 IS NOT NULL AND ?3 IS NOT NULL ORDER BY {order}"
+             SELECT * FROM b WHERE ({filter}) AND ?2 IS NOT NULL AND ?3 IS NOT NULL
+                AND ?4 IS NOT NULL ORDER BY {order}"
         );
         let mut st = self
             .conn
@@ -134,7 +132,12 @@ impl ReportStore for Sqlite {
             _ => 0,
         };
         let mut rows = st
-            .query(params![account, cut, ACCEPT_SLACK_MS])
+            .query(params![
+                account,
+                cut,
+                ACCEPT_SLACK_MS,
+                crate::domain::FAILED_EVENT_STATUS
+            ])
             .map_err(|e| self.err("user report", e))?;
         let mut n = 0;
         while let Some(r) = rows.next().map_err(|e| self.err("user report", e))? {

@@ -7,16 +7,16 @@ use std::collections::HashMap;
 use rusqlite::{params, OptionalExtension};
 
 use super::chain;
+use super::domain_rules::{corrupt, parse_roles, parse_stored};
 use super::{err, Sqlite};
+use crate::domain::{
+    RoleChangeKind, RoleChangeSource, UserRunKind, UserStatus, ACCEPT_SLACK_MS, FAILED_EVENT_STATUS,
+};
 use crate::store::chain::ChainKind;
 use crate::store::{
     Evidence, Result, RoleChange, RoleEvent, StoredRoleChange, UserBatch, UserHistoryEntry,
     UserListing, UserRow, UserRun, UserStore,
 };
-
-/// How far the sign-in that accepted an invitation may lie outside the observed window (clock
-/// skew between DigiCert and this host).
-pub(super) const ACCEPT_SLACK_MS: i64 = 120_000;
 
 fn opt_json(roles: &[String]) -> String {
     serde_json::to_string(roles).unwrap_or_else(|_| "[]".into())
@@ -27,17 +27,26 @@ pub(super) const USER_COLUMNS: &str =
     roles, created_ms, last_login_ms, container, fingerprint, first_seen_ms, updated_ms,
     invited_ms, accepted_ms, accepted_after_ms, accepted_at_ms, deleted_ms, last_seen_ms";
 
+/// A `users` row selected as [`USER_COLUMNS`] from column `at`; a status outside
+/// [`UserStatus`] or roles that are not a JSON array of strings are a corrupt row.
 pub(super) fn user_from_row(r: &rusqlite::Row<'_>, at: usize) -> rusqlite::Result<UserRow> {
+    let user_id: String = r.get(at)?;
+    let row = format!("user {user_id:?}");
     let roles: String = r.get(at + 7)?;
+    let status: String = r.get(at + 5)?;
     Ok(UserRow {
-        user_id: r.get(at)?,
+        status: parse_stored(
+            UserStatus::parse,
+            &status,
+            (at + 5, "users", &row, "status"),
+        )?,
+        roles: parse_roles(&roles, (at + 7, "users", &row))?,
+        user_id,
         user_name: r.get(at + 1)?,
         email: r.get(at + 2)?,
         display_name: r.get(at + 3)?,
         user_type: r.get(at + 4)?,
-        status: r.get(at + 5)?,
         status_raw: r.get(at + 6)?,
-        roles: serde_json::from_str(&roles).unwrap_or_default(),
         created_ms: r.get(at + 8)?,
         last_login_ms: r.get(at + 9)?,
         container: r.get(at + 10)?,
@@ -51,6 +60,7 @@ pub(super) fn user_from_row(r: &rusqlite::Row<'_>, at: usize) -> rusqlite::Resul
         accepted_at_ms: r.get(at + 17)?,
         deleted_ms: r.get(at + 18)?,
         last_seen_ms: r.get(at + 19)?,
+        privileged: false,
     })
 }
 
@@ -195,9 +205,9 @@ impl UserStore for Sqlite {
                     "INSERT INTO users (account, user_id, user_name, email, display_name, user_type,
                         status, status_raw, roles, created_ms, last_login_ms, container, raw,
                         fingerprint, first_seen_ms, updated_ms, invited_ms, accepted_ms,
-                        accepted_after_ms, accepted_at_ms, deleted_ms, last_seen_ms)
+                        accepted_after_ms, accepted_at_ms, deleted_ms, last_seen_ms, privileged)
                      VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16,
-                        ?17, ?18, ?19, ?20, ?21, ?22)
+                        ?17, ?18, ?19, ?20, ?21, ?22, ?23)
                      ON CONFLICT (account, user_id) DO UPDATE SET user_name = excluded.user_name,
                         email = excluded.email, display_name = excluded.display_name,
                         user_type = excluded.user_type, status = excluded.status,
@@ -208,7 +218,7 @@ impl UserStore for Sqlite {
                         invited_ms = excluded.invited_ms, accepted_ms = excluded.accepted_ms,
                         accepted_after_ms = excluded.accepted_after_ms,
                         accepted_at_ms = excluded.accepted_at_ms, deleted_ms = excluded.deleted_ms,
-                        last_seen_ms = excluded.last_seen_ms",
+                        last_seen_ms = excluded.last_seen_ms, privileged = excluded.privileged",
                 )
                 .map_err(|e| err(&path, "prepare user upsert", e))?;
             for u in &b.rows {
@@ -235,7 +245,8 @@ impl UserStore for Sqlite {
                         u.accepted_after_ms,
                         u.accepted_at_ms,
                         u.deleted_ms,
-                        u.last_seen_ms
+                        u.last_seen_ms,
+                        u.privileged
                     ])
                     .map_err(|e| err(&path, "upsert user", e))? as u64;
             }
@@ -272,11 +283,11 @@ impl UserStore for Sqlite {
                     &h.user_id,
                     h.observed_ms,
                     h.after_ms,
-                    h.field,
+                    h.field.as_str(),
                     h.before.as_deref(),
                     h.after.as_deref(),
                     h.detail.as_deref(),
-                    h.source,
+                    h.source.as_str(),
                 ));
                 n += hist
                     .execute(params![
@@ -313,12 +324,12 @@ impl UserStore for Sqlite {
                  FROM events WHERE seq > ?2 AND account = ?1
                    AND resource_type IN ('user', 'service_user') AND action IN ('create', 'update')
                    AND data IS NOT NULL AND resource_id IS NOT NULL
-                   AND COALESCE(status, 'success') <> 'failure'
+                   AND COALESCE(status, 'success') <> ?3
                  ORDER BY seq",
             )
             .map_err(|e| self.err("role events", e))?;
         let rows = st
-            .query_map(params![account, after_seq], |r| {
+            .query_map(params![account, after_seq, FAILED_EVENT_STATUS], |r| {
                 Ok(RoleEvent {
                     seq: r.get(0)?,
                     user_id: r.get(1)?,
@@ -376,13 +387,13 @@ impl UserStore for Sqlite {
         event_id: &str,
         user_id: &str,
         role: &str,
-        change: &str,
+        change: RoleChangeKind,
     ) -> Result<bool> {
         self.conn
             .query_row(
                 "SELECT 1 FROM role_changes WHERE account = ?1 AND event_id = ?2 AND user_id = ?3
                     AND role = ?4 AND change = ?5",
-                params![account, event_id, user_id, role, change],
+                params![account, event_id, user_id, role, change.as_str()],
                 |_| Ok(()),
             )
             .optional()
@@ -463,11 +474,11 @@ impl UserStore for Sqlite {
     }
 
     /// Start of the latest complete run of `kind` (`sync` or `poll`) of an account.
-    fn last_complete_user_run(&self, account: &str, kind: &str) -> Result<Option<i64>> {
+    fn last_complete_user_run(&self, account: &str, kind: UserRunKind) -> Result<Option<i64>> {
         self.conn
             .query_row(
                 "SELECT MAX(started_ms) FROM user_runs WHERE account = ?1 AND kind = ?2 AND complete = 1",
-                params![account, kind],
+                params![account, kind.as_str()],
                 |r| r.get(0),
             )
             .map_err(|e| self.err("last user run", e))
@@ -480,11 +491,11 @@ impl UserStore for Sqlite {
             .prepare(&format!(
                 "SELECT account, {USER_COLUMNS},
                     (SELECT e.seq FROM events e WHERE e.account = users.account
-                        AND e.actor_id = users.user_id AND COALESCE(e.status, '') <> 'failure'
+                        AND e.actor_id = users.user_id AND COALESCE(e.status, '') <> ?3
                         ORDER BY e.ts_ms DESC LIMIT 1) AS last_seq,
                     (SELECT e.seq FROM events e WHERE users.accepted_ms IS NOT NULL
                         AND e.account = users.account AND e.actor_id = users.user_id
-                        AND e.action = 'login' AND COALESCE(e.status, '') <> 'failure'
+                        AND e.action = 'login' AND COALESCE(e.status, '') <> ?3
                         AND e.ts_ms BETWEEN COALESCE(users.accepted_after_ms, 0) - ?2
                             AND users.accepted_ms + ?2
                         ORDER BY e.ts_ms LIMIT 1) AS accept_seq
@@ -492,14 +503,17 @@ impl UserStore for Sqlite {
             ))
             .map_err(|e| self.err("list users", e))?;
         let rows = st
-            .query_map(params![account, ACCEPT_SLACK_MS], |r| {
-                Ok((
-                    r.get::<_, String>(0)?,
-                    user_from_row(r, 1)?,
-                    r.get::<_, Option<i64>>(21)?,
-                    r.get::<_, Option<i64>>(22)?,
-                ))
-            })
+            .query_map(
+                params![account, ACCEPT_SLACK_MS, FAILED_EVENT_STATUS],
+                |r| {
+                    Ok((
+                        r.get::<_, String>(0)?,
+                        user_from_row(r, 1)?,
+                        r.get::<_, Option<i64>>(21)?,
+                        r.get::<_, Option<i64>>(22)?,
+                    ))
+                },
+            )
             .map_err(|e| self.err("list users", e))?;
         let mut ev = self
             .conn
@@ -600,9 +614,9 @@ fn insert_role_changes(
     for c in changes {
         let ev = c.evidence.as_ref();
         let source = match (c.observed_ms.is_some(), ev.is_some()) {
-            (true, true) => "snapshot+audit",
-            (true, false) => "snapshot",
-            _ => "audit",
+            (true, true) => RoleChangeSource::SnapshotAndAudit,
+            (true, false) => RoleChangeSource::Snapshot,
+            _ => RoleChangeSource::Audit,
         };
         n += ins
             .execute(params![
@@ -630,22 +644,38 @@ pub(super) fn role_change_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<St
     let event_id: Option<String> = r.get(6)?;
     let evidence = match event_id {
         Some(event_id) => Some(Evidence {
+            // Evidence is written with its event's time: without one the row is corrupt, not 1970.
+            event_ms: r.get::<_, Option<i64>>(7)?.ok_or_else(|| {
+                let seq = r.get::<_, i64>(0).unwrap_or_default();
+                corrupt(7, "role_changes", &format!("seq {seq}"), "event_ms", "NULL")
+            })?,
             event_id,
-            event_ms: r.get::<_, Option<i64>>(7)?.unwrap_or_default(),
             actor_id: r.get(8)?,
             actor_name: r.get(9)?,
             ip_address: r.get(10)?,
         }),
         None => None,
     };
+    let seq: i64 = r.get(0)?;
+    let row = format!("seq {seq}");
+    let change: String = r.get(3)?;
+    let source: String = r.get(11)?;
     Ok(StoredRoleChange {
-        seq: r.get(0)?,
+        seq,
         user_id: r.get(1)?,
         role: r.get(2)?,
-        change: r.get(3)?,
+        change: parse_stored(
+            RoleChangeKind::parse,
+            &change,
+            (3, "role_changes", &row, "change"),
+        )?,
         observed_ms: r.get(4)?,
         after_ms: r.get(5)?,
         evidence,
-        source: r.get(11)?,
+        source: parse_stored(
+            RoleChangeSource::parse,
+            &source,
+            (11, "role_changes", &row, "source"),
+        )?,
     })
 }
