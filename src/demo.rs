@@ -183,6 +183,8 @@ pub async fn run(
             actions: Vec::new(),
             backfill_days,
             collection: simulator_collection_settings(),
+            audit_log: true,
+            report_base_url: None,
         },
         Account {
             name: "demo-certcentral".into(),
@@ -192,6 +194,8 @@ pub async fn run(
             actions: Vec::new(),
             backfill_days,
             collection: simulator_collection_settings(),
+            audit_log: true,
+            report_base_url: None,
         },
     ];
     let refs: Vec<&Account> = accounts.iter().collect();
