@@ -147,6 +147,7 @@ pub async fn run(
         faults: spec,
         api_key: DEMO_KEY.into(),
         expired_api_keys: Vec::new(),
+        non_admin_api_keys: Vec::new(),
     }));
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await
