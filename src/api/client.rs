@@ -232,8 +232,9 @@ impl Client {
             .await
     }
 
-    /// `POST path` with a JSON body. Retried only after a 429 (the request was refused before
-    /// anything was done): a POST that timed out or failed may have created its object.
+    /// `POST path` with a JSON body, retried like a GET. A POST that timed out or got a 5xx may
+    /// still have created its object: callers must tolerate a duplicate (a second on-demand
+    /// report nobody polls is harmless; losing the pass is not).
     pub async fn post_json<T>(
         &self,
         path: &str,
@@ -295,8 +296,7 @@ impl Client {
                 },
                 Err(e) => e,
             };
-            let post_retryable = matches!(err, ApiError::RateLimited { .. });
-            if !err.is_retryable() || (matches!(how, Send::Post(_)) && !post_retryable) {
+            if !err.is_retryable() {
                 return Err(err);
             }
             let Some(backoff) = delays.next() else {

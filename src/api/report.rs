@@ -144,6 +144,15 @@ impl Client {
         Ok(None)
     }
 
+    /// Whether this key may read the audit log: one history request (`check`).
+    pub async fn check_report_access(&self) -> Result<(), ApiError> {
+        let q = [("offset", "0".to_string()), ("limit", "1".to_string())];
+        self.get("/report/history", &q, parse_history)
+            .await
+            .map(|_| ())
+            .map_err(not_admin)
+    }
+
     /// One file of a ready run (`part` counts from 0; sent only when the run has several), as
     /// received: JSON or a ZIP, at most `max_response_bytes`.
     pub async fn download_report(
@@ -161,7 +170,26 @@ impl Client {
             percent_encoding::utf8_percent_encode(report_id, SEGMENT),
             percent_encoding::utf8_percent_encode(run_id, SEGMENT)
         );
-        self.get_bytes(&path, &q, Ok).await.map_err(not_admin)
+        self.get_bytes(&path, &q, looks_whole)
+            .await
+            .map_err(not_admin)
+    }
+}
+
+/// A download that was cut short (no ZIP central directory, JSON that does not end) is a broken
+/// body, retried like a 5xx; the full parse comes later, row by row.
+fn looks_whole(body: Vec<u8>) -> Result<Vec<u8>, String> {
+    if body.starts_with(b"PK") {
+        zip::ZipArchive::new(std::io::Cursor::new(&body[..]))
+            .map_err(|e| format!("an incomplete ZIP ({} bytes): {e}", body.len()))?;
+        return Ok(body);
+    }
+    match body.iter().rev().find(|b| !b.is_ascii_whitespace()) {
+        Some(b']') | Some(b'}') => Ok(body),
+        _ => Err(format!(
+            "the file ({} bytes) is neither a ZIP nor a whole JSON document",
+            body.len()
+        )),
     }
 }
 

@@ -219,6 +219,28 @@ pub const MIGRATIONS: &[&str] = &[
     ALTER TABLE alert_deliveries ADD COLUMN failing_since_ms INTEGER; -- first run that could not send it
     ALTER TABLE alert_deliveries ADD COLUMN failed_runs INTEGER NOT NULL DEFAULT 0;
     "#,
+    // 6: CertCentral Report Library runs (issue 15). A run is remembered from its creation, so a
+    // pass that stops waiting for it (or is killed) picks the same run up next time instead of
+    // creating another; `state` is pending until its rows and coverage are stored (done) or the
+    // service says FAILED (failed: its days are requested again).
+    r#"
+    CREATE TABLE report_runs (
+        account         TEXT NOT NULL,
+        report_id       TEXT NOT NULL,
+        run_id          TEXT NOT NULL,
+        start_day       TEXT NOT NULL,      -- the run's UTC days, inclusive
+        end_day         TEXT NOT NULL,
+        state           TEXT NOT NULL,      -- pending | done | failed
+        status          TEXT,               -- the service's last status (an open set)
+        created_ms      INTEGER NOT NULL,
+        updated_ms      INTEGER NOT NULL,
+        rows            INTEGER,            -- rows downloaded, once done
+        note            TEXT,               -- why it failed
+        PRIMARY KEY (account, run_id)
+    ) WITHOUT ROWID;
+    -- Each pass looks up its account's pending runs.
+    CREATE INDEX report_runs_by_state ON report_runs (account, state);
+    "#,
 ];
 
 /// The migration that introduces hash chains. Named so that `Store::migrate` can recognise it and

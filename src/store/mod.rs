@@ -14,6 +14,7 @@ mod alerts;
 pub mod chain;
 mod gate;
 mod migrations;
+mod report_runs;
 mod reports;
 mod users;
 
@@ -32,6 +33,7 @@ pub use alerts::{
 };
 use chain::{ChainHead, ChainKind};
 pub use chain::{ChainSummary, Finding};
+pub use report_runs::{ReportRun, ReportRunState};
 pub use reports::{RoleChangeRow, UserActivityRow, UserSelection};
 pub use users::{
     Deletion, Evidence, HistoryRow, RoleChange, RoleEvent, StoredRoleChange, UserBatch,

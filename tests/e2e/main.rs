@@ -15,6 +15,7 @@ mod crash;
 mod daemon;
 mod demo;
 mod messages;
+mod report_library;
 mod reports;
 mod secrets;
 mod signed_reports;

@@ -32,7 +32,8 @@ pub(crate) struct SimRun {
     start: NaiveDate,
     end: NaiveDate,
     created: String,
-    polls_left: u32,
+    /// History listings that showed it so far.
+    polls: u32,
     failed: bool,
 }
 
@@ -146,7 +147,7 @@ impl Simulator {
             start,
             end,
             created: crate::clock::now().format("%Y-%m-%d %H:%M:%S").to_string(),
-            polls_left: spec.report_polls,
+            polls: 0,
             failed,
         };
         let answer =
@@ -174,7 +175,8 @@ impl Simulator {
         let names: Option<Vec<&str>> = params
             .get("report_display_name")
             .map(|n| n.split(',').collect());
-        let split_rows = self.faults_view().report_split_rows.max(1);
+        let spec = self.faults_view();
+        let split_rows = spec.report_split_rows.max(1);
         let mut lib = self.reports();
         let matching: Vec<usize> = (0..lib.runs.len())
             .rev()
@@ -188,8 +190,9 @@ impl Simulator {
         let mut items = Vec::new();
         for i in matching.into_iter().skip(offset).take(limit) {
             let run = &mut lib.runs[i];
-            run.polls_left = run.polls_left.saturating_sub(1);
-            let status = match (run.polls_left, run.failed) {
+            run.polls = run.polls.saturating_add(1);
+            let left = spec.report_polls.saturating_sub(run.polls);
+            let status = match (left, run.failed) {
                 (0, true) => "FAILED",
                 (0, false) => "READY",
                 (1, _) => "IN_PROGRESS",
@@ -236,7 +239,7 @@ impl Simulator {
                 &format!("no report run {report}/{run}"),
             );
         };
-        if found.polls_left > 0 || found.failed {
+        if found.polls < self.faults_view().report_polls || found.failed {
             return self.bad_request(Api::Cc, "the report run is not READY");
         }
         let spec = self.faults_view();
