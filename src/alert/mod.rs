@@ -57,7 +57,7 @@ pub fn evaluate(
         .iter()
         .map(|a| {
             let mut eval = |facts: &AlertFacts, counter: &mut dyn GrantCounter| {
-                fire(&settings.rules, facts, counter, oldest_sent, now)
+                fire(&a.name, &settings.rules, facts, counter, oldest_sent, now)
             };
             let result = store.record_alerts(&a.name, &sinks, now_ms, &mut eval);
             match &result {
@@ -79,6 +79,7 @@ pub fn evaluate(
 
 /// Run every rule on every fact; one alert per (rule, evidence).
 fn fire(
+    account: &str,
     rules: &[Rule],
     facts: &AlertFacts,
     counter: &mut dyn GrantCounter,
@@ -100,7 +101,62 @@ fn fire(
             }
         }
     }
+    for r in rules {
+        for b in r.sign_in_bursts(&facts.failed_sign_ins) {
+            out.extend(sign_in_alert(r, account, &b, oldest_sent_ms, now));
+        }
+    }
     out
+}
+
+fn sign_in_alert(
+    rule: &Rule,
+    account: &str,
+    burst: &rules::SignInBurst<'_>,
+    oldest_sent_ms: i64,
+    now: DateTime<Utc>,
+) -> Option<NewAlert> {
+    let (first, last) = (burst.failures.first()?, burst.failures.last()?);
+    let name = first.user_name.as_deref().unwrap_or(&first.user);
+    let minutes = (last.ts_ms - first.ts_ms) / 60_000;
+    let from = first
+        .ip_address
+        .as_deref()
+        .map(|ip| format!(" (first from {ip})"))
+        .unwrap_or_default();
+    let summary = format!(
+        "[{}] {}: {} failed sign-ins of {} on {} within {} min{from}",
+        rule.severity.as_str(),
+        rule.name,
+        burst.failures.len(),
+        name,
+        account,
+        minutes
+    );
+    let body = json!({
+        "target": {"id": first.user, "name": first.user_name},
+        "role": Value::Null,
+        "change": "failed-sign-ins",
+        "actor": {"id": first.user, "name": first.user_name},
+        "source_ip": first.ip_address,
+        "failures": burst.failures.len(),
+        "first_at": rfc3339(Some(first.ts_ms)),
+        "last_at": rfc3339(Some(last.ts_ms)),
+        "evidence": {
+            "kind": "audit_events",
+            "event_ids": burst.failures.iter().map(|f| f.event_id.as_str()).collect::<Vec<_>>(),
+        },
+    });
+    Some(new_alert(
+        rule,
+        account,
+        &format!("failed-sign-ins:{}:{}", first.user, first.event_id),
+        Some(last.ts_ms),
+        oldest_sent_ms,
+        now,
+        summary,
+        body,
+    ))
 }
 
 /// The id receivers deduplicate by: derived from the alert key, so it never changes.

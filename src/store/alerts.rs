@@ -15,13 +15,16 @@ use std::collections::BTreeMap;
 use rusqlite::{params, OptionalExtension};
 
 use super::{err, Result, Store};
-use crate::alert::rules::{Grant, GrantCounter, NewUser};
+use crate::alert::rules::{FailedSignIn, Grant, GrantCounter, NewUser};
 
 /// The facts the rules have not seen yet for one account.
 #[derive(Debug, Default)]
 pub struct AlertFacts {
     pub grants: Vec<Grant>,
     pub new_users: Vec<NewUser>,
+    /// Failed sign-ins of the recent past (`sign_ins.rs`), re-read each time: a burst's alert is
+    /// keyed by its first event, so reading them again writes nothing twice.
+    pub failed_sign_ins: Vec<FailedSignIn>,
 }
 
 /// One alert to write (ignored if its key exists already).
@@ -293,6 +296,8 @@ impl Store {
                 .map_err(|e| err(&path, "history mark", e))?;
             new_hist_mark = new_hist_mark.max(max_hist.unwrap_or(0));
         }
+        facts.failed_sign_ins = super::sign_ins::recent_failed_sign_ins(&tx, account, now_ms)
+            .map_err(|e| err(&path, "failed sign-ins", e))?;
         let mut counts = AlertCounts {
             facts: (facts.grants.len() + facts.new_users.len()) as u64,
             ..Default::default()

@@ -16,6 +16,7 @@ mod gate;
 mod migrations;
 mod report_runs;
 mod reports;
+mod sign_ins;
 mod users;
 
 use std::collections::HashMap;

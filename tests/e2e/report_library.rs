@@ -229,3 +229,56 @@ fn status_warns_before_history_is_lost() {
     let out = off.collect_ok();
     assert!(out.contains("cc: skipped, audit_log = false"), "{out}");
 }
+
+/// CertCentral's failed sign-ins (Report Library rows) feed the `failed-sign-ins` rule: each
+/// burst of N failures of one user within M minutes is one alert, whose evidence is those stored
+/// events, and a second pass (re-reading the same failures) writes none twice.
+#[test]
+fn failed_sign_in_bursts_raise_one_alert_each() {
+    let sim = Sim::start(&["--events", "3000", "--users", "8"]);
+    let app = cc_app(&sim, "");
+    let mut text = std::fs::read_to_string(&app.config).unwrap();
+    text.push_str(
+        "\n[alerts]\nbackfill_horizon_hours = 240\n\n[[alerts.rules]]\nname = \"cc-failed\"\nkind = \"failed-sign-ins\"\ncount = 2\nwindow_minutes = 1440\nseverity = \"medium\"\n",
+    );
+    std::fs::write(&app.config, text).unwrap();
+    app.collect_ok();
+    let alerts = app.sql_count("SELECT COUNT(*) FROM alerts WHERE rule = 'cc-failed'");
+    assert!(alerts >= 1, "no burst of failed sign-ins raised an alert");
+    let c = rusqlite::Connection::open(&app.db).unwrap();
+    let mut st = c
+        .prepare("SELECT payload FROM alerts WHERE rule = 'cc-failed'")
+        .unwrap();
+    let payloads: Vec<String> = st
+        .query_map([], |r| r.get(0))
+        .unwrap()
+        .map(|r| r.unwrap())
+        .collect();
+    for p in &payloads {
+        let v: serde_json::Value = serde_json::from_str(p).unwrap();
+        assert_eq!(v["rule_kind"], "failed-sign-ins", "{v}");
+        let ids = v["evidence"]["event_ids"].as_array().unwrap();
+        assert!(ids.len() >= 2, "{v}");
+        let mut times = Vec::new();
+        for id in ids {
+            let (actor, action, status, ts): (String, String, String, i64) = c
+                .query_row(
+                    "SELECT actor_id, action, status, ts_ms FROM events WHERE account = 'cc' AND event_id = ?1",
+                    [id.as_str().unwrap()],
+                    |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)),
+                )
+                .unwrap();
+            assert_eq!((action.as_str(), status.as_str()), ("login", "failure"));
+            assert_eq!(serde_json::json!(actor), v["target"]["id"], "{v}");
+            times.push(ts);
+        }
+        let span = times.iter().max().unwrap() - times.iter().min().unwrap();
+        assert!(span <= 1440 * 60_000, "{v}");
+    }
+    app.collect_ok();
+    assert_eq!(
+        app.sql_count("SELECT COUNT(*) FROM alerts WHERE rule = 'cc-failed'"),
+        alerts,
+        "a second pass wrote an alert twice"
+    );
+}
