@@ -282,3 +282,67 @@ fn failed_sign_in_bursts_raise_one_alert_each() {
         "a second pass wrote an alert twice"
     );
 }
+
+/// A pass killed (`kill -9`) while it downloads a run's files leaves that run pending; the next
+/// pass downloads the same run again (no new report) and stores every row exactly once.
+#[test]
+fn a_kill_during_a_download_resumes_the_same_run() {
+    let sim = Sim::start(&[
+        "--events",
+        "3000",
+        "--faults",
+        "report-polls=1000,report-split-rows=60,report-zip-kb=4",
+    ]);
+    let app = cc_app(&sim, "");
+    app.collect_ok();
+    let created = route_count(&sim.stats(), "POST /reports/v1/report");
+    assert_eq!(runs_in(&app, "pending"), created as i64);
+
+    // Ready now, but every request takes 300 ms: the downloads of the parts take seconds.
+    let (s, b) = sim.http(
+        "POST",
+        "/_sim/faults",
+        "report-polls=1,report-split-rows=60,report-zip-kb=4,slow=1,slow-ms=300",
+    );
+    assert_eq!(s, 200, "{b}");
+    let mut child = app
+        .command(&["collect"])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while app.sql_count("SELECT COUNT(*) FROM events WHERE account = 'cc'") == 0 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no rows stored within 60 s"
+        );
+        assert!(child.try_wait().unwrap().is_none(), "collect ended early");
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let stored = app.sql_count("SELECT COUNT(*) FROM events WHERE account = 'cc'");
+    assert!(stored > 0);
+    assert!(
+        runs_in(&app, "pending") > 0,
+        "the kill came after every run was done"
+    );
+
+    let (s, b) = sim.http(
+        "POST",
+        "/_sim/faults",
+        "report-polls=1,report-split-rows=60",
+    );
+    assert_eq!(s, 200, "{b}");
+    app.collect_ok();
+    assert_eq!(
+        route_count(&sim.stats(), "POST /reports/v1/report"),
+        created,
+        "the runs were resumed, not created again"
+    );
+    assert_eq!(runs_in(&app, "pending"), 0);
+    assert_rows_match(&app, &sim);
+    let (ok, text) = app.verify(None);
+    assert!(ok, "{text}");
+}
