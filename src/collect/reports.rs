@@ -88,7 +88,9 @@ impl Run {
             })
             .collect();
         let mut pending: Vec<ReportRun> = Vec::new();
+        let mut resumed: BTreeSet<String> = BTreeSet::new();
         for r in &plan.pending_runs {
+            resumed.insert(r.run_id.clone());
             tracing::info!(event = "report_run_resumed", account = %self.name, run = %r.run_id, start = %r.start, end = %r.end, "a report run left pending by an earlier pass");
             for d in r.start.iter_days().take_while(|d| *d <= r.end) {
                 needed.remove(&d);
@@ -109,7 +111,10 @@ impl Run {
             for run in pending {
                 let info = self.poll(&run).await?;
                 match info.map(|i| (i.state.clone(), i)) {
-                    Some((RunState::Ready, info)) => self.store_run(run, &info).await?,
+                    Some((RunState::Ready, info)) => {
+                        let earlier = resumed.contains(&run.run_id);
+                        self.store_run(run, &info, earlier).await?
+                    }
                     Some((RunState::Pending, info)) => {
                         if run.status.as_deref() != Some(info.status.as_str()) {
                             self.save(&run, ReportRunState::Pending, &info.status, None, None)
@@ -250,8 +255,15 @@ impl Run {
     }
 
     /// Download every file of a ready run and store its rows, then its days' coverage, then the
-    /// run as done.
-    async fn store_run(&self, run: ReportRun, info: &RunInfo) -> Result<(), RunError> {
+    /// run as done. A run made by an earlier pass covers the days that had not ended when it was
+    /// made only as they were then: those stay incomplete, so they are asked again (this pass's
+    /// own runs are as fresh as a DigiCert ONE read, and the overlap days are asked every pass).
+    async fn store_run(
+        &self,
+        run: ReportRun,
+        info: &RunInfo,
+        earlier_pass: bool,
+    ) -> Result<(), RunError> {
         let mut counts = Occurrences::default();
         let mut rows = 0u64;
         for part in 0..info.parts {
@@ -286,8 +298,22 @@ impl Run {
             rows += n;
             self.events_seen.fetch_add(n, Relaxed);
         }
+        let made = run.created.date_naive();
         for day in run.start.iter_days().take_while(|d| *d <= run.end) {
             let received = counts.per_day.get(&day).copied().unwrap_or(0);
+            if earlier_pass && day >= made {
+                self.send(WriterMsg::Incomplete {
+                    account: self.name.clone(),
+                    action: Arc::from(""),
+                    day,
+                    note: format!(
+                        "report run {} was made on {made}, before this day ended; asked again",
+                        run.run_id
+                    ),
+                })
+                .await?;
+                continue;
+            }
             self.send(WriterMsg::Page {
                 account: self.name.clone(),
                 action: Arc::from(""),

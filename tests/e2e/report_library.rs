@@ -144,10 +144,16 @@ fn pending_report_run_is_picked_up_by_the_next_pass() {
     assert_eq!(runs_in(&app, "pending"), 0);
     assert_eq!(runs_in(&app, "done"), created as i64);
     assert_rows_match(&app, &sim);
-    // Coverage: every day of the backfill (40 days and today), from finished runs.
+    // Coverage: the 40 days of the backfill from finished runs; today is asked again, since the
+    // resumed run was made before today ended.
     assert_eq!(
         app.sql_count("SELECT COUNT(*) FROM coverage WHERE account = 'cc' AND complete = 1"),
-        41
+        40
+    );
+    let status = String::from_utf8_lossy(&app.run(&["status"]).stdout).to_string();
+    assert!(
+        status.contains("before this day ended; asked again"),
+        "{status}"
     );
 }
 
