@@ -322,7 +322,7 @@ enum RunError {
     #[error("a day read stopped unexpectedly: {0}")]
     Task(String),
     /// A CertCentral report run failed twice, or its file could not be read.
-    #[error("account {account}: the audit-log report {detail}")]
+    #[error("account {account}: CertCentral audit log: {detail}")]
     Report { account: String, detail: String },
     /// The server would have paged without end; the day stays incomplete.
     #[error("account {account}, day {day}: {reason}")]

@@ -287,7 +287,7 @@ impl Run {
             let n = parsed.0.map_err(|detail| RunError::Report {
                 account: self.name.to_string(),
                 detail: format!(
-                    "run {} of report {} (days {}..{}), file {}: {detail}",
+                    "report run {} of report {} (days {}..{}), file {}: {detail}",
                     run.run_id,
                     run.report_id,
                     run.start,
