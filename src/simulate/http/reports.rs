@@ -382,3 +382,35 @@ pub(super) fn report_rows_truth(w: &World) -> Value {
         .collect();
     json!({"total": rows.len(), "rows": rows})
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every well-formed event is a row of its UTC day, about one in 29 twice, none of another
+    /// day's; the rows are JSON objects without an id.
+    #[test]
+    fn rows_follow_the_events() {
+        let now = chrono::DateTime::parse_from_rfc3339("2026-11-30T12:00:00Z")
+            .unwrap()
+            .with_timezone(&chrono::Utc);
+        let w = World::generate(7, 800, 10, 20, false, now);
+        let day = now.date_naive() - chrono::Days::new(3);
+        let rows = w.report_rows(day, day);
+        let events = w
+            .events
+            .iter()
+            .filter(|e| super::super::super::world::ms_to_day(e.ts_ms) == day)
+            .count();
+        assert!(rows.len() > events, "{} rows, {events} events", rows.len());
+        assert!(rows.len() < events * 2);
+        for r in &rows {
+            let v: Value = serde_json::from_str(r).unwrap();
+            assert!(v["date_time"]
+                .as_str()
+                .unwrap()
+                .starts_with(&day.to_string()));
+            assert!(v.get("id").is_none());
+        }
+    }
+}
