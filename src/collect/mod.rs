@@ -54,7 +54,8 @@ pub struct AccountSummary {
     pub kind: AccountKind,
     /// `None` when the pass succeeded.
     pub error: Option<String>,
-    /// Why nothing was collected, when that is expected (CertCentral has no audit log).
+    /// Why the audit log was not collected, when that is expected (CertCentral with
+    /// `audit_log = false`, or a key without the Administrator role).
     pub skipped: Option<String>,
     pub written: WriteCounts,
     pub requests: u64,
