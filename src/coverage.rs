@@ -26,7 +26,7 @@ pub struct CoverageSummary {
     pub days: u64,
     pub complete_days: u64,
     pub gaps: Vec<Gap>,
-    /// Set when the account has no audit log to cover (CertCentral).
+    /// Set when the account has no audit log to cover (CertCentral with `audit_log = false`).
     pub not_applicable: Option<String>,
 }
 
@@ -83,16 +83,21 @@ pub fn summarize(
         gaps: Vec::new(),
         not_applicable: None,
     };
-    if account.kind == AccountKind::CertCentral {
-        summary.not_applicable =
-            Some("no audit log (CertCentral): users are tracked from snapshots".into());
+    if account.kind == AccountKind::CertCentral && !account.audit_log {
+        summary.not_applicable = Some(
+            "no audit log (CertCentral, audit_log = false): users are tracked from snapshots"
+                .into(),
+        );
         return Ok(summary);
     }
-    let filters: Vec<String> = if account.actions.is_empty() {
-        vec![String::new()]
-    } else {
-        account.actions.clone()
-    };
+    // CertCentral's audit log comes whole from the Report Library (no action filters): a day is
+    // complete once a finished report run covered it.
+    let filters: Vec<String> =
+        if account.actions.is_empty() || account.kind == AccountKind::CertCentral {
+            vec![String::new()]
+        } else {
+            account.actions.clone()
+        };
     // day -> Some(reason) when not complete for some filter.
     let mut state: BTreeMap<NaiveDate, Option<String>> = BTreeMap::new();
     for (i, f) in filters.iter().enumerate() {

@@ -147,6 +147,7 @@ pub async fn run(
         faults: spec,
         api_key: DEMO_KEY.into(),
         expired_api_keys: Vec::new(),
+        non_admin_api_keys: Vec::new(),
     }));
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await
@@ -183,6 +184,8 @@ pub async fn run(
             actions: Vec::new(),
             backfill_days,
             collection: simulator_collection_settings(),
+            audit_log: true,
+            report_base_url: None,
         },
         Account {
             name: "demo-certcentral".into(),
@@ -192,6 +195,8 @@ pub async fn run(
             actions: Vec::new(),
             backfill_days,
             collection: simulator_collection_settings(),
+            audit_log: true,
+            report_base_url: None,
         },
     ];
     let refs: Vec<&Account> = accounts.iter().collect();

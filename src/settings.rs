@@ -172,6 +172,20 @@ impl<'a> Section<'a> {
         }
     }
 
+    pub fn boolean(&mut self, k: &str, problems: &mut Vec<String>) -> Option<bool> {
+        match self.take(k)? {
+            toml::Value::Boolean(b) => Some(*b),
+            other => {
+                problems.push(format!(
+                    "{}: must be true or false, found {}",
+                    self.key(k),
+                    other.type_str()
+                ));
+                None
+            }
+        }
+    }
+
     pub fn string_list(&mut self, k: &str, problems: &mut Vec<String>) -> Option<Vec<String>> {
         let key = self.key(k);
         match self.take(k)? {

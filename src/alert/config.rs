@@ -305,6 +305,18 @@ fn alert_rule(key: &str, t: &toml::Table, problems: &mut Vec<String>) -> Option<
                 .unwrap_or(30),
         }),
         Some("credential-created") => Some(RuleKind::CredentialCreated),
+        Some("failed-sign-ins") => Some(RuleKind::FailedSignIns {
+            count: s
+                .integer("count", 2, 100_000, problems)
+                .map(|v| v as u32)
+                .unwrap_or(5),
+            window: Duration::from_secs(
+                s.integer("window_minutes", 1, 7 * 24 * 60, problems)
+                    .map(|v| v as u64)
+                    .unwrap_or(10)
+                    * 60,
+            ),
+        }),
         Some(other) => {
             problems.push(format!(
                 "{key}.kind: {other:?} is not one of {}",

@@ -58,7 +58,7 @@ pub fn evaluate(
         .iter()
         .map(|a| {
             let mut eval = |facts: &AlertFacts, counter: &mut dyn GrantCounter| {
-                fire(&settings.rules, a.kind, facts, counter, oldest_sent, now)
+                fire(&a.name, &settings.rules, a.kind, facts, counter, oldest_sent, now)
             };
             let result = store.record_alerts(&a.name, &sinks, now_ms, &mut eval);
             match &result {
@@ -82,6 +82,7 @@ pub fn evaluate(
 /// raised on a grant refers to its role change, so the role-change report shows it flagged
 /// whatever evidence the change gains later.
 fn fire(
+    account: &str,
     rules: &[Rule],
     kind: AccountKind,
     facts: &AlertFacts,
@@ -127,6 +128,11 @@ fn fire(
             if let Some(evidence) = r.fires_on_credential(Some(kind), c) {
                 out.push(credential_alert(r, c, &evidence, oldest_sent_ms, now));
             }
+        }
+    }
+    for r in rules {
+        for b in r.sign_in_bursts(&facts.failed_sign_ins) {
+            out.extend(sign_in_alert(r, account, &b, oldest_sent_ms, now));
         }
     }
     out
@@ -222,6 +228,56 @@ fn credential_alert(
         summary,
         body,
     )
+}
+
+fn sign_in_alert(
+    rule: &Rule,
+    account: &str,
+    burst: &rules::SignInBurst<'_>,
+    oldest_sent_ms: i64,
+    now: DateTime<Utc>,
+) -> Option<NewAlert> {
+    let (first, last) = (burst.failures.first()?, burst.failures.last()?);
+    let name = first.user_name.as_deref().unwrap_or(&first.user);
+    let minutes = (last.ts_ms - first.ts_ms) / 60_000;
+    let from = first
+        .ip_address
+        .as_deref()
+        .map(|ip| format!(" (first from {ip})"))
+        .unwrap_or_default();
+    let summary = format!(
+        "[{}] {}: {} failed sign-ins of {} on {} within {} min{from}",
+        rule.severity.as_str(),
+        rule.name,
+        burst.failures.len(),
+        name,
+        account,
+        minutes
+    );
+    let body = json!({
+        "target": {"id": first.user, "name": first.user_name},
+        "role": Value::Null,
+        "change": "failed-sign-ins",
+        "actor": {"id": first.user, "name": first.user_name},
+        "source_ip": first.ip_address,
+        "failures": burst.failures.len(),
+        "first_at": rfc3339(Some(first.ts_ms)),
+        "last_at": rfc3339(Some(last.ts_ms)),
+        "evidence": {
+            "kind": "audit_events",
+            "event_ids": burst.failures.iter().map(|f| f.event_id.as_str()).collect::<Vec<_>>(),
+        },
+    });
+    Some(new_alert(
+        rule,
+        account,
+        &format!("failed-sign-ins:{}:{}", first.user, first.event_id),
+        Some(last.ts_ms),
+        oldest_sent_ms,
+        now,
+        summary,
+        body,
+    ))
 }
 
 /// The id receivers deduplicate by: derived from the alert key, so it never changes.

@@ -170,6 +170,9 @@ pub enum RuleKind {
     /// `credential-created`: a new API token or client-auth certificate created by a service
     /// user or by a user holding one of the rule's roles.
     CredentialCreated,
+    /// `failed-sign-ins`: at least `count` failed sign-ins of one user within `window` (from
+    /// the audit log of either API; CertCentral's through the Report Library).
+    FailedSignIns { count: u32, window: Duration },
 }
 
 impl RuleKind {
@@ -185,6 +188,7 @@ impl RuleKind {
             RuleKind::NewPrivilegedServiceUser => "new-privileged-service-user",
             RuleKind::CredentialExpiring { .. } => "credential-expiring",
             RuleKind::CredentialCreated => "credential-created",
+            RuleKind::FailedSignIns { .. } => "failed-sign-ins",
         }
     }
 
@@ -200,6 +204,7 @@ impl RuleKind {
         "new-privileged-service-user",
         "credential-expiring",
         "credential-created",
+        "failed-sign-ins",
     ];
 }
 
@@ -398,7 +403,8 @@ impl Rule {
             }
             RuleKind::NewPrivilegedServiceUser
             | RuleKind::CredentialExpiring { .. }
-            | RuleKind::CredentialCreated => false,
+            | RuleKind::CredentialCreated
+            | RuleKind::FailedSignIns { .. } => false,
         };
         fired.then(|| g.evidence_key())
     }
@@ -451,9 +457,101 @@ impl Rule {
     }
 }
 
+/// A failed sign-in from the audit log: `user` is the actor's id (else its name).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FailedSignIn {
+    pub user: String,
+    pub user_name: Option<String>,
+    pub event_id: String,
+    pub ts_ms: i64,
+    pub ip_address: Option<String>,
+}
+
+/// A burst of failed sign-ins of one user: the failures, oldest first.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SignInBurst<'a> {
+    pub failures: Vec<&'a FailedSignIn>,
+}
+
+impl Rule {
+    /// `failed-sign-ins`: per user, the bursts of at least `count` failures within `window`.
+    /// Each burst starts at the first failure not in an earlier burst and takes every failure
+    /// within `window` of it, so one burst is one alert (keyed by its first event).
+    pub fn sign_in_bursts<'a>(&self, failures: &'a [FailedSignIn]) -> Vec<SignInBurst<'a>> {
+        let RuleKind::FailedSignIns { count, window } = &self.kind else {
+            return Vec::new();
+        };
+        let w = i64::try_from(window.as_millis()).unwrap_or(i64::MAX);
+        let mut by_user: std::collections::BTreeMap<&str, Vec<&FailedSignIn>> =
+            std::collections::BTreeMap::new();
+        for f in failures {
+            by_user.entry(f.user.as_str()).or_default().push(f);
+        }
+        let mut out = Vec::new();
+        for (_, mut fs) in by_user {
+            fs.sort_by(|a, b| (a.ts_ms, &a.event_id).cmp(&(b.ts_ms, &b.event_id)));
+            let mut i = 0;
+            while i < fs.len() {
+                let end = fs[i].ts_ms.saturating_add(w);
+                let j = i + fs[i..].iter().take_while(|f| f.ts_ms <= end).count();
+                if (j - i) as u64 >= u64::from(*count) {
+                    out.push(SignInBurst {
+                        failures: fs[i..j].to_vec(),
+                    });
+                    i = j;
+                } else {
+                    i += 1;
+                }
+            }
+        }
+        out
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Three failures of one user within ten minutes are one burst; two of another user, or
+    /// three spread over an hour, are none.
+    #[test]
+    fn failed_sign_in_bursts() {
+        let rule = Rule {
+            name: "failed-sign-ins".into(),
+            severity: Severity::Medium,
+            roles: RoleScope::Listed(Vec::new()),
+            kind: RuleKind::FailedSignIns {
+                count: 3,
+                window: Duration::from_secs(600),
+            },
+        };
+        let f = |user: &str, id: &str, min: i64| FailedSignIn {
+            user: user.into(),
+            user_name: None,
+            event_id: id.into(),
+            ts_ms: min * 60_000,
+            ip_address: None,
+        };
+        let fs = vec![
+            f("ann", "a1", 0),
+            f("ann", "a2", 4),
+            f("ann", "a3", 9),
+            f("ann", "a4", 11),
+            f("bob", "b1", 0),
+            f("bob", "b2", 1),
+            f("eve", "e1", 0),
+            f("eve", "e2", 30),
+            f("eve", "e3", 60),
+        ];
+        let bursts = rule.sign_in_bursts(&fs);
+        assert_eq!(bursts.len(), 1, "{bursts:?}");
+        let ids: Vec<&str> = bursts[0]
+            .failures
+            .iter()
+            .map(|f| f.event_id.as_str())
+            .collect();
+        assert_eq!(ids, vec!["a1", "a2", "a3"]);
+    }
 
     fn ms(s: &str) -> i64 {
         DateTime::parse_from_rfc3339(s).unwrap().timestamp_millis()

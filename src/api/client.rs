@@ -61,6 +61,9 @@ pub struct Client {
     account: Arc<str>,
     http: reqwest::Client,
     base: Url,
+    /// The API's path below `base`: `/account/api/v1`, `/services/v2`, or the Report Library's
+    /// `/reports/v1` (see [`Client::for_reports`]).
+    prefix: &'static str,
     kind: AccountKind,
     key: Option<Secret>,
     throttle: Throttle,
@@ -78,6 +81,25 @@ pub struct Client {
 
 impl Client {
     pub fn new(account: &Account) -> Result<Client, ApiError> {
+        let prefix = match account.kind {
+            AccountKind::DigicertOne => "/account/api/v1",
+            AccountKind::CertCentral => "/services/v2",
+        };
+        Client::build(account, account.base_url.clone(), prefix)
+    }
+
+    /// The client of a CertCentral account's Report Library (contract 2.3): `report_base_url`
+    /// (by default the region's API host) under `/reports/v1`, the same key, throttle settings
+    /// and limits as the Services API.
+    pub fn for_reports(account: &Account) -> Result<Client, ApiError> {
+        let base = account
+            .report_base_url
+            .clone()
+            .unwrap_or_else(|| account.base_url.clone());
+        Client::build(account, base, "/reports/v1")
+    }
+
+    fn build(account: &Account, base: Url, prefix: &'static str) -> Result<Client, ApiError> {
         let c = &account.collection;
         let mut builder = reqwest::Client::builder()
             .timeout(c.request_timeout)
@@ -85,8 +107,7 @@ impl Client {
             .user_agent(concat!("auditwarden/", env!("CARGO_PKG_VERSION")))
             .redirect(reqwest::redirect::Policy::none());
         let (b, mut tls) =
-            super::tls::configure(builder, &c.tls, &c.proxy, Some(&account.base_url))
-                .map_err(ApiError::Tls)?;
+            super::tls::configure(builder, &c.tls, &c.proxy, Some(&base)).map_err(ApiError::Tls)?;
         builder = b;
         let key = match &account.credential {
             Credential::ApiKey(k) => Some(k.clone()),
@@ -108,7 +129,8 @@ impl Client {
         Ok(Client {
             account: Arc::from(account.name.as_str()),
             http,
-            base: account.base_url.clone(),
+            base,
+            prefix,
             kind: account.kind,
             key,
             throttle: Throttle::for_account(account.kind, &c.rate_limits),
@@ -140,10 +162,7 @@ impl Client {
     }
 
     fn prefix(&self) -> &'static str {
-        match self.kind {
-            AccountKind::DigicertOne => "/account/api/v1",
-            AccountKind::CertCentral => "/services/v2",
-        }
+        self.prefix
     }
 
     /// One page of `GET /account/api/v1/audit-log`, oldest first where the server honours `sort`.
@@ -209,6 +228,40 @@ impl Client {
         query: &[(&str, String)],
         parse: impl Fn(&str) -> Result<T, String>,
     ) -> Result<T, ApiError> {
+        self.request(Send::Get, path, query, |b| parse(&utf8(b)))
+            .await
+    }
+
+    /// `POST path` with a JSON body, retried like a GET. A POST that timed out or got a 5xx may
+    /// still have created its object: callers must tolerate a duplicate (a second on-demand
+    /// report nobody polls is harmless; losing the pass is not).
+    pub async fn post_json<T>(
+        &self,
+        path: &str,
+        body: &str,
+        parse: impl Fn(&str) -> Result<T, String>,
+    ) -> Result<T, ApiError> {
+        self.request(Send::Post(body), path, &[], |b| parse(&utf8(b)))
+            .await
+    }
+
+    /// GET `path` whose 2xx body is bytes (a download), at most `max_response_bytes`.
+    pub async fn get_bytes<T>(
+        &self,
+        path: &str,
+        query: &[(&str, String)],
+        parse: impl Fn(Vec<u8>) -> Result<T, String>,
+    ) -> Result<T, ApiError> {
+        self.request(Send::Get, path, query, parse).await
+    }
+
+    async fn request<T>(
+        &self,
+        how: Send<'_>,
+        path: &str,
+        query: &[(&str, String)],
+        parse: impl Fn(Vec<u8>) -> Result<T, String>,
+    ) -> Result<T, ApiError> {
         let mut url = self.base.clone();
         url.set_path(&format!("{}{}", self.prefix(), path));
         if !query.is_empty() {
@@ -225,7 +278,7 @@ impl Client {
         loop {
             attempts += 1;
             let sent = self.throttle.acquire().await;
-            let result = self.send_once(&url, path).await;
+            let result = self.send_once(&url, path, how).await;
             match &result {
                 Err(ApiError::RateLimited { retry_after, .. }) => {
                     self.throttle.record(sent, true, *retry_after)
@@ -234,7 +287,7 @@ impl Client {
                 Err(_) => {}
             }
             let err = match result {
-                Ok(body) => match parse(&body) {
+                Ok(body) => match parse(body) {
                     Ok(v) => return Ok(v),
                     Err(reason) => ApiError::BadBody {
                         path: path.to_string(),
@@ -276,9 +329,12 @@ impl Client {
         }
     }
 
-    async fn send_once(&self, url: &Url, path: &str) -> Result<String, ApiError> {
+    async fn send_once(&self, url: &Url, path: &str, how: Send<'_>) -> Result<Vec<u8>, ApiError> {
         self.stats.requests.fetch_add(1, Ordering::Relaxed);
-        let mut req = self.http.get(url.clone());
+        let mut req = match how {
+            Send::Get => self.http.get(url.clone()),
+            Send::Post(body) => self.http.post(url.clone()).body(body.to_string()),
+        };
         if let Some(key) = &self.key {
             let header = match self.kind {
                 AccountKind::DigicertOne => "x-api-key",
@@ -307,7 +363,7 @@ impl Client {
         let retry_after = retry_after(resp.headers());
         if (200..300).contains(&status) {
             return match read_capped(resp, self.max_body).await {
-                Ok(Some(bytes)) => Ok(utf8(bytes)),
+                Ok(Some(bytes)) => Ok(bytes),
                 Ok(None) => Err(ApiError::BodyTooLarge {
                     account: self.account.to_string(),
                     path: self.shown_path(url),
@@ -373,6 +429,14 @@ impl Client {
             ApiError::Transport(msg)
         }
     }
+}
+
+/// How a request is sent.
+#[derive(Debug, Clone, Copy)]
+enum Send<'a> {
+    Get,
+    /// With this JSON body.
+    Post(&'a str),
 }
 
 /// The most of an error body read for its message.

@@ -22,6 +22,8 @@ pub enum Endpoint {
     User,
     /// `GET /account` (`check` on DigiCert ONE).
     Account,
+    /// CertCentral's Report Library: creating audit-log reports, polling runs, downloads.
+    Reports,
     /// Anything else.
     Other,
 }
@@ -35,6 +37,7 @@ impl Endpoint {
             (Some("user"), None, _) => Endpoint::Users,
             (Some("user"), Some(id), None) if !id.is_empty() => Endpoint::User,
             (Some("account"), None, _) => Endpoint::Account,
+            (Some("report"), _, _) => Endpoint::Reports,
             _ => Endpoint::Other,
         }
     }
@@ -46,6 +49,7 @@ impl Endpoint {
             Endpoint::Users => "users",
             Endpoint::User => "user",
             Endpoint::Account => "account",
+            Endpoint::Reports => "reports",
             Endpoint::Other => "other",
         }
     }

@@ -21,6 +21,12 @@ pub enum ApiError {
     /// 403 without a key problem: the key's user lacks a role.
     #[error("access denied: the key's user lacks the permission needed (DigiCert ONE audit log: AM_ACCOUNT_ADMIN, AM_VIEW_ONLY or AM_USER_MANAGER): {detail}")]
     AccessDenied { detail: String },
+    /// A CertCentral key refused by the Report Library (403 `missing_permission`, contract 2.3):
+    /// only an Administrator's key reads the audit log. The account is tracked from snapshots.
+    #[error(
+        "this key cannot read the CertCentral audit log (Administrator role needed): {detail}"
+    )]
+    NotAdministrator { detail: String },
     #[error("not found (404) at {path}: {detail}")]
     NotFound { path: String, detail: String },
     #[error("the request was refused as invalid (400) at {path}: {detail}")]
@@ -121,6 +127,7 @@ impl ApiError {
             ApiError::CredentialExpired { .. } => "credential_expired",
             ApiError::InvalidOrExpiredKey { .. } => "invalid_or_expired_key",
             ApiError::AccessDenied { .. } => "access_denied",
+            ApiError::NotAdministrator { .. } => "not_administrator",
             ApiError::NotFound { .. } => "not_found",
             ApiError::BadRequest { .. } => "bad_request",
             ApiError::RateLimited { .. } => "rate_limited",

@@ -2,6 +2,8 @@
 //!
 //! - [`client`]: [`Client`], one per account: throttle, bounded retries, status-to-error mapping.
 //! - [`wire`]: lenient parsing of pages, events and error bodies into domain types.
+//! - [`report`]: CertCentral's audit log through the Report Library: reports, runs, downloads
+//!   (JSON or ZIP, split parts), rows parsed leniently and turned into events.
 //! - [`users`]: user objects of both APIs and role details of audit events.
 //! - [`throttle`]: fixed windows where limits are known, an adaptive pace learned from 429s.
 //! - [`settings`]: an account's settings (endpoint and DigiCert's host names, credential,
@@ -14,6 +16,7 @@
 pub mod client;
 pub mod counters;
 pub mod error;
+pub mod report;
 pub mod settings;
 pub mod throttle;
 pub mod tls;

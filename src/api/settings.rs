@@ -130,6 +130,12 @@ pub struct Account {
     pub actions: Vec<String>,
     pub backfill_days: u32,
     pub collection: CollectionSettings,
+    /// CertCentral: collect the audit log through the Report Library (`audit_log`, default
+    /// true). Always true for DigiCert ONE.
+    pub audit_log: bool,
+    /// CertCentral: the Report Library's scheme, host and port (`report_base_url`); `None`
+    /// means `base_url` when that was set, else the region's API host (see `report_endpoint`).
+    pub report_base_url: Option<Url>,
 }
 
 /// Collection settings: `[collection]` holds the defaults, each `[[accounts]]` may override them.
@@ -533,6 +539,8 @@ pub fn account(
     let api_key_file = s.string("api_key_file", problems);
     let client_cert_file = s.string("client_cert_file", problems);
     let actions = s.string_list("actions", problems).unwrap_or_default();
+    let audit_log = s.boolean("audit_log", problems);
+    let report_base_url = s.string("report_base_url", problems);
     for (i, a) in actions.iter().enumerate() {
         if a.trim().is_empty() {
             problems.push(format!("{key}.actions[{i}]: empty action name"));
@@ -582,6 +590,30 @@ pub fn account(
             "{key}.client_cert_file: a client certificate is only presented over https://; base_url is http://"
         ));
     }
+    if kind != AccountKind::CertCentral {
+        if audit_log.is_some() {
+            problems.push(format!(
+                "{key}.audit_log: only for certcentral accounts (a digicert-one account always collects its audit log)"
+            ));
+        }
+        if report_base_url.is_some() {
+            problems.push(format!(
+                "{key}.report_base_url: only for certcentral accounts"
+            ));
+        }
+    }
+    let report_url = match (kind, report_base_url.as_deref()) {
+        (AccountKind::CertCentral, Some(raw)) => {
+            report_url_of(&format!("{key}.report_base_url"), raw, problems)
+        }
+        (AccountKind::CertCentral, None) if base_url.is_none() => {
+            match region.as_deref().unwrap_or("us") {
+                "eu" => Url::parse("https://api.digicert.eu").ok(),
+                _ => Url::parse("https://api.digicert.com").ok(),
+            }
+        }
+        _ => None,
+    };
     if problems.len() > before {
         return None;
     }
@@ -593,7 +625,38 @@ pub fn account(
         actions,
         backfill_days,
         collection,
+        audit_log: audit_log.unwrap_or(true),
+        report_base_url: report_url,
     })
+}
+
+/// `report_base_url`: scheme, host and port only (the client appends `/reports/v1`). The Report
+/// Library's host is `api.digicert.com` for us [C]; for eu the contract only assumes the same path
+/// on the eu API host (`api.digicert.eu` here, [A]), hence the key.
+fn report_url_of(key: &str, raw: &str, problems: &mut Vec<String>) -> Option<Url> {
+    let shown = crate::text::redact_userinfo(raw);
+    match Url::parse(raw) {
+        Ok(u)
+            if matches!(u.scheme(), "http" | "https")
+                && u.host_str().is_some()
+                && u.username().is_empty()
+                && u.password().is_none()
+                && (u.path() == "/" || u.path().is_empty())
+                && u.query().is_none() =>
+        {
+            Some(u)
+        }
+        Ok(_) => {
+            problems.push(format!(
+                "{key}: {shown:?} must be http:// or https://, scheme, host and port only, no user name (the client appends /reports/v1)"
+            ));
+            None
+        }
+        Err(e) => {
+            problems.push(format!("{key}: {shown:?} is not a URL: {e}"));
+            None
+        }
+    }
 }
 
 #[allow(clippy::too_many_arguments)]

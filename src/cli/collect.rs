@@ -133,6 +133,15 @@ pub(super) async fn check(cli: &Cli, account: Option<&str>) -> Result<ExitCode, 
                 for line in client.tls().report(client.base_url(), now) {
                     println!("  {line}");
                 }
+                if a.kind == config::AccountKind::CertCentral {
+                    match check_audit_log(a).await {
+                        Ok(line) => println!("  audit log: {line}"),
+                        Err(line) => {
+                            failed += 1;
+                            println!("  audit log: FAILED, {line}");
+                        }
+                    }
+                }
             }
             Err(e) => {
                 failed += 1;
@@ -145,6 +154,25 @@ pub(super) async fn check(cli: &Cli, account: Option<&str>) -> Result<ExitCode, 
     } else {
         ExitCode::SUCCESS
     })
+}
+
+/// Whether a CertCentral key can read the audit log (the Report Library, contract 2.3). A key
+/// without the Administrator role is a warning, not a failure: the account works from snapshots.
+async fn check_audit_log(a: &config::Account) -> Result<String, String> {
+    if !a.audit_log {
+        return Ok("not collected (audit_log = false); users are tracked from snapshots".into());
+    }
+    let client = crate::api::Client::for_reports(a).map_err(|e| e.to_string())?;
+    match client.check_report_access().await {
+        Ok(()) => Ok(format!(
+            "readable through the Report Library at {}",
+            crate::text::redact_userinfo(client.base_url().as_str())
+        )),
+        Err(e @ crate::api::ApiError::NotAdministrator { .. }) => {
+            Ok(format!("WARNING {e}; users are tracked from snapshots"))
+        }
+        Err(e) => Err(e.to_string()),
+    }
 }
 
 /// One line per account: what the pass stored and what it cost.
@@ -243,6 +271,23 @@ fn print_status(
                     "  last error: {}",
                     last_error.as_deref().unwrap_or("none")
                 )?;
+                if a.kind == config::AccountKind::CertCentral && a.audit_log {
+                    let pending = store.pending_report_runs(&a.name)?;
+                    if let Some(oldest) = pending.first() {
+                        writeln!(
+                            out,
+                            "  report runs pending: {} (oldest created {}); the next pass picks them up",
+                            pending.len(),
+                            export::rfc3339(oldest.created)
+                        )?;
+                    }
+                    if let Some(w) = s
+                        .last_success
+                        .and_then(|t| crate::collect::history_warning(t, crate::clock::now()))
+                    {
+                        writeln!(out, "  {w}")?;
+                    }
+                }
             }
             StatusFormat::Json => json.push(serde_json::json!({
                 "account": a.name,

@@ -25,6 +25,10 @@ pub(super) async fn simulate(args: &SimulateArgs) -> Result<ExitCode, CliError> 
             .ok()
             .into_iter()
             .collect(),
+        non_admin_api_keys: std::env::var("AUDITWARDEN_SIM_NON_ADMIN_KEY")
+            .ok()
+            .into_iter()
+            .collect(),
     };
     let tls = match (&args.tls_cert, &args.tls_key) {
         (Some(cert), Some(key)) => {

@@ -25,7 +25,9 @@
 //! checked only between pages, where everything received has been handed to the writer and no
 //! transaction is open on this side; the writer still commits what it was sent.
 
+mod reports;
 pub mod users;
+pub use reports::{history_warning, HISTORY_WARN_DAYS, RUN_RETENTION_DAYS};
 mod writer;
 
 use std::collections::{BTreeMap, HashSet};
@@ -52,7 +54,8 @@ pub struct AccountSummary {
     pub kind: AccountKind,
     /// `None` when the pass succeeded.
     pub error: Option<String>,
-    /// Why nothing was collected, when that is expected (CertCentral has no audit log).
+    /// Why the audit log was not collected, when that is expected (CertCentral with
+    /// `audit_log = false`, or a key without the Administrator role).
     pub skipped: Option<String>,
     pub written: WriteCounts,
     pub requests: u64,
@@ -257,6 +260,8 @@ struct Plan {
     today: NaiveDate,
     /// Per action filter ('' = all actions): the coverage rows already stored.
     filters: Vec<(String, BTreeMap<NaiveDate, Coverage>)>,
+    /// CertCentral: the Report Library runs still pending from earlier passes.
+    pending_runs: Vec<crate::store::ReportRun>,
 }
 
 impl Plan {
@@ -264,7 +269,8 @@ impl Plan {
         let start = today
             .checked_sub_days(Days::new(u64::from(a.backfill_days)))
             .unwrap_or(today);
-        let keys: Vec<String> = if a.actions.is_empty() {
+        let certcentral = a.kind == AccountKind::CertCentral;
+        let keys: Vec<String> = if a.actions.is_empty() || certcentral {
             vec![String::new()]
         } else {
             a.actions.clone()
@@ -274,10 +280,16 @@ impl Plan {
             let rows = store.coverage(&a.name, &k, start, today)?;
             filters.push((k, rows.into_iter().map(|c| (c.day, c)).collect()));
         }
+        let pending_runs = if certcentral && a.audit_log {
+            store.pending_report_runs(&a.name)?
+        } else {
+            Vec::new()
+        };
         Ok(Plan {
             start,
             today,
             filters,
+            pending_runs,
         })
     }
 }
@@ -312,6 +324,9 @@ enum RunError {
     Cancelled,
     #[error("a day read stopped unexpectedly: {0}")]
     Task(String),
+    /// A CertCentral report run failed twice, or its file could not be read.
+    #[error("account {account}: CertCentral audit log: {detail}")]
+    Report { account: String, detail: String },
     /// The server would have paged without end; the day stays incomplete.
     #[error("account {account}, day {day}: {reason}")]
     Unbounded {
@@ -330,17 +345,18 @@ async fn run_account(
 ) -> AccountSummary {
     let started = crate::clock::now();
     let mut summary = AccountSummary::new(&account.name, account.kind, started);
-    if account.kind == AccountKind::CertCentral {
-        summary.skipped = Some(
-            "CertCentral has no audit-log endpoint (contract 2.3): its users are tracked from snapshots"
-                .into(),
-        );
+    if account.kind == AccountKind::CertCentral && !account.audit_log {
+        summary.skipped = Some("audit_log = false: its users are tracked from snapshots".into());
         if let Some(b) = bar {
             b.finish_and_clear();
         }
         return summary;
     }
-    let client = match Client::new(&account) {
+    let client = match account.kind {
+        AccountKind::CertCentral => Client::for_reports(&account),
+        AccountKind::DigicertOne => Client::new(&account),
+    };
+    let client = match client {
         Ok(c) => c,
         Err(e) => {
             summary.error = Some(e.to_string());
@@ -362,10 +378,22 @@ async fn run_account(
         events_seen: AtomicU64::new(0),
     });
     let mut result = Ok(());
-    for (filter, coverage) in &plan.filters {
-        result = run.collect_filter(&plan, filter, coverage).await;
-        if result.is_err() {
-            break;
+    if run.account.kind == AccountKind::CertCentral {
+        match run.collect_reports(&plan).await {
+            Err(RunError::Api(ApiError::NotAdministrator { detail })) => {
+                // Not a failure of the account: its users are still tracked from snapshots.
+                let why = ApiError::NotAdministrator { detail }.to_string();
+                tracing::warn!(event = "audit_log_unreadable", account = %run.name, reason = %why);
+                summary.skipped = Some(format!("{why}; its users are tracked from snapshots"));
+            }
+            other => result = other,
+        }
+    } else {
+        for (filter, coverage) in &plan.filters {
+            result = run.collect_filter(&plan, filter, coverage).await;
+            if result.is_err() {
+                break;
+            }
         }
     }
     if let Some(b) = &run.bar {

@@ -33,6 +33,8 @@ pub(super) enum WriterMsg {
     },
     /// The account's pass ended; the writer fills in what it stored and records the pass.
     Pass(PassRecord),
+    /// A CertCentral report run was created or finished (after the rows and coverage it brought).
+    ReportRun(crate::store::ReportRun),
 }
 
 /// What the writer stored for one account in this run.
@@ -198,6 +200,10 @@ fn apply(
             note,
         } => {
             batch.mark_incomplete(&account, &action, day, &note)?;
+            Ok(0)
+        }
+        WriterMsg::ReportRun(run) => {
+            batch.save_report_run(&run)?;
             Ok(0)
         }
         WriterMsg::Pass(mut p) => {

@@ -193,7 +193,7 @@ pub(super) fn render_metrics(
         "Unix time of the account's last successful collection (0: never).",
     );
     for (a, _, _, db_last) in &db.accounts {
-        // CertCentral has no audit-log pass in the database: use the daemon's own record.
+        // The database has the passes; the daemon's own record covers a pass not yet written.
         let mem = m.accounts.get(a).and_then(|h| h.last_success);
         let t = (*db_last).max(mem).map_or(0, |t| t.timestamp());
         let _ = writeln!(

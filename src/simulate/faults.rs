@@ -69,7 +69,23 @@ pub struct FaultSpec {
     /// Hostile: audit-log and user-list pages are always full of new ids, made up on the fly
     /// (never stored, so the simulator's memory stays flat).
     pub endless: bool,
+    /// Report Library: history polls a run takes to be `READY` (`report-polls`, default 2).
+    pub report_polls: u32,
+    /// Report Library: the first N runs created end `FAILED` (`report-failed`).
+    pub report_failed: u32,
+    /// Report Library: a file whose JSON is larger than this many KiB is served as a ZIP
+    /// (`report-zip-kb`, default 2048: contract 2.3's 2 MB).
+    pub report_zip_kb: u64,
+    /// Report Library: rows per split file (`report-split-rows`, default 1,000,000).
+    pub report_split_rows: usize,
 }
+
+/// Contract 2.3: a run takes a while; two history polls here.
+pub const DEFAULT_REPORT_POLLS: u32 = 2;
+/// Contract 2.3: files over 2 MB always come back as a ZIP.
+pub const DEFAULT_REPORT_ZIP_KB: u64 = 2048;
+/// Contract 2.3: at most 1,000,000 rows per file.
+pub const DEFAULT_REPORT_SPLIT_ROWS: usize = 1_000_000;
 
 impl Default for FaultSpec {
     fn default() -> Self {
@@ -97,6 +113,10 @@ impl Default for FaultSpec {
             repeat_pages: false,
             lying_total: false,
             endless: false,
+            report_polls: DEFAULT_REPORT_POLLS,
+            report_failed: 0,
+            report_zip_kb: DEFAULT_REPORT_ZIP_KB,
+            report_split_rows: DEFAULT_REPORT_SPLIT_ROWS,
         }
     }
 }
@@ -127,6 +147,10 @@ pub const FAULT_NAMES: &[&str] = &[
     "repeat-pages",
     "lying-total",
     "endless",
+    "report-polls",
+    "report-failed",
+    "report-zip-kb",
+    "report-split-rows",
 ];
 
 /// The kinds of request fault, in the order they are rolled for each request.
@@ -238,6 +262,10 @@ impl FaultSpec {
                 "repeat-pages" => out.repeat_pages = switch(name, value)?,
                 "lying-total" => out.lying_total = switch(name, value)?,
                 "endless" => out.endless = switch(name, value)?,
+                "report-polls" => out.report_polls = count(name, value)?,
+                "report-failed" => out.report_failed = count(name, value)?,
+                "report-zip-kb" => out.report_zip_kb = u64::from(count(name, value)?),
+                "report-split-rows" => out.report_split_rows = count(name, value)?.max(1) as usize,
                 _ => {
                     return Err(format!(
                         "unknown fault `{name}` (known: {})",

@@ -23,6 +23,9 @@ use super::world::{
 };
 use super::Simulator;
 
+mod reports;
+pub(super) use reports::ReportLibrary;
+
 /// DigiCert ONE paging limits (contract 1.2, 1.4); CertCentral uses the same numbers [A].
 const DEFAULT_LIMIT: usize = 50;
 const MAX_LIMIT: usize = 1000;
@@ -335,6 +338,37 @@ impl Simulator {
             return reply;
         }
         let _in_flight = InFlight::enter(self);
+        if let Some(rest) = path.strip_prefix("/reports/v1") {
+            // CertCentral's Report Library: the same request faults as the other endpoints.
+            let fault = if self.over_rate_cap() {
+                Some(RequestFault::RateCap)
+            } else {
+                self.roll_fault()
+            };
+            if let Some(f) = fault {
+                if let Some(reply) = self.fault_reply(Api::Cc, f) {
+                    self.count(format!("{method} /reports/v1"), Some(f), reply.status);
+                    return reply;
+                }
+            }
+            let (label, mut reply) = self.reports_route(method, rest, &params, headers, body);
+            let mut applied = None;
+            match fault {
+                Some(RequestFault::Slow) => {
+                    let slow_ms = self.control().spec.slow_ms;
+                    tokio::time::sleep(Duration::from_millis(slow_ms)).await;
+                    applied = fault;
+                }
+                Some(RequestFault::Truncate) if reply.status == 200 => {
+                    let half = reply.body.len() / 2;
+                    reply.body.truncate(half);
+                    applied = fault;
+                }
+                _ => {}
+            }
+            self.count(label, applied, reply.status);
+            return reply;
+        }
         let (api, rest) = if let Some(r) = path.strip_prefix("/account/api/v1") {
             (Api::One, r)
         } else if let Some(r) = path.strip_prefix("/services/v2") {
@@ -541,6 +575,7 @@ impl Simulator {
         let key = headers.get(name).and_then(|v| v.to_str().ok());
         match (api, key) {
             (_, Some(k)) if k == self.api_key => Ok(()),
+            (Api::Cc, Some(k)) if self.non_admin_api_keys.iter().any(|n| n == k) => Ok(()),
             (Api::One, Some(k)) if self.expired_api_keys.iter().any(|e| e == k) => Err(self.error(
                 api,
                 401,
@@ -974,6 +1009,9 @@ impl Simulator {
                 Reply::json_text(200, self.truth_text(events))
             }
             (Method::GET, ["stats"]) => Reply::json(200, &self.stats_json()),
+            (Method::GET, ["report-rows"]) => {
+                Reply::json(200, &reports::report_rows_truth(&self.world()))
+            }
             (Method::POST, ["freeze"]) => {
                 self.freeze();
                 Reply::json(200, &json!({"frozen": true}))

@@ -57,6 +57,12 @@
 //! - `POST /_sim/freeze` stops arrivals and request faults; `POST /_sim/faults` replaces the spec,
 //!   unfreezes and restarts the `drift`/`late` counts.
 //!
+//! # The Report Library
+//! CertCentral's audit log as asynchronous reports under `/reports/v1` (contract 2.3): see
+//! `http/reports.rs` (runs that take `report-polls` history polls, `report-failed` runs,
+//! `report-zip-kb` and `report-split-rows` for ZIP and split downloads, a non-Administrator key
+//! from `AUDITWARDEN_SIM_NON_ADMIN_KEY`); `GET /_sim/report-rows` is its truth.
+//!
 //! # HTTPS and mTLS
 //! [`serve_tls`] serves the same routes over HTTPS with a server certificate from PEM files
 //! ([`server_config`]); with a client CA every connection must present a certificate that CA
@@ -107,6 +113,9 @@ pub struct SimOptions {
     pub api_key: String,
     /// Keys that belong to an expired service user (DigiCert ONE: 401 "expired").
     pub expired_api_keys: Vec<String>,
+    /// CertCentral keys of a user without the Administrator role: `/services/v2` accepts them,
+    /// the Report Library answers 403 `missing_permission` (contract 2.3).
+    pub non_admin_api_keys: Vec<String>,
 }
 
 impl Default for SimOptions {
@@ -119,6 +128,7 @@ impl Default for SimOptions {
             faults: FaultSpec::default(),
             api_key: "sim-key".into(),
             expired_api_keys: Vec::new(),
+            non_admin_api_keys: Vec::new(),
         }
     }
 }
@@ -156,6 +166,9 @@ struct Stats {
 pub struct Simulator {
     api_key: String,
     expired_api_keys: Vec<String>,
+    non_admin_api_keys: Vec<String>,
+    /// The Report Library's runs (`http/reports.rs`).
+    reports: Mutex<http::ReportLibrary>,
     /// std (not tokio) locks: every critical section is short and synchronous, none spans an
     /// `.await`. The world is read by every page and written only by arrivals and `/_sim` calls.
     world: RwLock<World>,
@@ -182,6 +195,8 @@ impl Simulator {
         Simulator {
             api_key: opts.api_key,
             expired_api_keys: opts.expired_api_keys,
+            non_admin_api_keys: opts.non_admin_api_keys,
+            reports: Mutex::new(http::ReportLibrary::default()),
             world: RwLock::new(world),
             control: Mutex::new(Control {
                 spec: opts.faults,
@@ -206,6 +221,10 @@ impl Simulator {
 
     fn control(&self) -> MutexGuard<'_, Control> {
         self.control.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn reports(&self) -> MutexGuard<'_, http::ReportLibrary> {
+        self.reports.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     fn stats(&self) -> MutexGuard<'_, Stats> {

@@ -42,6 +42,7 @@ fn opts(events: usize, faults: &str) -> SimOptions {
         faults: FaultSpec::parse(faults).expect("valid spec"),
         api_key: KEY.into(),
         expired_api_keys: vec![EXPIRED.into()],
+        non_admin_api_keys: Vec::new(),
     }
 }
 

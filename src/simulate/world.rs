@@ -241,6 +241,29 @@ impl Event {
         }
     }
 
+    /// Generated broken (the `malformed` fault): never a Report Library row.
+    pub(crate) fn is_malformed(&self) -> bool {
+        self.malformed() != Malformed::None
+    }
+
+    /// The action's name (`login`, `update`, ...).
+    pub(crate) fn action_name(&self) -> &'static str {
+        ACTIONS
+            .get(self.action as usize)
+            .copied()
+            .unwrap_or("update")
+    }
+
+    /// A failed sign-in or other failed action.
+    pub(crate) fn failed(&self) -> bool {
+        STATUSES.get(self.status as usize) == Some(&"failure")
+    }
+
+    /// An IPv6 address (`ip` holds its low bits).
+    pub(crate) fn ipv6(&self) -> bool {
+        self.flags & F_IPV6 != 0
+    }
+
     fn sort_key(&self) -> (i64, u128) {
         (self.ts_ms, self.key)
     }

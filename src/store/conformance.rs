@@ -6,7 +6,10 @@
 
 use chrono::{DateTime, NaiveDate, Utc};
 
-use super::{Claim, Deferred, DeliveryUpdate, NewAlert, PageWrite, Store, WindowDone};
+use super::{
+    Claim, Deferred, DeliveryUpdate, NewAlert, PageWrite, ReportRun, ReportRunState, Store,
+    WindowDone,
+};
 use crate::api::AuditEvent;
 
 /// One `#[test]` per conformance case, each on a store from `$fresh` (an expression returning
@@ -30,6 +33,7 @@ macro_rules! backend_conformance {
             a_claim_excludes_other_runs_until_its_lease_lapses,
             a_claim_of_an_exited_owner_is_void,
             deferred_deliveries_wait_then_give_up_past_the_horizon,
+            report_runs_move_from_pending,
         );
     };
 }
@@ -279,4 +283,31 @@ pub fn deferred_deliveries_wait_then_give_up_past_the_horizon(store: Store) {
         Some(1)
     );
     assert_eq!(due(&store, 7_000), vec![ids[0]]);
+}
+
+/// A run is pending until saved done or failed; saving twice updates, never duplicates.
+pub fn report_runs_move_from_pending(mut s: Store) {
+    let d = |n| NaiveDate::from_ymd_opt(2026, 11, n).unwrap();
+    let mut run = ReportRun {
+        account: "cc".into(),
+        report_id: "r1".into(),
+        run_id: "u1".into(),
+        start: d(1),
+        end: d(7),
+        state: ReportRunState::Pending,
+        status: Some("QUEUED".into()),
+        // Whole milliseconds, as stored.
+        created: chrono::DateTime::from_timestamp_millis(1_764_000_000_000).unwrap(),
+        rows: None,
+        note: None,
+    };
+    s.save_report_run(&run).unwrap();
+    s.save_report_run(&run).unwrap();
+    assert_eq!(s.pending_report_runs("cc").unwrap(), vec![run.clone()]);
+    run.state = ReportRunState::Done;
+    run.rows = Some(12);
+    s.save_report_run(&run).unwrap();
+    assert!(s.pending_report_runs("cc").unwrap().is_empty());
+    assert_eq!(s.recent_report_runs("cc", 5).unwrap()[0].rows, Some(12));
+    assert!(s.pending_report_runs("other").unwrap().is_empty());
 }

@@ -183,6 +183,19 @@ pub trait EventStore {
 
     /// Quarantined items, newest first (at most `limit`).
     fn quarantine(&self, account: Option<&str>, limit: u32) -> Result<Vec<QuarantineItem>>;
+
+    /// CertCentral Report Library runs of `account` still pending, oldest first.
+    fn pending_report_runs(&self, account: &str) -> Result<Vec<ReportRun>>;
+
+    /// The account's latest runs (any state), newest first, at most `limit`.
+    fn recent_report_runs(&self, account: &str, limit: u32) -> Result<Vec<ReportRun>>;
+
+    /// Record a new run (pending), or its outcome, in a transaction of its own.
+    fn save_report_run(&mut self, run: &ReportRun) -> Result<()> {
+        let b = self.batch()?;
+        b.save_report_run(run)?;
+        b.commit()
+    }
 }
 
 /// Writes that commit together: dropped without [`EventBatch::commit`], none of them happened.
@@ -205,6 +218,10 @@ pub trait EventBatch {
     ) -> Result<()>;
 
     fn record_pass(&self, p: &PassRecord) -> Result<()>;
+
+    /// Insert a Report Library run, or update its state, status, rows and note (by account and
+    /// run id): with the rows and coverage it brought, so a run is done only with them.
+    fn save_report_run(&self, run: &ReportRun) -> Result<()>;
 
     /// Commit every write of the batch, with the chain heads they moved.
     fn commit(self: Box<Self>) -> Result<()>;

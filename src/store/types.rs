@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 
 use chrono::{DateTime, NaiveDate, Utc};
 
-use crate::alert::rules::{Grant, NewCredential, NewUser, ServiceUserEnd};
+use crate::alert::rules::{FailedSignIn, Grant, NewCredential, NewUser, ServiceUserEnd};
 use crate::api::{AuditEvent, Malformed};
 use crate::domain::{
     DeliveryStatus, HistoryField, RoleChangeKind, RoleChangeSource, UserRunKind, UserStatus,
@@ -160,6 +160,9 @@ pub struct AlertFacts {
     pub service_users: Vec<ServiceUserEnd>,
     /// Tokens and certificates created since the last evaluation (`credential-created`).
     pub credentials: Vec<NewCredential>,
+    /// Failed sign-ins of the recent past (`sign_ins.rs`), re-read each time: a burst's alert is
+    /// keyed by its first event, so reading them again writes nothing twice.
+    pub failed_sign_ins: Vec<FailedSignIn>,
 }
 
 /// One alert to write (ignored if its key exists already).
@@ -516,4 +519,49 @@ pub struct CredentialEvent {
     pub actor_name: Option<String>,
     pub ip_address: Option<String>,
     pub status: Option<String>,
+}
+
+/// Where a run stands, as far as auditwarden is concerned.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ReportRunState {
+    /// Created, its rows not stored yet.
+    Pending,
+    /// Its rows and the coverage of its days are stored.
+    Done,
+    /// The service said FAILED (or no longer lists it): its days are requested again.
+    Failed,
+}
+
+impl ReportRunState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ReportRunState::Pending => "pending",
+            ReportRunState::Done => "done",
+            ReportRunState::Failed => "failed",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<ReportRunState> {
+        match s {
+            "pending" => Some(ReportRunState::Pending),
+            "done" => Some(ReportRunState::Done),
+            "failed" => Some(ReportRunState::Failed),
+            _ => None,
+        }
+    }
+}
+
+/// One run of an `audit-logs` report over the UTC days `[start, end]`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReportRun {
+    pub account: String,
+    pub report_id: String,
+    pub run_id: String,
+    pub start: NaiveDate,
+    pub end: NaiveDate,
+    pub state: ReportRunState,
+    pub status: Option<String>,
+    pub created: chrono::DateTime<chrono::Utc>,
+    pub rows: Option<u64>,
+    pub note: Option<String>,
 }

@@ -229,6 +229,8 @@ impl AlertStore for Sqlite {
         let new_cred_mark =
             super::credentials::credential_facts(&tx, account, cred_mark, &mut facts)
                 .map_err(|e| err(&path, "credential facts", e))?;
+        facts.failed_sign_ins = super::sign_ins::recent_failed_sign_ins(&tx, account, now_ms)
+            .map_err(|e| err(&path, "failed sign-ins", e))?;
         let mut counts = AlertCounts {
             facts: (facts.grants.len() + facts.new_users.len() + facts.credentials.len()) as u64,
             ..Default::default()

@@ -325,9 +325,31 @@ pub const MIGRATIONS: &[&str] = &[
     -- client-auth certificates evaluated up to this seq.
     ALTER TABLE alert_scan ADD COLUMN credential_seq INTEGER NOT NULL DEFAULT 0;
     "#,
-    // 8: the rules' results stored with their rows (see `crate::domain`); `Store::migrate` fills
+    // The rules' results stored with their rows (see `crate::domain`); `Sqlite::migrate` fills
     // them for rows already stored, in Rust, in the same transaction (`domain_rules::backfill`).
     DOMAIN_RULES,
+    // CertCentral Report Library runs (issue 15). A run is remembered from its creation, so a
+    // pass that stops waiting for it (or is killed) picks the same run up next time instead of
+    // creating another; `state` is pending until its rows and coverage are stored (done) or the
+    // service says FAILED (failed: its days are requested again).
+    r#"
+    CREATE TABLE report_runs (
+        account         TEXT NOT NULL,
+        report_id       TEXT NOT NULL,
+        run_id          TEXT NOT NULL,
+        start_day       TEXT NOT NULL,      -- the run's UTC days, inclusive
+        end_day         TEXT NOT NULL,
+        state           TEXT NOT NULL,      -- pending | done | failed
+        status          TEXT,               -- the service's last status (an open set)
+        created_ms      INTEGER NOT NULL,
+        updated_ms      INTEGER NOT NULL,
+        rows            INTEGER,            -- rows downloaded, once done
+        note            TEXT,               -- why it failed
+        PRIMARY KEY (account, run_id)
+    ) WITHOUT ROWID;
+    -- Each pass looks up its account's pending runs.
+    CREATE INDEX report_runs_by_state ON report_runs (account, state);
+    "#,
 ];
 
 /// The migration that stores the domain rules' results with the rows (issue 12): whether a user

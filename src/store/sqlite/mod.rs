@@ -13,8 +13,10 @@ mod credentials;
 mod domain_rules;
 mod gate;
 mod migrations;
+mod report_runs;
 mod reports;
 mod reviews;
+mod sign_ins;
 mod users;
 
 use std::collections::HashMap;
@@ -28,7 +30,7 @@ use rusqlite::{params, Connection, OpenFlags, OptionalExtension};
 use super::chain::{ChainHead, ChainKind};
 use super::{
     day_str, AccountStatus, Backend, Checkpoint, Coverage, EventBatch, EventFilter, EventStore,
-    PageOutcome, PageWrite, PassRecord, QuarantineItem, Result, StoreError, StoredEvent,
+    PageOutcome, PageWrite, PassRecord, QuarantineItem, ReportRun, Result, StoreError, StoredEvent,
 };
 
 /// What a database call can fail with inside this backend: SQLite's error, or a writer that
@@ -376,6 +378,14 @@ impl Backend for Sqlite {
 }
 
 impl EventStore for Sqlite {
+    fn pending_report_runs(&self, account: &str) -> Result<Vec<ReportRun>> {
+        self.runs_pending(account)
+    }
+
+    fn recent_report_runs(&self, account: &str, limit: u32) -> Result<Vec<ReportRun>> {
+        self.runs_recent(account, limit)
+    }
+
     /// Begin a batch: several pages, coverage changes and pass records in one transaction.
     fn batch(&mut self) -> Result<Box<dyn EventBatch + '_>> {
         let turn = self.write_turn().map_err(|e| err(&self.path, "begin", e))?;
@@ -648,6 +658,10 @@ struct Batch<'a> {
 }
 
 impl EventBatch for Batch<'_> {
+    fn save_report_run(&self, run: &ReportRun) -> Result<()> {
+        self.save_run(run)
+    }
+
     /// Other writers of this process are waiting for this batch to commit: a long-lived batch
     /// (the collection's writer) commits now rather than keep them waiting.
     fn others_waiting(&self) -> bool {
