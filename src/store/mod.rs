@@ -20,16 +20,18 @@
 pub mod chain;
 #[cfg(test)]
 pub mod conformance;
+pub mod postgres;
 pub mod sqlite;
 mod types;
 
 use std::collections::HashMap;
 use std::fmt;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use chrono::NaiveDate;
 
+pub use self::postgres::PgTarget;
 pub use chain::{ChainHead, ChainKind, ChainSummary, Finding, Hash};
 pub use types::*;
 
@@ -426,7 +428,73 @@ fn visit_with<R, E: From<StoreError>>(
     }
 }
 
+/// Which database a command opens: `[store] path` (SQLite, the default) or `[store] url`
+/// (PostgreSQL, with its password from elsewhere). Every command opens its store through one of
+/// these ([`Store::open_target`], [`Store::open_target_read_only`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StoreTarget {
+    Sqlite(PathBuf),
+    Postgres(PgTarget),
+}
+
+impl StoreTarget {
+    /// Whether a read-only open can succeed at all (a SQLite file that is not there cannot; a
+    /// server is asked when it is opened).
+    pub fn exists(&self) -> bool {
+        match self {
+            StoreTarget::Sqlite(p) => p.exists(),
+            StoreTarget::Postgres(_) => true,
+        }
+    }
+
+    /// The SQLite file, if it is one.
+    pub fn sqlite_path(&self) -> Option<&Path> {
+        match self {
+            StoreTarget::Sqlite(p) => Some(p),
+            StoreTarget::Postgres(_) => None,
+        }
+    }
+}
+
+impl fmt::Display for StoreTarget {
+    /// The file, or the URL (which never holds the password).
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            StoreTarget::Sqlite(p) => write!(f, "{}", p.display()),
+            StoreTarget::Postgres(t) => f.write_str(t.url()),
+        }
+    }
+}
+
 impl Store {
+    /// Open (creating and migrating if needed) the configured database.
+    pub fn open_target(target: &StoreTarget) -> Result<Store> {
+        match target {
+            StoreTarget::Sqlite(p) => Store::open(p),
+            StoreTarget::Postgres(t) => Ok(Store::with_backend(Box::new(
+                self::postgres::Postgres::open(t)?,
+            ))),
+        }
+    }
+
+    /// Open the configured database for reading only; never creates or migrates.
+    pub fn open_target_read_only(target: &StoreTarget) -> Result<Store> {
+        Store::open_target_read_only_with_busy_timeout(target, Duration::from_secs(10))
+    }
+
+    /// [`Store::open_target_read_only`] waiting at most `busy` for a lock.
+    pub fn open_target_read_only_with_busy_timeout(
+        target: &StoreTarget,
+        busy: Duration,
+    ) -> Result<Store> {
+        match target {
+            StoreTarget::Sqlite(p) => Store::open_read_only_with_busy_timeout(p, busy),
+            StoreTarget::Postgres(t) => Ok(Store::with_backend(Box::new(
+                self::postgres::Postgres::open_read_only(t, busy)?,
+            ))),
+        }
+    }
+
     /// A store over any backend.
     pub fn with_backend(backend: Box<dyn Backend>) -> Store {
         Store { backend }
