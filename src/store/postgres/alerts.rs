@@ -3,9 +3,9 @@
 //! account serialize there instead of both reading the same unseen facts; a claim is one
 //! `UPDATE ... WHERE` that re-checks the claim under the row lock it takes.
 
-use postgres::Row;
+use tokio_postgres::Row;
 
-use super::{pg_err, Postgres};
+use super::{pg_err, Postgres, Wait};
 use crate::alert::rules::{Grant, GrantCounter, NewUser};
 use crate::store::{
     AlertCounts, AlertDelivery, AlertFacts, AlertStore, Claim, Deferred, DeliveryUpdate,
@@ -51,7 +51,7 @@ impl AlertStore for Postgres {
         eval: &mut dyn FnMut(&AlertFacts, &mut dyn GrantCounter) -> Vec<NewAlert>,
     ) -> Result<AlertCounts> {
         let (mut tx, location) = self.tx("begin alerts")?;
-        let e = |what: &'static str| move |e: postgres::Error| pg_err(location, what, e);
+        let e = |what: &'static str| move |e: tokio_postgres::Error| pg_err(location, what, e);
         let marks = tx
             .query_one(
                 "INSERT INTO alert_scan (account, role_seq, history_seq) VALUES ($1, 0, 0)
@@ -59,6 +59,7 @@ impl AlertStore for Postgres {
                  RETURNING role_seq, history_seq",
                 &[&account],
             )
+            .wait()
             .map_err(e("alert marks"))?;
         let (role_mark, hist_mark): (i64, i64) = (marks.get(0), marks.get(1));
         let mut facts = AlertFacts::default();
@@ -75,12 +76,14 @@ impl AlertStore for Postgres {
                  WHERE rc.account = $1 AND rc.seq > $2 ORDER BY rc.seq",
                 &[&account, &role_mark],
             )
+            .wait()
             .map_err(e("alert facts"))?;
         let activity = tx
             .prepare(
                 "SELECT MAX(ts_ms) FROM events WHERE account = $1 AND actor_id = $2
                     AND COALESCE(status, '') <> 'failure' AND ts_ms < $3",
             )
+            .wait()
             .map_err(e("prepare activity"))?;
         for r in &grants {
             let seq: i64 = r.get(0);
@@ -109,6 +112,7 @@ impl AlertStore for Postgres {
             let at = g.at_ms().unwrap_or(now_ms);
             let last_event: Option<i64> = tx
                 .query_one(&activity, &[&account, &g.user_id, &at])
+                .wait()
                 .map_err(e("activity"))?
                 .get(0);
             let login = g.target_last_active_ms.filter(|t| *t < at);
@@ -129,6 +133,7 @@ impl AlertStore for Postgres {
                  ORDER BY h.seq",
                 &[&account, &hist_mark],
             )
+            .wait()
             .map_err(e("new users"))?;
         for r in &users {
             let seq: i64 = r.get(0);
@@ -150,6 +155,7 @@ impl AlertStore for Postgres {
                 "SELECT MAX(seq) FROM user_history WHERE account = $1",
                 &[&account],
             )
+            .wait()
             .map_err(e("history mark"))?
             .get(0);
         new_hist_mark = new_hist_mark.max(max_hist.unwrap_or(0));
@@ -163,10 +169,12 @@ impl AlertStore for Postgres {
                     "SELECT COUNT(*) FROM role_changes WHERE account = $1 AND actor_id = $2
                         AND change = 'granted' AND event_ms BETWEEN $3 AND $4",
                 )
+                .wait()
                 .map_err(e("prepare burst count"))?;
             let tx = &mut tx;
             let mut counter = |actor: &str, from: i64, to: i64| -> u64 {
                 tx.query_one(&count, &[&account, &actor, &from, &to])
+                    .wait()
                     .map(|r| r.get::<_, i64>(0).max(0) as u64)
                     .unwrap_or(0)
             };
@@ -192,6 +200,7 @@ impl AlertStore for Postgres {
                         &now_ms,
                     ],
                 )
+                .wait()
                 .map_err(e("insert alert"))?;
             let Some(id) = id.map(|r| r.get::<_, i64>(0)) else {
                 continue;
@@ -207,6 +216,7 @@ impl AlertStore for Postgres {
                      VALUES ($1, $2, 'pending', 0, $3) ON CONFLICT DO NOTHING",
                     &[&id, s, &now_ms],
                 )
+                .wait()
                 .map_err(e("insert delivery"))?;
             }
         }
@@ -214,8 +224,9 @@ impl AlertStore for Postgres {
             "UPDATE alert_scan SET role_seq = $2, history_seq = $3 WHERE account = $1",
             &[&account, &new_role_mark, &new_hist_mark],
         )
+        .wait()
         .map_err(e("alert marks"))?;
-        tx.commit().map_err(e("commit alerts"))?;
+        tx.commit().wait().map_err(e("commit alerts"))?;
         Ok(counts)
     }
 
@@ -254,13 +265,14 @@ impl AlertStore for Postgres {
         claim_until_ms: i64,
         owner_gone: &dyn Fn(&str) -> bool,
     ) -> Result<Claim> {
-        let (mut tx, location) = self.tx("begin claim")?;
+        let (tx, location) = self.tx("begin claim")?;
         let row = tx
             .query_opt(
                 "SELECT status, next_attempt_ms, claimed_by, claim_until_ms, failing_since_ms,
                     failed_runs FROM alert_deliveries WHERE id = $1 FOR UPDATE",
                 &[&delivery_id],
             )
+            .wait()
             .map_err(|e| pg_err(location, "read claim", e))?;
         let Some(r) = row else {
             return Ok(Claim::Gone);
@@ -284,8 +296,10 @@ impl AlertStore for Postgres {
             "UPDATE alert_deliveries SET claimed_by = $2, claim_until_ms = $3 WHERE id = $1",
             &[&delivery_id, &owner, &claim_until_ms],
         )
+        .wait()
         .map_err(|e| pg_err(location, "claim delivery", e))?;
         tx.commit()
+            .wait()
             .map_err(|e| pg_err(location, "commit claim", e))?;
         Ok(Claim::Claimed {
             failing_since_ms,
@@ -361,7 +375,7 @@ impl AlertStore for Postgres {
         error: &str,
         given_up_error: &str,
     ) -> Result<Deferred> {
-        let (mut tx, location) = self.tx("begin defer")?;
+        let (tx, location) = self.tx("begin defer")?;
         let mut out = Deferred::default();
         const FREE: &str = "WHERE id = $1 AND status = 'pending'
             AND (next_attempt_ms IS NULL OR next_attempt_ms <= $3)
@@ -374,6 +388,7 @@ impl AlertStore for Postgres {
                     claimed_by = NULL, claim_until_ms = NULL
                  {FREE} AND COALESCE(failing_since_ms, $3) <= $5"
             ))
+            .wait()
             .map_err(|e| pg_err(location, "prepare give up", e))?;
         let later = tx
             .prepare(&format!(
@@ -382,6 +397,7 @@ impl AlertStore for Postgres {
                     failed_runs = failed_runs + 1, claimed_by = NULL, claim_until_ms = NULL
                  {FREE}"
             ))
+            .wait()
             .map_err(|e| pg_err(location, "prepare defer", e))?;
         for id in ids {
             let n = tx
@@ -389,6 +405,7 @@ impl AlertStore for Postgres {
                     &give_up,
                     &[id, &owner, &now_ms, &given_up_error, &give_up_before_ms],
                 )
+                .wait()
                 .map_err(|e| pg_err(location, "give up delivery", e))?;
             if n > 0 {
                 out.given_up += 1;
@@ -396,9 +413,11 @@ impl AlertStore for Postgres {
             }
             out.later += tx
                 .execute(&later, &[id, &owner, &now_ms, &error, &next_attempt_ms])
+                .wait()
                 .map_err(|e| pg_err(location, "defer delivery", e))?;
         }
         tx.commit()
+            .wait()
             .map_err(|e| pg_err(location, "commit defer", e))?;
         Ok(out)
     }
@@ -444,13 +463,14 @@ impl AlertStore for Postgres {
     }
 
     fn retry_alert(&mut self, alert_id: i64, sinks: &[String], now_ms: i64) -> Result<Option<u64>> {
-        let (mut tx, location) = self.tx("begin retry")?;
-        let e = |what: &'static str| move |e: postgres::Error| pg_err(location, what, e);
+        let (tx, location) = self.tx("begin retry")?;
+        let e = |what: &'static str| move |e: tokio_postgres::Error| pg_err(location, what, e);
         let Some(row) = tx
             .query_opt(
                 "SELECT suppressed FROM alerts WHERE id = $1 FOR UPDATE",
                 &[&alert_id],
             )
+            .wait()
             .map_err(e("find alert"))?
         else {
             return Ok(None);
@@ -464,12 +484,14 @@ impl AlertStore for Postgres {
                 AND next_attempt_ms IS NOT NULL AND (claimed_by IS NULL OR claim_until_ms < $2)))",
             &[&alert_id, &now_ms],
         )
+        .wait()
         .map_err(e("retry alert"))?;
         if suppressed {
             tx.execute(
                 "UPDATE alerts SET suppressed = FALSE WHERE id = $1",
                 &[&alert_id],
             )
+            .wait()
             .map_err(e("unsuppress"))?;
             for s in sinks {
                 tx.execute(
@@ -477,6 +499,7 @@ impl AlertStore for Postgres {
                      VALUES ($1, $2, 'pending', 0, $3) ON CONFLICT DO NOTHING",
                     &[&alert_id, s, &now_ms],
                 )
+                .wait()
                 .map_err(e("insert delivery"))?;
             }
         }
@@ -485,9 +508,10 @@ impl AlertStore for Postgres {
                 "SELECT COUNT(*) FROM alert_deliveries WHERE alert_id = $1 AND status = 'pending'",
                 &[&alert_id],
             )
+            .wait()
             .map_err(e("count pending"))?
             .get(0);
-        tx.commit().map_err(e("commit retry"))?;
+        tx.commit().wait().map_err(e("commit retry"))?;
         Ok(Some(pending.max(0) as u64))
     }
 }

@@ -4,9 +4,9 @@
 
 use std::collections::HashMap;
 
-use postgres::Transaction;
+use tokio_postgres::Transaction;
 
-use super::{pg_err, Postgres};
+use super::{pg_err, Postgres, Wait};
 use crate::store::chain::{
     check_event_columns, history_bytes, ChainHead, ChainKind, ChainRow, ChainSummary, Finding,
     Hash, Walker,
@@ -29,6 +29,7 @@ pub(super) fn load_head(
             "SELECT n, head FROM chain_heads WHERE chain = $1 AND account = $2",
             &[&kind.as_str(), &account],
         )
+        .wait()
         .map_err(|e| pg_err(location, "read chain head", e))?;
     Ok(match row {
         Some(r) => ChainHead {
@@ -51,6 +52,7 @@ pub(super) fn save_head(
          ON CONFLICT (chain, account) DO UPDATE SET n = excluded.n, head = excluded.head",
         &[&kind.as_str(), &account, &head.n, &&head.hash[..]],
     )
+    .wait()
     .map_err(|e| pg_err(location, "write chain head", e))?;
     Ok(())
 }

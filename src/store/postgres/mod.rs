@@ -29,8 +29,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::{DateTime, NaiveDate, Utc};
-use postgres::error::SqlState;
-use postgres::{Client, Row, Transaction};
+use tokio_postgres::error::SqlState;
+use tokio_postgres::{Client, Row, Transaction};
 
 use super::chain::{ChainHead, ChainKind};
 use super::{
@@ -105,7 +105,7 @@ impl PgTarget {
             u.query_pairs_mut().clear().extend_pairs(rest);
         }
         let url = u.to_string();
-        url.parse::<postgres::Config>()
+        url.parse::<tokio_postgres::Config>()
             .map_err(|e| format!("not a usable PostgreSQL URL: {e}"))?;
         Ok(PgTarget {
             url,
@@ -130,29 +130,76 @@ impl PgTarget {
         t
     }
 
-    /// Connect (TLS as `sslmode` says).
+    /// Connect (TLS as `sslmode` says). The connection runs on a thread of its own (a small
+    /// runtime that does the socket and TLS work); the returned client's calls are waited for
+    /// with [`Wait::wait`], which blocks the calling thread without touching tokio's context, so
+    /// a store call works the same on a blocking thread, a runtime worker or the CLI's main thread
+    /// (the blocking `postgres` crate refuses to run inside a runtime, which the CLI is).
     pub fn connect(&self) -> std::result::Result<Client, String> {
-        let mut cfg: postgres::Config = self.url.parse().map_err(|e| format!("{e}"))?;
+        let mut cfg: tokio_postgres::Config = self.url.parse().map_err(|e| format!("{e}"))?;
         if let Some(p) = &self.password {
             cfg.password(p.expose());
         }
         cfg.connect_timeout(Duration::from_secs(10));
         cfg.application_name("auditwarden");
-        match self.tls {
+        let tls = match self.tls {
             TlsMode::Disable => {
-                cfg.ssl_mode(postgres::config::SslMode::Disable);
-                cfg.connect(postgres::NoTls).map_err(|e| describe(&e))
+                cfg.ssl_mode(tokio_postgres::config::SslMode::Disable);
+                None
             }
             mode => {
                 cfg.ssl_mode(if mode == TlsMode::Require {
-                    postgres::config::SslMode::Require
+                    tokio_postgres::config::SslMode::Require
                 } else {
-                    postgres::config::SslMode::Prefer
+                    tokio_postgres::config::SslMode::Prefer
                 });
-                let tls = tokio_postgres_rustls::MakeRustlsConnect::new(self.tls_config()?);
-                cfg.connect(tls).map_err(|e| describe(&e))
+                Some(tokio_postgres_rustls::MakeRustlsConnect::new(
+                    self.tls_config()?,
+                ))
             }
-        }
+        };
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(|e| format!("cannot start the connection's runtime: {e}"))?;
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::Builder::new()
+            .name("auditwarden-pg".into())
+            .spawn(move || {
+                rt.block_on(async move {
+                    // The connection future ends when the client is dropped (or the server
+                    // goes away); the thread with it.
+                    match tls {
+                        None => match cfg.connect(tokio_postgres::NoTls).await {
+                            Ok((client, conn)) => {
+                                let _ = tx.send(Ok(client));
+                                let _ = conn.await;
+                            }
+                            Err(e) => {
+                                let _ = tx.send(Err(describe(&e)));
+                            }
+                        },
+                        Some(tls) => match cfg.connect(tls).await {
+                            Ok((client, conn)) => {
+                                let _ = tx.send(Ok(client));
+                                let _ = conn.await;
+                            }
+                            Err(e) => {
+                                let _ = tx.send(Err(describe(&e)));
+                            }
+                        },
+                    }
+                })
+            })
+            .map_err(|e| format!("cannot start the connection's thread: {e}"))?;
+        rx.recv()
+            .map_err(|_| "the connection's thread ended before connecting".to_string())?
+    }
+
+    /// Run statements outside any store (tests create and drop their databases with it).
+    pub fn execute_batch(&self, sql: &str) -> std::result::Result<(), String> {
+        let c = self.connect()?;
+        c.batch_execute(sql).wait().map_err(|e| describe(&e))
     }
 
     fn tls_config(&self) -> std::result::Result<rustls::ClientConfig, String> {
@@ -181,7 +228,7 @@ impl PgTarget {
 
 /// A connection error in words, with the server's message when there is one (never the password:
 /// the client does not put it in errors).
-fn describe(e: &postgres::Error) -> String {
+fn describe(e: &tokio_postgres::Error) -> String {
     match e.as_db_error() {
         Some(db) => format!("{}: {}", db.severity(), db.message()),
         None => {
@@ -195,6 +242,15 @@ fn describe(e: &postgres::Error) -> String {
         }
     }
 }
+
+/// Wait for a client call from any thread (see [`PgTarget::connect`]).
+pub(super) trait Wait: std::future::Future + Sized {
+    fn wait(self) -> Self::Output {
+        futures_executor::block_on(self)
+    }
+}
+
+impl<F: std::future::Future> Wait for F {}
 
 pub struct Postgres {
     /// `RefCell`: the client's calls take `&mut`, the store's reads `&self`; one handle is used by
@@ -291,10 +347,11 @@ impl Postgres {
         self.client
             .borrow_mut()
             .batch_execute(sql)
+            .wait()
             .map_err(|e| self.err("session settings", e))
     }
 
-    pub(super) fn err(&self, what: &str, e: postgres::Error) -> StoreError {
+    pub(super) fn err(&self, what: &str, e: tokio_postgres::Error) -> StoreError {
         pg_err(&self.location, what, e)
     }
 
@@ -302,48 +359,52 @@ impl Postgres {
     pub(super) fn one(
         &self,
         sql: &str,
-        params: &[&(dyn postgres::types::ToSql + Sync)],
+        params: &[&(dyn tokio_postgres::types::ToSql + Sync)],
         what: &str,
     ) -> Result<Row> {
         self.client
             .borrow_mut()
             .query_one(sql, params)
+            .wait()
             .map_err(|e| self.err(what, e))
     }
 
     pub(super) fn opt(
         &self,
         sql: &str,
-        params: &[&(dyn postgres::types::ToSql + Sync)],
+        params: &[&(dyn tokio_postgres::types::ToSql + Sync)],
         what: &str,
     ) -> Result<Option<Row>> {
         self.client
             .borrow_mut()
             .query_opt(sql, params)
+            .wait()
             .map_err(|e| self.err(what, e))
     }
 
     pub(super) fn rows(
         &self,
         sql: &str,
-        params: &[&(dyn postgres::types::ToSql + Sync)],
+        params: &[&(dyn tokio_postgres::types::ToSql + Sync)],
         what: &str,
     ) -> Result<Vec<Row>> {
         self.client
             .borrow_mut()
             .query(sql, params)
+            .wait()
             .map_err(|e| self.err(what, e))
     }
 
     pub(super) fn exec(
         &self,
         sql: &str,
-        params: &[&(dyn postgres::types::ToSql + Sync)],
+        params: &[&(dyn tokio_postgres::types::ToSql + Sync)],
         what: &str,
     ) -> Result<u64> {
         self.client
             .borrow_mut()
             .execute(sql, params)
+            .wait()
             .map_err(|e| self.err(what, e))
     }
 
@@ -351,17 +412,18 @@ impl Postgres {
     pub(super) fn stream(
         &self,
         sql: &str,
-        params: &[&(dyn postgres::types::ToSql + Sync)],
+        params: &[&(dyn tokio_postgres::types::ToSql + Sync)],
         what: &str,
         f: &mut dyn FnMut(&Row) -> Result<bool>,
     ) -> Result<u64> {
-        use postgres::fallible_iterator::FallibleIterator;
-        let mut c = self.client.borrow_mut();
-        let mut it = c
+        let c = self.client.borrow_mut();
+        let rows = c
             .query_raw(sql, params.iter().copied())
+            .wait()
             .map_err(|e| pg_err(&self.location, what, e))?;
         let mut n = 0;
-        while let Some(r) = it.next().map_err(|e| pg_err(&self.location, what, e))? {
+        for r in futures_executor::block_on_stream(Box::pin(rows)) {
+            let r = r.map_err(|e| pg_err(&self.location, what, e))?;
             if !f(&r)? {
                 break;
             }
@@ -377,6 +439,7 @@ impl Postgres {
             .client
             .get_mut()
             .transaction()
+            .wait()
             .map_err(|e| pg_err(location, what, e))?;
         Ok((tx, location))
     }
@@ -391,12 +454,13 @@ impl Postgres {
             self.session(schema::BOOTSTRAP)?;
         }
         loop {
-            let (mut tx, location) = self.tx("begin migration")?;
+            let (tx, location) = self.tx("begin migration")?;
             let v: i64 = tx
                 .query_one(
                     "SELECT version FROM auditwarden_schema WHERE id = 1 FOR UPDATE",
                     &[],
                 )
+                .wait()
                 .map_err(|e| pg_err(location, "reading the schema version", e))?
                 .get(0);
             if v > known {
@@ -408,18 +472,22 @@ impl Postgres {
             }
             let Some(sql) = schema::MIGRATIONS.get(v as usize) else {
                 tx.commit()
+                    .wait()
                     .map_err(|e| pg_err(location, "end migration check", e))?;
                 return Ok(());
             };
             let n = v + 1;
             tx.batch_execute(sql)
+                .wait()
                 .map_err(|e| pg_err(location, &format!("migration {n}"), e))?;
             tx.execute(
                 "UPDATE auditwarden_schema SET version = $1 WHERE id = 1",
                 &[&n],
             )
+            .wait()
             .map_err(|e| pg_err(location, "set schema version", e))?;
             tx.commit()
+                .wait()
                 .map_err(|e| pg_err(location, "commit migration", e))?;
         }
     }
@@ -446,11 +514,12 @@ pub(super) fn lock_account(
          ON CONFLICT (scope, account) DO UPDATE SET scope = excluded.scope",
         &[&scope, &account],
     )
+    .wait()
     .map_err(|e| pg_err(location, "take the account's write lock", e))?;
     Ok(())
 }
 
-pub(super) fn pg_err(location: &str, what: &str, e: postgres::Error) -> StoreError {
+pub(super) fn pg_err(location: &str, what: &str, e: tokio_postgres::Error) -> StoreError {
     let busy = e.code().is_some_and(|c| {
         *c == SqlState::LOCK_NOT_AVAILABLE
             || *c == SqlState::T_R_DEADLOCK_DETECTED
@@ -651,11 +720,11 @@ struct Batch<'a> {
     /// Event-chain heads of the accounts this batch locked, read once under the lock and written
     /// back by [`Batch::commit`] when they moved (the flag).
     heads: HashMap<String, (ChainHead, bool)>,
-    insert: Option<postgres::Statement>,
+    insert: Option<tokio_postgres::Statement>,
 }
 
 impl Batch<'_> {
-    fn err(&self, what: &str, e: postgres::Error) -> StoreError {
+    fn err(&self, what: &str, e: tokio_postgres::Error) -> StoreError {
         pg_err(self.location, what, e)
     }
 }
@@ -688,6 +757,7 @@ impl EventBatch for Batch<'_> {
                     "SELECT event_id FROM events WHERE account = $1 AND event_id = ANY($2)",
                     &[&w.account, &ids],
                 )
+                .wait()
                 .map_err(|e| pg_err(location, "find duplicates", e))?
                 .iter()
                 .map(|r| r.get(0))
@@ -733,6 +803,7 @@ impl EventBatch for Batch<'_> {
                     None => {
                         let s = tx
                             .prepare(INSERT_EVENTS)
+                            .wait()
                             .map_err(|e| pg_err(location, "prepare insert", e))?;
                         self.insert = Some(s.clone());
                         s
@@ -746,6 +817,7 @@ impl EventBatch for Batch<'_> {
                             &aname, &status, &ip, &desc, &data, &raw, &collected, &n, &hash,
                         ],
                     )
+                    .wait()
                     .map_err(|e| pg_err(location, "insert events", e))?;
                 if inserted != fresh.len() as u64 {
                     // Someone wrote this account's events without its lock: the links computed
@@ -781,6 +853,7 @@ impl EventBatch for Batch<'_> {
                         &now,
                     ],
                 )
+                .wait()
                 .map_err(|e| pg_err(location, "insert quarantine", e))?;
         }
         if let (Some(done), Some(d)) = (w.done, w.day) {
@@ -799,6 +872,7 @@ impl EventBatch for Batch<'_> {
                     &now,
                 ],
             )
+            .wait()
             .map_err(|e| pg_err(location, "update coverage", e))?;
         }
         Ok(out)
@@ -826,6 +900,7 @@ impl EventBatch for Batch<'_> {
                     &note,
                 ],
             )
+            .wait()
             .map_err(|e| self.err("mark incomplete", e))?;
         Ok(())
     }
@@ -850,6 +925,7 @@ impl EventBatch for Batch<'_> {
                     &(p.retries as i64),
                 ],
             )
+            .wait()
             .map_err(|e| self.err("record pass", e))?;
         Ok(())
     }
@@ -866,7 +942,9 @@ impl EventBatch for Batch<'_> {
         for (account, head) in heads {
             chain::save_head(&mut tx, location, ChainKind::Events, &account, &head)?;
         }
-        tx.commit().map_err(|e| pg_err(location, "commit", e))
+        tx.commit()
+            .wait()
+            .map_err(|e| pg_err(location, "commit", e))
     }
 }
 

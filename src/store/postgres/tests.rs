@@ -26,12 +26,10 @@ pub(crate) mod testdb {
 
     impl Drop for TestDb {
         fn drop(&mut self) {
-            if let Ok(mut c) = self.admin.connect() {
-                let _ = c.batch_execute(&format!(
-                    "DROP DATABASE IF EXISTS \"{}\" WITH (FORCE)",
-                    self.name
-                ));
-            }
+            let _ = self.admin.execute_batch(&format!(
+                "DROP DATABASE IF EXISTS \"{}\" WITH (FORCE)",
+                self.name
+            ));
         }
     }
 
@@ -40,8 +38,8 @@ pub(crate) mod testdb {
     pub fn fresh() -> Option<(TestDb, PgTarget)> {
         static N: AtomicU32 = AtomicU32::new(0);
         let admin = server();
-        let mut c = match admin.connect() {
-            Ok(c) => c,
+        match admin.execute_batch("SELECT 1") {
+            Ok(()) => {}
             Err(e) => {
                 if std::env::var("CI").is_ok_and(|v| v == "true") {
                     panic!("no PostgreSQL at {} under CI: {e}", admin.url());
@@ -56,7 +54,8 @@ pub(crate) mod testdb {
             N.fetch_add(1, Ordering::Relaxed),
             rand::random::<u32>()
         );
-        c.batch_execute(&format!("CREATE DATABASE \"{name}\""))
+        admin
+            .execute_batch(&format!("CREATE DATABASE \"{name}\""))
             .expect("create the test database");
         let target = admin.with_database(&name);
         Some((TestDb { admin, name }, target))
@@ -82,6 +81,7 @@ mod conformance {
 mod figures {
     use std::time::Instant;
 
+    use super::super::Wait;
     use crate::api::AuditEvent;
     use crate::store::{PageWrite, Store, StoreTarget};
 
@@ -135,7 +135,7 @@ mod figures {
         let mut c = target.connect().unwrap();
         let t = Instant::now();
         for tx in evs.chunks(10_000) {
-            let mut tx_ = c.transaction().unwrap();
+            let tx_ = c.transaction().wait().unwrap();
             let st = tx_
                 .prepare(
                     "INSERT INTO events (account, event_id, ts_ms, day, action, actor_id,
@@ -143,6 +143,7 @@ mod figures {
                      VALUES ('b', $1, $2, '2026-09-21', $3, $4, $5, $6, $7, 0, 1, $8)
                      ON CONFLICT (account, event_id) DO NOTHING",
                 )
+                .wait()
                 .unwrap();
             for e in tx {
                 tx_.execute(
@@ -158,9 +159,10 @@ mod figures {
                         &&[0u8; 32][..],
                     ],
                 )
+                .wait()
                 .unwrap();
             }
-            tx_.commit().unwrap();
+            tx_.commit().wait().unwrap();
         }
         let per_row = t.elapsed();
         let rate = |d: std::time::Duration| N as f64 / d.as_secs_f64();

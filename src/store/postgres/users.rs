@@ -4,9 +4,9 @@
 
 use std::collections::HashMap;
 
-use postgres::{Row, Transaction};
+use tokio_postgres::{Row, Transaction};
 
-use super::{chain, lock_account, pg_err, Postgres};
+use super::{chain, lock_account, pg_err, Postgres, Wait};
 use crate::store::chain::{history_bytes, ChainKind};
 use crate::store::{
     Evidence, Result, RoleChange, RoleEvent, StoredRoleChange, UserBatch, UserHistoryEntry,
@@ -199,6 +199,7 @@ impl UserStore for Postgres {
                     accepted_at_ms = excluded.accepted_at_ms, deleted_ms = excluded.deleted_ms,
                     last_seen_ms = excluded.last_seen_ms",
             )
+            .wait()
             .map_err(|e| pg_err(location, "prepare user upsert", e))?;
         for u in &b.rows {
             let roles = serde_json::to_string(&u.roles).unwrap_or_else(|_| "[]".into());
@@ -230,6 +231,7 @@ impl UserStore for Postgres {
                         &u.last_seen_ms,
                     ],
                 )
+                .wait()
                 .map_err(|e| pg_err(location, "upsert user", e))?;
         }
         for d in &b.deletions {
@@ -239,6 +241,7 @@ impl UserStore for Postgres {
                         updated_ms = $3 WHERE account = $1 AND user_id = $2",
                     &[&account, &d.user_id, &d.deleted_ms, &d.last_seen_ms],
                 )
+                .wait()
                 .map_err(|e| pg_err(location, "mark deleted", e))?;
         }
         if !b.history.is_empty() {
@@ -249,6 +252,7 @@ impl UserStore for Postgres {
                         before, after, detail, source, chain_n, chain_hash)
                      VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
                 )
+                .wait()
                 .map_err(|e| pg_err(location, "prepare history", e))?;
             for h in &b.history {
                 head = head.next(&history_bytes(
@@ -278,12 +282,14 @@ impl UserStore for Postgres {
                             &&head.hash[..],
                         ],
                     )
+                    .wait()
                     .map_err(|e| pg_err(location, "insert history", e))?;
             }
             chain::save_head(&mut tx, location, ChainKind::UserHistory, account, &head)?;
         }
         n += insert_role_changes(&mut tx, location, account, &b.role_changes)?;
         tx.commit()
+            .wait()
             .map_err(|e| pg_err(location, "commit users", e))?;
         Ok(n)
     }
@@ -400,6 +406,7 @@ impl UserStore for Postgres {
                         &ev.ip_address,
                     ],
                 )
+                .wait()
                 .map_err(|e| pg_err(location, "attach evidence", e))?;
         }
         n += insert_role_changes(&mut tx, location, account, audit_only)?;
@@ -410,8 +417,10 @@ impl UserStore for Postgres {
                  WHERE role_event_scan.last_seq <> excluded.last_seq",
                 &[&account, &watermark],
             )
+            .wait()
             .map_err(|e| pg_err(location, "role watermark", e))?;
         tx.commit()
+            .wait()
             .map_err(|e| pg_err(location, "commit role links", e))?;
         Ok(n)
     }
@@ -526,6 +535,7 @@ fn insert_role_changes(
              VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)
              ON CONFLICT DO NOTHING",
         )
+        .wait()
         .map_err(|e| pg_err(location, "prepare role change", e))?;
     let mut n = 0u64;
     for c in changes {
@@ -553,6 +563,7 @@ fn insert_role_changes(
                     &source,
                 ],
             )
+            .wait()
             .map_err(|e| pg_err(location, "insert role change", e))?;
     }
     Ok(n)
