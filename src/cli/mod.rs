@@ -512,13 +512,13 @@ async fn run(cli: Cli) -> Result<ExitCode, CliError> {
 /// The configured database, read-only, for commands that only read (status, exports, listings,
 /// reports, alerts): it must exist already.
 fn open_existing_db(cfg: &Config) -> Result<Store, CliError> {
-    if !cfg.store.path.exists() {
+    if !cfg.store.target.exists() {
         return Err(CliError::failed(format!(
             "no database at {} yet: run `auditwarden collect` first",
-            cfg.store.path.display()
+            cfg.store.target
         )));
     }
-    Ok(Store::open_read_only(&cfg.store.path)?)
+    Ok(Store::open_target_read_only(&cfg.store.target)?)
 }
 
 /// `--from`/`--to`: a day in `tz` (`YYYY-MM-DD`; for `--to` inclusive, so the end is the start of

@@ -28,7 +28,7 @@ pub(super) async fn run_job(
     shared: &Shared,
     cancel: &CancellationToken,
 ) -> Outcome {
-    let mut store = match Store::open(&cfg.store.path) {
+    let mut store = match Store::open_target(&cfg.store.target) {
         Ok(s) => s,
         Err(e) => return Outcome::Failed(e.to_string()),
     };

@@ -15,6 +15,7 @@ mod crash;
 mod daemon;
 mod demo;
 mod messages;
+mod postgres;
 mod reports;
 mod secrets;
 mod signed_reports;

@@ -1,0 +1,199 @@
+//! The PostgreSQL backend end to end: the real binary with `[store] url` against the simulator,
+//! each test on a database of its own (created on 127.0.0.1:5432 as `postgres`, or on
+//! `AUDITWARDEN_TEST_POSTGRES`; dropped afterwards). No server: a visible "skipped" line, or a
+//! failure under `CI=true`.
+
+use std::collections::BTreeSet;
+
+use auditwarden::store::{PgTarget, Store, StoreTarget};
+use serde_json::Value;
+
+use crate::helpers::*;
+
+/// A database of its own on the test server, dropped (with any connection left) on drop.
+struct PgDb {
+    admin: String,
+    name: String,
+    /// The database's URL for `[store] url` (trust authentication: no password).
+    url: String,
+}
+
+impl PgDb {
+    fn create() -> Option<PgDb> {
+        let admin = std::env::var("AUDITWARDEN_TEST_POSTGRES").unwrap_or_else(|_| {
+            "postgresql://postgres@127.0.0.1:5432/postgres?sslmode=disable".into()
+        });
+        let server = PgTarget::parse(&admin, None).expect("AUDITWARDEN_TEST_POSTGRES: a URL");
+        match server.execute_batch("SELECT 1") {
+            Ok(()) => {}
+            Err(e) => {
+                if std::env::var("CI").is_ok_and(|v| v == "true") {
+                    panic!("no PostgreSQL at {admin} under CI: {e}");
+                }
+                eprintln!("skipped: no PostgreSQL at {admin} ({e})");
+                return None;
+            }
+        };
+        let name = format!("aw_e2e_{}_{}", std::process::id(), rand_suffix());
+        server
+            .execute_batch(&format!("CREATE DATABASE \"{name}\""))
+            .expect("create database");
+        let mut u = url::Url::parse(&admin).expect("AUDITWARDEN_TEST_POSTGRES: a URL");
+        u.set_path(&format!("/{name}"));
+        Some(PgDb {
+            admin,
+            name,
+            url: u.to_string(),
+        })
+    }
+
+    fn store(&self) -> Store {
+        let t = PgTarget::parse(&self.url, None).expect("url");
+        Store::open_target_read_only(&StoreTarget::Postgres(t)).expect("open the database")
+    }
+}
+
+impl Drop for PgDb {
+    fn drop(&mut self) {
+        if let Ok(server) = PgTarget::parse(&self.admin, None) {
+            let _ = server.execute_batch(&format!(
+                "DROP DATABASE IF EXISTS \"{}\" WITH (FORCE)",
+                self.name
+            ));
+        }
+    }
+}
+
+fn rand_suffix() -> String {
+    let t = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.subsec_nanos())
+        .unwrap_or(0);
+    format!("{t:x}")
+}
+
+/// A digicert-one account `one` and a certcentral account `cc` on `sim`; on `db` when given.
+fn app(sim: &Sim, db: Option<&PgDb>) -> App {
+    let url = sim.url();
+    let app = App::with_accounts(&[
+        ("one", "digicert-one", url.as_str(), ""),
+        ("cc", "certcentral", url.as_str(), ""),
+    ]);
+    if let Some(db) = db {
+        let text = std::fs::read_to_string(&app.config).expect("config");
+        let text = text.replacen(
+            "[store]\npath = \"aw.db\"\n",
+            &format!("[store]\nurl = \"{}\"\n", db.url),
+            1,
+        );
+        std::fs::write(&app.config, text).expect("config");
+    }
+    app
+}
+
+fn run_ok(app: &App, args: &[&str]) -> String {
+    let out = app.run(args);
+    let stdout = String::from_utf8_lossy(&out.stdout).to_string();
+    assert!(
+        out.status.success(),
+        "{args:?} failed: {stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    stdout
+}
+
+/// (account, id, status, roles) of `users --format json`.
+fn directory(app: &App) -> BTreeSet<(String, String, String, String)> {
+    let v: Value = serde_json::from_str(&run_ok(app, &["users", "--format", "json"])).unwrap();
+    v.as_array()
+        .expect("array")
+        .iter()
+        .map(|u| {
+            (
+                u["account"].as_str().unwrap_or("").to_string(),
+                u["id"].as_str().unwrap_or("").to_string(),
+                u["status"].as_str().unwrap_or("").to_string(),
+                u["roles"].to_string(),
+            )
+        })
+        .collect()
+}
+
+/// `collect`, `status`, `export events`, `users` and `verify` through the real binary on
+/// PostgreSQL: the stored events are the simulator's, each once (a second pass stores nothing),
+/// malformed ones quarantined; the export is byte for byte what the same collection into SQLite
+/// exports; the directory is SQLite's; the chains verify.
+#[test]
+fn postgres_store_matches_truth_and_sqlite() {
+    let Some(db) = PgDb::create() else { return };
+    let sim = Sim::start(&[
+        "--events",
+        "1200",
+        "--days",
+        "8",
+        "--users",
+        "25",
+        "--seed",
+        "21",
+        "--faults",
+        "malformed,rate-limit=0.05,server-error=0.05",
+    ]);
+    let pg = app(&sim, Some(&db));
+    let sq = app(&sim, None);
+    let first = pg.collect_ok();
+    assert!(first.contains("one: "), "{first}");
+    sq.collect_ok();
+    let again = pg.collect_ok();
+    assert!(
+        again.contains("0 new events, 0 already stored")
+            && again.matches("0 rows written").count() == 2,
+        "a second pass stores nothing: {again}"
+    );
+
+    let store = db.store();
+    let truth = sim.truth_ids();
+    let stored: BTreeSet<String> = store.event_ids("one").unwrap().into_iter().collect();
+    assert_eq!(stored.len(), truth.len());
+    assert!(stored == truth, "stored ids differ from the truth");
+    let status = store.account_status("one").unwrap();
+    assert_eq!(status.quarantined as usize, sim.truth_malformed());
+    assert!(
+        sim.truth_malformed() > 0,
+        "the fault planted malformed events"
+    );
+
+    let shown = run_ok(&pg, &["status"]);
+    assert!(
+        shown.contains(&format!(
+            "events stored: {}, quarantined: {}",
+            truth.len(),
+            sim.truth_malformed()
+        )),
+        "{shown}"
+    );
+
+    let export = |a: &App| run_ok(a, &["export", "events", "--format", "jsonl"]);
+    let pg_export = export(&pg);
+    assert_eq!(
+        pg_export.lines().count() as u64,
+        status.events + store.account_status("cc").unwrap().events
+    );
+    assert!(pg_export == export(&sq), "the export differs from SQLite's");
+    let csv = |a: &App| {
+        run_ok(
+            a,
+            &["export", "events", "--format", "csv", "--account", "one"],
+        )
+    };
+    assert!(csv(&pg) == csv(&sq), "the CSV export differs from SQLite's");
+
+    let dir = directory(&pg);
+    assert!(dir.len() >= 25, "{dir:?}");
+    assert_eq!(dir, directory(&sq));
+
+    let (ok, out) = pg.verify(None);
+    assert!(ok, "{out}");
+    assert!(out.contains("chain(s) intact"), "{out}");
+    assert!(!out.contains("FINDING"), "{out}");
+}
+
