@@ -39,6 +39,7 @@ macro_rules! backend_conformance {
             role_links_attach_evidence_once_and_move_the_watermark,
             reports_stream_in_order_and_stop_when_asked,
             status_exports_and_quarantine_say_what_is_stored,
+            a_copy_in_and_out_keeps_the_history_and_its_chains,
         );
     };
 }
@@ -795,4 +796,80 @@ pub fn status_exports_and_quarantine_say_what_is_stored(mut s: Store) {
     .unwrap();
     assert_eq!(ids, vec!["a", "b"]);
     assert_eq!(findings(&s), Vec::<String>::new());
+}
+
+fn export(s: &Store) -> Vec<String> {
+    let mut out = Vec::new();
+    s.for_each_event(&EventFilter::default(), |e| {
+        out.push(format!("{} {} {}", e.account, e.id, e.raw));
+        Ok::<_, super::StoreError>(())
+    })
+    .unwrap();
+    out
+}
+
+/// `store copy` into this backend (from SQLite) and out of it (into SQLite): the same events,
+/// users, history and alerts, chains verifying on each target, keys continuing after the copied
+/// ones, a second copy inserting nothing, and another history refused.
+pub fn a_copy_in_and_out_keeps_the_history_and_its_chains(mut s: Store) {
+    use super::copy::{copy, CopyError};
+    let dir = tempfile::tempdir().unwrap();
+    let mut src = Store::open(&dir.path().join("src.db")).unwrap();
+    let evs = [
+        login("a", 1, "u1"),
+        login("b", 2, "u1"),
+        login("c", 3, "u2"),
+    ];
+    src.write_page(&PageWrite {
+        account: "acc",
+        events: &evs[..2],
+        ..Default::default()
+    })
+    .unwrap();
+    src.write_user_batch(
+        "acc",
+        &UserBatch {
+            rows: vec![user("u1", "Ann", "active", &["admin"], 1_000)],
+            history: vec![first_seen("u1", 1_000)],
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    let (src, _ids) = outbox(src, 2);
+    let report = copy(&src, &mut s, |_, _, _| {}).unwrap();
+    assert!(report.findings.is_empty(), "{:?}", report.findings);
+    assert_eq!(report.chains, 2);
+    assert_eq!(export(&s), export(&src));
+    assert_eq!(s.list_alerts(None, 10).unwrap().len(), 2);
+    assert_eq!(s.load_users("acc").unwrap()["u1"].roles, vec!["admin"]);
+    // Again: nothing new.
+    let again = copy(&src, &mut s, |_, _, _| {}).unwrap();
+    assert!(again.tables.iter().all(|t| t.2 == 0), "{:?}", again.tables);
+    // The target goes on from the copied keys and heads.
+    s.write_page(&PageWrite {
+        account: "acc",
+        events: &evs[2..],
+        ..Default::default()
+    })
+    .unwrap();
+    assert_eq!(findings(&s), Vec::<String>::new());
+    let (mut s, _) = outbox(s, 3);
+    // Out into SQLite.
+    let mut back = Store::open(&dir.path().join("back.db")).unwrap();
+    let out = copy(&s, &mut back, |_, _, _| {}).unwrap();
+    assert!(out.findings.is_empty(), "{:?}", out.findings);
+    assert_eq!(export(&back), export(&s));
+    assert_eq!(back.list_alerts(None, 10).unwrap().len(), 3);
+    // A source with another history: refused, nothing written.
+    let mut other = Store::open(&dir.path().join("other.db")).unwrap();
+    other
+        .write_page(&PageWrite {
+            account: "acc",
+            events: &[login("zz", 9, "u9")],
+            ..Default::default()
+        })
+        .unwrap();
+    let e = copy(&other, &mut s, |_, _, _| {}).unwrap_err();
+    assert!(matches!(e, CopyError::Different(_)), "{e}");
+    assert_eq!(export(&s).len(), 3);
 }

@@ -20,6 +20,7 @@
 pub mod chain;
 #[cfg(test)]
 pub mod conformance;
+pub mod copy;
 pub mod postgres;
 pub mod sqlite;
 mod types;
@@ -372,7 +373,9 @@ pub trait Checkpoint: Send {
 }
 
 /// A storage backend: everything the rest of auditwarden needs from a database.
-pub trait Backend: EventStore + UserStore + AlertStore + ChainStore + ReportStore + Send {
+pub trait Backend:
+    EventStore + UserStore + AlertStore + ChainStore + ReportStore + copy::CopyStore + Send
+{
     /// Give back memory a pass used (the daemon calls this between passes).
     fn release_memory(&self) -> Result<()> {
         Ok(())

@@ -197,3 +197,85 @@ fn postgres_store_matches_truth_and_sqlite() {
     assert!(!out.contains("FINDING"), "{out}");
 }
 
+/// `store copy` moves a SQLite history into PostgreSQL and back: the exports and directory are
+/// the same, the chains verify on each target, a second run copies nothing new, and a target
+/// holding another history is refused before anything is written.
+#[test]
+fn store_copy_moves_a_history_both_ways_and_refuses_another() {
+    let Some(db) = PgDb::create() else { return };
+    let sim = Sim::start(&[
+        "--events",
+        "800",
+        "--days",
+        "6",
+        "--users",
+        "20",
+        "--seed",
+        "5",
+        "--faults",
+        "malformed",
+    ]);
+    let sq = app(&sim, None);
+    sq.collect_ok();
+    let pg = app(&sim, Some(&db));
+    let from = sq.db.display().to_string();
+    let first = run_ok(&sq, &["store", "copy", "--from", &from, "--to", &db.url]);
+    assert!(
+        first.contains("events: ") && first.contains("copied"),
+        "{first}"
+    );
+    assert!(first.contains("chain(s) verify on the target"), "{first}");
+    let export = |a: &App| run_ok(a, &["export", "events", "--format", "jsonl"]);
+    assert!(export(&pg) == export(&sq), "the copied export differs");
+    assert_eq!(directory(&pg), directory(&sq));
+    let (ok, out) = pg.verify(None);
+    assert!(ok, "{out}");
+    // Again: nothing new.
+    let again = run_ok(&sq, &["store", "copy", "--from", &from, "--to", &db.url]);
+    assert!(
+        again
+            .lines()
+            .filter(|l| l.contains(" copied"))
+            .all(|l| l.ends_with(" 0 copied")),
+        "{again}"
+    );
+    // The copy collects on: PostgreSQL's keys continue after the copied ones.
+    let (status, text) = sim.http("POST", "/_sim/events", "{\"count\": 40}");
+    assert!(status < 300, "{status} {text}");
+    let before = db.store().event_ids("one").unwrap().len();
+    let more = pg.collect_ok();
+    assert!(more.contains("40 new events"), "{more}");
+    assert_eq!(db.store().event_ids("one").unwrap().len(), before + 40);
+    let (ok, out) = pg.verify(None);
+    assert!(ok, "{out}");
+    // And back into a new SQLite file.
+    let back = sq.dir.path().join("back.db");
+    let back_s = back.display().to_string();
+    run_ok(&sq, &["store", "copy", "--from", &db.url, "--to", &back_s]);
+    let (ok, out) = sq.verify(Some(&back));
+    assert!(ok, "{out}");
+    assert_eq!(
+        db.store().event_ids("one").unwrap(),
+        Store::open_read_only(&back)
+            .unwrap()
+            .event_ids("one")
+            .unwrap()
+    );
+    // Another history into the same PostgreSQL database: refused, nothing written.
+    let other_sim = Sim::start(&["--events", "300", "--days", "4", "--seed", "99"]);
+    let other = app(&other_sim, None);
+    other.collect_ok();
+    let before = db.store().event_ids("one").unwrap().len();
+    let out = other.run(&[
+        "store",
+        "copy",
+        "--from",
+        &other.db.display().to_string(),
+        "--to",
+        &db.url,
+    ]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("different history"), "{stderr}");
+    assert_eq!(db.store().event_ids("one").unwrap().len(), before);
+}

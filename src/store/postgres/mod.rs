@@ -18,6 +18,7 @@
 
 mod alerts;
 mod chain;
+mod copy;
 mod reports;
 mod schema;
 mod users;

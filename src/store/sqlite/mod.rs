@@ -9,6 +9,7 @@
 
 mod alerts;
 mod chain;
+mod copy;
 mod gate;
 mod migrations;
 mod reports;
