@@ -50,7 +50,9 @@ impl AlertStore for Postgres {
         now_ms: i64,
         eval: &mut dyn FnMut(&AlertFacts, &mut dyn GrantCounter) -> Vec<NewAlert>,
     ) -> Result<AlertCounts> {
+        let fence = self.fences.get(account).cloned();
         let (mut tx, location) = self.tx("begin alerts")?;
+        super::leases::check_fence(&tx, location, account, fence.as_ref())?;
         let e = |what: &'static str| move |e: tokio_postgres::Error| pg_err(location, what, e);
         let marks = tx
             .query_one(

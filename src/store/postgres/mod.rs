@@ -19,6 +19,7 @@
 mod alerts;
 mod chain;
 mod copy;
+mod leases;
 mod reports;
 mod schema;
 mod users;
@@ -258,6 +259,8 @@ pub struct Postgres {
     /// one thread at a time (`Backend: Send`, not `Sync`).
     client: RefCell<Client>,
     location: String,
+    /// The lease each account's writes are fenced with (see `leases.rs`).
+    fences: HashMap<String, crate::store::Lease>,
 }
 
 pub(super) fn ms(t: DateTime<Utc>) -> i64 {
@@ -272,6 +275,11 @@ fn parse_day(s: &str) -> Option<NaiveDate> {
     NaiveDate::parse_from_str(s, "%Y-%m-%d").ok()
 }
 
+/// A session idle inside a transaction this long (a paused or partitioned daemon) is ended by
+/// the server, which rolls it back and frees its locks (the account's write lock, the share lock
+/// on its lease) for the node that takes over.
+const IDLE_IN_TRANSACTION: Duration = Duration::from_secs(60);
+
 /// How long a writer waits for another's lock on the same account before giving up.
 const LOCK_TIMEOUT: Duration = Duration::from_secs(60);
 
@@ -280,8 +288,10 @@ impl Postgres {
     pub fn open(target: &PgTarget) -> Result<Postgres> {
         let mut pg = Postgres::connect(target)?;
         pg.session(&format!(
-            "SET lock_timeout = '{}s'; SET client_min_messages = warning",
-            LOCK_TIMEOUT.as_secs()
+            "SET lock_timeout = '{}s'; SET client_min_messages = warning;
+             SET idle_in_transaction_session_timeout = '{}s'",
+            LOCK_TIMEOUT.as_secs(),
+            IDLE_IN_TRANSACTION.as_secs()
         ))?;
         pg.migrate()?;
         Ok(pg)
@@ -341,6 +351,7 @@ impl Postgres {
         Ok(Postgres {
             client: RefCell::new(client),
             location,
+            fences: HashMap::new(),
         })
     }
 
@@ -547,8 +558,11 @@ impl Backend for Postgres {}
 
 impl EventStore for Postgres {
     fn batch(&mut self) -> Result<Box<dyn EventBatch + '_>> {
+        let fences = self.fences.clone();
         let (tx, location) = self.tx("begin")?;
         Ok(Box::new(Batch {
+            fences,
+            fenced: RefCell::new(HashSet::new()),
             tx: RefCell::new(tx),
             location,
             heads: HashMap::new(),
@@ -722,9 +736,27 @@ struct Batch<'a> {
     /// back by [`Batch::commit`] when they moved (the flag).
     heads: HashMap<String, (ChainHead, bool)>,
     insert: Option<tokio_postgres::Statement>,
+    /// The leases this handle's writes are fenced with, and the accounts checked in this batch.
+    fences: HashMap<String, crate::store::Lease>,
+    fenced: RefCell<HashSet<String>>,
 }
 
 impl Batch<'_> {
+    /// Check the account's fence once per batch (its share lock lasts until the batch ends).
+    fn fence(&self, account: &str) -> Result<()> {
+        if self.fenced.borrow().contains(account) {
+            return Ok(());
+        }
+        leases::check_fence(
+            &self.tx.borrow(),
+            self.location,
+            account,
+            self.fences.get(account),
+        )?;
+        self.fenced.borrow_mut().insert(account.to_string());
+        Ok(())
+    }
+
     fn err(&self, what: &str, e: tokio_postgres::Error) -> StoreError {
         pg_err(self.location, what, e)
     }
@@ -741,6 +773,7 @@ impl EventBatch for Batch<'_> {
         let now = ms(crate::clock::now());
         let mut out = PageOutcome::default();
         let location = self.location;
+        self.fence(w.account)?;
         let tx = self.tx.get_mut();
         if !w.events.is_empty() {
             let mut head = match self.heads.get(w.account) {
@@ -886,6 +919,7 @@ impl EventBatch for Batch<'_> {
         day: NaiveDate,
         note: &str,
     ) -> Result<()> {
+        self.fence(account)?;
         self.tx
             .borrow_mut()
             .execute(
@@ -907,6 +941,7 @@ impl EventBatch for Batch<'_> {
     }
 
     fn record_pass(&self, p: &PassRecord) -> Result<()> {
+        self.fence(&p.account)?;
         self.tx
             .borrow_mut()
             .execute(

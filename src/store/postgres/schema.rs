@@ -227,4 +227,17 @@ pub const MIGRATIONS: &[&str] = &[
         PRIMARY KEY (scope, account)
     );
     "#,
+    // 2: leases of several daemons sharing the accounts: one row per API key (accounts that
+    // share a key share one throttle, so one lease), the owner (`[daemon] node_name`), an epoch
+    // that grows with every takeover (the fencing token every write transaction checks, see
+    // `LeaseStore`), and the expiry a heartbeat moves.
+    r#"
+    CREATE TABLE leases (
+        lease_key       TEXT COLLATE "C" PRIMARY KEY,
+        owner           TEXT NOT NULL,
+        epoch           BIGINT NOT NULL,
+        acquired_ms     BIGINT NOT NULL,
+        expires_ms      BIGINT NOT NULL
+    );
+    "#,
 ];

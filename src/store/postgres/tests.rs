@@ -176,3 +176,192 @@ mod figures {
         assert_eq!(s.event_ids("a").unwrap().len(), N);
     }
 }
+
+/// Leases and fencing between two handles on one database (two daemons).
+mod leases {
+    use std::time::{Duration, Instant};
+
+    use super::super::PgTarget;
+    use crate::api::wire::{parse_event, ParsedEvent};
+    use crate::api::AuditEvent;
+    use crate::store::{HistoryRow, PageWrite, Store, StoreError, StoreTarget, UserBatch};
+
+    fn open(t: &PgTarget) -> Store {
+        Store::open_target(&StoreTarget::Postgres(t.clone())).unwrap()
+    }
+
+    fn event(id: &str) -> AuditEvent {
+        match parse_event(&format!(
+            r#"{{"id":"{id}","timestamp":"2026-11-02T08:00:00Z","action":"login","user":{{"id":"u1"}}}}"#
+        )) {
+            ParsedEvent::Event(e) => e,
+            ParsedEvent::Malformed(m) => panic!("{}", m.reason),
+        }
+    }
+
+    fn page<'a>(events: &'a [AuditEvent]) -> PageWrite<'a> {
+        PageWrite {
+            account: "acc",
+            events,
+            ..Default::default()
+        }
+    }
+
+    /// One owner at a time until the lease lapses; every takeover raises the epoch; a lease taken
+    /// over cannot be renewed by its old owner; a released lease is free at once.
+    #[test]
+    fn a_lease_is_one_owners_until_it_lapses() {
+        let Some((_db, t)) = super::testdb::fresh() else {
+            return;
+        };
+        let mut s = open(&t);
+        let a = s
+            .acquire_lease("key:1", "node-a", 1_000, 30_000)
+            .unwrap()
+            .unwrap();
+        assert_eq!((a.epoch, a.expires_ms), (1, 31_000));
+        assert_eq!(
+            s.acquire_lease("key:1", "node-b", 30_999, 30_000).unwrap(),
+            None
+        );
+        let again = s
+            .acquire_lease("key:1", "node-a", 20_000, 30_000)
+            .unwrap()
+            .unwrap();
+        assert_eq!(again.epoch, 1, "the holder renews, same epoch");
+        let b = s
+            .acquire_lease("key:1", "node-b", 50_001, 30_000)
+            .unwrap()
+            .unwrap();
+        assert_eq!((b.owner.as_str(), b.epoch), ("node-b", 2));
+        assert_eq!(s.renew_lease(&a, 50_002, 30_000).unwrap(), None);
+        assert_eq!(
+            s.renew_lease(&b, 60_000, 30_000)
+                .unwrap()
+                .unwrap()
+                .expires_ms,
+            90_000
+        );
+        s.release_lease(&b).unwrap();
+        let a3 = s
+            .acquire_lease("key:1", "node-a", 60_001, 30_000)
+            .unwrap()
+            .unwrap();
+        assert_eq!(a3.epoch, 3);
+        // Another key is another lease.
+        assert_eq!(
+            s.acquire_lease("key:2", "node-b", 60_001, 30_000)
+                .unwrap()
+                .unwrap()
+                .epoch,
+            1
+        );
+        assert_eq!(s.leases().unwrap().len(), 2);
+    }
+
+    /// A daemon whose lease another took over commits nothing: no page, no user batch, no
+    /// alerts; the new holder writes on, and the chains verify.
+    #[test]
+    fn a_writer_that_lost_its_lease_commits_nothing() {
+        let Some((_db, t)) = super::testdb::fresh() else {
+            return;
+        };
+        let (mut a, mut b) = (open(&t), open(&t));
+        let la = a
+            .acquire_lease("key:1", "node-a", 0, 1_000)
+            .unwrap()
+            .unwrap();
+        a.fence("acc", Some(la));
+        assert_eq!(a.write_page(&page(&[event("e1")])).unwrap().inserted, 1);
+        // node-a pauses past its lease; node-b takes the key over.
+        let lb = b
+            .acquire_lease("key:1", "node-b", 2_000, 1_000)
+            .unwrap()
+            .unwrap();
+        assert_eq!(lb.epoch, 2);
+        let lost = |e: StoreError| match e {
+            StoreError::LeaseLost { what, .. } => what,
+            other => panic!("{other}"),
+        };
+        let e = lost(a.write_page(&page(&[event("e2")])).unwrap_err());
+        assert!(e.contains("node-a") && e.contains("epoch 1"), "{e}");
+        let batch = UserBatch {
+            history: vec![HistoryRow {
+                user_id: "u1".into(),
+                observed_ms: 5,
+                after_ms: None,
+                field: "first_seen",
+                before: None,
+                after: Some("active".into()),
+                detail: None,
+                source: "sync",
+            }],
+            ..Default::default()
+        };
+        lost(a.write_user_batch("acc", &batch).unwrap_err());
+        lost(
+            a.record_alerts("acc", &[], 3_000, &mut |_, _| Vec::new())
+                .unwrap_err(),
+        );
+        // Unfenced accounts of node-a are not affected.
+        a.write_page(&PageWrite {
+            account: "other",
+            events: &[event("x1")],
+            ..Default::default()
+        })
+        .unwrap();
+        b.fence("acc", Some(lb));
+        assert_eq!(b.write_page(&page(&[event("e2")])).unwrap().inserted, 1);
+        b.write_user_batch("acc", &batch).unwrap();
+        assert_eq!(b.event_ids("acc").unwrap(), vec!["e1", "e2"]);
+        assert_eq!(b.user_history("acc", "u1").unwrap().len(), 1);
+        let mut findings = Vec::new();
+        b.verify_chains(None, |f| findings.push(f.to_string()))
+            .unwrap();
+        assert_eq!(findings, Vec::<String>::new());
+    }
+
+    /// A takeover waits for a write transaction already past its check (the share lock), so the
+    /// old holder's last batch commits before the new epoch exists, never after.
+    #[test]
+    fn a_takeover_waits_for_a_batch_past_its_check() {
+        let Some((_db, t)) = super::testdb::fresh() else {
+            return;
+        };
+        let (mut a, mut b) = (open(&t), open(&t));
+        let watch = super::super::Postgres::open(&t).unwrap();
+        let la = a
+            .acquire_lease("key:1", "node-a", 0, 1_000)
+            .unwrap()
+            .unwrap();
+        a.fence("acc", Some(la));
+        let mut batch = a.batch().unwrap();
+        batch.write_page(&page(&[event("e1")])).unwrap();
+        let taker = std::thread::spawn(move || {
+            let l = b.acquire_lease("key:1", "node-b", 5_000, 1_000).unwrap();
+            (l, b.event_ids("acc").unwrap())
+        });
+        // Wait (with a deadline) until node-b's takeover is blocked on the lease row.
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            let waiting: i64 = watch
+                .one(
+                    "SELECT COUNT(*) FROM pg_stat_activity
+                     WHERE datname = current_database() AND wait_event_type = 'Lock'",
+                    &[],
+                    "locks",
+                )
+                .unwrap()
+                .get(0);
+            if waiting > 0 {
+                break;
+            }
+            assert!(Instant::now() < deadline, "the takeover never waited");
+            std::thread::yield_now();
+        }
+        batch.commit().unwrap();
+        let (lb, seen) = taker.join().unwrap();
+        assert_eq!(lb.unwrap().epoch, 2);
+        assert_eq!(seen, vec!["e1"], "the batch committed before the takeover");
+    }
+}

@@ -176,8 +176,10 @@ impl UserStore for Postgres {
         if b.is_empty() {
             return Ok(0);
         }
+        let fence = self.fences.get(account).cloned();
         let (mut tx, location) = self.tx("begin")?;
         lock_account(&mut tx, location, "users", account)?;
+        super::leases::check_fence(&tx, location, account, fence.as_ref())?;
         let mut n = 0u64;
         let up = tx
             .prepare(
@@ -388,8 +390,10 @@ impl UserStore for Postgres {
         audit_only: &[RoleChange],
         watermark: i64,
     ) -> Result<u64> {
+        let fence = self.fences.get(account).cloned();
         let (mut tx, location) = self.tx("begin")?;
         lock_account(&mut tx, location, "users", account)?;
+        super::leases::check_fence(&tx, location, account, fence.as_ref())?;
         let mut n = 0u64;
         for (seq, ev) in attach {
             n += tx

@@ -328,6 +328,9 @@ impl Sqlite {
     }
 }
 
+/// One host: every lease is granted, nothing is fenced (the trait's defaults).
+impl super::LeaseStore for Sqlite {}
+
 impl Backend for Sqlite {
     /// Give back the memory a pass used: SQLite frees its page cache and other memory it can
     /// (`PRAGMA shrink_memory`); the next pass reads the pages it needs again. The daemon calls
