@@ -491,8 +491,16 @@ mod tests {
         assert!(!cfg.schedule.jobs.contains_key(&Job::PollInvites));
         assert!(cfg.schedule.jobs.contains_key(&Job::DeliverAlerts));
         assert_eq!(cfg.daemon.shutdown_grace, Duration::from_secs(5));
+        assert_eq!(cfg.daemon.lease, Duration::from_secs(30));
+        assert_eq!(cfg.daemon.node_name, None);
+        let cfg = parse_str(&format!(
+            "[daemon]\nlease_secs = 12\nnode_name = \" collector-1 \"\n{base}"
+        ))
+        .unwrap();
+        assert_eq!(cfg.daemon.lease, Duration::from_secs(12));
+        assert_eq!(cfg.daemon.node_name.as_deref(), Some("collector-1"));
         let e = parse_str(&format!(
-            "[schedule]\ntime_zone = \"Mars/Base\"\ncollect = \"every hour\"\ncolect = \"* * * * *\"\n[daemon]\nlisten = \"loopback\"\nbackoff_base_secs = 0\n{base}"
+            "[schedule]\ntime_zone = \"Mars/Base\"\ncollect = \"every hour\"\ncolect = \"* * * * *\"\n[daemon]\nlisten = \"loopback\"\nbackoff_base_secs = 0\nlease_secs = 1\nnode_name = \"\"\n{base}"
         ))
         .unwrap_err()
         .to_string();
@@ -502,6 +510,8 @@ mod tests {
             "schedule.colect: unknown key",
             "daemon.listen",
             "daemon.backoff_base_secs",
+            "daemon.lease_secs",
+            "daemon.node_name",
         ] {
             assert!(e.contains(key), "{key} missing from {e}");
         }

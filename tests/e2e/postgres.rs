@@ -279,3 +279,57 @@ fn store_copy_moves_a_history_both_ways_and_refuses_another() {
     assert!(stderr.contains("different history"), "{stderr}");
     assert_eq!(db.store().event_ids("one").unwrap().len(), before);
 }
+
+/// A daemon on PostgreSQL works only the accounts whose lease it holds: while another node
+/// holds the API key's lease it collects nothing (and says so); once that node gives the lease up
+/// it takes it over (a higher epoch, under its `node_name`) and collects everything, once.
+#[test]
+fn a_daemon_works_only_the_accounts_whose_lease_it_holds() {
+    use sha2::{Digest, Sha256};
+    use std::time::{Duration, Instant};
+    let Some(db) = PgDb::create() else { return };
+    let sim = Sim::start(&["--events", "300", "--days", "4", "--seed", "8"]);
+    let pg = app(&sim, Some(&db));
+    pg.add_config(
+        "[schedule]\ncollect = \"* * * * * *\"\n[daemon]\nlisten = \"127.0.0.1:0\"\nshutdown_grace_secs = 10\nbackoff_base_secs = 1\nbackoff_max_secs = 2\nlease_secs = 5\nnode_name = \"node-a\"\n",
+    );
+    let target = StoreTarget::Postgres(PgTarget::parse(&db.url, None).unwrap());
+    let mut other = Store::open_target(&target).unwrap();
+    let key = format!("key:{}", hex::encode(&Sha256::digest(KEY.as_bytes())[..12]));
+    let now_ms = now().timestamp_millis();
+    let foreign = other
+        .acquire_lease(&key, "node-x", now_ms, 3_600_000)
+        .unwrap()
+        .expect("the lease is free");
+    let d = pg.start_daemon();
+    d.wait_metrics(Duration::from_secs(30), |m| {
+        metric(
+            m,
+            "auditwarden_job_runs_total",
+            &[("job", "collect"), ("result", "ok")],
+        ) >= 2.0
+    });
+    assert!(db.store().event_ids("one").unwrap().is_empty());
+    assert!(d.log().contains("lease_held_elsewhere"), "{}", d.log());
+    other.release_lease(&foreign).unwrap();
+    let truth = sim.truth_ids();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let stored: BTreeSet<String> = db.store().event_ids("one").unwrap().into_iter().collect();
+        if stored == truth {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "stored {} of {} events",
+            stored.len(),
+            truth.len()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let leases = db.store().leases().unwrap();
+    assert_eq!(leases.len(), 1, "{leases:?}");
+    assert_eq!((leases[0].owner.as_str(), leases[0].epoch), ("node-a", 2));
+    let (ok, out) = pg.verify(None);
+    assert!(ok, "{out}");
+}
