@@ -333,6 +333,14 @@ pub fn parse(text: &str, path: &Path, env: &dyn Env) -> Result<Config, ConfigErr
         Some(t) => daemon::daemon_settings(t, &mut problems),
         None => DaemonSettings::default(),
     };
+    // A paused daemon's open transaction holds its accounts' locks: the server ends it after
+    // twice the lease, so the node taking over waits about as long as the lease says.
+    let store_path = store_path.map(|t| match t {
+        StoreTarget::Postgres(pg) => {
+            StoreTarget::Postgres(pg.with_idle_in_transaction(daemon.lease * 2))
+        }
+        other => other,
+    });
 
     let mut accounts = Vec::new();
     match root.take("accounts") {

@@ -49,6 +49,9 @@ pub struct PgTarget {
     password: Option<Secret>,
     tls: TlsMode,
     root_cert: Option<PathBuf>,
+    /// How long the server lets a session of ours sit idle inside a transaction (see
+    /// [`PgTarget::with_idle_in_transaction`]).
+    idle_in_transaction: Duration,
 }
 
 /// `sslmode` as this backend honours it. rustls always verifies the server's certificate, so
@@ -114,7 +117,17 @@ impl PgTarget {
             password,
             tls,
             root_cert,
+            idle_in_transaction: IDLE_IN_TRANSACTION,
         })
+    }
+
+    /// A session idle inside a transaction this long (a paused or partitioned daemon: our own
+    /// writers never idle for more than about a second in one) is ended by the server, which
+    /// rolls it back and frees its locks for the node that takes over. The daemon ties it to
+    /// `[daemon] lease_secs`.
+    pub fn with_idle_in_transaction(mut self, d: Duration) -> PgTarget {
+        self.idle_in_transaction = d.max(Duration::from_secs(5));
+        self
     }
 
     /// The URL without sslmode and sslrootcert: what messages name (it holds no password).
@@ -275,9 +288,7 @@ fn parse_day(s: &str) -> Option<NaiveDate> {
     NaiveDate::parse_from_str(s, "%Y-%m-%d").ok()
 }
 
-/// A session idle inside a transaction this long (a paused or partitioned daemon) is ended by
-/// the server, which rolls it back and frees its locks (the account's write lock, the share lock
-/// on its lease) for the node that takes over.
+/// The default of [`PgTarget::with_idle_in_transaction`].
 const IDLE_IN_TRANSACTION: Duration = Duration::from_secs(60);
 
 /// How long a writer waits for another's lock on the same account before giving up.
@@ -291,7 +302,7 @@ impl Postgres {
             "SET lock_timeout = '{}s'; SET client_min_messages = warning;
              SET idle_in_transaction_session_timeout = '{}s'",
             LOCK_TIMEOUT.as_secs(),
-            IDLE_IN_TRANSACTION.as_secs()
+            target.idle_in_transaction.as_secs()
         ))?;
         pg.migrate()?;
         Ok(pg)
