@@ -93,6 +93,11 @@ const RULES: &[Rule] = &[
                 "a roles column the store itself wrote as a JSON array of strings",
             ),
             (
+                "src/store/postgres/mod.rs",
+                "serde_json::from_str(roles)",
+                "a roles column the store itself wrote as a JSON array of strings",
+            ),
+            (
                 "src/demo.rs",
                 "serde_json::from_str",
                 "the simulator's own /_sim control answers (truth, received alerts), not DigiCert's API",

@@ -38,7 +38,7 @@ pub(super) async fn alerts(cli: &Cli, args: &AlertsArgs) -> Result<ExitCode, Cli
             }
         }
         Some(AlertsCommand::Deliver) => {
-            let mut store = Store::open(&cfg.store.path)?;
+            let mut store = Store::open_target(&cfg.store.target)?;
             let d = crate::alert::deliver(&mut store, &cfg.alerts).await;
             print_delivery(&mut out, &d)?;
             Ok(if d.failed() > 0 || d.error.is_some() {
@@ -48,7 +48,7 @@ pub(super) async fn alerts(cli: &Cli, args: &AlertsArgs) -> Result<ExitCode, Cli
             })
         }
         Some(AlertsCommand::Retry { id }) => {
-            let mut store = Store::open(&cfg.store.path)?;
+            let mut store = Store::open_target(&cfg.store.target)?;
             match store.retry_alert(*id, &sinks, crate::clock::now_ms())? {
                 None => Err(CliError::failed(format!("no alert {id}"))),
                 Some(0) => Err(CliError::failed(format!(

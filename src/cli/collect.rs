@@ -20,7 +20,7 @@ use super::{
 pub(super) async fn collect(cli: &Cli, account: Option<&str>) -> Result<ExitCode, CliError> {
     let cfg = load_config(cli)?;
     let accounts = cfg.select_accounts(account).map_err(CliError::usage)?;
-    let store = Store::open(&cfg.store.path)?;
+    let store = Store::open_target(&cfg.store.target)?;
     let mut out = std::io::stdout();
     // Each stage is printed as it finishes; the first write error ends the command after
     // the pass.
@@ -79,7 +79,7 @@ pub(super) async fn users(
 ) -> Result<ExitCode, CliError> {
     let cfg = load_config(cli)?;
     let accounts = cfg.select_accounts(account).map_err(CliError::usage)?;
-    let mut store = Store::open(&cfg.store.path)?;
+    let mut store = Store::open_target(&cfg.store.target)?;
     let summaries = if job == UsersJob::Sync {
         crate::collect::users::sync_users(&mut store, &accounts).await
     } else {

@@ -34,6 +34,7 @@ mod export;
 mod reports;
 mod review;
 mod simulate;
+mod store_copy;
 mod users;
 mod verify;
 
@@ -77,6 +78,9 @@ enum Command {
     /// Stream stored data out.
     #[command(subcommand)]
     Export(ExportCommand),
+    /// The database itself: move a whole history between SQLite and PostgreSQL.
+    #[command(subcommand)]
+    Store(StoreCommand),
     /// Per account: last successful pass, coverage, events stored, quarantined, last error.
     Status {
         #[arg(long, value_name = "NAME")]
@@ -248,6 +252,21 @@ enum ReportsCommand {
     Run {
         #[arg(long, value_name = "NAME")]
         account: Option<String>,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum StoreCommand {
+    /// Copy a whole history (events, users and their history, coverage, alerts and deliveries,
+    /// chain heads) from one database to another; re-run it to finish an interrupted copy. A
+    /// PostgreSQL URL's password comes from the configuration's [store] when it names the same
+    /// URL, else from PGPASSWORD.
+    Copy {
+        /// A SQLite file or a postgresql:// URL (without a password).
+        #[arg(long, value_name = "PATH_OR_URL")]
+        from: String,
+        #[arg(long, value_name = "PATH_OR_URL")]
+        to: String,
     },
 }
 
@@ -455,6 +474,7 @@ fn load_config(cli: &Cli) -> Result<Config, CliError> {
 async fn run(cli: Cli) -> Result<ExitCode, CliError> {
     match &cli.command {
         Command::Collect { account } => collect::collect(&cli, account.as_deref()).await,
+        Command::Store(StoreCommand::Copy { from, to }) => store_copy::copy(&cli, from, to),
         Command::Simulate(args) => simulate::simulate(args).await,
         Command::Export(ExportCommand::Events {
             account,
@@ -518,13 +538,13 @@ async fn run(cli: Cli) -> Result<ExitCode, CliError> {
 /// The configured database, read-only, for commands that only read (status, exports, listings,
 /// reports, alerts): it must exist already.
 fn open_existing_db(cfg: &Config) -> Result<Store, CliError> {
-    if !cfg.store.path.exists() {
+    if !cfg.store.target.exists() {
         return Err(CliError::failed(format!(
             "no database at {} yet: run `auditwarden collect` first",
-            cfg.store.path.display()
+            cfg.store.target
         )));
     }
-    Ok(Store::open_read_only(&cfg.store.path)?)
+    Ok(Store::open_target_read_only(&cfg.store.target)?)
 }
 
 /// `--from`/`--to`: a day in `tz` (`YYYY-MM-DD`; for `--to` inclusive, so the end is the start of

@@ -56,13 +56,13 @@ pub(super) fn review(cli: &Cli, cmd: &ReviewCommand) -> Result<ExitCode, CliErro
     let cfg = load_config(cli)?;
     let now = crate::clock::now();
     let open = || -> Result<Store, CliError> {
-        if !cfg.store.path.exists() {
+        if !cfg.store.target.exists() {
             return Err(CliError::failed(format!(
                 "no database at {} yet: run `auditwarden collect` first",
-                cfg.store.path.display()
+                cfg.store.target
             )));
         }
-        Ok(Store::open(&cfg.store.path)?)
+        Ok(Store::open_target(&cfg.store.target)?)
     };
     match cmd {
         ReviewCommand::Start {

@@ -5,7 +5,7 @@ use std::io::Write;
 use std::path::Path;
 use std::process::ExitCode;
 
-use crate::store::Store;
+use crate::store::{Store, StoreTarget};
 
 use super::{config_path, load_config, Cli, CliError};
 
@@ -25,18 +25,16 @@ pub(super) fn verify_report(
     let key = crate::signing::parse_public_key(&key_text)
         .map_err(|e| CliError::usage(format!("--public-key: {e}")))?;
     // The database: --db, else the configuration's when one is given or found.
-    let db_path = match db {
-        Some(p) => Some(p.to_path_buf()),
+    let db_target = match db {
+        Some(p) => Some(StoreTarget::Sqlite(p.to_path_buf())),
         None if cli.config.is_some() || config_path(cli).exists() => {
-            Some(load_config(cli)?.store.path)
+            Some(load_config(cli)?.store.target)
         }
         None => None,
     };
-    let store = match &db_path {
-        Some(p) if !p.exists() => {
-            return Err(CliError::failed(format!("no database at {}", p.display())))
-        }
-        Some(p) => Some(Store::open_read_only(p)?),
+    let store = match &db_target {
+        Some(t) if !t.exists() => return Err(CliError::failed(format!("no database at {t}"))),
+        Some(t) => Some(Store::open_target_read_only(t)?),
         None => None,
     };
     let mut out = std::io::stdout().lock();
@@ -68,27 +66,25 @@ pub(super) fn verify(
     account: Option<&str>,
     db: Option<&Path>,
 ) -> Result<ExitCode, CliError> {
-    let path = match db {
-        Some(p) => p.to_path_buf(),
+    let target = match db {
+        Some(p) => StoreTarget::Sqlite(p.to_path_buf()),
         None => {
             let cfg = load_config(cli)?;
             if let Some(a) = account {
                 cfg.select_accounts(Some(a)).map_err(CliError::usage)?;
             }
-            cfg.store.path.clone()
+            cfg.store.target.clone()
         }
     };
-    if !path.exists() {
+    if !target.exists() {
         return Err(CliError::failed(format!(
-            "no database at {}: nothing to verify",
-            path.display()
+            "no database at {target}: nothing to verify"
         )));
     }
-    let store = Store::open_read_only(&path)?;
+    let store = Store::open_target_read_only(&target)?;
     if !store.has_chains()? {
         return Err(CliError::failed(format!(
-            "{} predates hash chains: run `auditwarden collect` once to upgrade it (the upgrade chains the rows stored so far)",
-            path.display()
+            "{target} predates hash chains: run `auditwarden collect` once to upgrade it (the upgrade chains the rows stored so far)"
         )));
     }
     let mut out = std::io::stdout().lock();
@@ -115,14 +111,14 @@ pub(super) fn verify(
         )?;
     }
     if findings > 0 {
-        writeln!(out, "verify: {findings} finding(s) in {}", path.display())?;
+        writeln!(out, "verify: {findings} finding(s) in {target}")?;
         Ok(ExitCode::from(1))
     } else {
         writeln!(
             out,
             "verify: ok, {} chain(s) intact in {}",
             summaries.len(),
-            path.display()
+            target
         )?;
         Ok(ExitCode::SUCCESS)
     }

@@ -47,6 +47,11 @@ pub struct DaemonSettings {
     pub listen: Option<SocketAddr>,
     /// `/readyz` fails when an account's last successful collection is older than this.
     pub ready_max_age: Duration,
+    /// On PostgreSQL, how long an account's lease lasts without a heartbeat: a daemon that
+    /// stopped (`kill -9`, paused, partitioned) has its accounts taken over after this long.
+    pub lease: Duration,
+    /// Names this daemon in lease rows and logs; `None`: host name and pid.
+    pub node_name: Option<String>,
 }
 
 impl Default for DaemonSettings {
@@ -57,6 +62,8 @@ impl Default for DaemonSettings {
             backoff_max: Duration::from_secs(default_backoff_max_secs()),
             listen: None,
             ready_max_age: Duration::from_secs(default_ready_max_age_secs()),
+            lease: Duration::from_secs(30),
+            node_name: None,
         }
     }
 }
@@ -128,6 +135,19 @@ pub fn daemon_settings(t: &toml::Table, problems: &mut Vec<String>) -> DaemonSet
     }
     if let Some(v) = s.integer("ready_max_age_secs", 1, 30 * 86_400, problems) {
         d.ready_max_age = Duration::from_secs(v as u64);
+    }
+    if let Some(v) = s.integer("lease_secs", 5, 3600, problems) {
+        d.lease = Duration::from_secs(v as u64);
+    }
+    if let Some(n) = s.string("node_name", problems) {
+        if n.trim().is_empty() || n.len() > 200 {
+            problems.push(format!(
+                "{}: must be a non-empty name of at most 200 characters",
+                s.key("node_name")
+            ));
+        } else {
+            d.node_name = Some(n.trim().to_string());
+        }
     }
     if let Some(l) = s.string("listen", problems) {
         if !l.is_empty() {

@@ -26,7 +26,8 @@ use crate::alert::config::alert_settings;
 use crate::api::settings::{account, collection_settings, env_proxies, transport_keys};
 use crate::report::config::{report_settings, RunSettings};
 use crate::schedule::{Cron, Job};
-use crate::settings::{resolve, Section};
+use crate::settings::{resolve, secret_from, Section};
+use crate::store::{PgTarget, StoreTarget};
 
 // Each subsystem's settings, where they have always been found.
 pub use crate::alert::config::{AlertSettings, DeliveryPolicy, SinkConfig, SinkKind};
@@ -60,8 +61,9 @@ fn default_stale_invite_days() -> u32 {
 
 #[derive(Debug, Clone)]
 pub struct StoreConfig {
-    /// Absolute, or relative to the working directory when the config came from elsewhere.
-    pub path: PathBuf,
+    /// `[store] path` (SQLite: absolute, or relative to the config file's directory) or `[store]
+    /// url` (PostgreSQL, with `password_env` / `password_file`).
+    pub target: StoreTarget,
 }
 
 #[derive(Debug, Clone)]
@@ -186,6 +188,53 @@ fn line_column(text: &str, offset: usize) -> (usize, usize) {
 }
 
 /// Read and validate a configuration file.
+/// `[store]`: `path` (SQLite) or `url` (PostgreSQL), not both; a PostgreSQL password only from
+/// `password_env` / `password_file`, never in the URL (such a URL is refused without being shown).
+fn store_target(
+    mut s: Section<'_>,
+    base_dir: &Path,
+    env: &dyn Env,
+    problems: &mut Vec<String>,
+) -> Option<StoreTarget> {
+    let path = s.string("path", problems);
+    let url_key = s.key("url");
+    let url = s.string("url", problems);
+    let has_password = s.has("password_env") || s.has("password_file");
+    let password = secret_from(&mut s, "password", base_dir, env, problems);
+    let out = match (path, url) {
+        (Some(_), Some(_)) => {
+            problems.push("store: set either path (SQLite) or url (PostgreSQL), not both".into());
+            None
+        }
+        (Some(p), None) => {
+            if has_password {
+                problems.push(
+                    "store.password_env/password_file: only for url (PostgreSQL); a SQLite path needs none"
+                        .into(),
+                );
+            }
+            Some(StoreTarget::Sqlite(resolve(base_dir, &p)))
+        }
+        (None, Some(u)) => match PgTarget::parse(&u, password) {
+            Ok(t) => Some(StoreTarget::Postgres(t)),
+            Err(e) => {
+                problems.push(format!("{url_key}: {e}"));
+                None
+            }
+        },
+        (None, None) => {
+            if !problems.iter().any(|p| p.starts_with("store")) {
+                problems.push(
+                    "store.path: missing (the SQLite database file; or url for PostgreSQL)".into(),
+                );
+            }
+            None
+        }
+    };
+    s.finish(problems);
+    out
+}
+
 pub fn load(path: &Path, env: &dyn Env) -> Result<Config, ConfigError> {
     let text = std::fs::read_to_string(path).map_err(|e| ConfigError {
         file: path.to_path_buf(),
@@ -210,24 +259,18 @@ pub fn parse(text: &str, path: &Path, env: &dyn Env) -> Result<Config, ConfigErr
     let mut problems = Vec::new();
     let mut root = Section::new(String::new(), &table);
 
-    let store = match root.table("store", &mut problems) {
-        Some(t) => {
-            let mut s = Section::new("store".into(), t);
-            let p = s.string("path", &mut problems);
-            s.finish(&mut problems);
-            p.map(|p| resolve(&base_dir, &p))
-        }
+    let store_path = match root.table("store", &mut problems) {
+        Some(t) => store_target(
+            Section::new("store".into(), t),
+            &base_dir,
+            env,
+            &mut problems,
+        ),
         None => {
-            problems.push("store: missing section [store] (with path = \"...\")".into());
-            None
-        }
-    };
-    let store_path = match store {
-        Some(p) => Some(p),
-        None => {
-            if !problems.iter().any(|p| p.starts_with("store")) {
-                problems.push("store.path: missing (the SQLite database file)".into());
-            }
+            problems.push(
+                "store: missing section [store] (with path = \"...\", or url = \"postgresql://...\")"
+                    .into(),
+            );
             None
         }
     };
@@ -294,6 +337,14 @@ pub fn parse(text: &str, path: &Path, env: &dyn Env) -> Result<Config, ConfigErr
         Some(t) => daemon::daemon_settings(t, &mut problems),
         None => DaemonSettings::default(),
     };
+    // A paused daemon's open transaction holds its accounts' locks: the server ends it after
+    // twice the lease, so the node taking over waits about as long as the lease says.
+    let store_path = store_path.map(|t| match t {
+        StoreTarget::Postgres(pg) => {
+            StoreTarget::Postgres(pg.with_idle_in_transaction(daemon.lease * 2))
+        }
+        other => other,
+    });
 
     let mut accounts = Vec::new();
     match root.take("accounts") {
@@ -332,7 +383,7 @@ pub fn parse(text: &str, path: &Path, env: &dyn Env) -> Result<Config, ConfigErr
                 use sha2::Digest;
                 hex::encode(sha2::Sha256::digest(text.as_bytes()))
             },
-            store: StoreConfig { path: path_ },
+            store: StoreConfig { target: path_ },
             accounts,
             users,
             reports,
@@ -356,6 +407,7 @@ mod tests {
     fn env(name: &str) -> Option<String> {
         match name {
             "KEY_A" => Some("secret-a".into()),
+            "PG_PW" => Some("pg-secret-planted".into()),
             _ => None,
         }
     }
@@ -412,8 +464,18 @@ mod tests {
             },
             "the example shows the defaults"
         );
-        assert!(cfg.store.path.ends_with("auditwarden.db"));
-        assert!(cfg.store.path.starts_with(path.parent().unwrap()));
+        assert!(cfg
+            .store
+            .target
+            .sqlite_path()
+            .unwrap()
+            .ends_with("auditwarden.db"));
+        assert!(cfg
+            .store
+            .target
+            .sqlite_path()
+            .unwrap()
+            .starts_with(path.parent().unwrap()));
         assert_eq!(cfg.users.stale_invite_days, 14);
         assert_eq!(
             cfg.reports.signing_key_file.as_deref(),
@@ -457,8 +519,16 @@ mod tests {
         assert!(!cfg.schedule.jobs.contains_key(&Job::PollInvites));
         assert!(cfg.schedule.jobs.contains_key(&Job::DeliverAlerts));
         assert_eq!(cfg.daemon.shutdown_grace, Duration::from_secs(5));
+        assert_eq!(cfg.daemon.lease, Duration::from_secs(30));
+        assert_eq!(cfg.daemon.node_name, None);
+        let cfg = parse_str(&format!(
+            "[daemon]\nlease_secs = 12\nnode_name = \" collector-1 \"\n{base}"
+        ))
+        .unwrap();
+        assert_eq!(cfg.daemon.lease, Duration::from_secs(12));
+        assert_eq!(cfg.daemon.node_name.as_deref(), Some("collector-1"));
         let e = parse_str(&format!(
-            "[schedule]\ntime_zone = \"Mars/Base\"\ncollect = \"every hour\"\ncolect = \"* * * * *\"\n[daemon]\nlisten = \"loopback\"\nbackoff_base_secs = 0\n{base}"
+            "[schedule]\ntime_zone = \"Mars/Base\"\ncollect = \"every hour\"\ncolect = \"* * * * *\"\n[daemon]\nlisten = \"loopback\"\nbackoff_base_secs = 0\nlease_secs = 1\nnode_name = \"\"\n{base}"
         ))
         .unwrap_err()
         .to_string();
@@ -468,6 +538,8 @@ mod tests {
             "schedule.colect: unknown key",
             "daemon.listen",
             "daemon.backoff_base_secs",
+            "daemon.lease_secs",
+            "daemon.node_name",
         ] {
             assert!(e.contains(key), "{key} missing from {e}");
         }
@@ -874,6 +946,53 @@ mod tests {
             }]
         );
         assert_eq!(a.base_url.as_str(), "https://certcentral.digicert.eu/");
-        assert_eq!(cfg.store.path, PathBuf::from("/var/lib/a.db"));
+        assert_eq!(
+            cfg.store.target.sqlite_path(),
+            Some(Path::new("/var/lib/a.db"))
+        );
+    }
+
+    /// `[store] url`: PostgreSQL with the password from `password_env`; exclusive with `path`; a
+    /// URL holding a password is refused without the password (or the URL) in the message.
+    #[test]
+    fn store_url_is_postgres_with_its_password_elsewhere() {
+        let acct = "[[accounts]]\nname = \"a\"\nkind = \"certcentral\"\napi_key_env = \"KEY_A\"\n";
+        let cfg = parse_str(&format!(
+            "[store]\nurl = \"postgresql://aw@db.internal:5432/audit?sslmode=verify-full\"\npassword_env = \"PG_PW\"\n{acct}"
+        ))
+        .unwrap();
+        let StoreTarget::Postgres(t) = &cfg.store.target else {
+            panic!("{:?}", cfg.store.target)
+        };
+        assert_eq!(t.url(), "postgresql://aw@db.internal:5432/audit");
+        assert!(!format!("{t:?}").contains("pg-secret-planted"));
+        let err = parse_str(&format!(
+            "[store]\nurl = \"postgresql://aw:hunter2-planted@db:5432/audit\"\n{acct}"
+        ))
+        .unwrap_err()
+        .to_string();
+        assert!(
+            err.contains("store.url") && err.contains("password_env"),
+            "{err}"
+        );
+        assert!(
+            !err.contains("hunter2-planted") && !err.contains("db:5432"),
+            "{err}"
+        );
+        let err = parse_str(&format!(
+            "[store]\npath = \"x.db\"\nurl = \"postgresql://aw@db/audit\"\n{acct}"
+        ))
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("not both"), "{err}");
+        let err = parse_str(&format!(
+            "[store]\nurl = \"postgresql://aw@db/audit?sslmode=maybe\"\npassword_env = \"NOPE\"\n{acct}"
+        ))
+        .unwrap_err()
+        .to_string();
+        assert!(
+            err.contains("sslmode=maybe") && err.contains("NOPE is not set"),
+            "{err}"
+        );
     }
 }

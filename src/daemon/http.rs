@@ -2,7 +2,6 @@
 //! latest collection succeeded recently), `/metrics` (Prometheus text; database figures read on
 //! a blocking thread, never waited on for long).
 
-use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -123,7 +122,7 @@ async fn scrape_db_figures(
             }
         }
         let _done = Done(&s.db_reading);
-        let figures = Arc::new(db_figures(&cfg.store.path, &names)?);
+        let figures = Arc::new(db_figures(&cfg.store.target, &names)?);
         s.set_db_figures(figures.clone());
         Ok::<_, crate::store::StoreError>(figures)
     });
@@ -139,7 +138,10 @@ async fn scrape_db_figures(
     }
 }
 
-fn db_figures(path: &Path, accounts: &[String]) -> Result<DbFigures, crate::store::StoreError> {
-    let store = Store::open_read_only_with_busy_timeout(path, SCRAPE_DB_BUSY)?;
+fn db_figures(
+    target: &crate::store::StoreTarget,
+    accounts: &[String],
+) -> Result<DbFigures, crate::store::StoreError> {
+    let store = Store::open_target_read_only_with_busy_timeout(target, SCRAPE_DB_BUSY)?;
     read_db_figures(&store, accounts)
 }

@@ -28,11 +28,21 @@ pub(super) async fn run_job(
     shared: &Shared,
     cancel: &CancellationToken,
 ) -> Outcome {
-    let mut store = match Store::open(&cfg.store.path) {
+    let mut store = match Store::open_target(&cfg.store.target) {
         Ok(s) => s,
         Err(e) => return Outcome::Failed(e.to_string()),
     };
-    let accounts: Vec<&crate::config::Account> = cfg.accounts.iter().collect();
+    let all: Vec<&crate::config::Account> = cfg.accounts.iter().collect();
+    // Jobs that write an account's history work only the accounts whose lease this node holds
+    // (PostgreSQL; on SQLite all of them), fenced for the run; `_leases` gives them up after it.
+    let (accounts, _leases) = if matches!(job, Job::Collect | Job::PollInvites) {
+        match super::leases::take(cfg, &mut store, &all) {
+            Ok(taken) => taken,
+            Err(e) => return Outcome::Failed(e.to_string()),
+        }
+    } else {
+        (all, super::leases::Held::none())
+    };
     match job {
         Job::Collect => {
             let mut failed = Vec::new();

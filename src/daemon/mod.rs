@@ -38,6 +38,7 @@ use crate::config::Config;
 
 mod http;
 mod jobs;
+mod leases;
 mod metrics;
 mod notify;
 mod supervisor;

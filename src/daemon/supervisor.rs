@@ -33,10 +33,10 @@ pub async fn run(
     hooks: TestHooks,
 ) -> Result<Stopped, DaemonError> {
     // Open (and migrate) the database once up front, so a bad path fails the start, not a job.
-    let path = config.store.path.clone();
+    let target = config.store.target.clone();
     let names: Vec<String> = config.accounts.iter().map(|a| a.name.clone()).collect();
     let (health, figures) = tokio::task::spawn_blocking(move || {
-        let store = Store::open(&path)?;
+        let store = Store::open_target(&target)?;
         let mut health = BTreeMap::new();
         for a in &names {
             let s = store.account_status(a)?;
@@ -118,11 +118,11 @@ pub async fn run(
             _ = &mut shutdown => break,
             r = reloads.recv() => match r {
                 Some(new) => {
-                    if new.store.path != shared.config.borrow().store.path {
-                        tracing::warn!(event = "reload_partial", "store.path changed: takes effect after a restart; keeping the old database");
+                    if new.store.target != shared.config.borrow().store.target {
+                        tracing::warn!(event = "reload_partial", "store.path (or url) changed: takes effect after a restart; keeping the old database");
                     }
                     let mut new = new;
-                    new.store.path = shared.config.borrow().store.path.clone();
+                    new.store.target = shared.config.borrow().store.target.clone();
                     for a in &new.accounts {
                         shared.with_metrics(|m| { m.accounts.entry(a.name.clone()).or_default(); });
                     }

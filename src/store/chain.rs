@@ -288,3 +288,213 @@ pub struct ChainSummary {
     /// The end of the chain as found.
     pub head: ChainHead,
 }
+
+/// One row of a chain as a backend reads it, for [`Walker::step`].
+pub struct ChainRow<'a> {
+    pub seq: i64,
+    pub account: &'a str,
+    /// The stored position and hash (`None`: the row has none).
+    pub n: Option<i64>,
+    pub stored: Option<Hash>,
+    /// What names the row in a finding: the event id, or the history row's user id.
+    pub key: &'a str,
+    /// The canonical bytes (see [`history_bytes`]; an event's `raw`).
+    pub canonical: &'a [u8],
+}
+
+/// Per account while walking one chain.
+struct WalkState {
+    head: ChainHead,
+    last_seq: Option<i64>,
+    rows: u64,
+}
+
+/// The backend-neutral walk of one chain kind: a backend streams its rows in `seq` order into
+/// [`Walker::step`] and hands the recorded heads to [`Walker::finish`]. Memory grows with the
+/// number of accounts, not of rows. After a finding the walk resynchronizes on the stored link,
+/// so one edit is one finding.
+pub struct Walker {
+    kind: ChainKind,
+    walks: std::collections::HashMap<String, WalkState>,
+}
+
+impl Walker {
+    pub fn new(kind: ChainKind) -> Walker {
+        Walker {
+            kind,
+            walks: std::collections::HashMap::new(),
+        }
+    }
+
+    /// Check one row; returns whether it is a link of its chain (then an event's columns are
+    /// worth checking against its raw text).
+    pub fn step(&mut self, r: &ChainRow<'_>, found: &mut dyn FnMut(Finding)) -> bool {
+        let kind = self.kind;
+        let w = self
+            .walks
+            .entry(r.account.to_string())
+            .or_insert_with(|| WalkState {
+                head: ChainHead::genesis(kind, r.account),
+                last_seq: None,
+                rows: 0,
+            });
+        w.rows += 1;
+        let unchained = |n| Finding::Unchained {
+            chain: kind,
+            account: r.account.to_string(),
+            seq: r.seq,
+            key: r.key.to_string(),
+            n,
+        };
+        let (Some(n), Some(stored)) = (r.n, r.stored) else {
+            found(unchained(r.n));
+            return false;
+        };
+        if n <= w.head.n {
+            found(unchained(Some(n)));
+            return false;
+        }
+        if n > w.head.n + 1 {
+            found(Finding::Gap {
+                chain: kind,
+                account: r.account.to_string(),
+                first_missing: w.head.n + 1,
+                last_missing: n - 1,
+                after_seq: w.last_seq,
+                before_seq: r.seq,
+            });
+        } else {
+            let expected = link(&w.head.hash, r.canonical);
+            if expected != stored {
+                found(Finding::BrokenLink {
+                    chain: kind,
+                    account: r.account.to_string(),
+                    seq: r.seq,
+                    key: r.key.to_string(),
+                    n,
+                    expected,
+                    found: stored,
+                });
+            }
+        }
+        w.head = ChainHead { n, hash: stored };
+        w.last_seq = Some(r.seq);
+        true
+    }
+
+    /// Compare each walked chain's end with its recorded head (`recorded`: this kind's heads of
+    /// the accounts walked over), in account order; heads whose chain has no row left too.
+    pub fn finish(
+        self,
+        mut recorded: std::collections::HashMap<String, ChainHead>,
+        found: &mut dyn FnMut(Finding),
+    ) -> Vec<ChainSummary> {
+        let kind = self.kind;
+        let mut out = Vec::new();
+        let mut accounts: Vec<(String, WalkState)> = self.walks.into_iter().collect();
+        accounts.sort_by(|a, b| a.0.cmp(&b.0));
+        for (a, w) in accounts {
+            let rec = recorded.remove(&a);
+            if rec != Some(w.head) {
+                found(Finding::HeadMismatch {
+                    chain: kind,
+                    account: a.clone(),
+                    recorded: rec,
+                    found: w.head,
+                });
+            }
+            out.push(ChainSummary {
+                chain: kind,
+                account: a,
+                rows: w.rows,
+                head: w.head,
+            });
+        }
+        let mut rest: Vec<(String, ChainHead)> = recorded.into_iter().collect();
+        rest.sort_by(|a, b| a.0.cmp(&b.0));
+        for (a, rec) in rest {
+            let empty = ChainHead::genesis(kind, &a);
+            if rec != empty {
+                found(Finding::HeadMismatch {
+                    chain: kind,
+                    account: a.clone(),
+                    recorded: Some(rec),
+                    found: empty,
+                });
+            }
+            out.push(ChainSummary {
+                chain: kind,
+                account: a,
+                rows: 0,
+                head: empty,
+            });
+        }
+        out
+    }
+}
+
+/// The derived columns of a stored event, as a backend read them, in this order: `event_id`,
+/// `day`, `action`, `resource_type`, `resource_id`, `resource_name`, `actor_id`, `actor_name`,
+/// `status`, `ip_address`, `description`, `data`.
+pub type EventColumns<'a> = [Option<&'a str>; 12];
+
+/// The derived columns of an event must say what its `raw` text says (the chain covers `raw`).
+pub fn check_event_columns(
+    raw: &str,
+    account: &str,
+    seq: i64,
+    stored_ms: Option<i64>,
+    cols: &EventColumns<'_>,
+    found: &mut dyn FnMut(Finding),
+) {
+    use crate::api::wire::{parse_event, ParsedEvent};
+    let key = cols[0].unwrap_or_default().to_string();
+    let ev = match parse_event(raw) {
+        ParsedEvent::Event(ev) => ev,
+        ParsedEvent::Malformed(m) => {
+            found(Finding::ColumnEdited {
+                account: account.to_string(),
+                seq,
+                key,
+                column: "raw",
+                stored: crate::api::wire::preview(raw),
+                from_raw: m.reason,
+            });
+            return;
+        }
+    };
+    let ts_ms = ev.timestamp.timestamp_millis();
+    let day = super::day_str(ev.timestamp.date_naive());
+    let edited = |column: &'static str, stored: String, from_raw: String| Finding::ColumnEdited {
+        account: account.to_string(),
+        seq,
+        key: key.clone(),
+        column,
+        stored,
+        from_raw,
+    };
+    if stored_ms != Some(ts_ms) {
+        let stored = stored_ms.map(|v| v.to_string()).unwrap_or_default();
+        found(edited("ts_ms", stored, ts_ms.to_string()));
+    }
+    let want: [(&'static str, Option<&str>); 12] = [
+        ("event_id", Some(&ev.id)),
+        ("day", Some(&day)),
+        ("action", Some(&ev.action)),
+        ("resource_type", ev.resource_type.as_deref()),
+        ("resource_id", ev.resource_id.as_deref()),
+        ("resource_name", ev.resource_name.as_deref()),
+        ("actor_id", ev.actor_id.as_deref()),
+        ("actor_name", ev.actor_name.as_deref()),
+        ("status", ev.status.as_deref()),
+        ("ip_address", ev.ip_address.as_deref()),
+        ("description", ev.description.as_deref()),
+        ("data", ev.data.as_deref()),
+    ];
+    for ((column, want), stored) in want.into_iter().zip(cols.iter()) {
+        if *stored != want {
+            let show = |v: Option<&str>| v.unwrap_or("NULL").to_string();
+            found(edited(column, show(*stored), show(want)));
+        }
+    }
+}

@@ -7,10 +7,13 @@
 use chrono::{DateTime, NaiveDate, Utc};
 
 use super::{
-    Claim, Deferred, DeliveryUpdate, NewAlert, PageWrite, ReportRun, ReportRunState, Store,
-    WindowDone,
+    Claim, Deferred, Deletion, DeliveryUpdate, EventFilter, Evidence, HistoryRow, NewAlert,
+    PageWrite, PassRecord, ReportRun, ReportRunState, RoleChange, Store, UserBatch, UserRow,
+    UserSelection, WindowDone,
 };
-use crate::api::AuditEvent;
+use crate::api::wire::{parse_event, ParsedEvent};
+use crate::api::{AuditEvent, Malformed};
+use crate::store::chain::ChainKind;
 
 /// One `#[test]` per conformance case, each on a store from `$fresh` (an expression returning
 /// `(guard, Store)`; the guard lives until the case ends: a temporary directory, a database to
@@ -34,6 +37,11 @@ macro_rules! backend_conformance {
             a_claim_of_an_exited_owner_is_void,
             deferred_deliveries_wait_then_give_up_past_the_horizon,
             report_runs_move_from_pending,
+            user_batches_chain_their_history_and_verify_clean,
+            role_links_attach_evidence_once_and_move_the_watermark,
+            reports_stream_in_order_and_stop_when_asked,
+            status_exports_and_quarantine_say_what_is_stored,
+            a_copy_in_and_out_keeps_the_history_and_its_chains,
         );
     };
 }
@@ -310,4 +318,616 @@ pub fn report_runs_move_from_pending(mut s: Store) {
     assert!(s.pending_report_runs("cc").unwrap().is_empty());
     assert_eq!(s.recent_report_runs("cc", 5).unwrap()[0].rows, Some(12));
     assert!(s.pending_report_runs("other").unwrap().is_empty());
+}
+
+/// An event as the wire parser makes it from `raw` (so `verify` finds its columns consistent).
+fn wire_event(raw: &str) -> AuditEvent {
+    match parse_event(raw) {
+        ParsedEvent::Event(e) => e,
+        ParsedEvent::Malformed(m) => panic!("{}", m.reason),
+    }
+}
+
+fn login(id: &str, minute: u32, actor: &str) -> AuditEvent {
+    wire_event(&format!(
+        r#"{{"id":"{id}","timestamp":"2026-11-02T08:{minute:02}:00Z","action":"login","user":{{"id":"{actor}","name":"Ann \"{id}\""}},"status":"SUCCESS"}}"#
+    ))
+}
+
+fn user(id: &str, name: &str, status: &str, roles: &[&str], seen: i64) -> UserRow {
+    UserRow {
+        user_id: id.into(),
+        user_name: Some(name.into()),
+        status: crate::domain::UserStatus::parse(status).expect("status"),
+        status_raw: status.to_uppercase(),
+        roles: roles.iter().map(|r| r.to_string()).collect(),
+        // As `collect::users` stores it: the one privileged rule.
+        privileged: roles
+            .iter()
+            .any(|r| crate::domain::is_privileged_role_any_kind(r)),
+        raw: format!("{{\"id\":\"{id}\"}}"),
+        fingerprint: seen,
+        first_seen_ms: seen,
+        updated_ms: seen,
+        invited_ms: (status == "invited").then_some(seen),
+        ..Default::default()
+    }
+}
+
+fn first_seen(id: &str, at: i64) -> HistoryRow {
+    HistoryRow {
+        user_id: id.into(),
+        observed_ms: at,
+        after_ms: None,
+        field: crate::domain::HistoryField::FirstSeen,
+        before: None,
+        after: Some("active".into()),
+        detail: Some("line\nbreak \"quoted\"".into()),
+        source: crate::domain::UserRunKind::Sync,
+    }
+}
+
+fn findings(s: &Store) -> Vec<String> {
+    let mut out = Vec::new();
+    s.verify_chains(None, |f| out.push(f.to_string())).unwrap();
+    out
+}
+
+/// A user batch writes rows, history (extending the account's user-history chain, across
+/// batches), role changes and deletions together; listings find the users a listing missed;
+/// the chains verify clean.
+pub fn user_batches_chain_their_history_and_verify_clean(mut s: Store) {
+    let b = UserBatch {
+        rows: vec![
+            user("u1", "Ann", "active", &["admin"], 1_000),
+            user("u2", "Bob", "invited", &["user"], 1_000),
+            user("u3", "Cy", "active", &[], 1_000),
+        ],
+        history: vec![first_seen("u1", 1_000), first_seen("u2", 1_000)],
+        role_changes: vec![RoleChange {
+            user_id: "u1".into(),
+            role: "admin".into(),
+            change: crate::domain::RoleChangeKind::Granted,
+            observed_ms: Some(1_000),
+            after_ms: Some(500),
+            evidence: None,
+        }],
+        ..Default::default()
+    };
+    assert_eq!(s.write_user_batch("acc", &b).unwrap(), 6);
+    let more = UserBatch {
+        history: vec![first_seen("u3", 2_000)],
+        deletions: vec![Deletion {
+            user_id: "u3".into(),
+            deleted_ms: 3_000,
+            last_seen_ms: 2_000,
+        }],
+        ..Default::default()
+    };
+    assert_eq!(s.write_user_batch("acc", &more).unwrap(), 2);
+    // Another account's chain is its own.
+    s.write_user_batch(
+        "other",
+        &UserBatch {
+            history: vec![first_seen("u1", 5)],
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    let all = s.load_users("acc").unwrap();
+    assert_eq!(all.len(), 3);
+    assert_eq!(all["u1"].roles, vec!["admin"]);
+    assert_eq!(all["u1"].raw, "", "raw is not loaded");
+    assert_eq!(all["u3"].status, "deleted");
+    assert_eq!(all["u3"].deleted_ms, Some(3_000));
+    let some = s.load_users_by_id("acc", ["u2", "nobody"]).unwrap();
+    assert_eq!(some.keys().collect::<Vec<_>>(), vec!["u2"]);
+    assert_eq!(s.invited_user_ids("acc").unwrap(), vec!["u2"]);
+    assert_eq!(s.invite_counts("acc", 1_001).unwrap(), (1, 1));
+    assert_eq!(s.invite_counts("acc", 1_000).unwrap(), (1, 0));
+    let h = s.user_history("acc", "u1").unwrap();
+    assert_eq!(h.len(), 1);
+    assert_eq!(h[0].5.as_deref(), Some("line\nbreak \"quoted\""));
+
+    // A listing that served u1 (twice) misses u2; u3 is deleted already.
+    s.begin_listing().unwrap();
+    assert_eq!(s.mark_listed(&["u1", "u1"]).unwrap(), vec![true, false]);
+    assert_eq!(s.mark_listed(&["u1"]).unwrap(), vec![false]);
+    assert_eq!(s.unlisted_users("acc", "", 10).unwrap(), vec!["u2"]);
+    assert_eq!(
+        s.unlisted_users("acc", "u2", 10).unwrap(),
+        Vec::<String>::new()
+    );
+    s.begin_listing().unwrap();
+    assert_eq!(s.unlisted_users("acc", "", 1).unwrap(), vec!["u1"]);
+
+    let listing = s.list_users(Some("acc")).unwrap();
+    assert_eq!(
+        listing
+            .iter()
+            .map(|l| l.user.user_id.as_str())
+            .collect::<Vec<_>>(),
+        vec!["u1", "u2", "u3"]
+    );
+    let heads = s.chain_heads(Some("acc")).unwrap();
+    assert_eq!(heads.len(), 1, "{heads:?}");
+    assert_eq!((heads[0].0, heads[0].2.n), (ChainKind::UserHistory, 3));
+    assert_eq!(findings(&s), Vec::<String>::new());
+    let mut linked = s.chain_hashes_at(ChainKind::UserHistory, "acc", 3).unwrap();
+    assert_eq!(linked.pop(), Some(heads[0].2.hash));
+    let summaries = s.verify_chains(None, |_| {}).unwrap();
+    assert_eq!(summaries.len(), 2);
+    assert_eq!(summaries.iter().map(|x| x.rows).sum::<u64>(), 4);
+}
+
+fn role_event(id: &str, target: &str, minute: u32) -> AuditEvent {
+    let mut e = wire_event(&format!(
+        r#"{{"id":"{id}","timestamp":"2026-11-02T09:{minute:02}:00Z","action":"update","user":{{"id":"boss","name":"Boss"}},"resource_type":"user","resource_id":"{target}","status":"SUCCESS","ip_address":"10.0.0.1"}}"#
+    ));
+    // The role details (contract 1.3) as collected; `verify` is not asked here.
+    e.data = Some(r#"{"roles":["admin"]}"#.into());
+    e
+}
+
+/// Audit evidence attaches to an open snapshot change once; changes only the audit log saw are
+/// stored once per event; the watermark moves with them.
+pub fn role_links_attach_evidence_once_and_move_the_watermark(mut s: Store) {
+    let evs = [
+        role_event("e1", "u1", 1),
+        role_event("e2", "u2", 2),
+        login("e3", 3, "u1"),
+    ];
+    s.write_page(&PageWrite {
+        account: "acc",
+        events: &evs,
+        ..Default::default()
+    })
+    .unwrap();
+    let role_events = s.role_events_after("acc", 0).unwrap();
+    assert_eq!(
+        role_events
+            .iter()
+            .map(|r| r.evidence.event_id.as_str())
+            .collect::<Vec<_>>(),
+        vec!["e1", "e2"]
+    );
+    assert_eq!(role_events[0].user_id, "u1");
+    assert_eq!(role_events[0].evidence.actor_id.as_deref(), Some("boss"));
+    assert_eq!(role_events[0].data, r#"{"roles":["admin"]}"#);
+    assert!(s
+        .role_events_after("acc", role_events[1].seq)
+        .unwrap()
+        .is_empty());
+    s.write_user_batch(
+        "acc",
+        &UserBatch {
+            role_changes: vec![RoleChange {
+                user_id: "u1".into(),
+                role: "admin".into(),
+                change: crate::domain::RoleChangeKind::Granted,
+                observed_ms: Some(10_000),
+                after_ms: Some(1_000),
+                evidence: None,
+            }],
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    let open = s.open_role_changes("acc").unwrap();
+    assert_eq!(open.len(), 1);
+    let ev = |e: &super::RoleEvent| Evidence {
+        ..e.evidence.clone()
+    };
+    let audit_only = vec![RoleChange {
+        user_id: "u2".into(),
+        role: "admin".into(),
+        change: crate::domain::RoleChangeKind::Granted,
+        observed_ms: None,
+        after_ms: None,
+        evidence: Some(ev(&role_events[1])),
+    }];
+    let mark = role_events[1].seq;
+    let n = s
+        .write_role_links(
+            "acc",
+            &[(open[0].seq, ev(&role_events[0]))],
+            &audit_only,
+            mark,
+        )
+        .unwrap();
+    assert_eq!(n, 3);
+    assert!(s.open_role_changes("acc").unwrap().is_empty());
+    assert_eq!(s.role_event_watermark("acc").unwrap(), mark);
+    assert_eq!(s.role_event_watermark("other").unwrap(), 0);
+    // Again: the same evidence is neither attached nor inserted twice; the mark did not move.
+    let n = s
+        .write_role_links(
+            "acc",
+            &[(open[0].seq, ev(&role_events[0]))],
+            &audit_only,
+            mark,
+        )
+        .unwrap();
+    assert_eq!(n, 0);
+    let all = s.role_changes("acc", None).unwrap();
+    assert_eq!(
+        all.iter()
+            .map(|c| (c.user_id.as_str(), c.source.as_str()))
+            .collect::<Vec<_>>(),
+        vec![("u1", "snapshot+audit"), ("u2", "audit")]
+    );
+    assert_eq!(all[0].evidence.as_ref().unwrap().event_id, "e1");
+    assert_eq!(all[0].observed_ms, Some(10_000));
+    assert_eq!(s.role_changes("acc", Some("u2")).unwrap().len(), 1);
+    assert!(s
+        .role_change_has_event(
+            "acc",
+            "e2",
+            "u2",
+            "admin",
+            crate::domain::RoleChangeKind::Granted
+        )
+        .unwrap());
+    assert!(!s
+        .role_change_has_event(
+            "acc",
+            "e2",
+            "u2",
+            "admin",
+            crate::domain::RoleChangeKind::Revoked
+        )
+        .unwrap());
+    s.record_user_run(&super::UserRun {
+        account: "acc".into(),
+        kind: crate::domain::UserRunKind::Sync,
+        started_ms: 50,
+        finished_ms: 60,
+        complete: true,
+        listed: 2,
+        changes: 1,
+        error: None,
+    })
+    .unwrap();
+    assert_eq!(
+        s.last_complete_user_run("acc", crate::domain::UserRunKind::Sync)
+            .unwrap(),
+        Some(50)
+    );
+    assert_eq!(
+        s.last_complete_user_run("acc", crate::domain::UserRunKind::Poll)
+            .unwrap(),
+        None
+    );
+}
+
+/// The report reads: role changes filed in a period in time order, and the user selections in
+/// their orders (privileged first, whatever the case of "admin"), each stopping when told.
+pub fn reports_stream_in_order_and_stop_when_asked(mut s: Store) {
+    let evs = [
+        login("l1", 1, "u2"),
+        login("l2", 5, "u2"),
+        login("l3", 2, "u3"),
+    ];
+    s.write_page(&PageWrite {
+        account: "acc",
+        events: &evs,
+        ..Default::default()
+    })
+    .unwrap();
+    let t0 = evs[0].timestamp.timestamp_millis();
+    let mut invited = user("u4", "dana", "invited", &[], t0 - 100);
+    invited.created_ms = Some(t0 - 200);
+    s.write_user_batch(
+        "acc",
+        &UserBatch {
+            rows: vec![
+                user("u1", "zed", "active", &["Account ADMIN"], t0 - 1_000),
+                user("u2", "Amy", "active", &["user"], t0 - 1_000),
+                user("u3", "bert", "active", &["user"], t0 - 1_000),
+                invited,
+                user("u5", "gone", "deleted", &["admin"], t0 - 1_000),
+            ],
+            role_changes: ["u2", "u1", "u3"]
+                .iter()
+                .enumerate()
+                .map(|(i, u)| RoleChange {
+                    user_id: u.to_string(),
+                    role: "admin".into(),
+                    change: crate::domain::RoleChangeKind::Granted,
+                    observed_ms: Some(3_000 - i as i64 * 1_000),
+                    after_ms: Some(0),
+                    evidence: None,
+                })
+                .collect(),
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    let mut seen = Vec::new();
+    let n = s
+        .for_each_role_change_in("acc", 1_000, 3_000, |r| {
+            seen.push((r.change.user_id.clone(), r.at_ms, r.user_name.clone()));
+            Ok::<_, super::StoreError>(())
+        })
+        .unwrap();
+    assert_eq!(n, 2);
+    assert_eq!(
+        seen,
+        vec![
+            ("u3".to_string(), 1_000, Some("bert".to_string())),
+            ("u1".to_string(), 2_000, Some("zed".to_string()))
+        ]
+    );
+    let order = |sel| {
+        let mut out = Vec::new();
+        s.for_each_user_activity("acc", sel, |r| {
+            out.push((
+                r.listing.user.user_id.clone(),
+                r.privileged,
+                r.inactive_since_ms,
+            ));
+            Ok::<_, super::StoreError>(())
+        })
+        .unwrap();
+        out
+    };
+    let current = order(UserSelection::Current);
+    assert_eq!(
+        current
+            .iter()
+            .map(|c| (c.0.as_str(), c.1))
+            .collect::<Vec<_>>(),
+        vec![("u1", true), ("u2", false), ("u3", false), ("u4", false)],
+        "privileged first, then by name ignoring case"
+    );
+    // Amy's latest event is l2 (minute 5); bert's l3; zed never acted; dana was invited.
+    let since: std::collections::HashMap<_, _> =
+        current.iter().map(|c| (c.0.clone(), c.2)).collect();
+    assert_eq!(since["u2"], evs[1].timestamp.timestamp_millis());
+    assert_eq!(since["u3"], evs[2].timestamp.timestamp_millis());
+    assert_eq!(since["u1"], t0 - 1_000);
+    assert_eq!(since["u4"], t0 - 100);
+    let dormant = order(UserSelection::InactiveSince(t0));
+    assert_eq!(
+        dormant.iter().map(|c| c.0.as_str()).collect::<Vec<_>>(),
+        vec!["u1", "u4"]
+    );
+    let inv = order(UserSelection::Invitations);
+    assert_eq!(
+        inv.iter().map(|c| c.0.as_str()).collect::<Vec<_>>(),
+        vec!["u4"]
+    );
+    let mut first = None;
+    let n = s
+        .for_each_user_activity("acc", UserSelection::Current, |r| {
+            first = Some(r.listing.user.user_id);
+            Err(super::StoreError::NotOurs {
+                location: "test".into(),
+                what: "stop".into(),
+            })
+        })
+        .map_err(|e| e.to_string());
+    assert_eq!(n, Err("test: stop".to_string()));
+    assert_eq!(first.as_deref(), Some("u1"));
+}
+
+/// `status`, exports and the quarantine: counts, covered days, incomplete days with their
+/// reasons, the last pass and last success, events in (account, time, id) order with filters,
+/// quarantined items once each, newest first.
+pub fn status_exports_and_quarantine_say_what_is_stored(mut s: Store) {
+    let d1 = NaiveDate::from_ymd_opt(2026, 11, 1).unwrap();
+    let d2 = NaiveDate::from_ymd_opt(2026, 11, 2).unwrap();
+    let d3 = NaiveDate::from_ymd_opt(2026, 11, 3).unwrap();
+    let bad = |k: &str| Malformed {
+        key: k.into(),
+        raw: format!("{{\"id\":\"{k}\",\"timestamp\":null}}"),
+        reason: "no timestamp".into(),
+    };
+    let evs = [
+        login("b", 2, "u1"),
+        login("a", 2, "u2"),
+        login("c", 1, "u1"),
+    ];
+    let out = s
+        .write_page(&PageWrite {
+            account: "acc",
+            action_filter: "",
+            day: Some(d2),
+            events: &evs,
+            malformed: &[bad("q1"), bad("q2"), bad("q1")],
+            done: Some(WindowDone {
+                server_total: Some(5),
+                received: 5,
+            }),
+        })
+        .unwrap();
+    assert_eq!((out.inserted, out.quarantined), (3, 2));
+    let again = s
+        .write_page(&PageWrite {
+            account: "acc",
+            day: Some(d1),
+            malformed: &[bad("q2"), bad("q3")],
+            done: Some(WindowDone {
+                server_total: None,
+                received: 0,
+            }),
+            ..Default::default()
+        })
+        .unwrap();
+    assert_eq!(again.quarantined, 1);
+    {
+        let b = s.batch().unwrap();
+        b.mark_incomplete("acc", "", d3, "the server kept shifting pages")
+            .unwrap();
+        b.record_pass(&PassRecord {
+            account: "acc".into(),
+            started: DateTime::from_timestamp_millis(1_000).unwrap(),
+            finished: DateTime::from_timestamp_millis(2_000).unwrap(),
+            error: None,
+            new_events: 3,
+            duplicates: 0,
+            quarantined: 3,
+            requests: 4,
+            retries: 1,
+            rate_limited: 0,
+            pace_rps: None,
+        })
+        .unwrap();
+        b.record_pass(&PassRecord {
+            account: "acc".into(),
+            started: DateTime::from_timestamp_millis(3_000).unwrap(),
+            finished: DateTime::from_timestamp_millis(4_000).unwrap(),
+            error: Some("429 for too long".into()),
+            new_events: 0,
+            duplicates: 0,
+            quarantined: 0,
+            requests: 9,
+            retries: 8,
+            rate_limited: 0,
+            pace_rps: None,
+        })
+        .unwrap();
+        b.commit().unwrap();
+    }
+    // A batch dropped without commit leaves nothing.
+    {
+        let mut b = s.batch().unwrap();
+        b.write_page(&PageWrite {
+            account: "acc",
+            events: &[login("z", 9, "u9")],
+            ..Default::default()
+        })
+        .unwrap();
+    }
+    let st = s.account_status("acc").unwrap();
+    assert_eq!((st.events, st.quarantined, st.complete_days), (3, 3, 2));
+    assert_eq!((st.first_complete, st.last_complete), (Some(d1), Some(d2)));
+    assert_eq!(
+        st.incomplete,
+        vec![(d3, "the server kept shifting pages".to_string())]
+    );
+    let last = st.last_pass.unwrap();
+    assert_eq!(last.error.as_deref(), Some("429 for too long"));
+    assert_eq!((last.requests, last.retries), (9, 8));
+    assert_eq!(st.last_success.map(|t| t.timestamp_millis()), Some(2_000));
+    let empty = s.account_status("nobody").unwrap();
+    assert_eq!((empty.events, empty.last_pass.is_none()), (0, true));
+    let cov = s.coverage("acc", "", d1, d3).unwrap();
+    assert_eq!(
+        cov.iter().map(|c| (c.day, c.complete)).collect::<Vec<_>>(),
+        vec![(d1, true), (d2, true), (d3, false)]
+    );
+    assert_eq!(cov[0].server_total, None);
+    assert_eq!(
+        cov[2].note.as_deref(),
+        Some("the server kept shifting pages")
+    );
+
+    let q = s.quarantine(Some("acc"), 2).unwrap();
+    assert_eq!(
+        q.iter().map(|i| i.key.as_str()).collect::<Vec<_>>(),
+        vec!["q3", "q2"]
+    );
+    assert_eq!(q[0].day, "2026-11-01");
+    assert!(s.quarantine(Some("other"), 10).unwrap().is_empty());
+    assert_eq!(s.quarantine(None, 10).unwrap().len(), 3);
+
+    let mut ids = Vec::new();
+    s.for_each_event(&EventFilter::default(), |e| {
+        ids.push(e.id);
+        Ok::<_, super::StoreError>(())
+    })
+    .unwrap();
+    assert_eq!(ids, vec!["c", "a", "b"], "by time, then id");
+    let mut ids = Vec::new();
+    let filter = EventFilter {
+        account: Some("acc".into()),
+        from: Some(evs[0].timestamp),
+        to: None,
+        action: Some("login".into()),
+    };
+    s.for_each_event(&filter, |e| {
+        assert_eq!(e.actor_name.as_deref(), Some(&*format!("Ann \"{}\"", e.id)));
+        ids.push(e.id);
+        Ok::<_, super::StoreError>(())
+    })
+    .unwrap();
+    assert_eq!(ids, vec!["a", "b"]);
+    assert_eq!(findings(&s), Vec::<String>::new());
+}
+
+fn export(s: &Store) -> Vec<String> {
+    let mut out = Vec::new();
+    s.for_each_event(&EventFilter::default(), |e| {
+        out.push(format!("{} {} {}", e.account, e.id, e.raw));
+        Ok::<_, super::StoreError>(())
+    })
+    .unwrap();
+    out
+}
+
+/// `store copy` into this backend (from SQLite) and out of it (into SQLite): the same events,
+/// users, history and alerts, chains verifying on each target, keys continuing after the copied
+/// ones, a second copy inserting nothing, and another history refused.
+pub fn a_copy_in_and_out_keeps_the_history_and_its_chains(mut s: Store) {
+    use super::copy::{copy, CopyError};
+    let dir = tempfile::tempdir().unwrap();
+    let mut src = Store::open(&dir.path().join("src.db")).unwrap();
+    let evs = [
+        login("a", 1, "u1"),
+        login("b", 2, "u1"),
+        login("c", 3, "u2"),
+    ];
+    src.write_page(&PageWrite {
+        account: "acc",
+        events: &evs[..2],
+        ..Default::default()
+    })
+    .unwrap();
+    src.write_user_batch(
+        "acc",
+        &UserBatch {
+            rows: vec![user("u1", "Ann", "active", &["admin"], 1_000)],
+            history: vec![first_seen("u1", 1_000)],
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    let (src, _ids) = outbox(src, 2);
+    let report = copy(&src, &mut s, |_, _, _| {}).unwrap();
+    assert!(report.findings.is_empty(), "{:?}", report.findings);
+    assert_eq!(report.chains, 2);
+    assert_eq!(export(&s), export(&src));
+    assert_eq!(s.list_alerts(None, 10).unwrap().len(), 2);
+    assert_eq!(s.load_users("acc").unwrap()["u1"].roles, vec!["admin"]);
+    // Again: nothing new.
+    let again = copy(&src, &mut s, |_, _, _| {}).unwrap();
+    assert!(again.tables.iter().all(|t| t.2 == 0), "{:?}", again.tables);
+    // The target goes on from the copied keys and heads.
+    s.write_page(&PageWrite {
+        account: "acc",
+        events: &evs[2..],
+        ..Default::default()
+    })
+    .unwrap();
+    assert_eq!(findings(&s), Vec::<String>::new());
+    let (mut s, _) = outbox(s, 3);
+    // Out into SQLite.
+    let mut back = Store::open(&dir.path().join("back.db")).unwrap();
+    let out = copy(&s, &mut back, |_, _, _| {}).unwrap();
+    assert!(out.findings.is_empty(), "{:?}", out.findings);
+    assert_eq!(export(&back), export(&s));
+    assert_eq!(back.list_alerts(None, 10).unwrap().len(), 3);
+    // A source with another history: refused, nothing written.
+    let mut other = Store::open(&dir.path().join("other.db")).unwrap();
+    other
+        .write_page(&PageWrite {
+            account: "acc",
+            events: &[login("zz", 9, "u9")],
+            ..Default::default()
+        })
+        .unwrap();
+    let e = copy(&other, &mut s, |_, _, _| {}).unwrap_err();
+    assert!(matches!(e, CopyError::Different(_)), "{e}");
+    assert_eq!(export(&s).len(), 3);
 }

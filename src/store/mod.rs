@@ -21,16 +21,19 @@
 pub mod chain;
 #[cfg(test)]
 pub mod conformance;
+pub mod copy;
+pub mod postgres;
 pub mod sqlite;
 mod types;
 
 use std::collections::HashMap;
 use std::fmt;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use chrono::NaiveDate;
 
+pub use self::postgres::PgTarget;
 pub use chain::{ChainHead, ChainKind, ChainSummary, Finding, Hash};
 pub use types::*;
 
@@ -50,6 +53,8 @@ pub enum StoreError {
     },
     /// The database is not (yet) an auditwarden database, or cannot be used as one.
     NotOurs { location: String, what: String },
+    /// This backend does not offer what was asked for (yet).
+    Unsupported { location: String, what: String },
     /// What was asked for does not exist (a review campaign id).
     NotFound { location: String, what: String },
     /// A stored row that cannot be read as what it must be (an edit behind auditwarden's back, or
@@ -66,6 +71,9 @@ pub enum StoreError {
         what: String,
         source: std::io::Error,
     },
+    /// The writer no longer holds the lease its writes are fenced with (another daemon took the
+    /// account over): nothing of the transaction was committed.
+    LeaseLost { location: String, what: String },
     /// The database engine failed at `what`.
     Backend {
         location: String,
@@ -86,9 +94,12 @@ impl fmt::Display for StoreError {
                 f,
                 "{location}: schema version {version} is newer than this auditwarden knows ({known}); upgrade auditwarden"
             ),
-            StoreError::NotOurs { location, what } | StoreError::NotFound { location, what } => {
+            StoreError::NotOurs { location, what }
+            | StoreError::NotFound { location, what }
+            | StoreError::Unsupported { location, what } => {
                 write!(f, "{location}: {what}")
             }
+            StoreError::LeaseLost { location, what } => write!(f, "{location}: {what}"),
             StoreError::Corrupt {
                 location,
                 table,
@@ -454,6 +465,54 @@ pub trait ReviewStore {
     }
 }
 
+/// Leases: several daemons on one database share the accounts, each lease (per API key: accounts
+/// that share a key share one) held by one owner at a time, with an epoch that grows with every
+/// takeover. A handle fenced with a lease for an account ([`LeaseStore::fence`]) checks in
+/// every write transaction of that account that the lease is still that owner's at that epoch,
+/// under a share lock a takeover waits for: a writer that lost its lease commits nothing. The
+/// defaults (SQLite, one host) grant every lease and fence nothing.
+pub trait LeaseStore {
+    /// Take `key` for `owner` until `now_ms + ttl_ms` if it is free, lapsed or already the
+    /// owner's (renewed, same epoch); `None` while another owner holds it.
+    fn acquire_lease(
+        &mut self,
+        key: &str,
+        owner: &str,
+        now_ms: i64,
+        ttl_ms: i64,
+    ) -> Result<Option<Lease>> {
+        let _ = (now_ms, ttl_ms);
+        Ok(Some(Lease {
+            key: key.to_string(),
+            owner: owner.to_string(),
+            epoch: 0,
+            expires_ms: i64::MAX,
+        }))
+    }
+
+    /// Extend a lease still held at its epoch (the heartbeat); `None`: it was taken over.
+    fn renew_lease(&mut self, lease: &Lease, now_ms: i64, ttl_ms: i64) -> Result<Option<Lease>> {
+        let _ = (now_ms, ttl_ms);
+        Ok(Some(lease.clone()))
+    }
+
+    /// Give a lease up (it lapses at once; the next owner's epoch is higher).
+    fn release_lease(&mut self, lease: &Lease) -> Result<()> {
+        let _ = lease;
+        Ok(())
+    }
+
+    /// Fence this handle's writes of `account` with `lease` (`None`: unfenced).
+    fn fence(&mut self, account: &str, lease: Option<Lease>) {
+        let _ = (account, lease);
+    }
+
+    /// Every lease row, for `status` and `/metrics`.
+    fn leases(&self) -> Result<Vec<Lease>> {
+        Ok(Vec::new())
+    }
+}
+
 /// Something that copies committed writes into the main database on another thread (SQLite's
 /// WAL checkpoints), so the writer seldom waits for it.
 pub trait Checkpoint: Send {
@@ -469,6 +528,8 @@ pub trait Backend:
     + ReportStore
     + CredentialStore
     + ReviewStore
+    + copy::CopyStore
+    + LeaseStore
     + Send
 {
     /// Give back memory a pass used (the daemon calls this between passes).
@@ -526,7 +587,73 @@ fn visit_with<R, E: From<StoreError>>(
     }
 }
 
+/// Which database a command opens: `[store] path` (SQLite, the default) or `[store] url`
+/// (PostgreSQL, with its password from elsewhere). Every command opens its store through one of
+/// these ([`Store::open_target`], [`Store::open_target_read_only`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StoreTarget {
+    Sqlite(PathBuf),
+    Postgres(PgTarget),
+}
+
+impl StoreTarget {
+    /// Whether a read-only open can succeed at all (a SQLite file that is not there cannot; a
+    /// server is asked when it is opened).
+    pub fn exists(&self) -> bool {
+        match self {
+            StoreTarget::Sqlite(p) => p.exists(),
+            StoreTarget::Postgres(_) => true,
+        }
+    }
+
+    /// The SQLite file, if it is one.
+    pub fn sqlite_path(&self) -> Option<&Path> {
+        match self {
+            StoreTarget::Sqlite(p) => Some(p),
+            StoreTarget::Postgres(_) => None,
+        }
+    }
+}
+
+impl fmt::Display for StoreTarget {
+    /// The file, or the URL (which never holds the password).
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            StoreTarget::Sqlite(p) => write!(f, "{}", p.display()),
+            StoreTarget::Postgres(t) => f.write_str(t.url()),
+        }
+    }
+}
+
 impl Store {
+    /// Open (creating and migrating if needed) the configured database.
+    pub fn open_target(target: &StoreTarget) -> Result<Store> {
+        match target {
+            StoreTarget::Sqlite(p) => Store::open(p),
+            StoreTarget::Postgres(t) => Ok(Store::with_backend(Box::new(
+                self::postgres::Postgres::open(t)?,
+            ))),
+        }
+    }
+
+    /// Open the configured database for reading only; never creates or migrates.
+    pub fn open_target_read_only(target: &StoreTarget) -> Result<Store> {
+        Store::open_target_read_only_with_busy_timeout(target, Duration::from_secs(10))
+    }
+
+    /// [`Store::open_target_read_only`] waiting at most `busy` for a lock.
+    pub fn open_target_read_only_with_busy_timeout(
+        target: &StoreTarget,
+        busy: Duration,
+    ) -> Result<Store> {
+        match target {
+            StoreTarget::Sqlite(p) => Store::open_read_only_with_busy_timeout(p, busy),
+            StoreTarget::Postgres(t) => Ok(Store::with_backend(Box::new(
+                self::postgres::Postgres::open_read_only(t, busy)?,
+            ))),
+        }
+    }
+
     /// A store over any backend.
     pub fn with_backend(backend: Box<dyn Backend>) -> Store {
         Store { backend }

@@ -565,3 +565,14 @@ pub struct ReportRun {
     pub rows: Option<u64>,
     pub note: Option<String>,
 }
+
+/// A lease on the accounts of one API key (see [`LeaseStore`](super::LeaseStore)).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Lease {
+    pub key: String,
+    /// The daemon holding it (`[daemon] node_name`).
+    pub owner: String,
+    /// Grows with every takeover: the fencing token.
+    pub epoch: i64,
+    pub expires_ms: i64,
+}

@@ -16,6 +16,7 @@ mod credentials;
 mod daemon;
 mod demo;
 mod messages;
+mod postgres;
 mod report_library;
 mod reports;
 mod review;

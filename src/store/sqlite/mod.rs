@@ -9,6 +9,7 @@
 
 mod alerts;
 mod chain;
+mod copy;
 mod credentials;
 mod domain_rules;
 mod gate;
@@ -343,6 +344,9 @@ impl Sqlite {
             .ok_or(DbError::TurnTimeout)
     }
 }
+
+/// One host: every lease is granted, nothing is fenced (the trait's defaults).
+impl super::LeaseStore for Sqlite {}
 
 impl Backend for Sqlite {
     /// Give back the memory a pass used: SQLite frees its page cache and other memory it can

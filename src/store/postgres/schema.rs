@@ -1,0 +1,272 @@
+//! The PostgreSQL schema: append-only migrations, numbered by their position, recorded in the
+//! one row of `auditwarden_schema`. The same tables and columns as the SQLite schema at its
+//! latest version (so `store copy` maps rows one to one), with PostgreSQL's types: `BIGINT` for
+//! milliseconds and counters, `BOOLEAN` for flags, `BYTEA` for hashes, identity columns for
+//! `seq`. Text that is compared or ordered (accounts, ids, days) is `COLLATE "C"`: byte order, as
+//! SQLite compares, whatever the database's locale, so paging by id and exports sort the same.
+//!
+//! Migrations run under a row lock, not an advisory lock (those break behind PgBouncer's
+//! transaction pooling): the migrating transaction takes `auditwarden_schema`'s row `FOR UPDATE`,
+//! reads the version again under it and applies what is missing, DDL included (PostgreSQL's DDL
+//! is transactional): a second process opening the same database waits and finds it done.
+
+/// Creates the version table and its one row; safe to run by several processes at once (see
+/// `Postgres::migrate`, which retries a lost race).
+pub const BOOTSTRAP: &str = "
+    CREATE TABLE IF NOT EXISTS auditwarden_schema (
+        id      INTEGER PRIMARY KEY CHECK (id = 1),
+        version BIGINT NOT NULL
+    );
+    INSERT INTO auditwarden_schema (id, version) VALUES (1, 0) ON CONFLICT (id) DO NOTHING;
+";
+
+pub const MIGRATIONS: &[&str] = &[
+    // 1: the whole schema of SQLite's migrations 1 to 5, plus `write_locks`.
+    r#"
+    CREATE TABLE events (
+        seq             BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+        account         TEXT COLLATE "C" NOT NULL,
+        event_id        TEXT COLLATE "C" NOT NULL,
+        ts_ms           BIGINT NOT NULL,
+        day             TEXT COLLATE "C" NOT NULL,
+        action          TEXT NOT NULL,
+        resource_type   TEXT,
+        resource_id     TEXT COLLATE "C",
+        resource_name   TEXT,
+        actor_id        TEXT COLLATE "C",
+        actor_name      TEXT,
+        status          TEXT,
+        ip_address      TEXT,
+        description     TEXT,
+        data            TEXT,
+        raw             TEXT NOT NULL,
+        collected_ms    BIGINT NOT NULL,
+        chain_n         BIGINT,
+        chain_hash      BYTEA,
+        -- The dedup key: exactly once per account, whichever daemon reads it.
+        UNIQUE (account, event_id)
+    );
+    CREATE INDEX events_by_time ON events (account, ts_ms);
+    CREATE INDEX events_by_actor ON events (account, actor_id, ts_ms);
+    CREATE INDEX events_by_seq ON events (account, seq);
+
+    CREATE TABLE quarantine (
+        seq             BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+        account         TEXT COLLATE "C" NOT NULL,
+        item_key        TEXT COLLATE "C" NOT NULL,
+        window_day      TEXT COLLATE "C" NOT NULL,
+        action_filter   TEXT NOT NULL,
+        reason          TEXT NOT NULL,
+        raw             TEXT NOT NULL,
+        first_seen_ms   BIGINT NOT NULL,
+        UNIQUE (account, item_key)
+    );
+
+    CREATE TABLE coverage (
+        account         TEXT COLLATE "C" NOT NULL,
+        action_filter   TEXT COLLATE "C" NOT NULL,
+        day             TEXT COLLATE "C" NOT NULL,
+        complete        BOOLEAN NOT NULL,
+        server_total    BIGINT,
+        received        BIGINT NOT NULL,
+        read_ms         BIGINT NOT NULL,
+        note            TEXT,
+        PRIMARY KEY (account, action_filter, day)
+    );
+
+    CREATE TABLE passes (
+        id              BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+        account         TEXT COLLATE "C" NOT NULL,
+        started_ms      BIGINT NOT NULL,
+        finished_ms     BIGINT NOT NULL,
+        ok              BOOLEAN NOT NULL,
+        error           TEXT,
+        new_events      BIGINT NOT NULL,
+        duplicates      BIGINT NOT NULL,
+        quarantined     BIGINT NOT NULL,
+        requests        BIGINT NOT NULL,
+        retries         BIGINT NOT NULL
+    );
+    CREATE INDEX passes_by_account ON passes (account, id);
+
+    CREATE TABLE users (
+        account         TEXT COLLATE "C" NOT NULL,
+        user_id         TEXT COLLATE "C" NOT NULL,
+        user_name       TEXT,
+        email           TEXT,
+        display_name    TEXT,
+        user_type       TEXT,
+        status          TEXT NOT NULL,
+        status_raw      TEXT NOT NULL,
+        roles           TEXT NOT NULL,
+        created_ms      BIGINT,
+        last_login_ms   BIGINT,
+        container       TEXT,
+        raw             TEXT NOT NULL,
+        fingerprint     BIGINT NOT NULL,
+        first_seen_ms   BIGINT NOT NULL,
+        updated_ms      BIGINT NOT NULL,
+        invited_ms      BIGINT,
+        accepted_ms     BIGINT,
+        accepted_after_ms BIGINT,
+        accepted_at_ms  BIGINT,
+        deleted_ms      BIGINT,
+        last_seen_ms    BIGINT,
+        PRIMARY KEY (account, user_id)
+    );
+
+    CREATE TABLE user_history (
+        seq             BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+        account         TEXT COLLATE "C" NOT NULL,
+        user_id         TEXT COLLATE "C" NOT NULL,
+        observed_ms     BIGINT NOT NULL,
+        after_ms        BIGINT,
+        field           TEXT NOT NULL,
+        before          TEXT,
+        after           TEXT,
+        detail          TEXT,
+        source          TEXT NOT NULL,
+        chain_n         BIGINT,
+        chain_hash      BYTEA
+    );
+    CREATE INDEX user_history_by_user ON user_history (account, user_id, seq);
+    CREATE INDEX user_history_by_seq ON user_history (account, seq);
+
+    CREATE TABLE role_changes (
+        seq             BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+        account         TEXT COLLATE "C" NOT NULL,
+        user_id         TEXT COLLATE "C" NOT NULL,
+        role            TEXT COLLATE "C" NOT NULL,
+        change          TEXT NOT NULL,
+        observed_ms     BIGINT,
+        after_ms        BIGINT,
+        event_id        TEXT COLLATE "C",
+        event_ms        BIGINT,
+        actor_id        TEXT COLLATE "C",
+        actor_name      TEXT,
+        ip_address      TEXT,
+        source          TEXT NOT NULL
+    );
+    CREATE UNIQUE INDEX role_changes_by_event ON role_changes (account, event_id, user_id, role, change)
+        WHERE event_id IS NOT NULL;
+    CREATE INDEX role_changes_by_user ON role_changes (account, user_id, role, change);
+    CREATE INDEX role_changes_by_actor ON role_changes (account, actor_id, event_ms);
+
+    CREATE TABLE user_runs (
+        id              BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+        account         TEXT COLLATE "C" NOT NULL,
+        kind            TEXT NOT NULL,
+        started_ms      BIGINT NOT NULL,
+        finished_ms     BIGINT NOT NULL,
+        complete        BOOLEAN NOT NULL,
+        listed          BIGINT NOT NULL,
+        changes         BIGINT NOT NULL,
+        error           TEXT
+    );
+    CREATE INDEX user_runs_by_account ON user_runs (account, kind, id);
+
+    CREATE TABLE role_event_scan (
+        account         TEXT COLLATE "C" PRIMARY KEY,
+        last_seq        BIGINT NOT NULL
+    );
+
+    CREATE TABLE alerts (
+        id              BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+        alert_key       TEXT COLLATE "C" NOT NULL UNIQUE,
+        uid             TEXT COLLATE "C" NOT NULL UNIQUE,
+        account         TEXT COLLATE "C" NOT NULL,
+        rule            TEXT NOT NULL,
+        severity        TEXT NOT NULL,
+        at_ms           BIGINT,
+        summary         TEXT NOT NULL,
+        payload         TEXT NOT NULL,
+        suppressed      BOOLEAN NOT NULL,
+        created_ms      BIGINT NOT NULL
+    );
+    CREATE TABLE alert_deliveries (
+        id              BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+        alert_id        BIGINT NOT NULL REFERENCES alerts (id),
+        sink            TEXT COLLATE "C" NOT NULL,
+        status          TEXT NOT NULL,
+        attempts        BIGINT NOT NULL,
+        last_error      TEXT,
+        updated_ms      BIGINT NOT NULL,
+        sent_ms         BIGINT,
+        claimed_by      TEXT,
+        claim_until_ms  BIGINT,
+        next_attempt_ms BIGINT,
+        failing_since_ms BIGINT,
+        failed_runs     BIGINT NOT NULL DEFAULT 0,
+        UNIQUE (alert_id, sink)
+    );
+    CREATE INDEX alert_deliveries_by_status ON alert_deliveries (status, sink, alert_id);
+    CREATE TABLE alert_scan (
+        account         TEXT COLLATE "C" PRIMARY KEY,
+        role_seq        BIGINT NOT NULL,
+        history_seq     BIGINT NOT NULL
+    );
+
+    CREATE TABLE chain_heads (
+        chain           TEXT COLLATE "C" NOT NULL,
+        account         TEXT COLLATE "C" NOT NULL,
+        n               BIGINT NOT NULL,
+        head            BYTEA NOT NULL,
+        PRIMARY KEY (chain, account)
+    );
+
+    -- One row per (scope, account), taken FOR UPDATE by every write transaction of that scope
+    -- and account: `events` (pages, the event chain), `users` (user batches, role changes and
+    -- their links, the user-history chain). Writers of one account queue on it, so its rows get
+    -- their `seq` and chain links in commit order, and a reader moving a `seq` watermark never
+    -- skips a row committed late. Writers of different accounts never wait for each other.
+    -- The leases of several daemons will be rows of their own (owner, epoch, expiry), checked in
+    -- these same transactions.
+    CREATE TABLE write_locks (
+        scope           TEXT COLLATE "C" NOT NULL,
+        account         TEXT COLLATE "C" NOT NULL,
+        PRIMARY KEY (scope, account)
+    );
+    "#,
+    // 2: leases of several daemons sharing the accounts: one row per API key (accounts that
+    // share a key share one throttle, so one lease), the owner (`[daemon] node_name`), an epoch
+    // that grows with every takeover (the fencing token every write transaction checks, see
+    // `LeaseStore`), and the expiry a heartbeat moves.
+    r#"
+    CREATE TABLE leases (
+        lease_key       TEXT COLLATE "C" PRIMARY KEY,
+        owner           TEXT NOT NULL,
+        epoch           BIGINT NOT NULL,
+        acquired_ms     BIGINT NOT NULL,
+        expires_ms      BIGINT NOT NULL
+    );
+    "#,
+    // 3: what the SQLite schema gained beside this backend: a pass's rate limit (its 429s and
+    // the pace it settled at), the privileged rule's result stored with each user, the role
+    // change an alert was raised on, the credential rules' scan mark, and the CertCentral Report
+    // Library runs (remembered from their creation, so a pass that stops waiting for one picks
+    // the same run up next time).
+    r#"
+    ALTER TABLE passes ADD COLUMN rate_limited BIGINT NOT NULL DEFAULT 0;
+    ALTER TABLE passes ADD COLUMN pace_rps DOUBLE PRECISION;
+    ALTER TABLE users ADD COLUMN privileged BOOLEAN NOT NULL DEFAULT FALSE;
+    ALTER TABLE alerts ADD COLUMN role_change_seq BIGINT;
+    CREATE INDEX alerts_by_role_change ON alerts (role_change_seq)
+        WHERE role_change_seq IS NOT NULL;
+    ALTER TABLE alert_scan ADD COLUMN credential_seq BIGINT NOT NULL DEFAULT 0;
+    CREATE TABLE report_runs (
+        account         TEXT COLLATE "C" NOT NULL,
+        report_id       TEXT NOT NULL,
+        run_id          TEXT COLLATE "C" NOT NULL,
+        start_day       TEXT COLLATE "C" NOT NULL,
+        end_day         TEXT COLLATE "C" NOT NULL,
+        state           TEXT NOT NULL,
+        status          TEXT,
+        created_ms      BIGINT NOT NULL,
+        updated_ms      BIGINT NOT NULL,
+        rows            BIGINT,
+        note            TEXT,
+        PRIMARY KEY (account, run_id)
+    );
+    CREATE INDEX report_runs_by_state ON report_runs (account, state);
+    "#,
+];

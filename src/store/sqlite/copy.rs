@@ -1,0 +1,75 @@
+//! `store copy` on SQLite: rows out of and into the tables of [`crate::store::copy::TABLES`].
+
+use rusqlite::types::{Value, ValueRef};
+
+use super::{err, Sqlite};
+use crate::store::copy::{CopyStore, CopyTable, CopyValue};
+use crate::store::Result;
+
+fn columns(t: &CopyTable) -> String {
+    t.columns
+        .iter()
+        .map(|(c, _)| *c)
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+impl CopyStore for Sqlite {
+    fn copy_out(&self, t: &CopyTable, f: &mut dyn FnMut(Vec<CopyValue>) -> bool) -> Result<u64> {
+        let what = format!("copy {}", t.name);
+        let mut st = self
+            .conn
+            .prepare(&format!("SELECT {} FROM {}", columns(t), t.name))
+            .map_err(|e| self.err(&what, e))?;
+        let mut rows = st.query([]).map_err(|e| self.err(&what, e))?;
+        let mut n = 0;
+        while let Some(r) = rows.next().map_err(|e| self.err(&what, e))? {
+            let mut row = Vec::with_capacity(t.columns.len());
+            for i in 0..t.columns.len() {
+                row.push(match r.get_ref(i).map_err(|e| self.err(&what, e))? {
+                    ValueRef::Null => CopyValue::Null,
+                    ValueRef::Integer(v) => CopyValue::Int(v),
+                    ValueRef::Real(v) => CopyValue::Text(v.to_string()),
+                    ValueRef::Text(v) => CopyValue::Text(String::from_utf8_lossy(v).into_owned()),
+                    ValueRef::Blob(v) => CopyValue::Bytes(v.to_vec()),
+                });
+            }
+            if !f(row) {
+                break;
+            }
+            n += 1;
+        }
+        Ok(n)
+    }
+
+    fn copy_in(&mut self, t: &CopyTable, rows: &[Vec<CopyValue>]) -> Result<u64> {
+        let path = self.path.clone();
+        let what = format!("copy into {}", t.name);
+        let tx = self.write_tx().map_err(|e| err(&path, &what, e))?;
+        let mut n = 0u64;
+        {
+            let marks: Vec<String> = (1..=t.columns.len()).map(|i| format!("?{i}")).collect();
+            let mut st = tx
+                .prepare(&format!(
+                    "INSERT OR IGNORE INTO {} ({}) VALUES ({})",
+                    t.name,
+                    columns(t),
+                    marks.join(", ")
+                ))
+                .map_err(|e| err(&path, &what, e))?;
+            for row in rows {
+                let values = row.iter().map(|v| match v {
+                    CopyValue::Null => Value::Null,
+                    CopyValue::Int(i) => Value::Integer(*i),
+                    CopyValue::Text(s) => Value::Text(s.clone()),
+                    CopyValue::Bytes(b) => Value::Blob(b.clone()),
+                });
+                n += st
+                    .execute(rusqlite::params_from_iter(values))
+                    .map_err(|e| err(&path, &what, e))? as u64;
+            }
+        }
+        tx.commit().map_err(|e| err(&path, &what, e))?;
+        Ok(n)
+    }
+}
