@@ -9,6 +9,10 @@ use chrono::{DateTime, Datelike, Timelike, Utc, Weekday};
 use chrono_tz::Tz;
 
 use crate::domain::{self, AccountKind, UserStatus};
+// The facts the rules decide on are domain types (the store produces them): re-exported here.
+pub use crate::domain::{
+    FailedSignIn, Grant, GrantCounter, NewCredential, NewUser, ServiceUserEnd,
+};
 
 /// Which roles a rule looks at.
 #[derive(Debug, Clone, PartialEq)]
@@ -241,113 +245,6 @@ pub fn default_rules() -> Vec<Rule> {
     ]
 }
 
-/// A role granted, with what is known about the target and the actor.
-#[derive(Debug, Clone, Default, PartialEq)]
-pub struct Grant {
-    pub account: String,
-    /// The account's kind, for the privileged roles (`None`: not known).
-    pub account_kind: Option<AccountKind>,
-    /// The role change (`role_changes.seq`) this grant is: alerts raised on it refer to it.
-    pub role_change_seq: Option<i64>,
-    pub user_id: String,
-    pub user_name: Option<String>,
-    pub role: String,
-    /// The audit event that made it, when known.
-    pub event_id: Option<String>,
-    pub event_ms: Option<i64>,
-    pub actor_id: Option<String>,
-    pub actor_name: Option<String>,
-    pub ip_address: Option<String>,
-    /// The snapshots between which it was seen (`None`: the audit log alone).
-    pub after_ms: Option<i64>,
-    pub observed_ms: Option<i64>,
-    /// The target's status now (`invited` for a pending invitation) and first sighting.
-    pub target_status: Option<UserStatus>,
-    pub target_first_seen_ms: Option<i64>,
-    /// The target's latest activity before the grant (sign-in or event as actor).
-    pub target_last_active_ms: Option<i64>,
-    /// The actor's `user_type` when the actor is a known user (`service` for API tokens).
-    pub actor_type: Option<String>,
-}
-
-impl Grant {
-    /// When it happened: the event's time, else the snapshot that showed it.
-    pub fn at_ms(&self) -> Option<i64> {
-        self.event_ms.or(self.observed_ms)
-    }
-
-    /// What proves it, stable across runs: the audit event, or the snapshot window.
-    pub fn evidence_key(&self) -> String {
-        match &self.event_id {
-            Some(e) => format!("event:{e}:{}:{}", self.user_id, self.role),
-            None => format!(
-                "snapshot:{}:{}:{}..{}",
-                self.user_id,
-                self.role,
-                self.after_ms.unwrap_or_default(),
-                self.observed_ms.unwrap_or_default()
-            ),
-        }
-    }
-}
-
-/// A user seen for the first time.
-#[derive(Debug, Clone, Default, PartialEq)]
-pub struct NewUser {
-    pub account: String,
-    /// The account's kind, for the privileged roles (`None`: not known).
-    pub account_kind: Option<AccountKind>,
-    pub user_id: String,
-    pub user_name: Option<String>,
-    pub user_type: Option<String>,
-    pub roles: Vec<String>,
-    pub created_ms: Option<i64>,
-    pub observed_ms: i64,
-    /// Seen in the account's first sync: everything is "new" then, so only `created_ms` dates it.
-    pub first_sync: bool,
-}
-
-/// A current service user and its end date (a service user *is* its token: it stops working on
-/// that day, contract 1.1 and 1.4).
-#[derive(Debug, Clone, Default, PartialEq)]
-pub struct ServiceUserEnd {
-    pub account: String,
-    pub user_id: String,
-    pub name: Option<String>,
-    pub roles: Vec<String>,
-    pub end_date: Option<chrono::NaiveDate>,
-}
-
-/// An API token or client-auth certificate created (a `generate` or `create` audit event), with
-/// what is known about the user who created it.
-#[derive(Debug, Clone, Default, PartialEq)]
-pub struct NewCredential {
-    pub account: String,
-    pub event_id: String,
-    pub event_ms: i64,
-    /// `api_token` or `client_auth_certificate`.
-    pub resource_type: String,
-    pub resource_id: Option<String>,
-    pub resource_name: Option<String>,
-    pub actor_id: Option<String>,
-    pub actor_name: Option<String>,
-    pub ip_address: Option<String>,
-    /// The creator's `user_type` and roles, when the creator is a known user.
-    pub actor_type: Option<String>,
-    pub actor_roles: Vec<String>,
-}
-
-/// Counts an actor's grants with an event time in `[from_ms, to_ms]` (for `grant-burst`).
-pub trait GrantCounter {
-    fn grants_by(&mut self, actor_id: &str, from_ms: i64, to_ms: i64) -> u64;
-}
-
-impl<F: FnMut(&str, i64, i64) -> u64> GrantCounter for F {
-    fn grants_by(&mut self, actor_id: &str, from_ms: i64, to_ms: i64) -> u64 {
-        self(actor_id, from_ms, to_ms)
-    }
-}
-
 const DAY_MS: i64 = 86_400_000;
 
 impl Rule {
@@ -455,16 +352,6 @@ impl Rule {
         let privileged = c.actor_roles.iter().any(|r| self.role_matches(kind, r));
         (service || privileged).then(|| format!("event:{}", c.event_id))
     }
-}
-
-/// A failed sign-in from the audit log: `user` is the actor's id (else its name).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct FailedSignIn {
-    pub user: String,
-    pub user_name: Option<String>,
-    pub event_id: String,
-    pub ts_ms: i64,
-    pub ip_address: Option<String>,
 }
 
 /// A burst of failed sign-ins of one user: the failures, oldest first.

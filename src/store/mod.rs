@@ -37,7 +37,7 @@ pub use self::postgres::PgTarget;
 pub use chain::{ChainHead, ChainKind, ChainSummary, Finding, Hash};
 pub use types::*;
 
-use crate::alert::rules::GrantCounter;
+use crate::domain::GrantCounter;
 use crate::domain::{DeliveryStatus, RoleChangeKind, UserRunKind};
 
 /// What went wrong in the store. Every variant names the database (`location`).

@@ -5,11 +5,11 @@ use std::collections::BTreeMap;
 
 use chrono::{DateTime, NaiveDate, Utc};
 
-use crate::alert::rules::{FailedSignIn, Grant, NewCredential, NewUser, ServiceUserEnd};
 use crate::api::{AuditEvent, Malformed};
 use crate::domain::{
     DeliveryStatus, HistoryField, RoleChangeKind, RoleChangeSource, UserRunKind, UserStatus,
 };
+use crate::domain::{FailedSignIn, Grant, NewCredential, NewUser, ServiceUserEnd};
 
 /// One user as stored. `raw` is empty when loaded by [`Store::load_users`] (it is only written).
 #[derive(Debug, Clone, Default, PartialEq)]

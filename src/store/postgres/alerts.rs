@@ -7,10 +7,8 @@ use tokio_postgres::Row;
 
 use super::parse_roles;
 use super::{pg_err, Postgres, Wait};
-use crate::alert::rules::{
-    FailedSignIn, Grant, GrantCounter, NewCredential, NewUser, ServiceUserEnd,
-};
 use crate::domain::{self, DeliveryStatus, RoleChangeKind};
+use crate::domain::{FailedSignIn, Grant, GrantCounter, NewCredential, NewUser, ServiceUserEnd};
 use crate::store::{
     AlertCounts, AlertDelivery, AlertFacts, AlertStore, Claim, Deferred, DeliveryUpdate,
     DueDeliveries, NewAlert, Result,

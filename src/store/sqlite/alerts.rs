@@ -14,8 +14,8 @@ use rusqlite::{params, OptionalExtension};
 
 use super::domain_rules::{parse_roles, parse_stored};
 use super::{err, Sqlite};
-use crate::alert::rules::{Grant, GrantCounter, NewUser};
 use crate::domain::{self, DeliveryStatus, RoleChangeKind, UserStatus};
+use crate::domain::{Grant, GrantCounter, NewUser};
 use crate::store::{
     AlertCounts, AlertDelivery, AlertFacts, AlertStore, Claim, Deferred, DeliveryUpdate,
     DueDeliveries, NewAlert, Result,

@@ -7,7 +7,7 @@ use rusqlite::{params, OptionalExtension};
 
 use super::users::{user_from_row, USER_COLUMNS};
 use super::Sqlite;
-use crate::alert::rules::{NewCredential, ServiceUserEnd};
+use crate::domain::{NewCredential, ServiceUserEnd};
 use crate::store::{AlertFacts, CredentialEvent, CredentialStore, Result, UserRow};
 
 impl CredentialStore for Sqlite {

@@ -4,7 +4,7 @@
 
 use rusqlite::params;
 
-use crate::alert::rules::FailedSignIn;
+use crate::domain::FailedSignIn;
 
 /// How far back failures are read on each evaluation: CertCentral's rows arrive a pass or a day
 /// late, and a burst older than the alerts' backfill horizon is written suppressed anyway.
