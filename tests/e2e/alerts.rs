@@ -188,12 +188,6 @@ fn handle(mut conn: TcpStream, st: &Mutex<RecvState>, secret: Option<&str>) {
     );
 }
 
-fn control(sim: &Sim, method: &str, path: &str, body: &str) -> Value {
-    let (status, text) = sim.http(method, path, body);
-    assert!(status < 300, "{method} {path}: {status} {text}");
-    serde_json::from_str(&text).unwrap_or(Value::Null)
-}
-
 /// Users of the simulator's DigiCert ONE account without AM_ACCOUNT_ADMIN, active.
 fn grantable(sim: &Sim) -> Vec<String> {
     sim.truth()["users"]["digicert_one"]

@@ -9,23 +9,6 @@ use serde_json::Value;
 
 use crate::helpers::*;
 
-fn run_ok(app: &App, args: &[&str]) -> String {
-    let out = app.run(args);
-    let stdout = String::from_utf8_lossy(&out.stdout).to_string();
-    assert!(
-        out.status.success(),
-        "{args:?} failed: {stdout}\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    stdout
-}
-
-fn control(sim: &Sim, method: &str, path: &str, body: &str) -> Value {
-    let (status, text) = sim.http(method, path, body);
-    assert!(status < 300, "{method} {path}: {status} {text}");
-    serde_json::from_str(&text).unwrap_or(Value::Null)
-}
-
 /// Expired, expiring and fine service users; every token and certificate with its revocation.
 #[test]
 fn credentials_report_names_expired_expiring_and_revoked_credentials() {

@@ -752,3 +752,22 @@ impl Sim {
         (Sim { child, addr }, https)
     }
 }
+
+/// Run a command that must succeed; its stdout (stderr in the message when it fails).
+pub fn run_ok(app: &App, args: &[&str]) -> String {
+    let out = app.run(args);
+    let stdout = String::from_utf8_lossy(&out.stdout).to_string();
+    assert!(
+        out.status.success(),
+        "{args:?} failed: {stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    stdout
+}
+
+/// A simulator control request that must succeed; its JSON answer (`null` when not JSON).
+pub fn control(sim: &Sim, method: &str, path: &str, body: &str) -> serde_json::Value {
+    let (status, text) = sim.http(method, path, body);
+    assert!(status < 300, "{method} {path}: {status} {text}");
+    serde_json::from_str(&text).unwrap_or(serde_json::Value::Null)
+}

@@ -91,17 +91,6 @@ fn app(sim: &Sim, db: Option<&PgDb>) -> App {
     app
 }
 
-fn run_ok(app: &App, args: &[&str]) -> String {
-    let out = app.run(args);
-    let stdout = String::from_utf8_lossy(&out.stdout).to_string();
-    assert!(
-        out.status.success(),
-        "{args:?} failed: {stdout}\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    stdout
-}
-
 /// (account, id, status, roles) of `users --format json`.
 fn directory(app: &App) -> BTreeSet<(String, String, String, String)> {
     let v: Value = serde_json::from_str(&run_ok(app, &["users", "--format", "json"])).unwrap();

@@ -14,23 +14,6 @@ use sha2::{Digest, Sha256};
 
 use crate::helpers::*;
 
-fn run_ok(app: &App, args: &[&str]) -> String {
-    let out = app.run(args);
-    let stdout = String::from_utf8_lossy(&out.stdout).to_string();
-    assert!(
-        out.status.success(),
-        "{args:?} failed: {stdout}\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    stdout
-}
-
-fn control(sim: &Sim, method: &str, path: &str, body: &str) -> Value {
-    let (status, text) = sim.http(method, path, body);
-    assert!(status < 300, "{method} {path}: {status} {text}");
-    serde_json::from_str(&text).unwrap_or(Value::Null)
-}
-
 /// Accounts `one` (DigiCert ONE) and `cc` (CertCentral) on `sim`, with `reports` appended.
 fn app_with_reports(sim: &Sim, reports: &str) -> App {
     let url = sim.url();

@@ -29,12 +29,6 @@ fn run_ok(app: &App, args: &[&str]) -> String {
     out
 }
 
-fn control(sim: &Sim, method: &str, path: &str, body: &str) -> Value {
-    let (status, text) = sim.http(method, path, body);
-    assert!(status < 300, "{method} {path}: {status} {text}");
-    serde_json::from_str(&text).unwrap_or(Value::Null)
-}
-
 /// Where a tool is, or `None` (skip, said on the terminal) outside CI; under CI it must exist.
 fn tool(name: &str, test: &str) -> Option<PathBuf> {
     let found = std::env::var_os("PATH").and_then(|paths| {

@@ -19,23 +19,6 @@ fn both(sim: &Sim, extra: &str) -> App {
     ])
 }
 
-fn run_ok(app: &App, args: &[&str]) -> String {
-    let out = app.run(args);
-    let stdout = String::from_utf8_lossy(&out.stdout).to_string();
-    assert!(
-        out.status.success(),
-        "{args:?} failed: {stdout}\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    stdout
-}
-
-fn control(sim: &Sim, method: &str, path: &str, body: &str) -> Value {
-    let (status, text) = sim.http(method, path, body);
-    assert!(status < 300, "{method} {path}: {status} {text}");
-    serde_json::from_str(&text).unwrap_or(Value::Null)
-}
-
 fn truth_users(sim: &Sim, kind: &str) -> Vec<Value> {
     sim.truth()["users"][kind]
         .as_array()
