@@ -225,8 +225,16 @@ fn print_status(
     quarantine: bool,
 ) -> Result<(), CliError> {
     let mut json = Vec::new();
+    // Several daemons on one PostgreSQL database: who works each account (SQLite has no leases).
+    let leases = store.leases()?;
+    let now_ms = crate::clock::now_ms();
+    let ms_time = |ms: i64| {
+        chrono::DateTime::from_timestamp_millis(ms).map_or_else(|| ms.to_string(), export::rfc3339)
+    };
     for a in accounts {
         let s = store.account_status(&a.name)?;
+        let key = crate::daemon::lease_key(a);
+        let lease = leases.iter().find(|l| l.key == key);
         let today = crate::clock::today();
         let from = today
             .checked_sub_days(chrono::Days::new(u64::from(a.backfill_days)))
@@ -271,6 +279,23 @@ fn print_status(
                     "  last error: {}",
                     last_error.as_deref().unwrap_or("none")
                 )?;
+                match lease {
+                    Some(l) if l.expires_ms > now_ms => writeln!(
+                        out,
+                        "  lease: held by {} since {} (epoch {}, until {})",
+                        crate::text::one_line(&l.owner),
+                        ms_time(l.acquired_ms),
+                        l.epoch,
+                        ms_time(l.expires_ms)
+                    )?,
+                    Some(l) => writeln!(
+                        out,
+                        "  lease: free (last held by {}, epoch {})",
+                        crate::text::one_line(&l.owner),
+                        l.epoch
+                    )?,
+                    None => {}
+                }
                 if a.kind == config::AccountKind::CertCentral && a.audit_log {
                     let pending = store.pending_report_runs(&a.name)?;
                     if let Some(oldest) = pending.first() {
@@ -297,6 +322,13 @@ fn print_status(
                 "events": s.events,
                 "quarantined": s.quarantined,
                 "last_error": last_error,
+                "lease": lease.map(|l| serde_json::json!({
+                    "owner": l.owner,
+                    "epoch": l.epoch,
+                    "since": ms_time(l.acquired_ms),
+                    "until": ms_time(l.expires_ms),
+                    "held": l.expires_ms > now_ms,
+                })),
                 "rate_limited": s.last_pass.as_ref().map_or(0, |p| p.rate_limited),
                 "pace_rps": s.last_pass.as_ref().and_then(|p| p.pace_rps),
             })),

@@ -16,7 +16,7 @@ use crate::store::{Lease, Store, StoreError, StoreTarget};
 
 /// The lease an account needs: its API key's (hashed: the key never reaches the database), or
 /// its client certificate file's.
-pub(super) fn lease_key(a: &Account) -> String {
+pub fn lease_key(a: &Account) -> String {
     let (kind, material): (&str, &[u8]) = match &a.credential {
         Credential::ApiKey(k) => ("key", k.expose().as_bytes()),
         Credential::ClientCert(c) => ("cert", c.pem_file.as_os_str().as_encoded_bytes()),

@@ -39,6 +39,7 @@ use crate::config::Config;
 mod http;
 mod jobs;
 mod leases;
+pub use leases::lease_key;
 mod metrics;
 mod notify;
 mod supervisor;

@@ -481,12 +481,13 @@ pub trait LeaseStore {
         now_ms: i64,
         ttl_ms: i64,
     ) -> Result<Option<Lease>> {
-        let _ = (now_ms, ttl_ms);
+        let _ = ttl_ms;
         Ok(Some(Lease {
             key: key.to_string(),
             owner: owner.to_string(),
             epoch: 0,
             expires_ms: i64::MAX,
+            acquired_ms: now_ms,
         }))
     }
 

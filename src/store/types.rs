@@ -575,4 +575,6 @@ pub struct Lease {
     /// Grows with every takeover: the fencing token.
     pub epoch: i64,
     pub expires_ms: i64,
+    /// When this owner took it (kept across renewals).
+    pub acquired_ms: i64,
 }

@@ -290,6 +290,13 @@ fn a_daemon_works_only_the_accounts_whose_lease_it_holds() {
         .acquire_lease(&key, "node-x", now_ms, 3_600_000)
         .unwrap()
         .expect("the lease is free");
+    // `status` says who works the account, and since when.
+    let status: serde_json::Value =
+        serde_json::from_slice(&pg.run(&["status", "--format", "json"]).stdout).unwrap();
+    assert_eq!(status[0]["lease"]["owner"], "node-x", "{status}");
+    assert_eq!(status[0]["lease"]["held"], true, "{status}");
+    let table = String::from_utf8_lossy(&pg.run(&["status"]).stdout).into_owned();
+    assert!(table.contains("lease: held by node-x since "), "{table}");
     let d = pg.start_daemon();
     d.wait_metrics(Duration::from_secs(30), |m| {
         metric(

@@ -15,6 +15,7 @@ fn lease_of(key: &str, r: &tokio_postgres::Row) -> Lease {
         owner: r.get(0),
         epoch: r.get(1),
         expires_ms: r.get(2),
+        acquired_ms: r.get(3),
     }
 }
 
@@ -37,7 +38,7 @@ impl LeaseStore for Postgres {
                         ELSE excluded.acquired_ms END,
                     owner = excluded.owner, expires_ms = excluded.expires_ms
                  WHERE leases.owner = excluded.owner OR leases.expires_ms < excluded.acquired_ms
-                 RETURNING owner, epoch, expires_ms",
+                 RETURNING owner, epoch, expires_ms, acquired_ms",
                 &[&key, &owner, &now_ms, &ttl_ms],
                 "acquire lease",
             )?
@@ -49,7 +50,7 @@ impl LeaseStore for Postgres {
             .opt(
                 "UPDATE leases SET expires_ms = $4::bigint + $5::bigint
                  WHERE lease_key = $1 AND owner = $2 AND epoch = $3
-                 RETURNING owner, epoch, expires_ms",
+                 RETURNING owner, epoch, expires_ms, acquired_ms",
                 &[&lease.key, &lease.owner, &lease.epoch, &now_ms, &ttl_ms],
                 "renew lease",
             )?
@@ -79,7 +80,7 @@ impl LeaseStore for Postgres {
     fn leases(&self) -> Result<Vec<Lease>> {
         Ok(self
             .rows(
-                "SELECT lease_key, owner, epoch, expires_ms FROM leases ORDER BY lease_key",
+                "SELECT lease_key, owner, epoch, expires_ms, acquired_ms FROM leases ORDER BY lease_key",
                 &[],
                 "leases",
             )?
@@ -89,6 +90,7 @@ impl LeaseStore for Postgres {
                 owner: r.get(1),
                 epoch: r.get(2),
                 expires_ms: r.get(3),
+                acquired_ms: r.get(4),
             })
             .collect())
     }
