@@ -37,7 +37,8 @@ pub struct CopyTable {
 use Kind::{Bytes, Flag, Int, Text};
 
 /// Every table of the history, in an order that satisfies references (alerts before their
-/// deliveries) and puts the chain heads last.
+/// deliveries, campaigns before their items, decisions and closures) and puts the chain heads
+/// last.
 pub const TABLES: &[CopyTable] = &[
     CopyTable {
         name: "events",
@@ -233,6 +234,82 @@ pub const TABLES: &[CopyTable] = &[
     CopyTable {
         name: "alert_scan",
         columns: &[("account", Text), ("role_seq", Int), ("history_seq", Int)],
+        identity: None,
+    },
+    CopyTable {
+        name: "review_campaigns",
+        columns: &[
+            ("id", Int),
+            ("name", Text),
+            ("scope", Text),
+            ("accounts", Text),
+            ("reviewers", Text),
+            ("due_day", Text),
+            ("started_ms", Int),
+            ("items", Int),
+            ("population_sha256", Text),
+            ("chain_heads", Text),
+            ("chain_n", Int),
+            ("chain_hash", Bytes),
+        ],
+        identity: Some("id"),
+    },
+    CopyTable {
+        name: "review_items",
+        columns: &[
+            ("seq", Int),
+            ("campaign_id", Int),
+            ("item_no", Int),
+            ("account", Text),
+            ("user_id", Text),
+            ("user_name", Text),
+            ("email", Text),
+            ("user_type", Text),
+            ("status", Text),
+            ("role", Text),
+            ("privileged", Flag),
+            ("last_activity_ms", Int),
+            ("activity_source", Text),
+            ("dormant", Flag),
+            ("granted", Text),
+            ("granted_ms", Int),
+            ("granted_by_id", Text),
+            ("granted_by_name", Text),
+            ("granted_by_email", Text),
+            ("grant_event_id", Text),
+            ("grant_ip", Text),
+            ("chain_n", Int),
+            ("chain_hash", Bytes),
+        ],
+        identity: Some("seq"),
+    },
+    CopyTable {
+        name: "review_decisions",
+        columns: &[
+            ("seq", Int),
+            ("campaign_id", Int),
+            ("item_no", Int),
+            ("decision", Text),
+            ("justification", Text),
+            ("reviewer", Text),
+            ("decided_ms", Int),
+            ("source_file", Text),
+            ("source_sha256", Text),
+            ("chain_n", Int),
+            ("chain_hash", Bytes),
+        ],
+        identity: Some("seq"),
+    },
+    CopyTable {
+        name: "review_closures",
+        columns: &[
+            ("campaign_id", Int),
+            ("closed_ms", Int),
+            ("decided", Int),
+            ("total", Int),
+            ("chain_n", Int),
+            ("chain_hash", Bytes),
+        ],
         identity: None,
     },
     CopyTable {
