@@ -1004,13 +1004,19 @@ pub fn review_campaigns_chain_their_rows_and_verify_clean(mut s: Store) {
     let report = copy(&src, &mut s, |_, _, _| {}).unwrap();
     assert!(report.findings.is_empty(), "{:?}", report.findings);
     assert_eq!(s.review_items(first).unwrap(), items.to_vec());
-    assert_eq!(s.review_head(first).unwrap(), src.review_head(first).unwrap());
+    assert_eq!(
+        s.review_head(first).unwrap(),
+        src.review_head(first).unwrap()
+    );
     let mut twin = Store::open(&dir.path().join("twin.db")).unwrap();
     copy(&src, &mut twin, |_, _, _| {}).unwrap();
 
     // The same campaign started here and on SQLite: the same id, population and links.
     let (id, sha) = s.create_review(&campaign, &items).unwrap();
-    assert_eq!(twin.create_review(&campaign, &items).unwrap(), (id, sha.clone()));
+    assert_eq!(
+        twin.create_review(&campaign, &items).unwrap(),
+        (id, sha.clone())
+    );
     assert_ne!(id, first);
     let c = s.review_campaign(id).unwrap().unwrap();
     assert_eq!(c.name, campaign.name);
@@ -1067,7 +1073,10 @@ pub fn review_campaigns_chain_their_rows_and_verify_clean(mut s: Store) {
     );
     assert_eq!(s.review_decisions(id).unwrap().len(), 3);
     assert_eq!(s.review_head(id).unwrap(), head);
-    assert_eq!(s.review_head(first).unwrap(), twin.review_head(first).unwrap());
+    assert_eq!(
+        s.review_head(first).unwrap(),
+        twin.review_head(first).unwrap()
+    );
 
     // The chains verify clean, and each campaign is a chain of its own.
     assert_eq!(findings(&s), Vec::<String>::new());
@@ -1094,6 +1103,9 @@ pub fn review_campaigns_chain_their_rows_and_verify_clean(mut s: Store) {
     let mut back = Store::open(&dir.path().join("back.db")).unwrap();
     let out = copy(&s, &mut back, |_, _, _| {}).unwrap();
     assert!(out.findings.is_empty(), "{:?}", out.findings);
-    assert_eq!(back.review_decisions(id).unwrap(), s.review_decisions(id).unwrap());
+    assert_eq!(
+        back.review_decisions(id).unwrap(),
+        s.review_decisions(id).unwrap()
+    );
     assert_eq!(back.review_head(id).unwrap(), head);
 }
