@@ -42,6 +42,7 @@ macro_rules! backend_conformance {
             reports_stream_in_order_and_stop_when_asked,
             status_exports_and_quarantine_say_what_is_stored,
             a_copy_in_and_out_keeps_the_history_and_its_chains,
+            review_campaigns_chain_their_rows_and_verify_clean,
         );
     };
 }
@@ -930,4 +931,181 @@ pub fn a_copy_in_and_out_keeps_the_history_and_its_chains(mut s: Store) {
     let e = copy(&other, &mut s, |_, _, _| {}).unwrap_err();
     assert!(matches!(e, CopyError::Different(_)), "{e}");
     assert_eq!(export(&s).len(), 3);
+}
+
+fn review_item(no: i64, user: &str, role: &str, privileged: bool) -> super::ReviewItem {
+    super::ReviewItem {
+        item_no: no,
+        account: "acc".into(),
+        user_id: user.into(),
+        // What the canonical bytes must escape the same on every backend.
+        user_name: Some("Ann \"the admin\" \\ O'Neil\n\tnew\u{1}line \u{7f} é 漢 \u{2028}".into()),
+        email: (no % 2 == 1).then(|| format!("{user}@example.com")),
+        user_type: None,
+        status: "active".into(),
+        role: role.into(),
+        privileged,
+        last_activity_ms: (no == 1).then_some(1_700_000_000_000),
+        activity_source: (no == 1).then(|| "audit log".into()),
+        dormant: !privileged,
+        granted: "granted by admin@example.com (event e1)".into(),
+        granted_ms: Some(1_699_000_000_000 + no),
+        granted_by_id: Some("u0".into()),
+        granted_by_name: None,
+        granted_by_email: Some("admin@example.com".into()),
+        grant_event_id: Some("e1".into()),
+        grant_ip: Some("192.0.2.1".into()),
+    }
+}
+
+fn decision(item: i64, what: &str, at: i64) -> super::Decision {
+    super::Decision {
+        item_no: item,
+        decision: what.into(),
+        justification: format!("because \"{what}\"\n\u{1f}"),
+        reviewer: "rev@example.com".into(),
+        decided_ms: at,
+        source_file: "decisions.csv".into(),
+        source_sha256: "ab".repeat(32),
+    }
+}
+
+/// An access-review campaign: started with its population frozen, decisions appended all or
+/// nothing (refused on a campaign that does not exist or is closed), closed once; every row a
+/// link of the campaign's chain, which verifies clean. The canonical bytes are SQLite's: a
+/// campaign copied from SQLite goes on here, the same campaign started here and on SQLite has
+/// the same population hash and chain heads, and a copy back into SQLite verifies there.
+pub fn review_campaigns_chain_their_rows_and_verify_clean(mut s: Store) {
+    use super::copy::copy;
+    use super::{NewCampaign, ReviewRefusal};
+    assert!(s.has_reviews().unwrap());
+    let dir = tempfile::tempdir().unwrap();
+    let campaign = NewCampaign {
+        name: "Q4 \"privileged\" review".into(),
+        scope: "privileged".into(),
+        accounts: vec!["acc".into(), "other".into()],
+        reviewers: vec!["rev@example.com".into(), "boss@example.com".into()],
+        due_day: Some("2026-12-31".into()),
+        started_ms: 1_700_000_000_000,
+        chain_heads: "events acc 3 00ff\nuser_history acc 1 ee11".into(),
+    };
+    let items = [
+        review_item(1, "u1", "admin", true),
+        review_item(2, "u2", "user", false),
+    ];
+    // A campaign started on SQLite with a decision, copied in.
+    let mut src = Store::open(&dir.path().join("src.db")).unwrap();
+    let (first, _) = src.create_review(&campaign, &items).unwrap();
+    assert_eq!(
+        src.record_review_decisions(first, &[decision(1, "keep", 1)])
+            .unwrap(),
+        Ok(1)
+    );
+    let report = copy(&src, &mut s, |_, _, _| {}).unwrap();
+    assert!(report.findings.is_empty(), "{:?}", report.findings);
+    assert_eq!(s.review_items(first).unwrap(), items.to_vec());
+    assert_eq!(
+        s.review_head(first).unwrap(),
+        src.review_head(first).unwrap()
+    );
+    let mut twin = Store::open(&dir.path().join("twin.db")).unwrap();
+    copy(&src, &mut twin, |_, _, _| {}).unwrap();
+
+    // The same campaign started here and on SQLite: the same id, population and links.
+    let (id, sha) = s.create_review(&campaign, &items).unwrap();
+    assert_eq!(
+        twin.create_review(&campaign, &items).unwrap(),
+        (id, sha.clone())
+    );
+    assert_ne!(id, first);
+    let c = s.review_campaign(id).unwrap().unwrap();
+    assert_eq!(c.name, campaign.name);
+    assert_eq!(c.accounts, campaign.accounts);
+    assert_eq!(c.reviewers, campaign.reviewers);
+    assert_eq!(c.due_day, campaign.due_day);
+    assert_eq!(c.items, 2);
+    assert_eq!(c.population_sha256, sha);
+    assert_eq!(c.closed_ms, None);
+    assert_eq!(s.review_items(id).unwrap(), items.to_vec());
+    assert_eq!(s.review_head(id).unwrap().n, 3);
+
+    // Decisions: appended in order, a changed one is a new row.
+    let ds = [decision(1, "keep", 10), decision(2, "revoke", 10)];
+    let again = [decision(2, "unsure", 20)];
+    for st in [&mut s, &mut twin] {
+        assert_eq!(st.record_review_decisions(id, &ds).unwrap(), Ok(2));
+        assert_eq!(st.record_review_decisions(id, &again).unwrap(), Ok(1));
+        // The copied campaign's chain goes on here too.
+        assert_eq!(
+            st.record_review_decisions(first, &[decision(2, "revoke", 30)])
+                .unwrap(),
+            Ok(1)
+        );
+    }
+    assert_eq!(
+        s.review_decisions(id).unwrap(),
+        [ds[0].clone(), ds[1].clone(), again[0].clone()].to_vec()
+    );
+    assert_eq!(s.review_decisions(first).unwrap().len(), 2);
+    assert_eq!(
+        s.record_review_decisions(id + 100, &ds).unwrap(),
+        Err(ReviewRefusal::NoSuchCampaign)
+    );
+
+    // Closed once; afterwards nothing more is recorded, not even in part.
+    let head = s.close_review(id, 50, 2, 2).unwrap().unwrap();
+    assert_eq!(head.n, 7);
+    assert_eq!(twin.close_review(id, 50, 2, 2).unwrap().unwrap(), head);
+    assert_eq!(s.review_head(id).unwrap(), head);
+    assert_eq!(s.review_campaign(id).unwrap().unwrap().closed_ms, Some(50));
+    assert_eq!(
+        s.record_review_decisions(id, &[decision(1, "revoke", 60)])
+            .unwrap(),
+        Err(ReviewRefusal::Closed(50))
+    );
+    assert_eq!(
+        s.close_review(id, 70, 2, 2).unwrap(),
+        Err(ReviewRefusal::Closed(50))
+    );
+    assert_eq!(
+        s.close_review(id + 100, 70, 2, 2).unwrap(),
+        Err(ReviewRefusal::NoSuchCampaign)
+    );
+    assert_eq!(s.review_decisions(id).unwrap().len(), 3);
+    assert_eq!(s.review_head(id).unwrap(), head);
+    assert_eq!(
+        s.review_head(first).unwrap(),
+        twin.review_head(first).unwrap()
+    );
+
+    // The chains verify clean, and each campaign is a chain of its own.
+    assert_eq!(findings(&s), Vec::<String>::new());
+    let summaries = s.verify_chains(None, |_| {}).unwrap();
+    let reviews: Vec<(String, i64)> = summaries
+        .iter()
+        .filter(|x| x.chain == ChainKind::Reviews)
+        .map(|x| (x.account.clone(), x.head.n))
+        .collect();
+    assert_eq!(
+        reviews,
+        vec![
+            (super::review_chain_account(first), 5),
+            (super::review_chain_account(id), 7)
+        ]
+    );
+    assert_eq!(
+        s.chain_hashes_at(ChainKind::Reviews, &super::review_chain_account(id), 7)
+            .unwrap(),
+        vec![head.hash]
+    );
+
+    // Out into SQLite: verifies there, the same decisions.
+    let mut back = Store::open(&dir.path().join("back.db")).unwrap();
+    let out = copy(&s, &mut back, |_, _, _| {}).unwrap();
+    assert!(out.findings.is_empty(), "{:?}", out.findings);
+    assert_eq!(
+        back.review_decisions(id).unwrap(),
+        s.review_decisions(id).unwrap()
+    );
+    assert_eq!(back.review_head(id).unwrap(), head);
 }

@@ -11,15 +11,15 @@ use serde_json::Value;
 use crate::helpers::*;
 
 /// A database of its own on the test server, dropped (with any connection left) on drop.
-struct PgDb {
+pub(crate) struct PgDb {
     admin: String,
     name: String,
     /// The database's URL for `[store] url` (trust authentication: no password).
-    url: String,
+    pub(crate) url: String,
 }
 
 impl PgDb {
-    fn create() -> Option<PgDb> {
+    pub(crate) fn create() -> Option<PgDb> {
         let admin = std::env::var("AUDITWARDEN_TEST_POSTGRES").unwrap_or_else(|_| {
             "postgresql://postgres@127.0.0.1:5432/postgres?sslmode=disable".into()
         });
@@ -47,7 +47,7 @@ impl PgDb {
         })
     }
 
-    fn store(&self) -> Store {
+    pub(crate) fn store(&self) -> Store {
         let t = PgTarget::parse(&self.url, None).expect("url");
         Store::open_target_read_only(&StoreTarget::Postgres(t)).expect("open the database")
     }
@@ -80,15 +80,21 @@ fn app(sim: &Sim, db: Option<&PgDb>) -> App {
         ("cc", "certcentral", url.as_str(), ""),
     ]);
     if let Some(db) = db {
-        let text = std::fs::read_to_string(&app.config).expect("config");
-        let text = text.replacen(
-            "[store]\npath = \"aw.db\"\n",
-            &format!("[store]\nurl = \"{}\"\n", db.url),
-            1,
-        );
-        std::fs::write(&app.config, text).expect("config");
+        point(&app, db);
     }
     app
+}
+
+/// Point `app`'s `[store]` at `db` instead of its SQLite file.
+pub(crate) fn point(app: &App, db: &PgDb) {
+    let text = std::fs::read_to_string(&app.config).expect("config");
+    let pointed = text.replacen(
+        "[store]\npath = \"aw.db\"\n",
+        &format!("[store]\nurl = \"{}\"\n", db.url),
+        1,
+    );
+    assert_ne!(pointed, text, "no [store] path to replace");
+    std::fs::write(&app.config, pointed).expect("config");
 }
 
 /// (account, id, status, roles) of `users --format json`.

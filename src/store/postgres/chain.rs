@@ -62,8 +62,16 @@ impl ChainStore for Postgres {
         Ok(true)
     }
 
+    /// Whether the schema has access-review campaigns (migration 4; a read-only handle on an
+    /// older database does not).
     fn has_reviews(&self) -> Result<bool> {
-        Ok(false)
+        Ok(self
+            .one(
+                "SELECT to_regclass('review_links') IS NOT NULL",
+                &[],
+                "schema",
+            )?
+            .get(0))
     }
 
     fn chain_heads(&self, account: Option<&str>) -> Result<Vec<(ChainKind, String, ChainHead)>> {
@@ -101,8 +109,13 @@ impl ChainStore for Postgres {
                 "SELECT chain_hash FROM user_history WHERE account = $1 AND chain_n = $2
                  ORDER BY seq"
             }
-            // No review rows on this backend (see `ReviewStore`).
-            ChainKind::Reviews => return Ok(Vec::new()),
+            ChainKind::Reviews => {
+                if !self.has_reviews()? {
+                    return Ok(Vec::new());
+                }
+                "SELECT chain_hash FROM review_links WHERE account = $1 AND chain_n = $2
+                 ORDER BY tbl, seq"
+            }
         };
         Ok(self
             .rows(sql, &[&account, &n], &format!("{} link", kind.as_str()))?
@@ -117,7 +130,10 @@ impl ChainStore for Postgres {
         found: &mut dyn FnMut(Finding),
     ) -> Result<Vec<ChainSummary>> {
         let mut summaries = Vec::new();
-        for kind in ChainKind::ALL {
+        for kind in ChainKind::EVERY {
+            if kind == ChainKind::Reviews && !self.has_reviews()? {
+                continue;
+            }
             let mut walker = Walker::new(kind);
             let what = format!("verify {}", kind.as_str());
             match kind {
@@ -196,7 +212,30 @@ impl ChainStore for Postgres {
                         Ok(true)
                     },
                 )?,
-                ChainKind::Reviews => 0,
+                // Link order: a campaign's rows live in four tables, their positions are one
+                // sequence (`review_links`, as on SQLite).
+                ChainKind::Reviews => self.stream(
+                    "SELECT seq, account, chain_n, chain_hash, canonical, key
+                     FROM review_links WHERE ($1::text IS NULL OR account = $1)
+                     ORDER BY account, chain_n, tbl, seq",
+                    &[&account],
+                    &what,
+                    &mut |r| {
+                        let canonical: &str = r.get(4);
+                        walker.step(
+                            &ChainRow {
+                                seq: r.get(0),
+                                account: r.get(1),
+                                n: r.get(2),
+                                stored: hash_of(r.get(3)),
+                                key: r.get(5),
+                                canonical: canonical.as_bytes(),
+                            },
+                            found,
+                        );
+                        Ok(true)
+                    },
+                )?,
             };
             let recorded: HashMap<String, ChainHead> = self
                 .chain_heads(account)?

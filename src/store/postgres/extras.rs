@@ -1,12 +1,10 @@
-//! The PostgreSQL side of the credentials report, the CertCentral Report Library runs and (not
-//! yet) access reviews: the same rows and order as SQLite's `credentials.rs`, `report_runs.rs`.
+//! The PostgreSQL side of the credentials report and the CertCentral Report Library runs: the
+//! same rows and order as SQLite's `credentials.rs`, `report_runs.rs`.
 
 use super::users::{user_from_row, USER_COLUMNS};
 use super::{col, Postgres};
-use crate::store::chain::ChainHead;
 use crate::store::{
-    day_str, Campaign, CredentialEvent, CredentialStore, Decision, NewCampaign, ReportRun,
-    ReportRunState, Result, ReviewItem, ReviewRefusal, ReviewStore, StoreError, UserRow,
+    day_str, CredentialEvent, CredentialStore, ReportRun, ReportRunState, Result, UserRow,
 };
 
 impl CredentialStore for Postgres {
@@ -170,57 +168,4 @@ pub(super) fn save_report_run(
     .wait()
     .map_err(|e| super::pg_err(location, "save report run", e))?;
     Ok(())
-}
-
-/// Access-review campaigns are kept in SQLite only for now: on PostgreSQL every campaign command
-/// says so, and nothing is written.
-fn reviews_unsupported(location: &str) -> StoreError {
-    StoreError::Unsupported {
-        location: location.to_string(),
-        what: "access-review campaigns are not stored on PostgreSQL yet; run `review` against a SQLite history (`store copy` moves one)".into(),
-    }
-}
-
-impl ReviewStore for Postgres {
-    fn create_review(&mut self, _: &NewCampaign, _: &[ReviewItem]) -> Result<(i64, String)> {
-        Err(reviews_unsupported(&self.location))
-    }
-
-    fn review_campaign(&self, _: i64) -> Result<Option<Campaign>> {
-        Err(reviews_unsupported(&self.location))
-    }
-
-    fn review_items(&self, _: i64) -> Result<Vec<ReviewItem>> {
-        Err(reviews_unsupported(&self.location))
-    }
-
-    fn review_decisions(&self, _: i64) -> Result<Vec<Decision>> {
-        Err(reviews_unsupported(&self.location))
-    }
-
-    fn record_review_decisions(
-        &mut self,
-        _: i64,
-        _: &[Decision],
-    ) -> Result<std::result::Result<u64, ReviewRefusal>> {
-        Err(reviews_unsupported(&self.location))
-    }
-
-    fn close_review(
-        &mut self,
-        _: i64,
-        _: i64,
-        _: i64,
-        _: i64,
-    ) -> Result<std::result::Result<ChainHead, ReviewRefusal>> {
-        Err(reviews_unsupported(&self.location))
-    }
-
-    fn review_head(&self, _: i64) -> Result<ChainHead> {
-        Err(reviews_unsupported(&self.location))
-    }
-
-    fn location(&self) -> String {
-        self.location.clone()
-    }
 }

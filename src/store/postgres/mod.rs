@@ -23,6 +23,7 @@ mod domain;
 mod extras;
 mod leases;
 mod reports;
+mod reviews;
 mod schema;
 mod users;
 

@@ -269,4 +269,117 @@ pub const MIGRATIONS: &[&str] = &[
     );
     CREATE INDEX report_runs_by_state ON report_runs (account, state);
     "#,
+    // 4: access-review campaigns, as SQLite's (see its migrations): a frozen population of
+    // items, decisions appended (never updated), a closure; every row a link of the campaign's
+    // own chain (`chain_heads.chain = 'reviews'`, account `review-<id>`). `review_links` gives
+    // each row its position and canonical bytes, for the writer and `verify`: the same text as
+    // SQLite's `json_array` of the same columns (no spaces; strings escaped as SQLite, serde and
+    // PostgreSQL's `to_json` all escape them: `\"`, `\\`, `\b \t \n \f \r`, other controls as
+    // `\u00xx`; flags as 0/1), so a campaign copied between the backends verifies on both.
+    r#"
+    CREATE TABLE review_campaigns (
+        id              BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+        name            TEXT NOT NULL,
+        scope           TEXT NOT NULL,
+        accounts        TEXT NOT NULL,
+        reviewers       TEXT NOT NULL,
+        due_day         TEXT COLLATE "C",
+        started_ms      BIGINT NOT NULL,
+        items           BIGINT NOT NULL,
+        population_sha256 TEXT NOT NULL,
+        chain_heads     TEXT NOT NULL,
+        chain_n         BIGINT,
+        chain_hash      BYTEA
+    );
+    CREATE TABLE review_items (
+        seq             BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+        campaign_id     BIGINT NOT NULL REFERENCES review_campaigns (id),
+        item_no         BIGINT NOT NULL,
+        account         TEXT COLLATE "C" NOT NULL,
+        user_id         TEXT COLLATE "C" NOT NULL,
+        user_name       TEXT,
+        email           TEXT,
+        user_type       TEXT,
+        status          TEXT NOT NULL,
+        role            TEXT COLLATE "C" NOT NULL,
+        privileged      BOOLEAN NOT NULL,
+        last_activity_ms BIGINT,
+        activity_source TEXT,
+        dormant         BOOLEAN NOT NULL,
+        granted         TEXT NOT NULL,
+        granted_ms      BIGINT,
+        granted_by_id   TEXT,
+        granted_by_name TEXT,
+        granted_by_email TEXT,
+        grant_event_id  TEXT,
+        grant_ip        TEXT,
+        chain_n         BIGINT,
+        chain_hash      BYTEA,
+        UNIQUE (campaign_id, item_no)
+    );
+    CREATE TABLE review_decisions (
+        seq             BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+        campaign_id     BIGINT NOT NULL REFERENCES review_campaigns (id),
+        item_no         BIGINT NOT NULL,
+        decision        TEXT NOT NULL,
+        justification   TEXT NOT NULL,
+        reviewer        TEXT NOT NULL,
+        decided_ms      BIGINT NOT NULL,
+        source_file     TEXT NOT NULL,
+        source_sha256   TEXT NOT NULL,
+        chain_n         BIGINT,
+        chain_hash      BYTEA
+    );
+    CREATE INDEX review_decisions_by_item ON review_decisions (campaign_id, item_no, seq);
+    CREATE TABLE review_closures (
+        campaign_id     BIGINT PRIMARY KEY REFERENCES review_campaigns (id),
+        closed_ms       BIGINT NOT NULL,
+        decided         BIGINT NOT NULL,
+        total           BIGINT NOT NULL,
+        chain_n         BIGINT,
+        chain_hash      BYTEA
+    );
+    CREATE FUNCTION auditwarden_json(v TEXT) RETURNS TEXT LANGUAGE SQL STABLE
+        RETURN COALESCE(to_json(v)::text, 'null');
+    CREATE FUNCTION auditwarden_json(v BIGINT) RETURNS TEXT LANGUAGE SQL STABLE
+        RETURN COALESCE(v::text, 'null');
+    CREATE VIEW review_links AS
+        SELECT 'campaign'::text COLLATE "C" AS tbl, id AS seq, 'review-' || id AS account,
+            chain_n, chain_hash,
+            '["campaign",' || concat_ws(',', id::text, auditwarden_json(name),
+                auditwarden_json(scope), auditwarden_json(accounts), auditwarden_json(reviewers),
+                auditwarden_json(due_day::text), started_ms::text, items::text,
+                auditwarden_json(population_sha256), auditwarden_json(chain_heads)) || ']'
+                AS canonical,
+            'campaign ' || id AS key
+        FROM review_campaigns
+        UNION ALL
+        SELECT 'item', seq, 'review-' || campaign_id, chain_n, chain_hash,
+            '["item",' || concat_ws(',', campaign_id::text, item_no::text,
+                auditwarden_json(account::text), auditwarden_json(user_id::text),
+                auditwarden_json(user_name), auditwarden_json(email), auditwarden_json(user_type),
+                auditwarden_json(status), auditwarden_json(role::text),
+                (CASE WHEN privileged THEN '1' ELSE '0' END), auditwarden_json(last_activity_ms),
+                auditwarden_json(activity_source), (CASE WHEN dormant THEN '1' ELSE '0' END),
+                auditwarden_json(granted), auditwarden_json(granted_ms),
+                auditwarden_json(granted_by_id), auditwarden_json(granted_by_name),
+                auditwarden_json(granted_by_email), auditwarden_json(grant_event_id),
+                auditwarden_json(grant_ip)) || ']',
+            'item ' || item_no || ' (' || account || ' ' || user_id || ' ' || role || ')'
+        FROM review_items
+        UNION ALL
+        SELECT 'decision', seq, 'review-' || campaign_id, chain_n, chain_hash,
+            '["decision",' || concat_ws(',', campaign_id::text, item_no::text,
+                auditwarden_json(decision), auditwarden_json(justification),
+                auditwarden_json(reviewer), decided_ms::text, auditwarden_json(source_file),
+                auditwarden_json(source_sha256)) || ']',
+            'decision on item ' || item_no || ' by ' || reviewer
+        FROM review_decisions
+        UNION ALL
+        SELECT 'closure', campaign_id, 'review-' || campaign_id, chain_n, chain_hash,
+            '["closure",' || concat_ws(',', campaign_id::text, closed_ms::text, decided::text,
+                total::text) || ']',
+            'closure of campaign ' || campaign_id
+        FROM review_closures;
+    "#,
 ];
