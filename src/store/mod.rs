@@ -24,7 +24,7 @@ pub mod conformance;
 pub mod copy;
 pub mod postgres;
 pub mod sqlite;
-mod types;
+pub(crate) mod types;
 
 use std::collections::HashMap;
 use std::fmt;

@@ -578,3 +578,26 @@ pub struct Lease {
     /// When this owner took it (kept across renewals).
     pub acquired_ms: i64,
 }
+
+/// How a list of names (a campaign's accounts, its reviewers) is stored in one text column, by
+/// every backend alike: joined by the ASCII unit separator, which names and emails never hold.
+const LIST_SEP: char = '\u{1f}';
+
+pub(crate) fn join_list(v: &[String]) -> String {
+    let mut s = String::new();
+    for (i, x) in v.iter().enumerate() {
+        if i > 0 {
+            s.push(LIST_SEP);
+        }
+        s.push_str(x);
+    }
+    s
+}
+
+pub(crate) fn split_list(s: &str) -> Vec<String> {
+    if s.is_empty() {
+        Vec::new()
+    } else {
+        s.split(LIST_SEP).map(str::to_string).collect()
+    }
+}

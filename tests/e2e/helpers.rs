@@ -771,3 +771,22 @@ pub fn control(sim: &Sim, method: &str, path: &str, body: &str) -> serde_json::V
     assert!(status < 300, "{method} {path}: {status} {text}");
     serde_json::from_str(&text).unwrap_or(serde_json::Value::Null)
 }
+
+/// Where a tool is on PATH, or `None` (the test skips, saying so on the terminal) outside CI;
+/// under CI it must exist.
+pub fn tool(name: &str, test: &str) -> Option<std::path::PathBuf> {
+    let found = std::env::var_os("PATH").and_then(|paths| {
+        std::env::split_paths(&paths)
+            .map(|d| d.join(name))
+            .find(|p| p.is_file())
+    });
+    if found.is_none() {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "{name} is required under CI (.ci/run installs it)"
+        );
+        let mut err = std::io::stderr().lock();
+        let _ = writeln!(err, "{test}: skipped: {name} not installed");
+    }
+    found
+}

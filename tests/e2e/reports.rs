@@ -5,7 +5,6 @@
 //! where a missing tool fails them: `.ci/run` installs both.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
@@ -230,27 +229,6 @@ fn reports_match_what_the_simulator_did() {
     assert_eq!(a["state"], "accepted");
     let secs = a["time_to_accept_secs"].as_i64().expect("secs");
     assert_eq!(secs, (ms(&a["accepted"]) - ms(&a["invited"])).max(0) / 1000);
-}
-
-/// Where a tool is, or `None` (skip) outside CI; under CI a missing tool fails the test.
-/// A skip says so where it is seen: on the terminal's standard error, written past the test
-/// harness's capture (which keeps a passing test's `eprintln!` to itself), so a run without the
-/// tool never looks like one that checked the reports with it.
-fn tool(name: &str, test: &str) -> Option<PathBuf> {
-    let found = std::env::var_os("PATH").and_then(|paths| {
-        std::env::split_paths(&paths)
-            .map(|d| d.join(name))
-            .find(|p| p.is_file())
-    });
-    if found.is_none() {
-        assert!(
-            std::env::var_os("CI").is_none(),
-            "{name} is required under CI (.ci/run installs it)"
-        );
-        let mut err = std::io::stderr().lock();
-        let _ = writeln!(err, "{test}: skipped: {name} not installed");
-    }
-    found
 }
 
 /// Hostile user names added to the simulator for the browser and spreadsheet tests.

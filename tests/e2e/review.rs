@@ -6,7 +6,6 @@
 //! `verify-report` passes, and fails once a decision is edited in the database), LibreOffice
 //! opening the XLSX with its drop-down, Chromium rendering the package page.
 
-use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
@@ -30,24 +29,6 @@ fn run_ok(app: &App, args: &[&str]) -> String {
     let (ok, out, err) = run(app, args);
     assert!(ok, "{args:?} failed: {out}\n{err}");
     out
-}
-
-/// Where a tool is, or `None` (skip, said on the terminal) outside CI; under CI it must exist.
-fn tool(name: &str, test: &str) -> Option<PathBuf> {
-    let found = std::env::var_os("PATH").and_then(|paths| {
-        std::env::split_paths(&paths)
-            .map(|d| d.join(name))
-            .find(|p| p.is_file())
-    });
-    if found.is_none() {
-        assert!(
-            std::env::var_os("CI").is_none(),
-            "{name} is required under CI (.ci/run installs it)"
-        );
-        let mut err = std::io::stderr().lock();
-        let _ = writeln!(err, "{test}: skipped: {name} not installed");
-    }
-    found
 }
 
 /// The simulator's DigiCert ONE users: (id, user_name, email, roles).

@@ -12,33 +12,11 @@ use tokio_postgres::Transaction;
 use super::chain::{load_head, save_head};
 use super::{pg_err, Postgres, Wait};
 use crate::store::chain::{ChainHead, ChainKind};
+use crate::store::types::{join_list as join, split_list as split};
 use crate::store::{
     review_chain_account, Campaign, Decision, NewCampaign, Result, ReviewItem, ReviewRefusal,
     ReviewStore, StoreError,
 };
-
-/// Lists are stored joined by the ASCII unit separator, as on SQLite (names and emails never
-/// hold it).
-const SEP: char = '\u{1f}';
-
-fn join(v: &[String]) -> String {
-    let mut s = String::new();
-    for (i, x) in v.iter().enumerate() {
-        if i > 0 {
-            s.push(SEP);
-        }
-        s.push_str(x);
-    }
-    s
-}
-
-fn split(s: &str) -> Vec<String> {
-    if s.is_empty() {
-        Vec::new()
-    } else {
-        s.split(SEP).map(str::to_string).collect()
-    }
-}
 
 /// The canonical bytes of the row `(tbl, seq)` of `review_links`.
 fn canonical(tx: &mut Transaction<'_>, location: &str, tbl: &str, seq: i64) -> Result<String> {

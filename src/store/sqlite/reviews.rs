@@ -11,32 +11,11 @@ use sha2::{Digest, Sha256};
 use super::chain::{load_head, save_head};
 use super::{err, Sqlite};
 use crate::store::chain::{ChainHead, ChainKind};
+use crate::store::types::{join_list as join, split_list as split};
 use crate::store::{
     review_chain_account, Campaign, Decision, NewCampaign, Result, ReviewItem, ReviewRefusal,
     ReviewStore,
 };
-
-/// Lists are stored joined by the ASCII unit separator (names and emails never hold it).
-const SEP: char = '\u{1f}';
-
-fn join(v: &[String]) -> String {
-    let mut s = String::new();
-    for (i, x) in v.iter().enumerate() {
-        if i > 0 {
-            s.push(SEP);
-        }
-        s.push_str(x);
-    }
-    s
-}
-
-fn split(s: &str) -> Vec<String> {
-    if s.is_empty() {
-        Vec::new()
-    } else {
-        s.split(SEP).map(str::to_string).collect()
-    }
-}
 
 const CAMPAIGN_COLUMNS: &str = "c.id, c.name, c.scope, c.accounts, c.reviewers, c.due_day,
     c.started_ms, c.items, c.population_sha256, c.chain_heads, cl.closed_ms";
