@@ -53,8 +53,6 @@ pub enum StoreError {
     },
     /// The database is not (yet) an auditwarden database, or cannot be used as one.
     NotOurs { location: String, what: String },
-    /// This backend does not offer what was asked for (yet).
-    Unsupported { location: String, what: String },
     /// What was asked for does not exist (a review campaign id).
     NotFound { location: String, what: String },
     /// A stored row that cannot be read as what it must be (an edit behind auditwarden's back, or
@@ -94,9 +92,7 @@ impl fmt::Display for StoreError {
                 f,
                 "{location}: schema version {version} is newer than this auditwarden knows ({known}); upgrade auditwarden"
             ),
-            StoreError::NotOurs { location, what }
-            | StoreError::NotFound { location, what }
-            | StoreError::Unsupported { location, what } => {
+            StoreError::NotOurs { location, what } | StoreError::NotFound { location, what } => {
                 write!(f, "{location}: {what}")
             }
             StoreError::LeaseLost { location, what } => write!(f, "{location}: {what}"),
