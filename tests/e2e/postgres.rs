@@ -27,14 +27,21 @@ impl PgDb {
         match server.execute_batch("SELECT 1") {
             Ok(()) => {}
             Err(e) => {
-                if std::env::var("CI").is_ok_and(|v| v == "true") {
+                // Under CI (any `CI` value, as `.ci/run` sets it) the server must be there.
+                if std::env::var_os("CI").is_some() {
                     panic!("no PostgreSQL at {admin} under CI: {e}");
                 }
                 eprintln!("skipped: no PostgreSQL at {admin} ({e})");
                 return None;
             }
         };
-        let name = format!("aw_e2e_{}_{}", std::process::id(), rand_suffix());
+        // Unique per process and per call: no clock, so no two tests can share a database.
+        static N: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+        let name = format!(
+            "aw_e2e_{}_{}",
+            std::process::id(),
+            N.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+        );
         server
             .execute_batch(&format!("CREATE DATABASE \"{name}\""))
             .expect("create database");
@@ -62,14 +69,6 @@ impl Drop for PgDb {
             ));
         }
     }
-}
-
-fn rand_suffix() -> String {
-    let t = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.subsec_nanos())
-        .unwrap_or(0);
-    format!("{t:x}")
 }
 
 /// A digicert-one account `one` and a certcentral account `cc` on `sim`; on `db` when given.

@@ -41,7 +41,8 @@ pub(crate) mod testdb {
         match admin.execute_batch("SELECT 1") {
             Ok(()) => {}
             Err(e) => {
-                if std::env::var("CI").is_ok_and(|v| v == "true") {
+                // Under CI (any `CI` value, as `.ci/run` sets it) the server must be there.
+                if std::env::var_os("CI").is_some() {
                     panic!("no PostgreSQL at {} under CI: {e}", admin.url());
                 }
                 eprintln!("skipped: no PostgreSQL at {} ({e})", admin.url());

@@ -53,6 +53,23 @@ fn link_row(conn: &Connection, head: &mut ChainHead, tbl: &str, seq: i64) -> rus
     Ok(())
 }
 
+/// Why campaign `id` takes no more writes (it does not exist, or it is closed), if it does not.
+fn refusal_of(conn: &Connection, id: i64) -> rusqlite::Result<Option<ReviewRefusal>> {
+    let state: Option<Option<i64>> = conn
+        .query_row(
+            "SELECT cl.closed_ms FROM review_campaigns c
+             LEFT JOIN review_closures cl ON cl.campaign_id = c.id WHERE c.id = ?1",
+            params![id],
+            |r| r.get(0),
+        )
+        .optional()?;
+    Ok(match state {
+        None => Some(ReviewRefusal::NoSuchCampaign),
+        Some(Some(t)) => Some(ReviewRefusal::Closed(t)),
+        Some(None) => None,
+    })
+}
+
 impl ReviewStore for Sqlite {
     fn location(&self) -> String {
         super::location(&self.path)
@@ -249,19 +266,8 @@ impl ReviewStore for Sqlite {
         let tx = self
             .write_tx()
             .map_err(|x| err(&path, "record review decisions", x))?;
-        let state: Option<Option<i64>> = tx
-            .query_row(
-                "SELECT cl.closed_ms FROM review_campaigns c
-                 LEFT JOIN review_closures cl ON cl.campaign_id = c.id WHERE c.id = ?1",
-                params![id],
-                |r| r.get(0),
-            )
-            .optional()
-            .map_err(e("review campaign"))?;
-        match state {
-            None => return Ok(Err(ReviewRefusal::NoSuchCampaign)),
-            Some(Some(t)) => return Ok(Err(ReviewRefusal::Closed(t))),
-            Some(None) => {}
+        if let Some(refusal) = refusal_of(&tx, id).map_err(e("review campaign"))? {
+            return Ok(Err(refusal));
         }
         let account = review_chain_account(id);
         let mut head = load_head(&tx, ChainKind::Reviews, &account).map_err(e("chain head"))?;
@@ -306,19 +312,8 @@ impl ReviewStore for Sqlite {
             move |x: rusqlite::Error| err(&path, what, x)
         };
         let tx = self.write_tx().map_err(|x| err(&path, "close review", x))?;
-        let state: Option<Option<i64>> = tx
-            .query_row(
-                "SELECT cl.closed_ms FROM review_campaigns c
-                 LEFT JOIN review_closures cl ON cl.campaign_id = c.id WHERE c.id = ?1",
-                params![id],
-                |r| r.get(0),
-            )
-            .optional()
-            .map_err(e("review campaign"))?;
-        match state {
-            None => return Ok(Err(ReviewRefusal::NoSuchCampaign)),
-            Some(Some(t)) => return Ok(Err(ReviewRefusal::Closed(t))),
-            Some(None) => {}
+        if let Some(refusal) = refusal_of(&tx, id).map_err(e("review campaign"))? {
+            return Ok(Err(refusal));
         }
         tx.execute(
             "INSERT INTO review_closures (campaign_id, closed_ms, decided, total)
