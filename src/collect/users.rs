@@ -7,6 +7,9 @@
 //! row observed between the previous observation (T1) and now (T2). A user missing from a
 //! *complete* listing is confirmed with `GET /user/{id}` and only a 404 marks it deleted; a listing
 //! that failed or shifted half-way deletes nobody. A user who comes back keeps its row and history.
+//! Users the store does not know yet are staged (on disk, `UserStore::stage_new_users`) and
+//! recorded once the listing has ended within its bounds: a listing that never ends (the same
+//! page for ever, new ids on every page) records none of the users it made up.
 //!
 //! **Role changes** are established from snapshots (roles at T1 vs T2) and, on DigiCert ONE, from
 //! audit events carrying `roles.added/removed` (contract 1.3). After each sync, new audit events
@@ -465,6 +468,8 @@ async fn sync_account(
     store.begin_listing()?;
     let mut listing_error = None;
     let mut unbounded: Option<String> = None;
+    // Users new to the store wait (on disk) until the listing has ended within its bounds.
+    let mut staged = 0u64;
     let max_pages = account.collection.max_pages_per_window;
     'lists: for list in UserList::all(account.kind) {
         let mut offset = 0u64;
@@ -511,13 +516,19 @@ async fn sync_account(
             let mut fresh = fresh.into_iter();
             let mut batch = UserBatch::default();
             let mut bad = Vec::new();
+            let mut new_users = Vec::new();
             for item in page.items {
                 match item {
                     ParsedUser::User(u) => {
                         if fresh.next().unwrap_or(false) {
                             distinct_here += 1;
                             s.listed += 1;
-                            obs.observe(u, &mut batch, s);
+                            if obs.known.contains_key(&u.id) {
+                                obs.observe(u, &mut batch, s);
+                            } else {
+                                // Recorded once the listing has ended within its bounds.
+                                new_users.push(u.raw);
+                            }
                         } else {
                             // Offsets shifted under the reader: a user may have been skipped.
                             s.incomplete.get_or_insert_with(|| {
@@ -537,6 +548,9 @@ async fn sync_account(
             }
             s.rows_written += store.write_user_batch(&account.name, &batch)?;
             s.rows_written += quarantine(store, &account.name, &bad)?;
+            let raws: Vec<&str> = new_users.iter().map(String::as_str).collect();
+            store.stage_new_users(&raws)?;
+            staged += raws.len() as u64;
             // A full page of users all listed before: the server ignores `offset` and would
             // serve the same page for ever.
             if n > 0 && distinct_here == before && bad.is_empty() {
@@ -569,12 +583,20 @@ async fn sync_account(
             }
         }
     }
-    if let Some(why) = unbounded {
+    if let Some(mut why) = unbounded {
+        // The users this listing served for the first time may be made up: none is recorded.
+        if staged > 0 {
+            why.push_str(&format!(
+                "; none of the {staged} users it served for the first time recorded"
+            ));
+        }
         tracing::error!(event = "users_unbounded", account = %account.name, reason = %why);
         s.incomplete = Some(why.clone());
         s.rows_written += link_role_events(store, account, &obs, s)?;
         return Err(UsersError::Unbounded(why));
     }
+    // The listing ended (completely, or cut by an error): record the users it served first.
+    s.rows_written += record_staged(store, account, &mut obs, s)?;
     if let Some(e) = listing_error {
         s.incomplete = Some(format!("the listing failed: {e}"));
         // Users listed so far are stored; nobody is marked deleted from half a listing.
@@ -622,6 +644,40 @@ async fn sync_account(
     }
     s.rows_written += link_role_events(store, account, &obs, s)?;
     Ok(())
+}
+
+/// Users a bounded listing served that the store did not know: observed and written a chunk at
+/// a time, in the order they were listed. Returns the rows written.
+fn record_staged(
+    store: &mut Store,
+    account: &Account,
+    obs: &mut Observer,
+    s: &mut UserSummary,
+) -> Result<u64, StoreError> {
+    let mut rows = 0;
+    let mut after = 0i64;
+    loop {
+        let staged = store.staged_users(after, MISSING_CHUNK)?;
+        let Some((last, _)) = staged.last() else {
+            break;
+        };
+        after = *last;
+        let users: Vec<WireUser> = staged
+            .into_iter()
+            .filter_map(|(_, raw)| match users::parse_user(&raw) {
+                ParsedUser::User(u) => Some(u),
+                // It parsed when it was listed; the same text parses the same way.
+                ParsedUser::Malformed(_) => None,
+            })
+            .collect();
+        obs.load(store, &account.name, users.iter().map(|u| u.id.as_str()))?;
+        let mut batch = UserBatch::default();
+        for u in users {
+            obs.observe(u, &mut batch, s);
+        }
+        rows += store.write_user_batch(&account.name, &batch)?;
+    }
+    Ok(rows)
 }
 
 /// Match new audit events of a DigiCert ONE account with snapshot role changes (module docs).

@@ -439,7 +439,20 @@ pub fn user_batches_chain_their_history_and_verify_clean(mut s: Store) {
         s.unlisted_users("acc", "u2", 10).unwrap(),
         Vec::<String>::new()
     );
+    // Staged users come back in listing order, a chunk at a time; a new listing forgets them.
+    s.stage_new_users(&["{\"id\":\"b\"}", "{\"id\":\"a\"}"])
+        .unwrap();
+    s.stage_new_users(&["{\"id\":\"c\",\"n\":\"é\\n\"}"])
+        .unwrap();
+    let first = s.staged_users(0, 2).unwrap();
+    let raws: Vec<&str> = first.iter().map(|(_, r)| r.as_str()).collect();
+    assert_eq!(raws, ["{\"id\":\"b\"}", "{\"id\":\"a\"}"]);
+    let rest = s.staged_users(first[1].0, 2).unwrap();
+    assert_eq!(rest.len(), 1);
+    assert_eq!(rest[0].1, "{\"id\":\"c\",\"n\":\"é\\n\"}");
+    assert!(s.staged_users(rest[0].0, 2).unwrap().is_empty());
     s.begin_listing().unwrap();
+    assert!(s.staged_users(0, 10).unwrap().is_empty());
     assert_eq!(s.unlisted_users("acc", "", 1).unwrap(), vec!["u1"]);
 
     let listing = s.list_users(Some("acc")).unwrap();

@@ -253,6 +253,16 @@ pub trait UserStore {
     /// Stored users not deleted and not seen in the current listing, after `after` in id order.
     fn unlisted_users(&self, account: &str, after: &str, limit: u32) -> Result<Vec<String>>;
 
+    /// Keep the raw JSON of users the current listing served that the store does not know yet,
+    /// until the listing has proved itself bounded: a listing that never ends (a hostile or
+    /// broken server) then records none of the users it made up. Kept beside the listed ids (on
+    /// disk, never in memory); [`UserStore::begin_listing`] forgets them.
+    fn stage_new_users(&mut self, raws: &[&str]) -> Result<()>;
+
+    /// Up to `limit` staged users after position `after`, in the order they were listed:
+    /// `(position, raw)`.
+    fn staged_users(&self, after: i64, limit: u32) -> Result<Vec<(i64, String)>>;
+
     fn invited_user_ids(&self, account: &str) -> Result<Vec<String>>;
 
     /// (pending invitations, of which invited before `stale_before_ms`).

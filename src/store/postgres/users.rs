@@ -115,7 +115,8 @@ impl UserStore for Postgres {
     fn begin_listing(&self) -> Result<()> {
         self.session(
             "CREATE TEMP TABLE IF NOT EXISTS listed_users (user_id TEXT COLLATE \"C\" PRIMARY KEY);
-             TRUNCATE listed_users;",
+             CREATE TEMP TABLE IF NOT EXISTS staged_users (pos BIGSERIAL PRIMARY KEY, raw TEXT NOT NULL);
+             TRUNCATE listed_users, staged_users;",
         )
     }
 
@@ -136,6 +137,28 @@ impl UserStore for Postgres {
         Ok(ids
             .iter()
             .map(|id| fresh.contains(*id) && first.insert(*id))
+            .collect())
+    }
+
+    fn stage_new_users(&mut self, raws: &[&str]) -> Result<()> {
+        // One statement for the page; `ordinality` keeps the listing's order in `pos`.
+        self.rows(
+            "INSERT INTO staged_users (raw) SELECT r FROM unnest($1::text[]) WITH ORDINALITY AS t(r, n) ORDER BY n",
+            &[&raws],
+            "stage users",
+        )?;
+        Ok(())
+    }
+
+    fn staged_users(&self, after: i64, limit: u32) -> Result<Vec<(i64, String)>> {
+        Ok(self
+            .rows(
+                "SELECT pos, raw FROM staged_users WHERE pos > $1 ORDER BY pos LIMIT $2",
+                &[&after, &i64::from(limit)],
+                "staged users",
+            )?
+            .iter()
+            .map(|r| (r.get(0), r.get(1)))
             .collect())
     }
 

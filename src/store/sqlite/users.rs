@@ -114,7 +114,9 @@ impl UserStore for Sqlite {
         self.conn
             .execute_batch(
                 "CREATE TEMP TABLE IF NOT EXISTS listed_users (user_id TEXT PRIMARY KEY) WITHOUT ROWID;
-                 DELETE FROM temp.listed_users;",
+                 CREATE TEMP TABLE IF NOT EXISTS staged_users (pos INTEGER PRIMARY KEY, raw TEXT NOT NULL);
+                 DELETE FROM temp.listed_users;
+                 DELETE FROM temp.staged_users;",
             )
             .map_err(|e| self.err("begin listing", e))
     }
@@ -142,6 +144,39 @@ impl UserStore for Sqlite {
         }
         tx.commit().map_err(|e| err(&path, "commit listed", e))?;
         Ok(out)
+    }
+
+    fn stage_new_users(&mut self, raws: &[&str]) -> Result<()> {
+        let path = self.path.clone();
+        let tx = self
+            .conn
+            .transaction()
+            .map_err(|e| err(&path, "begin", e))?;
+        {
+            let mut st = tx
+                .prepare_cached("INSERT INTO temp.staged_users (raw) VALUES (?1)")
+                .map_err(|e| err(&path, "stage users", e))?;
+            for raw in raws {
+                st.execute(params![raw])
+                    .map_err(|e| err(&path, "stage users", e))?;
+            }
+        }
+        tx.commit()
+            .map_err(|e| err(&path, "commit staged users", e))
+    }
+
+    fn staged_users(&self, after: i64, limit: u32) -> Result<Vec<(i64, String)>> {
+        let mut st = self
+            .conn
+            .prepare_cached(
+                "SELECT pos, raw FROM temp.staged_users WHERE pos > ?1 ORDER BY pos LIMIT ?2",
+            )
+            .map_err(|e| self.err("staged users", e))?;
+        let rows = st
+            .query_map(params![after, limit], |r| Ok((r.get(0)?, r.get(1)?)))
+            .map_err(|e| self.err("staged users", e))?;
+        rows.collect::<std::result::Result<Vec<_>, _>>()
+            .map_err(|e| self.err("staged users", e))
     }
 
     /// Up to `limit` ids, in id order after `after`, of the account's users not deleted and not in
