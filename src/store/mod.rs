@@ -379,6 +379,12 @@ pub trait ChainStore {
     /// does not).
     fn has_reviews(&self) -> Result<bool>;
 
+    /// Run `f` inside one read snapshot of this handle: every read `f` makes sees the database
+    /// as it was at the first, whatever other handles commit meanwhile. A chain walk reads rows,
+    /// then heads; without one snapshot, a batch committed between the two reads looks like
+    /// deleted rows (`verify` beside a running daemon).
+    fn read_snapshot(&self, f: &mut dyn FnMut() -> Result<()>) -> Result<()>;
+
     /// Walk every chain (of one account, if given), recompute each link and hand each finding to
     /// `found` as it is met. Streams: memory does not grow with the history.
     fn walk_chains(
@@ -751,7 +757,12 @@ impl Store {
         account: Option<&str>,
         mut found: impl FnMut(Finding),
     ) -> Result<Vec<ChainSummary>> {
-        self.backend.walk_chains(account, &mut found)
+        let mut summaries = Vec::new();
+        self.backend.read_snapshot(&mut || {
+            summaries = self.backend.walk_chains(account, &mut found)?;
+            Ok(())
+        })?;
+        Ok(summaries)
     }
 
     /// [`UserStore::users_by_id`] from any iterator of ids.

@@ -58,6 +58,15 @@ pub(super) fn save_head(
 }
 
 impl ChainStore for Postgres {
+    /// One `REPEATABLE READ READ ONLY` transaction: every statement sees the snapshot of its
+    /// first.
+    fn read_snapshot(&self, f: &mut dyn FnMut() -> Result<()>) -> Result<()> {
+        self.session("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")?;
+        let done = f();
+        let ended = self.session(if done.is_ok() { "COMMIT" } else { "ROLLBACK" });
+        done.and(ended)
+    }
+
     fn has_chains(&self) -> Result<bool> {
         Ok(true)
     }

@@ -76,6 +76,17 @@ mod conformance {
     });
 }
 
+#[test]
+fn a_read_snapshot_does_not_see_commits_made_during_it() {
+    let Some((_db, target)) = testdb::fresh() else {
+        return;
+    };
+    let target = crate::store::StoreTarget::Postgres(target);
+    let writer = crate::store::Store::open_target(&target).unwrap();
+    let reader = crate::store::Store::open_target_read_only(&target).unwrap();
+    crate::store::conformance::a_read_snapshot_does_not_see_commits_made_during_it(reader, writer);
+}
+
 /// The figures behind the page insert's shape (`cargo test --lib page_insert_figures --
 /// --ignored --nocapture`): one `unnest` statement per page against one INSERT per event, both
 /// in one transaction per 10 pages of 1,000 events, on the same server.

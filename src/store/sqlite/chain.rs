@@ -115,6 +115,24 @@ struct Walk {
 }
 
 impl ChainStore for Sqlite {
+    /// A deferred read transaction: in WAL mode its snapshot is taken at its first read and
+    /// writers carry on beside it. Inside a transaction already, `f` shares that one.
+    fn read_snapshot(&self, f: &mut dyn FnMut() -> Result<()>) -> Result<()> {
+        if !self.conn.is_autocommit() {
+            return f();
+        }
+        self.conn
+            .execute_batch("BEGIN DEFERRED")
+            .map_err(|e| self.err("begin read snapshot", e))?;
+        let done = f();
+        let end = if done.is_ok() { "COMMIT" } else { "ROLLBACK" };
+        let ended = self
+            .conn
+            .execute_batch(end)
+            .map_err(|e| self.err("end read snapshot", e));
+        done.and(ended)
+    }
+
     /// Whether the schema has hash chains (a read-only handle on an old database does not).
     fn has_chains(&self) -> Result<bool> {
         self.conn

@@ -917,6 +917,17 @@ mod tests {
         (dir, store)
     });
 
+    #[test]
+    fn a_read_snapshot_does_not_see_commits_made_during_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("aw.db");
+        let writer = Store::open(&path).unwrap();
+        let reader = Store::open_read_only(&path).unwrap();
+        crate::store::conformance::a_read_snapshot_does_not_see_commits_made_during_it(
+            reader, writer,
+        );
+    }
+
     /// A file that is not SQLite gets an error naming the file, and is left untouched.
     #[test]
     fn refuses_a_file_that_is_not_a_database() {
