@@ -3,9 +3,17 @@
 //! they share DigiCert's limits), works only the accounts whose lease it holds, fences the run's
 //! store with them (a write after a takeover commits nothing, see `store::LeaseStore`), renews
 //! them from a heartbeat thread of its own every third of `[daemon] lease_secs`, and gives them
-//! up when the run ends. On SQLite every lease is granted and nothing changes.
+//! up when the run ends (unless another run of this node still works them).
+//!
+//! Each daemon also holds a lease of its own, `node:NAME`, for its whole life: the live nodes
+//! are the unexpired `node:` rows, and a run takes at most its fair share of the keys (all keys
+//! over the live nodes, rounded up), so three daemons started together split the accounts
+//! instead of the first one taking them all. A killed node's row lapses with its key leases,
+//! and the survivors' shares grow to cover its accounts. On SQLite every lease is granted and
+//! nothing changes.
 
-use std::sync::mpsc;
+use std::collections::BTreeMap;
+use std::sync::{mpsc, Mutex};
 use std::time::Duration;
 
 use sha2::{Digest, Sha256};
@@ -37,6 +45,57 @@ pub(super) fn node_name(cfg: &Config) -> String {
     })
 }
 
+/// The prefix of the lease row each daemon holds for its life (see the module docs).
+const NODE_PREFIX: &str = "node:";
+
+/// How many runs of this process hold each lease now (the collect and invite-poll jobs may
+/// work the same key at once): a lease is given up only by the last of them, so one run ending
+/// never frees a key that another run of this node is still working.
+static IN_USE: Mutex<BTreeMap<String, usize>> = Mutex::new(BTreeMap::new());
+
+fn in_use() -> std::sync::MutexGuard<'static, BTreeMap<String, usize>> {
+    // A poisoned count only means a panic elsewhere mid-update; the map is still usable.
+    IN_USE.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// `/metrics`' `auditwarden_lease_held`: per configured account, whether a run of this node
+/// holds its lease now (PostgreSQL only; empty on SQLite, where there are no leases).
+pub(super) fn lease_metrics(cfg: &Config) -> String {
+    use std::fmt::Write;
+    if !matches!(cfg.store.target, StoreTarget::Postgres(_)) {
+        return String::new();
+    }
+    let node = node_name(cfg);
+    let counts = in_use();
+    let mut o = String::from("# HELP auditwarden_lease_held 1 while this node holds the account's lease (its API key's) and works it, else 0.\n# TYPE auditwarden_lease_held gauge\n");
+    for a in &cfg.accounts {
+        let held = counts.get(&lease_key(a)).is_some_and(|n| *n > 0);
+        let _ = writeln!(
+            o,
+            "auditwarden_lease_held{{account=\"{}\",node=\"{}\"}} {}",
+            super::metrics::label(&a.name),
+            super::metrics::label(&node),
+            u8::from(held)
+        );
+    }
+    o
+}
+
+/// One run fewer holds `key`; `true` when it was the last (its lease may be given up, while
+/// the caller still holds the guard, so no run takes the key between the count and the release).
+fn unhold(counts: &mut BTreeMap<String, usize>, key: &str) -> bool {
+    match counts.get_mut(key) {
+        Some(n) if *n > 1 => {
+            *n -= 1;
+            false
+        }
+        _ => {
+            counts.remove(key);
+            true
+        }
+    }
+}
+
 /// The leases of one run; dropping it stops the heartbeat and gives them up.
 pub(super) struct Held {
     stop: Option<mpsc::Sender<()>>,
@@ -53,6 +112,40 @@ impl Held {
     }
 }
 
+/// Hold `node:NAME` for the daemon's life (PostgreSQL; nothing on SQLite), so the other nodes
+/// count this one when they take their share.
+pub(super) fn register_node(cfg: &Config) -> Result<Held, StoreError> {
+    if !matches!(cfg.store.target, StoreTarget::Postgres(_)) {
+        return Ok(Held::none());
+    }
+    let node = node_name(cfg);
+    let ttl = ttl_ms(cfg);
+    let mut store = Store::open_target(&cfg.store.target)?;
+    let key = format!("{NODE_PREFIX}{node}");
+    match store.acquire_lease(&key, &node, crate::clock::now_ms(), ttl)? {
+        Some(l) => heartbeat(cfg, store, vec![l]),
+        None => {
+            tracing::warn!(event = "node_name_in_use", node = %node, "another live daemon has this node_name; the fair share counts the two as one");
+            Ok(Held::none())
+        }
+    }
+}
+
+fn ttl_ms(cfg: &Config) -> i64 {
+    i64::try_from(cfg.daemon.lease.as_millis()).unwrap_or(30_000)
+}
+
+/// This run's share of `keys` lease keys: all of them over the live nodes, rounded up.
+fn fair_share(store: &Store, keys: usize, now_ms: i64) -> Result<usize, StoreError> {
+    let live = store
+        .leases()?
+        .iter()
+        .filter(|l| l.key.starts_with(NODE_PREFIX) && l.expires_ms >= now_ms)
+        .count()
+        .max(1);
+    Ok(keys.div_ceil(live))
+}
+
 impl Drop for Held {
     fn drop(&mut self) {
         drop(self.stop.take());
@@ -62,7 +155,8 @@ impl Drop for Held {
     }
 }
 
-/// Take the leases of `accounts`' keys; the accounts this node may work now, fenced on `store`.
+/// Take the leases of `accounts`' keys, at most this node's fair share of them (see the module
+/// docs); the accounts this node may work now, fenced on `store`.
 pub(super) fn take<'a>(
     cfg: &Config,
     store: &mut Store,
@@ -73,17 +167,43 @@ pub(super) fn take<'a>(
         return Ok((accounts.to_vec(), idle));
     }
     let node = node_name(cfg);
-    let ttl = i64::try_from(cfg.daemon.lease.as_millis()).unwrap_or(30_000);
+    let ttl = ttl_ms(cfg);
+    let keys: std::collections::BTreeSet<String> = accounts.iter().map(|a| lease_key(a)).collect();
+    let share = fair_share(store, keys.len(), crate::clock::now_ms())?;
     let mut leases: Vec<Lease> = Vec::new();
+    let mut refused: Vec<String> = Vec::new();
     let mut held = Vec::new();
     for a in accounts {
         let key = lease_key(a);
         let lease = match leases.iter().find(|l| l.key == key) {
             Some(l) => Some(l.clone()),
+            None if refused.contains(&key) => None,
+            None if leases.len() >= share => {
+                refused.push(key);
+                tracing::info!(event = "lease_share_taken", account = %a.name, node = %node, share, "this node works its share of the keys; this account waits for a later run");
+                continue;
+            }
             None => {
-                let l = store.acquire_lease(&key, &node, crate::clock::now_ms(), ttl)?;
-                if let Some(l) = &l {
-                    leases.push(l.clone());
+                // Counted before the acquisition: a run of this node ending meanwhile then
+                // keeps the lease instead of giving it up under this one.
+                *in_use().entry(key.clone()).or_default() += 1;
+                let l = match store.acquire_lease(&key, &node, crate::clock::now_ms(), ttl) {
+                    Ok(l) => l,
+                    Err(e) => {
+                        let mut counts = in_use();
+                        unhold(&mut counts, &key);
+                        for l in &leases {
+                            unhold(&mut counts, &l.key);
+                        }
+                        return Err(e);
+                    }
+                };
+                match &l {
+                    Some(l) => leases.push(l.clone()),
+                    None => {
+                        unhold(&mut in_use(), &key);
+                        refused.push(key);
+                    }
                 }
                 l
             }
@@ -101,7 +221,23 @@ pub(super) fn take<'a>(
     if leases.is_empty() {
         return Ok((held, idle));
     }
-    let mut hb = Store::open_target(&cfg.store.target)?;
+    let hb = match Store::open_target(&cfg.store.target) {
+        Ok(hb) => hb,
+        Err(e) => {
+            let mut counts = in_use();
+            for l in &leases {
+                unhold(&mut counts, &l.key);
+            }
+            return Err(e);
+        }
+    };
+    Ok((held, heartbeat(cfg, hb, leases)?))
+}
+
+/// Renew `leases` every third of `lease_secs` on a thread of its own until the [`Held`] is
+/// dropped; then give up each one no other run of this process still holds.
+fn heartbeat(cfg: &Config, mut hb: Store, mut leases: Vec<Lease>) -> Result<Held, StoreError> {
+    let ttl = ttl_ms(cfg);
     let (stop, stopped) = mpsc::channel::<()>();
     let every = cfg.daemon.lease / 3;
     let heartbeat = std::thread::Builder::new()
@@ -117,12 +253,15 @@ pub(super) fn take<'a>(
                         Ok(None) => {
                             tracing::warn!(event = "lease_lost", lease = %l.key, node = %l.owner, "another daemon took this lease over; this run's writes for it will not commit")
                         }
-                        Err(e) => tracing::warn!(event = "lease_renew_failed", error = %e),
+                        Err(e) => tracing::warn!(event = "lease_renew_failed", node = %l.owner, error = %e),
                     }
                 }
             }
+            let mut counts = in_use();
             for l in &leases {
-                let _ = hb.release_lease(l);
+                if unhold(&mut counts, &l.key) {
+                    let _ = hb.release_lease(l);
+                }
             }
         })
         .map_err(|e| StoreError::Io {
@@ -130,11 +269,8 @@ pub(super) fn take<'a>(
             what: "cannot start the heartbeat thread".into(),
             source: e,
         })?;
-    Ok((
-        held,
-        Held {
-            stop: Some(stop),
-            heartbeat: Some(heartbeat),
-        },
-    ))
+    Ok(Held {
+        stop: Some(stop),
+        heartbeat: Some(heartbeat),
+    })
 }

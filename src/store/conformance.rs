@@ -43,6 +43,7 @@ macro_rules! backend_conformance {
             status_exports_and_quarantine_say_what_is_stored,
             a_copy_in_and_out_keeps_the_history_and_its_chains,
             review_campaigns_chain_their_rows_and_verify_clean,
+            a_tick_is_claimed_once_whoever_asks,
         );
     };
 }
@@ -1108,4 +1109,15 @@ pub fn review_campaigns_chain_their_rows_and_verify_clean(mut s: Store) {
         s.review_decisions(id).unwrap()
     );
     assert_eq!(back.review_head(id).unwrap(), head);
+}
+
+/// A job's tick is claimed by the first node that asks, once: no node (that one neither) wins
+/// it again; another tick, or another job at that tick, is free.
+pub fn a_tick_is_claimed_once_whoever_asks(mut s: Store) {
+    let tick = 1_700_000_000_000;
+    assert!(s.claim_tick("reports", tick, "node-a", tick + 5).unwrap());
+    assert!(!s.claim_tick("reports", tick, "node-b", tick + 6).unwrap());
+    assert!(!s.claim_tick("reports", tick, "node-a", tick + 7).unwrap());
+    assert!(s.claim_tick("reports", tick + 1000, "node-b", tick + 1005).unwrap());
+    assert!(s.claim_tick("collect", tick, "node-b", tick + 8).unwrap());
 }
