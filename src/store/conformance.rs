@@ -1118,6 +1118,8 @@ pub fn a_tick_is_claimed_once_whoever_asks(mut s: Store) {
     assert!(s.claim_tick("reports", tick, "node-a", tick + 5).unwrap());
     assert!(!s.claim_tick("reports", tick, "node-b", tick + 6).unwrap());
     assert!(!s.claim_tick("reports", tick, "node-a", tick + 7).unwrap());
-    assert!(s.claim_tick("reports", tick + 1000, "node-b", tick + 1005).unwrap());
+    assert!(s
+        .claim_tick("reports", tick + 1000, "node-b", tick + 1005)
+        .unwrap());
     assert!(s.claim_tick("collect", tick, "node-b", tick + 8).unwrap());
 }
