@@ -895,6 +895,21 @@ pub fn a_copy_in_and_out_keeps_the_history_and_its_chains(mut s: Store) {
         },
     )
     .unwrap();
+    // A pass with its settled pace (a float column).
+    src.record_pass(&PassRecord {
+        account: "acc".into(),
+        started: DateTime::from_timestamp_millis(1_000).unwrap(),
+        finished: DateTime::from_timestamp_millis(2_000).unwrap(),
+        error: None,
+        new_events: 2,
+        duplicates: 0,
+        quarantined: 0,
+        requests: 3,
+        retries: 0,
+        rate_limited: 2,
+        pace_rps: Some(14.5),
+    })
+    .unwrap();
     let (src, _ids) = outbox(src, 2);
     let report = copy(&src, &mut s, |_, _, _| {}).unwrap();
     assert!(report.findings.is_empty(), "{:?}", report.findings);
@@ -920,6 +935,10 @@ pub fn a_copy_in_and_out_keeps_the_history_and_its_chains(mut s: Store) {
     assert!(out.findings.is_empty(), "{:?}", out.findings);
     assert_eq!(export(&back), export(&s));
     assert_eq!(back.list_alerts(None, 10).unwrap().len(), 3);
+    for store in [&s, &back] {
+        let pass = store.account_status("acc").unwrap().last_pass.unwrap();
+        assert_eq!((pass.rate_limited, pass.pace_rps), (2, Some(14.5)));
+    }
     // A source with another history: refused, nothing written.
     let mut other = Store::open(&dir.path().join("other.db")).unwrap();
     other
