@@ -135,15 +135,48 @@ fn ttl_ms(cfg: &Config) -> i64 {
     i64::try_from(cfg.daemon.lease.as_millis()).unwrap_or(30_000)
 }
 
-/// This run's share of `keys` lease keys: all of them over the live nodes, rounded up.
-fn fair_share(store: &Store, keys: usize, now_ms: i64) -> Result<usize, StoreError> {
-    let live = store
-        .leases()?
+/// This run's share of `keys` lease keys: all of them over the live nodes (unexpired `node:`
+/// rows), rounded up.
+fn fair_share(rows: &[Lease], keys: usize, now_ms: i64) -> usize {
+    let live = rows
         .iter()
         .filter(|l| l.key.starts_with(NODE_PREFIX) && l.expires_ms >= now_ms)
         .count()
         .max(1);
-    Ok(keys.div_ceil(live))
+    keys.div_ceil(live)
+}
+
+/// Runs of this process so far: each starts its share at another place in the key list, so a
+/// node works every key in turn (in config order alone, the keys past its share would wait for
+/// runs of the nodes to overlap).
+static ROUND: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+
+/// The order in which a run tries `keys` (distinct, in config order): first the keys of a node
+/// that died holding them (lapsed, never given up: a takeover waits no longer than it must),
+/// then the rest from this run's starting place on, wrapping around.
+fn try_order(
+    keys: &[String],
+    rows: &[Lease],
+    node: &str,
+    now_ms: i64,
+    share: usize,
+) -> Vec<String> {
+    let n = keys.len().max(1);
+    let start = ROUND
+        .fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+        .wrapping_mul(share.max(1))
+        % n;
+    let orphaned = |k: &str| {
+        rows.iter()
+            .any(|l| l.key == k && l.owner != node && l.expires_ms > 0 && l.expires_ms < now_ms)
+    };
+    let mut order: Vec<(bool, usize, String)> = keys
+        .iter()
+        .enumerate()
+        .map(|(i, k)| (!orphaned(k), (i + n - start) % n, k.clone()))
+        .collect();
+    order.sort();
+    order.into_iter().map(|(_, _, k)| k).collect()
 }
 
 impl Drop for Held {
@@ -168,12 +201,27 @@ pub(super) fn take<'a>(
     }
     let node = node_name(cfg);
     let ttl = ttl_ms(cfg);
-    let keys: std::collections::BTreeSet<String> = accounts.iter().map(|a| lease_key(a)).collect();
-    let share = fair_share(store, keys.len(), crate::clock::now_ms())?;
+    let mut keys: Vec<String> = Vec::new();
+    for a in accounts {
+        let k = lease_key(a);
+        if !keys.contains(&k) {
+            keys.push(k);
+        }
+    }
+    let now_ms = crate::clock::now_ms();
+    let rows = store.leases()?;
+    let share = fair_share(&rows, keys.len(), now_ms);
+    let order = try_order(&keys, &rows, &node, now_ms, share);
+    let rank = |a: &Account| {
+        let k = lease_key(a);
+        order.iter().position(|o| *o == k).unwrap_or(usize::MAX)
+    };
+    let mut accounts: Vec<&'a Account> = accounts.to_vec();
+    accounts.sort_by_key(|a| rank(a));
     let mut leases: Vec<Lease> = Vec::new();
     let mut refused: Vec<String> = Vec::new();
     let mut held = Vec::new();
-    for a in accounts {
+    for a in &accounts {
         let key = lease_key(a);
         let lease = match leases.iter().find(|l| l.key == key) {
             Some(l) => Some(l.clone()),
