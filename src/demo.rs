@@ -148,6 +148,7 @@ pub async fn run(
         api_key: DEMO_KEY.into(),
         expired_api_keys: Vec::new(),
         non_admin_api_keys: Vec::new(),
+        extra_api_keys: Vec::new(),
     }));
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await
@@ -186,6 +187,7 @@ pub async fn run(
             collection: simulator_collection_settings(),
             audit_log: true,
             report_base_url: None,
+            node: None,
         },
         Account {
             name: "demo-certcentral".into(),
@@ -197,6 +199,7 @@ pub async fn run(
             collection: simulator_collection_settings(),
             audit_log: true,
             report_base_url: None,
+            node: None,
         },
     ];
     let refs: Vec<&Account> = accounts.iter().collect();

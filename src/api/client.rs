@@ -79,6 +79,29 @@ pub struct Client {
     tls: super::tls::TlsContext,
 }
 
+/// `auditwarden/VERSION`, with ` (node NAME)` in the daemon (NAME kept to visible ASCII, so the
+/// header is always valid).
+fn user_agent(node: Option<&str>) -> String {
+    let base = concat!("auditwarden/", env!("CARGO_PKG_VERSION"));
+    match node {
+        Some(n) => {
+            let n: String = n
+                .chars()
+                .take(100)
+                .map(|c| {
+                    if c.is_ascii_graphic() && c != '(' && c != ')' {
+                        c
+                    } else {
+                        '_'
+                    }
+                })
+                .collect();
+            format!("{base} (node {n})")
+        }
+        None => base.to_string(),
+    }
+}
+
 impl Client {
     pub fn new(account: &Account) -> Result<Client, ApiError> {
         let prefix = match account.kind {
@@ -104,7 +127,7 @@ impl Client {
         let mut builder = reqwest::Client::builder()
             .timeout(c.request_timeout)
             .connect_timeout(c.request_timeout.min(Duration::from_secs(10)))
-            .user_agent(concat!("auditwarden/", env!("CARGO_PKG_VERSION")))
+            .user_agent(user_agent(account.node.as_deref()))
             .redirect(reqwest::redirect::Policy::none());
         let (b, mut tls) =
             super::tls::configure(builder, &c.tls, &c.proxy, Some(&base)).map_err(ApiError::Tls)?;

@@ -136,6 +136,10 @@ pub struct Account {
     /// CertCentral: the Report Library's scheme, host and port (`report_base_url`); `None`
     /// means `base_url` when that was set, else the region's API host (see `report_endpoint`).
     pub report_base_url: Option<Url>,
+    /// The daemon's `[daemon] node_name`, named in the `User-Agent` of this account's requests
+    /// (`auditwarden/VERSION (node NAME)`) so the server side can tell daemons apart; `None`
+    /// outside the daemon. Set by the daemon, not read from the file.
+    pub node: Option<String>,
 }
 
 /// Collection settings: `[collection]` holds the defaults, each `[[accounts]]` may override them.
@@ -627,6 +631,7 @@ pub fn account(
         collection,
         audit_log: audit_log.unwrap_or(true),
         report_base_url: report_url,
+        node: None,
     })
 }
 

@@ -29,6 +29,16 @@ pub(super) async fn simulate(args: &SimulateArgs) -> Result<ExitCode, CliError> 
             .ok()
             .into_iter()
             .collect(),
+        // Several accounts with keys of their own on one world (comma-separated).
+        extra_api_keys: std::env::var("AUDITWARDEN_SIM_EXTRA_KEYS")
+            .map(|v| {
+                v.split(',')
+                    .map(str::trim)
+                    .filter(|k| !k.is_empty())
+                    .map(str::to_string)
+                    .collect()
+            })
+            .unwrap_or_default(),
     };
     let tls = match (&args.tls_cert, &args.tls_key) {
         (Some(cert), Some(key)) => {

@@ -136,7 +136,9 @@ pub fn daemon_settings(t: &toml::Table, problems: &mut Vec<String>) -> DaemonSet
     if let Some(v) = s.integer("ready_max_age_secs", 1, 30 * 86_400, problems) {
         d.ready_max_age = Duration::from_secs(v as u64);
     }
-    if let Some(v) = s.integer("lease_secs", 5, 3600, problems) {
+    // At least 2 s: the heartbeat renews every third of it, so a lease survives a renewal
+    // that comes late by a third; short leases are for tests and benchmarks (quick takeovers).
+    if let Some(v) = s.integer("lease_secs", 2, 3600, problems) {
         d.lease = Duration::from_secs(v as u64);
     }
     if let Some(n) = s.string("node_name", problems) {

@@ -88,7 +88,9 @@ pub(super) async fn metrics_handler(State(shared): State<Arc<Shared>>) -> impl I
     let requests = crate::api::counters::global().snapshot();
     let mut text = shared.with_metrics(|m| render_metrics(m, &db, age, &requests));
     // Client certificate expiry (mTLS accounts): read from the files, on a blocking thread.
-    let accounts = shared.config.borrow().accounts.clone();
+    let cfg = shared.config.borrow().clone();
+    text.push_str(&super::leases::lease_metrics(&cfg));
+    let accounts = cfg.accounts.clone();
     let certs = tokio::task::spawn_blocking(move || crate::api::tls::expiry_metrics(&accounts));
     text.push_str(&certs.await.unwrap_or_default());
     (

@@ -1,6 +1,6 @@
 //! The body of each job: what one run of a [`Job`] does, and what it came to.
 
-use chrono::Utc;
+use chrono::{DateTime, Utc};
 use tokio_util::sync::CancellationToken;
 
 use crate::collect::{self, CollectOptions};
@@ -21,9 +21,11 @@ pub(super) enum Outcome {
     Cancelled,
 }
 
-/// Run one job once. The only place that knows what each [`Job`] does.
+/// Run one job once, for its scheduled `tick`. The only place that knows what each [`Job`]
+/// does.
 pub(super) async fn run_job(
     job: Job,
+    tick: Option<DateTime<Utc>>,
     cfg: &Config,
     shared: &Shared,
     cancel: &CancellationToken,
@@ -121,9 +123,23 @@ pub(super) async fn run_job(
             }
         }
         Job::Reports => {
+            // Once per tick across the daemons on one database: the first claim of the tick
+            // writes the report set, the others skip it.
+            let node = super::leases::node_name(cfg);
+            if let Some(tick) = tick {
+                let now_ms = crate::clock::now_ms();
+                match store.claim_tick(&job.to_string(), tick.timestamp_millis(), &node, now_ms) {
+                    Ok(true) => {}
+                    Ok(false) => {
+                        tracing::info!(event = "report_tick_claimed_elsewhere", node = %node, tick = %tick.to_rfc3339(), "another daemon writes this tick's report set");
+                        return Outcome::Ok;
+                    }
+                    Err(e) => return Outcome::Failed(e.to_string()),
+                }
+            }
             match crate::report::run::run_configured(&store, cfg, &accounts, crate::clock::now()) {
                 Ok(run) => {
-                    tracing::info!(event = "reports_written", dir = %run.dir.display(), files = run.manifest.files.len());
+                    tracing::info!(event = "reports_written", node = %node, tick = %tick.map(|t| t.to_rfc3339()).unwrap_or_default(), dir = %run.dir.display(), files = run.manifest.files.len());
                     Outcome::Ok
                 }
                 Err(e) => Outcome::Failed(e.to_string()),

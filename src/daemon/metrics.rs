@@ -64,7 +64,7 @@ pub(super) fn read_db_figures(
 }
 
 /// A label value escaped for the Prometheus text format.
-fn label(v: &str) -> String {
+pub(super) fn label(v: &str) -> String {
     v.replace('\\', "\\\\")
         .replace('"', "\\\"")
         .replace('\n', "\\n")

@@ -32,6 +32,9 @@ pub async fn run(
     notifier: Notifier,
     hooks: TestHooks,
 ) -> Result<Stopped, DaemonError> {
+    let mut config = config;
+    name_node(&mut config);
+    let node = config.accounts.first().and_then(|a| a.node.clone());
     // Open (and migrate) the database once up front, so a bad path fails the start, not a job.
     let target = config.store.target.clone();
     let names: Vec<String> = config.accounts.iter().map(|a| a.name.clone()).collect();
@@ -56,6 +59,13 @@ pub async fn run(
     let metrics = Metrics {
         accounts: health,
         ..Default::default()
+    };
+    // This node's `node:` lease for its life (PostgreSQL): the others count it in their share.
+    let registration = {
+        let cfg = config.clone();
+        tokio::task::spawn_blocking(move || super::leases::register_node(&cfg))
+            .await
+            .map_err(|e| DaemonError::Internal(format!("registering the node: {e}")))??
     };
     let grace = config.daemon.shutdown_grace;
     let (cfg_tx, cfg_rx) = watch::channel(Arc::new(config));
@@ -110,7 +120,8 @@ pub async fn run(
     shared
         .notifier
         .notify("READY=1\nSTATUS=running; waiting for the first scheduled job");
-    tracing::info!(event = "daemon_started", jobs = %describe_schedule(&shared.config.borrow()));
+    let node = node.unwrap_or_else(|| super::leases::node_name(&shared.config.borrow()));
+    tracing::info!(event = "daemon_started", node = %node, jobs = %describe_schedule(&shared.config.borrow()));
 
     tokio::pin!(shutdown);
     loop {
@@ -123,6 +134,7 @@ pub async fn run(
                     }
                     let mut new = new;
                     new.store.target = shared.config.borrow().store.target.clone();
+                    name_node(&mut new);
                     for a in &new.accounts {
                         shared.with_metrics(|m| { m.accounts.entry(a.name.clone()).or_default(); });
                     }
@@ -158,6 +170,8 @@ pub async fn run(
     if let Some(w) = watchdog {
         w.abort();
     }
+    // Gives the node's lease up (its heartbeat thread ends): the others' shares grow at once.
+    drop(registration);
     match drained {
         Ok(()) => {
             tracing::info!(event = "shutdown_finished");
@@ -167,6 +181,15 @@ pub async fn run(
             tracing::warn!(event = "shutdown_grace_exceeded", grace_secs = grace.as_secs(), "a job was still running; abandoned (committed pages are kept, the rest is read again next time)");
             Ok(Stopped::GraceExceeded)
         }
+    }
+}
+
+/// Every account's requests name this node in their `User-Agent` (the server side tells
+/// daemons apart by it; see `api::Client`).
+fn name_node(cfg: &mut Config) {
+    let node = super::leases::node_name(cfg);
+    for a in &mut cfg.accounts {
+        a.node = Some(node.clone());
     }
 }
 
@@ -224,7 +247,8 @@ async fn job_loop(job: Job, shared: Arc<Shared>, cancel: CancellationToken) {
             } => {}
         }
         let cfg = cfg_rx.borrow().clone();
-        tracing::info!(event = "job_started", job = %job);
+        let node = super::leases::node_name(&cfg);
+        tracing::info!(event = "job_started", job = %job, node = %node);
         let started = Instant::now();
         let outcome = {
             let (cfg, shared, cancel) = (cfg.clone(), shared.clone(), cancel.clone());
@@ -232,7 +256,7 @@ async fn job_loop(job: Job, shared: Arc<Shared>, cancel: CancellationToken) {
             // The run's own blocking thread (see the module docs): its store calls block that
             // thread only; its requests still run on the runtime's I/O driver.
             let run = tokio::task::spawn_blocking(move || {
-                runtime.block_on(run_job(job, &cfg, &shared, &cancel))
+                runtime.block_on(run_job(job, next, &cfg, &shared, &cancel))
             });
             match run.await {
                 Ok(o) => o,
@@ -244,15 +268,15 @@ async fn job_loop(job: Job, shared: Arc<Shared>, cancel: CancellationToken) {
         match &outcome {
             Outcome::Ok => {
                 failures = 0;
-                tracing::info!(event = "job_finished", job = %job, secs);
+                tracing::info!(event = "job_finished", job = %job, node = %node, secs);
             }
             Outcome::Failed(e) => {
                 failures = failures.saturating_add(1);
                 let wait = backoff(failures, cfg.daemon.backoff_base, cfg.daemon.backoff_max);
-                tracing::error!(event = "job_failed", job = %job, secs, failures, error = %e, "backing off about {}s before the next run", wait.as_secs());
+                tracing::error!(event = "job_failed", job = %job, node = %node, secs, failures, error = %e, "backing off about {}s before the next run", wait.as_secs());
             }
             Outcome::Cancelled => {
-                tracing::info!(event = "job_cancelled", job = %job, secs);
+                tracing::info!(event = "job_cancelled", job = %job, node = %node, secs);
             }
         }
         shared.with_metrics(|m| {

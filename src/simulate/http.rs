@@ -302,23 +302,82 @@ fn from_world(r: Result<Value, WorldError>) -> Reply {
 }
 
 /// Counts an API request as in flight from its arrival until its reply is built (`/_sim/stats`
-/// shows the most at once).
-struct InFlight<'a>(&'a Simulator);
+/// shows the most at once), overall and on its key by its node (`/_sim/keys`).
+struct InFlight<'a> {
+    sim: &'a Simulator,
+    /// (key label, node) when the request carried a key and its record is kept.
+    on_key: Option<(String, String)>,
+}
 
 impl<'a> InFlight<'a> {
-    fn enter(sim: &'a Simulator) -> InFlight<'a> {
+    fn enter(sim: &'a Simulator, key: Option<String>, node: String) -> InFlight<'a> {
         let mut s = sim.stats();
         s.in_flight += 1;
         s.max_in_flight = s.max_in_flight.max(s.in_flight);
-        InFlight(sim)
+        let on_key = key.and_then(|k| {
+            if !s.keys.contains_key(&k) && s.keys.len() >= super::MAX_KEY_RECORDS {
+                return None;
+            }
+            let r = s.keys.entry(k.clone()).or_default();
+            r.requests += 1;
+            if let Some((other, _)) = r.in_flight.iter().find(|(n, c)| **n != node && **c > 0) {
+                r.overlaps += 1;
+                if r.first_overlap.is_none() {
+                    r.first_overlap = Some(format!("{node} while {other}"));
+                }
+            }
+            *r.in_flight.entry(node.clone()).or_default() += 1;
+            let now: u64 = r.in_flight.values().sum();
+            r.max_in_flight = r.max_in_flight.max(now);
+            if r.nodes.len() < super::MAX_NODES_PER_KEY {
+                r.nodes.insert(node.clone());
+            }
+            Some((k, node))
+        });
+        InFlight { sim, on_key }
     }
 }
 
 impl Drop for InFlight<'_> {
     fn drop(&mut self) {
-        let mut s = self.0.stats();
+        let mut s = self.sim.stats();
         s.in_flight = s.in_flight.saturating_sub(1);
+        if let Some((k, node)) = self.on_key.take() {
+            if let Some(r) = s.keys.get_mut(&k) {
+                if let Some(c) = r.in_flight.get_mut(&node) {
+                    *c = c.saturating_sub(1);
+                    if *c == 0 {
+                        r.in_flight.remove(&node);
+                    }
+                }
+            }
+        }
     }
+}
+
+/// The label of the API key a request carries (`x-api-key` or `X-DC-DEVKEY`): `key:` and the
+/// first 12 bytes of its SHA-256 in hex, as the daemon names the key's lease. Never the key.
+fn key_label(headers: &HeaderMap) -> Option<String> {
+    use sha2::{Digest, Sha256};
+    let key = headers
+        .get("x-api-key")
+        .or_else(|| headers.get("x-dc-devkey"))?;
+    let digest = Sha256::digest(key.as_bytes());
+    Some(format!("key:{}", hex::encode(&digest[..12])))
+}
+
+/// The node that sent a request: NAME from a `User-Agent` of `... (node NAME)`, else the whole
+/// `User-Agent` (at most 100 characters either way).
+fn node_of(headers: &HeaderMap) -> String {
+    let ua = headers
+        .get(header::USER_AGENT)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("no user agent");
+    let node = ua
+        .split_once("(node ")
+        .and_then(|(_, rest)| rest.rsplit_once(')'))
+        .map_or(ua, |(name, _)| name);
+    node.chars().take(100).collect()
 }
 
 impl Simulator {
@@ -337,10 +396,11 @@ impl Simulator {
             self.count(label, None, reply.status);
             return reply;
         }
-        let _in_flight = InFlight::enter(self);
+        let key = key_label(headers);
+        let _in_flight = InFlight::enter(self, key.clone(), node_of(headers));
         if let Some(rest) = path.strip_prefix("/reports/v1") {
             // CertCentral's Report Library: the same request faults as the other endpoints.
-            let fault = if self.over_rate_cap() {
+            let fault = if self.over_rate_cap(key.as_deref().unwrap_or("")) {
                 Some(RequestFault::RateCap)
             } else {
                 self.roll_fault()
@@ -383,7 +443,7 @@ impl Simulator {
             self.count("other".into(), None, reply.status);
             return reply;
         };
-        let fault = if self.over_rate_cap() {
+        let fault = if self.over_rate_cap(key.as_deref().unwrap_or("")) {
             Some(RequestFault::RateCap)
         } else {
             self.roll_fault()
@@ -432,8 +492,9 @@ impl Simulator {
         *s.statuses.entry(status).or_default() += 1;
     }
 
-    /// `rate-cap=N`: take a token from the bucket; `true` when there is none (answer 429).
-    fn over_rate_cap(&self) -> bool {
+    /// `rate-cap=N`: take a token from `key`'s bucket (DigiCert limits each key); `true` when
+    /// there is none (answer 429). Keys past the record limit share one bucket.
+    fn over_rate_cap(&self, key: &str) -> bool {
         let mut c = self.control();
         let cap = c.spec.rate_cap;
         if cap == 0 {
@@ -442,15 +503,20 @@ impl Simulator {
         let now = std::time::Instant::now();
         let rate = f64::from(cap);
         let burst = (rate / 5.0).max(1.0);
-        let (tokens, at) = c.bucket.unwrap_or((burst, now));
-        let tokens = (tokens + now.duration_since(at).as_secs_f64() * rate).min(burst);
-        if tokens >= 1.0 {
-            c.bucket = Some((tokens - 1.0, now));
-            false
+        let key = if c.buckets.contains_key(key) || c.buckets.len() < super::MAX_KEY_RECORDS {
+            key
         } else {
-            c.bucket = Some((tokens, now));
-            true
-        }
+            ""
+        };
+        let (tokens, at) = c.buckets.get(key).copied().unwrap_or((burst, now));
+        let tokens = (tokens + now.duration_since(at).as_secs_f64() * rate).min(burst);
+        let (left, over) = if tokens >= 1.0 {
+            (tokens - 1.0, false)
+        } else {
+            (tokens, true)
+        };
+        c.buckets.insert(key.to_string(), (left, now));
+        over
     }
 
     fn roll_fault(&self) -> Option<RequestFault> {
@@ -574,7 +640,9 @@ impl Simulator {
         };
         let key = headers.get(name).and_then(|v| v.to_str().ok());
         match (api, key) {
-            (_, Some(k)) if k == self.api_key => Ok(()),
+            (_, Some(k)) if k == self.api_key || self.extra_api_keys.iter().any(|e| e == k) => {
+                Ok(())
+            }
             (Api::Cc, Some(k)) if self.non_admin_api_keys.iter().any(|n| n == k) => Ok(()),
             (Api::One, Some(k)) if self.expired_api_keys.iter().any(|e| e == k) => Err(self.error(
                 api,
@@ -1009,6 +1077,7 @@ impl Simulator {
                 Reply::json_text(200, self.truth_text(events))
             }
             (Method::GET, ["stats"]) => Reply::json(200, &self.stats_json()),
+            (Method::GET, ["keys"]) => Reply::json(200, &self.keys_json()),
             (Method::GET, ["report-rows"]) => {
                 Reply::json(200, &reports::report_rows_truth(&self.world()))
             }

@@ -70,7 +70,8 @@
 //! it, [`serve_control`] can serve `/_sim/*` alone over plain HTTP for test harnesses.
 //!
 //! # Control endpoints (no authentication, never faulted)
-//! `GET /_sim/truth[?events=0]`, `GET /_sim/stats`, `POST /_sim/freeze`, `POST /_sim/faults`
+//! `GET /_sim/truth[?events=0]`, `GET /_sim/stats`, `GET /_sim/keys` (per API key: the nodes
+//! that worked it and whether two ever had requests in flight at once), `POST /_sim/freeze`, `POST /_sim/faults`
 //! (body: a SPEC), `POST /_sim/events` (`{"count": N, "day": "YYYY-MM-DD"?}`),
 //! `POST /_sim/users` (create), `POST /_sim/users/{id}/grant|revoke` (`{"role", "actor_id"?}`),
 //! `POST /_sim/users/{id}/accept`, `DELETE /_sim/users/{id}`. DigiCert ONE mutations also append
@@ -116,6 +117,9 @@ pub struct SimOptions {
     /// CertCentral keys of a user without the Administrator role: `/services/v2` accepts them,
     /// the Report Library answers 403 `missing_permission` (contract 2.3).
     pub non_admin_api_keys: Vec<String>,
+    /// More keys accepted as `api_key` is: several accounts, each with a key (and so a
+    /// `rate-cap` bucket and a `/_sim/keys` record) of its own, on one world.
+    pub extra_api_keys: Vec<String>,
 }
 
 impl Default for SimOptions {
@@ -129,6 +133,7 @@ impl Default for SimOptions {
             api_key: "sim-key".into(),
             expired_api_keys: Vec::new(),
             non_admin_api_keys: Vec::new(),
+            extra_api_keys: Vec::new(),
         }
     }
 }
@@ -144,8 +149,9 @@ struct Control {
     rng: ChaCha8Rng,
     /// Rotates error body shapes under `error-shapes`.
     error_seq: u64,
-    /// `rate-cap`: tokens left and when they were counted.
-    bucket: Option<(f64, std::time::Instant)>,
+    /// `rate-cap`, per API key (DigiCert's limits are per key): tokens left and when they were
+    /// counted. Holds at most one entry per accepted key (see `over_rate_cap`).
+    buckets: BTreeMap<String, (f64, std::time::Instant)>,
 }
 
 /// Request counters served by `/_sim/stats`.
@@ -160,6 +166,31 @@ struct Stats {
     /// API requests being answered now, and the most ever at once (how concurrent a client is).
     in_flight: u64,
     max_in_flight: u64,
+    /// Per API key (labelled like the daemon's lease key, `key:` and 24 hex digits of its
+    /// SHA-256, never the key): who worked it, and whether two nodes ever did at once.
+    keys: BTreeMap<String, KeyRecord>,
+}
+
+/// Most keys and nodes `/_sim/keys` keeps records of (the headers are the client's to choose).
+const MAX_KEY_RECORDS: usize = 10_000;
+const MAX_NODES_PER_KEY: usize = 64;
+
+/// One API key's requests, told apart by the node that sent them: the daemon names itself in its
+/// `User-Agent` (`auditwarden/VERSION (node NAME)`); any other client counts as the node of its
+/// whole `User-Agent`. One node may have several requests in flight on a key (concurrent
+/// windows); two nodes with requests in flight on one key at once is an overlap.
+#[derive(Default)]
+struct KeyRecord {
+    requests: u64,
+    /// Requests in flight now, per node (entries at zero are removed).
+    in_flight: BTreeMap<String, u64>,
+    /// The most requests in flight on this key at once, all nodes together.
+    max_in_flight: u64,
+    nodes: std::collections::BTreeSet<String>,
+    /// Requests that arrived while another node had one in flight on this key.
+    overlaps: u64,
+    /// The first such arrival: "NODE while OTHER".
+    first_overlap: Option<String>,
 }
 
 /// A running simulated world. Share it as `Arc<Simulator>`.
@@ -167,6 +198,7 @@ pub struct Simulator {
     api_key: String,
     expired_api_keys: Vec<String>,
     non_admin_api_keys: Vec<String>,
+    extra_api_keys: Vec<String>,
     /// The Report Library's runs (`http/reports.rs`).
     reports: Mutex<http::ReportLibrary>,
     /// std (not tokio) locks: every critical section is short and synchronous, none spans an
@@ -196,6 +228,7 @@ impl Simulator {
             api_key: opts.api_key,
             expired_api_keys: opts.expired_api_keys,
             non_admin_api_keys: opts.non_admin_api_keys,
+            extra_api_keys: opts.extra_api_keys,
             reports: Mutex::new(http::ReportLibrary::default()),
             world: RwLock::new(world),
             control: Mutex::new(Control {
@@ -205,7 +238,7 @@ impl Simulator {
                 late_done: 0,
                 rng: ChaCha8Rng::seed_from_u64(opts.seed ^ 0xFA17_FA17_FA17_FA17),
                 error_seq: 0,
-                bucket: None,
+                buckets: BTreeMap::new(),
             }),
             stats: Mutex::new(Stats::default()),
         }
@@ -287,6 +320,29 @@ impl Simulator {
                 "busy": w.inserted_arrivals,
             },
         })
+    }
+
+    /// What `GET /_sim/keys` serves: per key label, `{requests, max_in_flight, nodes,
+    /// overlaps, first_overlap}`; `overlaps` is 0 when no two nodes ever worked the key at once.
+    pub fn keys_json(&self) -> serde_json::Value {
+        let s = self.stats();
+        let keys: serde_json::Map<String, serde_json::Value> = s
+            .keys
+            .iter()
+            .map(|(k, r)| {
+                (
+                    k.clone(),
+                    serde_json::json!({
+                        "requests": r.requests,
+                        "max_in_flight": r.max_in_flight,
+                        "nodes": r.nodes,
+                        "overlaps": r.overlaps,
+                        "first_overlap": r.first_overlap,
+                    }),
+                )
+            })
+            .collect();
+        serde_json::json!({ "keys": keys })
     }
 
     fn count_tls_connection(&self) {

@@ -43,6 +43,7 @@ fn opts(events: usize, faults: &str) -> SimOptions {
         api_key: KEY.into(),
         expired_api_keys: vec![EXPIRED.into()],
         non_admin_api_keys: Vec::new(),
+        extra_api_keys: Vec::new(),
     }
 }
 
@@ -874,4 +875,52 @@ async fn shutdown_with_idle_connections() {
     let done = tokio::time::timeout(Duration::from_secs(5), server).await;
     assert!(matches!(done, Ok(Ok(Ok(())))), "{done:?}");
     drop(client);
+}
+
+/// `/_sim/keys` records per key who worked it: one node's concurrent requests are no overlap,
+/// two nodes on different keys neither, two nodes on one key at once are; the key never shows.
+#[tokio::test]
+async fn key_records_tell_nodes_apart_and_catch_an_overlap() {
+    const OTHER: &str = "second-account-key";
+    let sim = spawn(SimOptions {
+        extra_api_keys: vec![OTHER.into()],
+        ..opts(50, "slow=1,slow-ms=300")
+    })
+    .await;
+    let get = |key: &'static str, node: &'static str| {
+        let url = format!("{}/account/api/v1/audit-log?limit=5", sim.base);
+        let req = sim
+            .client
+            .get(url)
+            .header("x-api-key", key)
+            .header("user-agent", format!("auditwarden/0 (node {node})"));
+        sim.send(req)
+    };
+    // One node, two requests at once on one key; two nodes at once on two keys.
+    let (a, b, c) = tokio::join!(get(KEY, "a"), get(KEY, "a"), get(OTHER, "b"));
+    assert!([a.status, b.status, c.status].iter().all(|s| *s == 200));
+    let keys = sim
+        .send(sim.client.get(format!("{}/_sim/keys", sim.base)))
+        .await;
+    assert!(!keys.body.contains(KEY) && !keys.body.contains(OTHER));
+    let v = keys.json();
+    let records = v["keys"].as_object().expect("keys");
+    assert_eq!(records.len(), 2, "{v}");
+    assert!(records.values().all(|r| r["overlaps"] == 0), "{v}");
+    assert!(records.values().any(|r| r["max_in_flight"] == 2), "{v}");
+    // Two nodes on one key at once.
+    let (a, b) = tokio::join!(get(OTHER, "a"), get(OTHER, "b"));
+    assert_eq!((a.status, b.status), (200, 200));
+    let v = sim
+        .send(sim.client.get(format!("{}/_sim/keys", sim.base)))
+        .await
+        .json();
+    let overlapped: Vec<&Value> = v["keys"]
+        .as_object()
+        .expect("keys")
+        .values()
+        .filter(|r| r["overlaps"].as_u64() > Some(0))
+        .collect();
+    assert_eq!(overlapped.len(), 1, "{v}");
+    assert_eq!(overlapped[0]["nodes"], json!(["a", "b"]), "{v}");
 }

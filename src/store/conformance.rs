@@ -43,6 +43,7 @@ macro_rules! backend_conformance {
             status_exports_and_quarantine_say_what_is_stored,
             a_copy_in_and_out_keeps_the_history_and_its_chains,
             review_campaigns_chain_their_rows_and_verify_clean,
+            a_tick_is_claimed_once_whoever_asks,
         );
     };
 }
@@ -907,6 +908,21 @@ pub fn a_copy_in_and_out_keeps_the_history_and_its_chains(mut s: Store) {
         },
     )
     .unwrap();
+    // A pass with its settled pace (a float column).
+    src.record_pass(&PassRecord {
+        account: "acc".into(),
+        started: DateTime::from_timestamp_millis(1_000).unwrap(),
+        finished: DateTime::from_timestamp_millis(2_000).unwrap(),
+        error: None,
+        new_events: 2,
+        duplicates: 0,
+        quarantined: 0,
+        requests: 3,
+        retries: 0,
+        rate_limited: 2,
+        pace_rps: Some(14.5),
+    })
+    .unwrap();
     let (src, _ids) = outbox(src, 2);
     let report = copy(&src, &mut s, |_, _, _| {}).unwrap();
     assert!(report.findings.is_empty(), "{:?}", report.findings);
@@ -932,6 +948,10 @@ pub fn a_copy_in_and_out_keeps_the_history_and_its_chains(mut s: Store) {
     assert!(out.findings.is_empty(), "{:?}", out.findings);
     assert_eq!(export(&back), export(&s));
     assert_eq!(back.list_alerts(None, 10).unwrap().len(), 3);
+    for store in [&s, &back] {
+        let pass = store.account_status("acc").unwrap().last_pass.unwrap();
+        assert_eq!((pass.rate_limited, pass.pace_rps), (2, Some(14.5)));
+    }
     // A source with another history: refused, nothing written.
     let mut other = Store::open(&dir.path().join("other.db")).unwrap();
     other
@@ -1155,4 +1175,17 @@ pub fn a_read_snapshot_does_not_see_commits_made_during_it(reader: Store, mut wr
         .verify_chains(None, |f| findings.push(f.to_string()))
         .unwrap();
     assert!(findings.is_empty(), "{findings:?}");
+}
+
+/// A job's tick is claimed by the first node that asks, once: no node (that one neither) wins
+/// it again; another tick, or another job at that tick, is free.
+pub fn a_tick_is_claimed_once_whoever_asks(mut s: Store) {
+    let tick = 1_700_000_000_000;
+    assert!(s.claim_tick("reports", tick, "node-a", tick + 5).unwrap());
+    assert!(!s.claim_tick("reports", tick, "node-b", tick + 6).unwrap());
+    assert!(!s.claim_tick("reports", tick, "node-a", tick + 7).unwrap());
+    assert!(s
+        .claim_tick("reports", tick + 1000, "node-b", tick + 1005)
+        .unwrap());
+    assert!(s.claim_tick("collect", tick, "node-b", tick + 8).unwrap());
 }

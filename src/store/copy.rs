@@ -16,6 +16,8 @@ pub enum Kind {
     Bytes,
     /// A flag (SQLite's 0/1 integer, PostgreSQL's BOOLEAN).
     Flag,
+    /// A float (SQLite's REAL, PostgreSQL's DOUBLE PRECISION).
+    Real,
 }
 
 /// One value of a copied row.
@@ -25,6 +27,7 @@ pub enum CopyValue {
     Int(i64),
     Text(String),
     Bytes(Vec<u8>),
+    Real(f64),
 }
 
 pub struct CopyTable {
@@ -34,7 +37,7 @@ pub struct CopyTable {
     pub identity: Option<&'static str>,
 }
 
-use Kind::{Bytes, Flag, Int, Text};
+use Kind::{Bytes, Flag, Int, Real, Text};
 
 /// Every table of the history, in an order that satisfies references (alerts before their
 /// deliveries, campaigns before their items, decisions and closures) and puts the chain heads
@@ -108,6 +111,7 @@ pub const TABLES: &[CopyTable] = &[
             ("requests", Int),
             ("retries", Int),
             ("rate_limited", Int),
+            ("pace_rps", Real),
         ],
         identity: Some("id"),
     },

@@ -515,6 +515,11 @@ pub trait LeaseStore {
         Ok(())
     }
 
+    /// Claim the scheduled run of `job` at `tick_ms` for `node`: `true` for the one claim that
+    /// wins (insert-if-absent), `false` when some node (this one too) claimed that tick before.
+    /// A job that must run once per tick across daemons runs only on `true`.
+    fn claim_tick(&mut self, job: &str, tick_ms: i64, node: &str, now_ms: i64) -> Result<bool>;
+
     /// Fence this handle's writes of `account` with `lease` (`None`: unfenced).
     fn fence(&mut self, account: &str, lease: Option<Lease>) {
         let _ = (account, lease);

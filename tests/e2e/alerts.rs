@@ -16,9 +16,9 @@ use sha2::Sha256;
 
 use crate::helpers::*;
 
-const SECRET: &str = "whsec-test-secret-5d1c9e-PLANTED";
+pub(crate) const SECRET: &str = "whsec-test-secret-5d1c9e-PLANTED";
 /// The environment the alert configs of these tests name their webhook secret in.
-const HOOK_ENV: &[(&str, &str)] = &[("HOOK_SECRET", SECRET)];
+pub(crate) const HOOK_ENV: &[(&str, &str)] = &[("HOOK_SECRET", SECRET)];
 
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 enum Mode {
@@ -43,13 +43,13 @@ struct RecvState {
 
 /// A webhook (or Slack) receiver on 127.0.0.1: verifies Standard Webhooks signatures with its
 /// own HMAC code, records every arrival, and misbehaves on request.
-struct Receiver {
+pub(crate) struct Receiver {
     addr: String,
     state: Arc<Mutex<RecvState>>,
 }
 
 impl Receiver {
-    fn start(secret: Option<&str>) -> Receiver {
+    pub(crate) fn start(secret: Option<&str>) -> Receiver {
         let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
         let addr = listener.local_addr().expect("addr").to_string();
         let state = Arc::new(Mutex::new(RecvState {
@@ -68,7 +68,7 @@ impl Receiver {
         Receiver { addr, state }
     }
 
-    fn url(&self) -> String {
+    pub(crate) fn url(&self) -> String {
         format!("http://{}/hook", self.addr)
     }
 
@@ -76,7 +76,7 @@ impl Receiver {
         f(&mut self.state.lock().expect("lock"))
     }
 
-    fn arrivals(&self) -> Vec<(String, Value, Instant)> {
+    pub(crate) fn arrivals(&self) -> Vec<(String, Value, Instant)> {
         self.state.lock().expect("lock").arrivals.clone()
     }
 
@@ -85,7 +85,7 @@ impl Receiver {
     }
 
     /// Distinct alerts received (deduplicated by id, as a receiver must), with their bodies.
-    fn distinct(&self) -> BTreeMap<String, Value> {
+    pub(crate) fn distinct(&self) -> BTreeMap<String, Value> {
         self.arrivals()
             .into_iter()
             .map(|(id, body, _)| (id, body))
@@ -189,7 +189,7 @@ fn handle(mut conn: TcpStream, st: &Mutex<RecvState>, secret: Option<&str>) {
 }
 
 /// Users of the simulator's DigiCert ONE account without AM_ACCOUNT_ADMIN, active.
-fn grantable(sim: &Sim) -> Vec<String> {
+pub(crate) fn grantable(sim: &Sim) -> Vec<String> {
     sim.truth()["users"]["digicert_one"]
         .as_array()
         .expect("users")
@@ -237,12 +237,12 @@ fn run_ok(app: &App, args: &[&str]) -> String {
 }
 
 /// Alerts of the one rule, AM_ACCOUNT_ADMIN grants: fast retries, a 1 s request timeout.
-fn admin_rule(sinks: &str) -> String {
+pub(crate) fn admin_rule(sinks: &str) -> String {
     admin_rule_with("", sinks)
 }
 
 /// [`admin_rule`] with more `[alerts]` keys.
-fn admin_rule_with(keys: &str, sinks: &str) -> String {
+pub(crate) fn admin_rule_with(keys: &str, sinks: &str) -> String {
     format!(
         r#"
 [alerts]
@@ -260,7 +260,7 @@ severity = "high"
     )
 }
 
-fn webhook_sink(name: &str, r: &Receiver) -> String {
+pub(crate) fn webhook_sink(name: &str, r: &Receiver) -> String {
     format!(
         "\n[[alerts.sinks]]\nname = \"{name}\"\nkind = \"webhook\"\nurl = \"{}\"\nsecret_env = \"HOOK_SECRET\"\n",
         r.url()
@@ -510,7 +510,7 @@ fn a_dead_sink_gives_a_dead_letter_that_retry_delivers() {
 }
 
 /// Grant AM_ACCOUNT_ADMIN to `n` users in the simulator; their ids.
-fn grant_admin(sim: &Sim, n: usize) -> Vec<String> {
+pub(crate) fn grant_admin(sim: &Sim, n: usize) -> Vec<String> {
     let users = grantable(sim);
     assert!(users.len() >= n, "only {} grantable users", users.len());
     for u in &users[..n] {

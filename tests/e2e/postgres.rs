@@ -328,7 +328,14 @@ fn a_daemon_works_only_the_accounts_whose_lease_it_holds() {
         );
         std::thread::sleep(Duration::from_millis(100));
     }
-    let leases = db.store().leases().unwrap();
+    // The key's lease (beside each daemon's `node:` row).
+    let leases: Vec<_> = db
+        .store()
+        .leases()
+        .unwrap()
+        .into_iter()
+        .filter(|l| l.key.starts_with("key:"))
+        .collect();
     assert_eq!(leases.len(), 1, "{leases:?}");
     assert_eq!((leases[0].owner.as_str(), leases[0].epoch), ("node-a", 2));
     let (ok, out) = pg.verify(None);
@@ -395,7 +402,13 @@ fn a_paused_daemon_loses_its_lease_and_commits_nothing_after_the_takeover() {
         "node-b completes the backfill",
         || count() == truth.len(),
     );
-    let leases = db.store().leases().unwrap();
+    let leases: Vec<_> = db
+        .store()
+        .leases()
+        .unwrap()
+        .into_iter()
+        .filter(|l| l.key.starts_with("key:"))
+        .collect();
     assert_eq!(leases[0].owner, "node-b", "{leases:?}");
     assert!(leases[0].epoch >= 2, "{leases:?}");
     b.signal(libc::SIGTERM);
@@ -413,4 +426,281 @@ fn a_paused_daemon_loses_its_lease_and_commits_nothing_after_the_takeover() {
     assert!(stored == truth, "stored ids differ from the truth");
     let (ok, out) = a_app.verify(None);
     assert!(ok, "{out}");
+}
+
+/// The `tick=` of each log line of `event` in `log`.
+fn ticks_in(log: &str, event: &str) -> Vec<String> {
+    log.lines()
+        .filter(|l| l.contains(&format!("event=\"{event}\"")))
+        .filter_map(|l| l.split_whitespace().find_map(|w| w.strip_prefix("tick=")))
+        .map(str::to_string)
+        .collect()
+}
+
+/// Three daemons share twelve accounts (a key each) on one database: the first runs split the
+/// keys between them; one daemon is killed with `kill -9` mid-backfill and the others take its
+/// accounts over. Then every account holds the simulator's events once, the chains verify, the
+/// simulator never saw two daemons on one key at once, each report tick was written by one
+/// daemon, and each alert (grants made after the backfill) reached the webhook once.
+#[test]
+fn three_daemons_share_twelve_accounts_through_a_kill() {
+    use crate::alerts::{admin_rule_with, grant_admin, webhook_sink, Receiver, HOOK_ENV, SECRET};
+    use std::collections::BTreeMap;
+    use std::time::Duration;
+    let Some(db) = PgDb::create() else { return };
+    let keys: Vec<String> = (0..12)
+        .map(|i| format!("sk-multi-{i:02}-7c1e-PLANTED"))
+        .collect();
+    let sim = Sim::start_with_env(
+        &[
+            "--events",
+            "6000",
+            "--days",
+            "10",
+            "--users",
+            "30",
+            "--seed",
+            "13",
+            "--faults",
+            "slow=1.0,slow-ms=100",
+        ],
+        &[("AUDITWARDEN_SIM_EXTRA_KEYS", &keys.join(","))],
+    );
+    let hook = Receiver::start(Some(SECRET));
+    let url = sim.url();
+    let key_dir = tempfile::tempdir().unwrap();
+    let names: Vec<String> = (0..12).map(|i| format!("acct{i:02}")).collect();
+    let extras: Vec<String> = keys
+        .iter()
+        .enumerate()
+        .map(|(i, k)| {
+            let p = key_dir.path().join(format!("key{i:02}"));
+            std::fs::write(&p, k).unwrap();
+            format!("api_key_file = \"{}\"\n", p.display())
+        })
+        .collect();
+    let accounts: Vec<(&str, &str, &str, &str)> = names
+        .iter()
+        .zip(&extras)
+        .map(|(n, e)| (n.as_str(), "digicert-one", url.as_str(), e.as_str()))
+        .collect();
+    let nodes = ["node-a", "node-b", "node-c"];
+    // Collection off at first: switched on (SIGHUP) once all three nodes are registered, so the
+    // first runs split the keys three ways.
+    let apps: Vec<App> = nodes
+        .iter()
+        .map(|node| {
+            let a = App::with_accounts(&accounts);
+            point(&a, &db);
+            a.add_config(&format!(
+                "[schedule]\ncollect = \"\"\npoll_invites = \"\"\ndeliver_alerts = \"* * * * * *\"\n\
+                 [daemon]\nlisten = \"127.0.0.1:0\"\nshutdown_grace_secs = 10\nbackoff_base_secs = 1\nbackoff_max_secs = 2\nlease_secs = 3\nnode_name = \"{node}\"\n\
+                 [reports]\nschedule = \"*/2 * * * * *\"\nkinds = [\"dormant\"]\nformats = [\"json\"]\noutput_dir = \"out\"\n{}",
+                admin_rule_with("retry_later_base_secs = 0\n", &webhook_sink("soc", &hook))
+            ));
+            a
+        })
+        .collect();
+    Store::open_target(&StoreTarget::Postgres(
+        PgTarget::parse(&db.url, None).unwrap(),
+    ))
+    .unwrap();
+    let mut daemons: Vec<Daemon> = apps
+        .iter()
+        .map(|a| a.start_daemon_with_env(HOOK_ENV))
+        .collect();
+    wait_until(Duration::from_secs(30), "three nodes registered", || {
+        db.store()
+            .leases()
+            .unwrap()
+            .iter()
+            .filter(|l| l.key.starts_with("node:"))
+            .count()
+            == 3
+    });
+    for (a, d) in apps.iter().zip(&daemons) {
+        let text = std::fs::read_to_string(&a.config).unwrap();
+        std::fs::write(
+            &a.config,
+            text.replacen("collect = \"\"", "collect = \"* * * * * *\"", 1),
+        )
+        .unwrap();
+        d.signal(libc::SIGHUP);
+    }
+    let truth = sim.truth_ids();
+    let stored = |a: &str| db.store().event_ids(a).unwrap().len();
+    let total = || names.iter().map(|a| stored(a)).sum::<usize>();
+    // The victim: a daemon holding leases with events of them stored, mid-backfill.
+    let held_by = |d: &Daemon| -> Vec<String> {
+        d.get_metrics()
+            .iter()
+            .filter(|s| s.name == "auditwarden_lease_held" && s.value == 1.0)
+            .filter_map(|s| s.label("account").map(str::to_string))
+            .collect()
+    };
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    let (victim, victim_accounts) = loop {
+        let found = daemons.iter().enumerate().find_map(|(i, d)| {
+            let held = held_by(d);
+            held.iter().any(|a| stored(a) > 0).then_some((i, held))
+        });
+        if let Some(f) = found {
+            break f;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no daemon works an account"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    daemons[victim].signal(libc::SIGKILL);
+    assert!(daemons[victim]
+        .wait_for_exit(Duration::from_secs(10))
+        .is_some());
+    let at_kill = total();
+    assert!(
+        at_kill < truth.len() * names.len(),
+        "the backfill ended before the kill ({at_kill} events)"
+    );
+    wait_until(
+        Duration::from_secs(120),
+        "the survivors complete the backfill",
+        || names.iter().all(|a| stored(a) == truth.len()),
+    );
+    let leases = db.store().leases().unwrap();
+    for a in &victim_accounts {
+        let i = names.iter().position(|n| n == a).unwrap();
+        let key = format!(
+            "key:{}",
+            hex::encode(&<sha2::Sha256 as sha2::Digest>::digest(keys[i].as_bytes())[..12])
+        );
+        let l = leases
+            .iter()
+            .find(|l| l.key == key)
+            .expect("the key's lease");
+        assert_ne!(l.owner, nodes[victim], "{a} was not taken over: {leases:?}");
+        assert!(l.epoch >= 2, "{leases:?}");
+    }
+
+    // Grants after the backfill: an alert per account and grant, each delivered once.
+    let granted = grant_admin(&sim, 2);
+    // Every account alerts on both grants (and on any the world made meanwhile).
+    let alerted = |hook: &Receiver| -> BTreeSet<(String, String)> {
+        hook.distinct()
+            .values()
+            .map(|b| {
+                let s = |v: &Value| v.as_str().unwrap_or("").to_string();
+                (s(&b["account"]), s(&b["target"]["id"]))
+            })
+            .collect()
+    };
+    wait_until(
+        Duration::from_secs(60),
+        "every grant alerted in every account",
+        || {
+            let got = alerted(&hook);
+            names.iter().all(|a| {
+                granted
+                    .iter()
+                    .all(|u| got.contains(&(a.clone(), u.clone())))
+            })
+        },
+    );
+    let truth = sim.truth_ids();
+    wait_until(
+        Duration::from_secs(60),
+        "the grants' events collected",
+        || names.iter().all(|a| stored(a) == truth.len()),
+    );
+    for (i, d) in daemons.iter_mut().enumerate() {
+        if i != victim {
+            d.signal(libc::SIGTERM);
+            assert!(d.wait_for_exit(Duration::from_secs(30)).is_some());
+        }
+    }
+    let mut per_id: BTreeMap<String, usize> = BTreeMap::new();
+    for (id, _, _) in hook.arrivals() {
+        *per_id.entry(id).or_default() += 1;
+    }
+    assert_eq!(
+        per_id.len(),
+        alerted(&hook).len(),
+        "one alert per account and grant: {per_id:?}"
+    );
+    let deliveries = apps[0].deliveries(None, HOOK_ENV);
+    assert_eq!(per_id.len() as i64, deliveries, "{per_id:?}");
+    assert_eq!(apps[0].deliveries(Some("sent"), HOOK_ENV), deliveries);
+    assert!(
+        per_id.values().all(|n| *n == 1),
+        "sent more than once: {per_id:?}"
+    );
+
+    // Every account: the truth, once.
+    for a in &names {
+        let ids: Vec<String> = db.store().event_ids(a).unwrap();
+        assert_eq!(ids.len(), truth.len(), "{a}");
+        assert!(ids.into_iter().collect::<BTreeSet<_>>() == truth, "{a}");
+    }
+    let verify = apps[0]
+        .command(&["verify"])
+        .env("HOOK_SECRET", SECRET)
+        .output()
+        .unwrap();
+    assert_no_key(&verify);
+    let out = String::from_utf8_lossy(&verify.stdout);
+    assert!(verify.status.success(), "{out}");
+    assert!(
+        out.contains("chain(s) intact") && !out.contains("FINDING"),
+        "{out}"
+    );
+
+    // No key was ever worked by two daemons at once; all three worked some.
+    let record = control(&sim, "GET", "/_sim/keys", "");
+    let records = record["keys"].as_object().expect("keys");
+    assert_eq!(records.len(), names.len(), "{record}");
+    let mut workers = BTreeSet::new();
+    for (k, r) in records {
+        assert_eq!(
+            r["overlaps"], 0,
+            "{k} was worked by two daemons at once: {r}"
+        );
+        for n in r["nodes"].as_array().unwrap() {
+            workers.insert(n.as_str().unwrap().to_string());
+        }
+    }
+    assert_eq!(
+        workers,
+        nodes.iter().map(|n| n.to_string()).collect::<BTreeSet<_>>(),
+        "{record}"
+    );
+
+    // The report set: each tick written by one daemon; a tick another daemon skipped was
+    // written, but for at most the one the victim claimed as it died.
+    let logs: Vec<String> = daemons.iter().map(|d| d.log()).collect();
+    assert!(
+        logs.iter()
+            .all(|l| keys.iter().all(|k| !l.contains(k.as_str()))),
+        "a key in a log"
+    );
+    let mut written: BTreeMap<String, usize> = BTreeMap::new();
+    for l in &logs {
+        for t in ticks_in(l, "reports_written") {
+            *written.entry(t).or_default() += 1;
+        }
+    }
+    assert!(written.len() >= 3, "{written:?}");
+    assert!(
+        written.values().all(|n| *n == 1),
+        "a tick written twice: {written:?}"
+    );
+    let skipped: BTreeSet<String> = logs
+        .iter()
+        .flat_map(|l| ticks_in(l, "report_tick_claimed_elsewhere"))
+        .collect();
+    assert!(!skipped.is_empty(), "no daemon ever found a tick claimed");
+    let unwritten = skipped.iter().filter(|t| !written.contains_key(*t)).count();
+    assert!(
+        unwritten <= 1,
+        "ticks claimed but never written: {unwritten}"
+    );
 }

@@ -47,6 +47,7 @@ impl CopyStore for Postgres {
                             Kind::Flag => r
                                 .get::<_, Option<bool>>(i)
                                 .map(|b| CopyValue::Int(i64::from(b))),
+                            Kind::Real => r.get::<_, Option<f64>>(i).map(CopyValue::Real),
                         }
                         .unwrap_or(CopyValue::Null)
                     })
@@ -92,6 +93,20 @@ impl CopyStore for Postgres {
                     }
                     arrays.push(Box::new(v));
                     casts.push(format!("${}::text[]", i + 1));
+                }
+                Kind::Real => {
+                    let mut v: Vec<Option<f64>> = Vec::with_capacity(rows.len());
+                    for r in rows {
+                        v.push(match cell(r) {
+                            CopyValue::Null => None,
+                            CopyValue::Real(x) => Some(x),
+                            // SQLite keeps a whole REAL as an integer when it can.
+                            CopyValue::Int(x) => Some(x as f64),
+                            other => return Err(self.mistyped(t, name, &other)),
+                        });
+                    }
+                    arrays.push(Box::new(v));
+                    casts.push(format!("${}::float8[]", i + 1));
                 }
                 Kind::Bytes => {
                     let mut v: Vec<Option<Vec<u8>>> = Vec::with_capacity(rows.len());

@@ -66,6 +66,16 @@ impl LeaseStore for Postgres {
         Ok(())
     }
 
+    fn claim_tick(&mut self, job: &str, tick_ms: i64, node: &str, now_ms: i64) -> Result<bool> {
+        let n = self.exec(
+            "INSERT INTO job_ticks (job, tick_ms, node, claimed_ms) VALUES ($1, $2, $3, $4)
+             ON CONFLICT (job, tick_ms) DO NOTHING",
+            &[&job, &tick_ms, &node, &now_ms],
+            "claim tick",
+        )?;
+        Ok(n == 1)
+    }
+
     fn fence(&mut self, account: &str, lease: Option<Lease>) {
         match lease {
             Some(l) => {

@@ -382,4 +382,15 @@ pub const MIGRATIONS: &[&str] = &[
             'closure of campaign ' || campaign_id
         FROM review_closures;
     "#,
+    // 5: scheduled ticks claimed, as SQLite's job_ticks: the primary key lets one daemon's
+    // insert of (job, tick) win, so the report set runs once per tick across the daemons.
+    r#"
+    CREATE TABLE job_ticks (
+        job             TEXT COLLATE "C" NOT NULL,
+        tick_ms         BIGINT NOT NULL,
+        node            TEXT NOT NULL,
+        claimed_ms      BIGINT NOT NULL,
+        PRIMARY KEY (job, tick_ms)
+    );
+    "#,
 ];

@@ -7,8 +7,10 @@ use std::collections::HashMap;
 use rusqlite::{params, Connection, OptionalExtension};
 
 use super::Sqlite;
-use crate::api::wire::{parse_event, ParsedEvent};
-use crate::store::chain::{history_bytes, link, ChainHead, ChainKind, ChainSummary, Finding, Hash};
+use crate::store::chain::{
+    check_event_columns, history_bytes, ChainHead, ChainKind, ChainRow, ChainSummary, EventColumns,
+    Finding, Hash, Walker,
+};
 use crate::store::{ChainStore, Result};
 
 /// The recorded head of one chain, or the genesis head when the account has none yet.
@@ -105,13 +107,6 @@ pub(super) fn backfill(conn: &Connection) -> rusqlite::Result<()> {
         }
     }
     Ok(())
-}
-
-/// Per account while walking one chain.
-struct Walk {
-    head: ChainHead,
-    last_seq: Option<i64>,
-    rows: u64,
 }
 
 impl ChainStore for Sqlite {
@@ -225,9 +220,9 @@ impl ChainStore for Sqlite {
         Ok(out)
     }
 
-    /// Walk every chain (of one account, if given) in insertion order, recompute each link, and
-    /// hand each finding to `found` as it is met. Streams: memory does not grow with the history.
-    /// After a finding the walk resynchronizes on the stored link, so one edit is one finding.
+    /// Walk every chain (of one account, if given) in insertion order through the shared
+    /// [`Walker`] (PostgreSQL's too), handing each finding to `found` as it is met. Streams:
+    /// memory does not grow with the history.
     fn walk_chains(
         &self,
         account: Option<&str>,
@@ -238,65 +233,27 @@ impl ChainStore for Sqlite {
             if kind == ChainKind::Reviews && !self.has_reviews()? {
                 continue;
             }
-            let walks = self.walk_chain(kind, account, found)?;
-            let mut recorded: HashMap<String, ChainHead> = self
+            let walker = self.walk_chain(kind, account, found)?;
+            let recorded: HashMap<String, ChainHead> = self
                 .chain_heads(account)?
                 .into_iter()
                 .filter(|(k, _, _)| *k == kind)
                 .map(|(_, a, h)| (a, h))
                 .collect();
-            let mut accounts: Vec<&String> = walks.keys().collect();
-            accounts.sort();
-            for a in accounts {
-                let w = &walks[a];
-                let rec = recorded.remove(a);
-                if rec != Some(w.head) {
-                    found(Finding::HeadMismatch {
-                        chain: kind,
-                        account: a.clone(),
-                        recorded: rec,
-                        found: w.head,
-                    });
-                }
-                summaries.push(ChainSummary {
-                    chain: kind,
-                    account: a.clone(),
-                    rows: w.rows,
-                    head: w.head,
-                });
-            }
-            // Heads whose chain has no row left at all.
-            let mut rest: Vec<(String, ChainHead)> = recorded.into_iter().collect();
-            rest.sort_by(|a, b| a.0.cmp(&b.0));
-            for (a, rec) in rest {
-                let empty = ChainHead::genesis(kind, &a);
-                if rec != empty {
-                    found(Finding::HeadMismatch {
-                        chain: kind,
-                        account: a.clone(),
-                        recorded: Some(rec),
-                        found: empty,
-                    });
-                }
-                summaries.push(ChainSummary {
-                    chain: kind,
-                    account: a,
-                    rows: 0,
-                    head: empty,
-                });
-            }
+            summaries.extend(walker.finish(recorded, found));
         }
         Ok(summaries)
     }
 }
 
 impl Sqlite {
+    /// Stream one chain kind's rows into a [`Walker`], checking each linked event's columns.
     fn walk_chain(
         &self,
         kind: ChainKind,
         account: Option<&str>,
         found: &mut dyn FnMut(Finding),
-    ) -> Result<HashMap<String, Walk>> {
+    ) -> Result<Walker> {
         let sql = match kind {
             ChainKind::Events => {
                 "SELECT seq, account, chain_n, chain_hash, raw, event_id, ts_ms, day, action,
@@ -319,18 +276,15 @@ impl Sqlite {
         let what = format!("verify {}", kind.as_str());
         let mut st = self.conn.prepare(sql).map_err(|e| self.err(&what, e))?;
         let mut rows = st.query(params![account]).map_err(|e| self.err(&what, e))?;
-        let mut walks: HashMap<String, Walk> = HashMap::new();
+        let mut walker = Walker::new(kind);
         let mut history = Vec::new();
         while let Some(r) = rows.next().map_err(|e| self.err(&what, e))? {
             let step = (|| -> rusqlite::Result<()> {
                 let seq: i64 = r.get(0)?;
                 let acc = r.get_ref(1)?.as_str()?;
-                let n: Option<i64> = r.get(2)?;
-                let stored: Option<Hash> = r.get(3).ok().flatten();
-                let key = |r: &rusqlite::Row<'_>| -> String {
-                    let i = if kind == ChainKind::UserHistory { 4 } else { 5 };
-                    r.get::<_, String>(i).unwrap_or_default()
-                };
+                // What names the row in a finding: the event id, the user id, the review key.
+                let key_at = if kind == ChainKind::UserHistory { 4 } else { 5 };
+                let key = r.get_ref(key_at)?.as_str().unwrap_or("");
                 let canonical: &[u8] = match kind {
                     ChainKind::Events => r.get_ref(4)?.as_str()?.as_bytes(),
                     ChainKind::UserHistory => {
@@ -348,142 +302,53 @@ impl Sqlite {
                     }
                     ChainKind::Reviews => r.get_ref(4)?.as_str()?.as_bytes(),
                 };
-                if !walks.contains_key(acc) {
-                    walks.insert(
-                        acc.to_string(),
-                        Walk {
-                            head: ChainHead::genesis(kind, acc),
-                            last_seq: None,
-                            rows: 0,
-                        },
-                    );
-                }
-                let Some(w) = walks.get_mut(acc) else {
-                    return Ok(());
-                };
-                w.rows += 1;
-                let (Some(n), Some(stored)) = (n, stored) else {
-                    found(Finding::Unchained {
-                        chain: kind,
-                        account: acc.to_string(),
+                let linked = walker.step(
+                    &ChainRow {
                         seq,
-                        key: key(r),
-                        n,
-                    });
-                    return Ok(());
-                };
-                if n <= w.head.n {
-                    found(Finding::Unchained {
-                        chain: kind,
-                        account: acc.to_string(),
-                        seq,
-                        key: key(r),
-                        n: Some(n),
-                    });
-                    return Ok(());
-                }
-                if n > w.head.n + 1 {
-                    found(Finding::Gap {
-                        chain: kind,
-                        account: acc.to_string(),
-                        first_missing: w.head.n + 1,
-                        last_missing: n - 1,
-                        after_seq: w.last_seq,
-                        before_seq: seq,
-                    });
-                } else {
-                    let expected = link(&w.head.hash, canonical);
-                    if expected != stored {
-                        found(Finding::BrokenLink {
-                            chain: kind,
-                            account: acc.to_string(),
-                            seq,
-                            key: key(r),
-                            n,
-                            expected,
-                            found: stored,
-                        });
-                    }
-                }
-                // Resynchronize on the stored link: the next row is checked against it.
-                w.head = ChainHead { n, hash: stored };
-                w.last_seq = Some(seq);
-                if kind == ChainKind::Events {
-                    check_event_columns(r, acc, seq, found)?;
+                        account: acc,
+                        n: r.get(2)?,
+                        stored: r.get(3).ok().flatten(),
+                        key,
+                        canonical,
+                    },
+                    found,
+                );
+                if linked && kind == ChainKind::Events {
+                    let col = |i: usize| {
+                        r.get_ref(i)
+                            .ok()
+                            .and_then(|v| v.as_str_or_null().ok().flatten())
+                    };
+                    let cols: EventColumns<'_> = [
+                        col(5),
+                        col(7),
+                        col(8),
+                        col(9),
+                        col(10),
+                        col(11),
+                        col(12),
+                        col(13),
+                        col(14),
+                        col(15),
+                        col(16),
+                        col(17),
+                    ];
+                    let stored_ms = r.get_ref(6)?.as_i64().ok();
+                    let raw = r.get_ref(4)?.as_str()?;
+                    check_event_columns(raw, acc, seq, stored_ms, &cols, found);
                 }
                 Ok(())
             })();
             step.map_err(|e| self.err(&what, e))?;
         }
-        Ok(walks)
+        Ok(walker)
     }
-}
-
-/// The derived columns of an event must say what its `raw` text says (the chain covers `raw`).
-fn check_event_columns(
-    r: &rusqlite::Row<'_>,
-    account: &str,
-    seq: i64,
-    found: &mut dyn FnMut(Finding),
-) -> rusqlite::Result<()> {
-    let raw = r.get_ref(4)?.as_str()?;
-    let key = || r.get::<_, String>(5).unwrap_or_default();
-    let ev = match parse_event(raw) {
-        ParsedEvent::Event(ev) => ev,
-        ParsedEvent::Malformed(m) => {
-            found(Finding::ColumnEdited {
-                account: account.to_string(),
-                seq,
-                key: key(),
-                column: "raw",
-                stored: crate::api::wire::preview(raw),
-                from_raw: m.reason,
-            });
-            return Ok(());
-        }
-    };
-    let ts_ms = ev.timestamp.timestamp_millis();
-    let day = super::day_str(ev.timestamp.date_naive());
-    let edited = |column: &'static str, stored: String, from_raw: String| Finding::ColumnEdited {
-        account: account.to_string(),
-        seq,
-        key: key(),
-        column,
-        stored,
-        from_raw,
-    };
-    let stored_ms = r.get_ref(6)?.as_i64().ok();
-    if stored_ms != Some(ts_ms) {
-        let stored = stored_ms.map(|v| v.to_string()).unwrap_or_default();
-        found(edited("ts_ms", stored, ts_ms.to_string()));
-    }
-    let text: [(&'static str, usize, Option<&str>); 12] = [
-        ("event_id", 5, Some(&ev.id)),
-        ("day", 7, Some(&day)),
-        ("action", 8, Some(&ev.action)),
-        ("resource_type", 9, ev.resource_type.as_deref()),
-        ("resource_id", 10, ev.resource_id.as_deref()),
-        ("resource_name", 11, ev.resource_name.as_deref()),
-        ("actor_id", 12, ev.actor_id.as_deref()),
-        ("actor_name", 13, ev.actor_name.as_deref()),
-        ("status", 14, ev.status.as_deref()),
-        ("ip_address", 15, ev.ip_address.as_deref()),
-        ("description", 16, ev.description.as_deref()),
-        ("data", 17, ev.data.as_deref()),
-    ];
-    for (column, i, want) in text {
-        let stored = r.get_ref(i)?.as_str_or_null().ok().flatten();
-        if stored != want {
-            let show = |v: Option<&str>| v.unwrap_or("NULL").to_string();
-            found(edited(column, show(stored), show(want)));
-        }
-    }
-    Ok(())
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::api::wire::{parse_event, ParsedEvent};
     use crate::api::AuditEvent;
     use crate::store::{EventStore, UserStore};
     use crate::store::{HistoryRow, PageWrite, UserBatch};

@@ -29,7 +29,7 @@ impl CopyStore for Sqlite {
                 row.push(match r.get_ref(i).map_err(|e| self.err(&what, e))? {
                     ValueRef::Null => CopyValue::Null,
                     ValueRef::Integer(v) => CopyValue::Int(v),
-                    ValueRef::Real(v) => CopyValue::Text(v.to_string()),
+                    ValueRef::Real(v) => CopyValue::Real(v),
                     ValueRef::Text(v) => CopyValue::Text(String::from_utf8_lossy(v).into_owned()),
                     ValueRef::Blob(v) => CopyValue::Bytes(v.to_vec()),
                 });
@@ -63,6 +63,7 @@ impl CopyStore for Sqlite {
                     CopyValue::Int(i) => Value::Integer(*i),
                     CopyValue::Text(s) => Value::Text(s.clone()),
                     CopyValue::Bytes(b) => Value::Blob(b.clone()),
+                    CopyValue::Real(f) => Value::Real(*f),
                 });
                 n += st
                     .execute(rusqlite::params_from_iter(values))

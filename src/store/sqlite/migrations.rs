@@ -350,6 +350,18 @@ pub const MIGRATIONS: &[&str] = &[
     -- Each pass looks up its account's pending runs.
     CREATE INDEX report_runs_by_state ON report_runs (account, state);
     "#,
+    // Scheduled ticks claimed (issue 13): a job that must run once per tick across several
+    // daemons on one database (the report set) inserts (job, tick) before it runs; the primary
+    // key lets one insert win. One host's daemons share the file, so SQLite keeps it too.
+    r#"
+    CREATE TABLE job_ticks (
+        job             TEXT NOT NULL,
+        tick_ms         INTEGER NOT NULL,   -- the scheduled instant, ms since the epoch
+        node            TEXT NOT NULL,      -- who claimed it (`[daemon] node_name`)
+        claimed_ms      INTEGER NOT NULL,
+        PRIMARY KEY (job, tick_ms)
+    ) WITHOUT ROWID;
+    "#,
 ];
 
 /// The migration that stores the domain rules' results with the rows (issue 12): whether a user

@@ -345,8 +345,22 @@ impl Sqlite {
     }
 }
 
-/// One host: every lease is granted, nothing is fenced (the trait's defaults).
-impl super::LeaseStore for Sqlite {}
+/// One host: every lease is granted, nothing is fenced (the trait's defaults); ticks are claimed
+/// in the file, so daemons sharing it run a tick's job once.
+impl super::LeaseStore for Sqlite {
+    fn claim_tick(&mut self, job: &str, tick_ms: i64, node: &str, now_ms: i64) -> Result<bool> {
+        let _turn = self.write_turn().map_err(|e| self.err("claim tick", e))?;
+        let n = self
+            .conn
+            .execute(
+                "INSERT OR IGNORE INTO job_ticks (job, tick_ms, node, claimed_ms)
+                 VALUES (?1, ?2, ?3, ?4)",
+                rusqlite::params![job, tick_ms, node, now_ms],
+            )
+            .map_err(|e| self.err("claim tick", e))?;
+        Ok(n == 1)
+    }
+}
 
 impl Backend for Sqlite {
     /// Give back the memory a pass used: SQLite frees its page cache and other memory it can

@@ -1,0 +1,427 @@
+//! PostgreSQL benchmark (`cargo bench --bench postgres [-- EVENTS]`; default 1,000,000), against
+//! the server on 127.0.0.1:5432 (or `AUDITWARDEN_TEST_POSTGRES`), each step on a database of its
+//! own (created and dropped). In one run it measures:
+//! - **backfill**: `auditwarden collect` (release binary, default collection settings) of EVENTS
+//!   events over 30 days from the simulator into SQLite, then into PostgreSQL: time, events/s,
+//!   peak RSS, and the ratio (target: PostgreSQL within 1.5x of SQLite);
+//! - **three daemons vs one**: 60 DigiCert ONE accounts, each with a key of its own, against a
+//!   simulator that caps every key (`--faults rate-cap=N`, DigiCert limits per key): time from
+//!   the first collection until every account holds every event, with one `auditwarden run` and
+//!   then with three on a fresh database (target: three at least 2.5x faster);
+//! - **takeover**: with the three daemons still running, one is killed with `kill -9` while it
+//!   holds leases; the time until another node holds each of them (target: within `lease_secs`
+//!   plus one heartbeat, a third of it).
+//!
+//! It prints figures; it asserts only that the runs succeed and store every event.
+
+// A benchmark program: a failed step panics with its reason, which is its report.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpStream;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use auditwarden::store::{PgTarget, Store, StoreTarget};
+
+mod common;
+
+use common::{peak_rss_of, BIN, KEY};
+
+/// Accounts of the daemon comparison, and the events each holds.
+const ACCOUNTS: usize = 60;
+const SHARED_EVENTS: usize = 3000;
+/// Requests per second the simulator allows each key in the daemon comparison.
+const RATE_CAP: u32 = 4;
+/// `[daemon] lease_secs` of the daemons.
+const LEASE_SECS: u64 = 5;
+
+/// A database of its own on the server, dropped on drop.
+struct PgDb {
+    admin: String,
+    name: String,
+    url: String,
+}
+
+impl PgDb {
+    fn create(tag: &str) -> PgDb {
+        let admin = std::env::var("AUDITWARDEN_TEST_POSTGRES").unwrap_or_else(|_| {
+            "postgresql://postgres@127.0.0.1:5432/postgres?sslmode=disable".into()
+        });
+        let server = PgTarget::parse(&admin, None).expect("a PostgreSQL URL");
+        let name = format!("aw_bench_{tag}_{}", std::process::id());
+        server
+            .execute_batch(&format!("DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)"))
+            .expect("PostgreSQL on 127.0.0.1:5432 (or AUDITWARDEN_TEST_POSTGRES)");
+        server
+            .execute_batch(&format!("CREATE DATABASE \"{name}\""))
+            .expect("create database");
+        let mut u = url::Url::parse(&admin).expect("url");
+        u.set_path(&format!("/{name}"));
+        PgDb {
+            admin,
+            name,
+            url: u.to_string(),
+        }
+    }
+
+    fn target(&self) -> StoreTarget {
+        StoreTarget::Postgres(PgTarget::parse(&self.url, None).expect("url"))
+    }
+}
+
+impl Drop for PgDb {
+    fn drop(&mut self) {
+        if let Ok(server) = PgTarget::parse(&self.admin, None) {
+            let _ = server.execute_batch(&format!(
+                "DROP DATABASE IF EXISTS \"{}\" WITH (FORCE)",
+                self.name
+            ));
+        }
+    }
+}
+
+/// A simulator child with extra keys, killed on drop.
+struct Sim {
+    child: Child,
+    url: String,
+}
+
+impl Drop for Sim {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn start_sim(args: &[String], extra_keys: &[String]) -> Sim {
+    let mut child = Command::new(BIN)
+        .args(["simulate", "--listen", "127.0.0.1:0", "--seed", "1"])
+        .args(args)
+        .env("AUDITWARDEN_SIM_API_KEY", KEY)
+        .env("AUDITWARDEN_SIM_EXTRA_KEYS", extra_keys.join(","))
+        .env("AUDITWARDEN_LOG", "warn")
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("spawn simulator");
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().expect("stdout"))
+        .read_line(&mut line)
+        .expect("address");
+    let url = format!(
+        "http://{}",
+        line.trim().rsplit("http://").next().unwrap_or("")
+    );
+    Sim { child, url }
+}
+
+/// A GET on `addr` (host:port): (status, body).
+fn get(addr: &str, path: &str) -> (u16, String) {
+    let Ok(mut s) = TcpStream::connect(addr) else {
+        return (0, String::new());
+    };
+    let _ = s.set_read_timeout(Some(Duration::from_secs(10)));
+    let _ = write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
+    );
+    let mut text = String::new();
+    let _ = s.read_to_string(&mut text);
+    let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
+    let status = head
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    (status, body.to_string())
+}
+
+/// A running `auditwarden run`, killed on drop.
+struct Daemon {
+    child: Child,
+    addr: String,
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Daemon {
+    fn start(config: &std::path::Path, env: &[(String, String)]) -> Daemon {
+        let mut child = Command::new(BIN)
+            .arg("--config")
+            .arg(config)
+            .arg("run")
+            .envs(env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+            .env("AUDITWARDEN_LOG", "warn")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("spawn daemon");
+        let mut reader = BufReader::new(child.stdout.take().expect("stdout"));
+        let mut addr = None;
+        loop {
+            let mut line = String::new();
+            assert!(
+                reader.read_line(&mut line).expect("stdout") > 0,
+                "the daemon exited"
+            );
+            if let Some(a) = line.trim().strip_prefix("health and metrics on http://") {
+                addr = Some(a.to_string());
+            }
+            if line.starts_with("auditwarden running") {
+                break;
+            }
+        }
+        // Drain the rest, so a full pipe never blocks the daemon (bounded by its life).
+        std::thread::spawn(move || {
+            let _ = std::io::copy(&mut reader, &mut std::io::sink());
+        });
+        Daemon {
+            child,
+            addr: addr.expect("listener address"),
+        }
+    }
+
+    /// The accounts whose lease this daemon holds now (`auditwarden_lease_held` 1).
+    fn holding(&self) -> Vec<String> {
+        let (_, body) = get(&self.addr, "/metrics");
+        body.lines()
+            .filter(|l| l.starts_with("auditwarden_lease_held{") && l.ends_with(" 1"))
+            .filter_map(|l| {
+                let rest = l.split("account=\"").nth(1)?;
+                Some(rest.split('"').next()?.to_string())
+            })
+            .collect()
+    }
+}
+
+/// Wait (at most `limit`) until `f` holds.
+fn wait_until(limit: Duration, what: &str, mut f: impl FnMut() -> bool) {
+    let deadline = Instant::now() + limit;
+    while !f() {
+        assert!(Instant::now() < deadline, "never happened: {what}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+fn main() {
+    let events: usize = std::env::args()
+        .skip(1)
+        .find_map(|a| a.parse().ok())
+        .unwrap_or(1_000_000);
+    let dir = tempfile::tempdir().expect("tempdir");
+    backfill(dir.path(), events);
+    daemons(dir.path());
+}
+
+/// One account's backfill into SQLite, then into PostgreSQL.
+fn backfill(dir: &std::path::Path, events: usize) {
+    println!("backfill: {events} events over 30 days, one DigiCert ONE account, default settings");
+    let sim = start_sim(
+        &[
+            "--events".into(),
+            events.to_string(),
+            "--days".into(),
+            "30".into(),
+        ],
+        &[],
+    );
+    let pg = PgDb::create("backfill");
+    let account = format!(
+        "[[accounts]]\nname = \"one\"\nkind = \"digicert-one\"\nbase_url = \"{}\"\napi_key_env = \"BENCH_KEY\"\nbackfill_days = 31\n",
+        sim.url
+    );
+    let mut secs = Vec::new();
+    for (label, store) in [
+        ("sqlite", "path = \"aw.db\"".to_string()),
+        ("postgresql", format!("url = \"{}\"", pg.url)),
+    ] {
+        let config = dir.join(format!("backfill-{label}.toml"));
+        std::fs::write(&config, format!("[store]\n{store}\n{account}")).unwrap();
+        let mut cmd = Command::new(BIN);
+        cmd.arg("--config")
+            .arg(&config)
+            .arg("collect")
+            .env("BENCH_KEY", KEY)
+            .env("AUDITWARDEN_LOG", "warn");
+        let (out, elapsed, rss) = peak_rss_of(cmd);
+        assert!(
+            out.status.success(),
+            "{label}: {}",
+            String::from_utf8_lossy(&out.stdout)
+        );
+        let target = if label == "sqlite" {
+            StoreTarget::Sqlite(dir.join("aw.db"))
+        } else {
+            pg.target()
+        };
+        let stored = Store::open_target_read_only(&target)
+            .unwrap()
+            .account_status("one")
+            .unwrap()
+            .events;
+        assert_eq!(stored as usize, events, "{label}: stored {stored}");
+        let s = elapsed.as_secs_f64();
+        println!(
+            "  {label:<10} {s:7.1} s  {:>9.0} events/s  peak RSS {rss} MiB",
+            events as f64 / s
+        );
+        secs.push(s);
+    }
+    println!(
+        "  PostgreSQL / SQLite time: {:.2}x (target <= 1.5x)",
+        secs[1] / secs[0]
+    );
+}
+
+/// 60 accounts: one daemon, then three; then a kill -9 of one of the three.
+fn daemons(dir: &std::path::Path) {
+    println!(
+        "daemons: {ACCOUNTS} accounts with a key each, {SHARED_EVENTS} events each over 10 days, \
+         pages of 100, the simulator capping each key at {RATE_CAP} requests/s, lease_secs = {LEASE_SECS}"
+    );
+    let keys: Vec<String> = (0..ACCOUNTS).map(|i| format!("bench-key-{i:02}")).collect();
+    let sim = start_sim(
+        &[
+            "--events".into(),
+            SHARED_EVENTS.to_string(),
+            "--days".into(),
+            "10".into(),
+            "--faults".into(),
+            format!("rate-cap={RATE_CAP}"),
+        ],
+        &keys,
+    );
+    let env: Vec<(String, String)> = keys
+        .iter()
+        .enumerate()
+        .map(|(i, k)| (format!("BENCH_KEY_{i:02}"), k.clone()))
+        .collect();
+    let names: Vec<String> = (0..ACCOUNTS).map(|i| format!("acct{i:02}")).collect();
+    let mut one_secs = 0.0;
+    for n in [1usize, 3] {
+        let pg = PgDb::create(&format!("daemons{n}"));
+        // The schema first, so the watcher can read while the daemons start.
+        Store::open_target(&pg.target()).unwrap();
+        let configs: Vec<std::path::PathBuf> = (0..n)
+            .map(|i| {
+                let mut text = format!(
+                    "[store]\nurl = \"{}\"\n[collection]\npage_size = 100\n\
+                     [schedule]\ncollect = \"\"\npoll_invites = \"\"\ndeliver_alerts = \"\"\n\
+                     [reports]\nschedule = \"\"\n\
+                     [daemon]\nlisten = \"127.0.0.1:0\"\nlease_secs = {LEASE_SECS}\nnode_name = \"bench-{i}\"\n\
+                     backoff_base_secs = 1\nbackoff_max_secs = 2\n",
+                    pg.url
+                );
+                for (j, a) in names.iter().enumerate() {
+                    text.push_str(&format!(
+                        "[[accounts]]\nname = \"{a}\"\nkind = \"digicert-one\"\nbase_url = \"{}\"\napi_key_env = \"BENCH_KEY_{j:02}\"\nbackfill_days = 11\n",
+                        sim.url
+                    ));
+                }
+                let p = dir.join(format!("daemons{n}-{i}.toml"));
+                std::fs::write(&p, text).unwrap();
+                p
+            })
+            .collect();
+        let mut daemons: Vec<Daemon> = configs.iter().map(|c| Daemon::start(c, &env)).collect();
+        let reader = Store::open_target_read_only(&pg.target()).unwrap();
+        wait_until(Duration::from_secs(30), "the nodes registered", || {
+            reader
+                .leases()
+                .unwrap()
+                .iter()
+                .filter(|l| l.key.starts_with("node:"))
+                .count()
+                == n
+        });
+        // Collection on (SIGHUP), every second, for all at once.
+        for (c, d) in configs.iter().zip(&daemons) {
+            let text = std::fs::read_to_string(c).unwrap();
+            std::fs::write(
+                c,
+                text.replacen("collect = \"\"", "collect = \"* * * * * *\"", 1),
+            )
+            .unwrap();
+            // SAFETY: kill(2) on our own child.
+            unsafe { libc::kill(d.child.id() as i32, libc::SIGHUP) };
+        }
+        let started = Instant::now();
+        wait_until(Duration::from_secs(900), "every account collected", || {
+            names.iter().all(|a| {
+                reader.account_status(a).map(|s| s.events).unwrap_or(0) as usize >= SHARED_EVENTS
+            })
+        });
+        let secs = started.elapsed().as_secs_f64();
+        println!(
+            "  {n} daemon(s): every account collected in {secs:.1} s ({:.0} events/s)",
+            (ACCOUNTS * SHARED_EVENTS) as f64 / secs
+        );
+        if n == 1 {
+            one_secs = secs;
+            continue;
+        }
+        println!(
+            "  three daemons vs one: {:.2}x faster (target >= 2.5x)",
+            one_secs / secs
+        );
+        // Takeover: kill -9 a daemon while it holds leases (each run holds them briefly).
+        let victim = 0;
+        wait_until(Duration::from_secs(60), "the victim holds leases", || {
+            !daemons[victim].holding().is_empty()
+        });
+        let killed = Instant::now();
+        daemons[victim].child.kill().unwrap();
+        let _ = daemons[victim].child.wait();
+        let victim_node = format!("bench-{victim}");
+        // The key leases it held as it died (not given up, not lapsed).
+        let now_ms = chrono::Utc::now().timestamp_millis();
+        let held_keys: Vec<String> = reader
+            .leases()
+            .unwrap()
+            .iter()
+            .filter(|l| {
+                l.owner == victim_node && l.key.starts_with("key:") && l.expires_ms > now_ms
+            })
+            .map(|l| l.key.clone())
+            .collect();
+        if held_keys.is_empty() {
+            println!("  takeover: the victim held no lease as it died (its run had just ended); not measured");
+            return;
+        }
+        // When the last of them lapses (its expiry as written by the victim's last renewal).
+        let lapse_ms = reader
+            .leases()
+            .unwrap()
+            .iter()
+            .filter(|l| held_keys.contains(&l.key))
+            .map(|l| l.expires_ms)
+            .max()
+            .unwrap_or(now_ms);
+        // `now_ms` was read right after the kill.
+        let lapsed = (lapse_ms - now_ms) as f64 / 1000.0;
+        // A survivor takes a lapsed key at the start of its next run: one in the middle of a
+        // long run takes it when that run ends.
+        wait_until(
+            Duration::from_secs(300),
+            "the victim's leases taken over",
+            || {
+                let now = reader.leases().unwrap();
+                held_keys
+                    .iter()
+                    .all(|k| now.iter().any(|l| &l.key == k && l.owner != victim_node))
+            },
+        );
+        let took = killed.elapsed().as_secs_f64();
+        println!(
+            "  takeover after kill -9 of a node holding {} lease(s): {took:.2} s, the last lease lapsing {lapsed:.2} s after the kill (target <= {:.2} s: lease_secs + one heartbeat)",
+            held_keys.len(),
+            LEASE_SECS as f64 * 4.0 / 3.0
+        );
+        daemons.clear();
+    }
+}
