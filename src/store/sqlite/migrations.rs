@@ -402,6 +402,14 @@ pub const EVENT_KEYS: &str = r#"
     CREATE INDEX events_by_actor ON events (account, actor_id, ts_ms);
     -- The dedup lookup (and `event_action`): key first, then account and id from the row.
     CREATE INDEX events_by_key ON events (event_key);
+    -- After each pass the alert rules read an account's new credential events and the user sync
+    -- its new user-change events: without these they scanned every new row (all of them after a
+    -- backfill). Partial, so only the few rows they hold cost anything to maintain; their WHERE
+    -- is spelled as the queries spell it (`credentials.rs`, `users.rs`), or SQLite cannot use them.
+    CREATE INDEX events_credentials ON events (account, seq)
+        WHERE resource_type IN ('api_token', 'client_auth_certificate');
+    CREATE INDEX events_user_changes ON events (account, seq)
+        WHERE resource_type IN ('user', 'service_user') AND action IN ('create', 'update');
 "#;
 
 /// The migration that stores the domain rules' results with the rows (issue 12): whether a user
