@@ -70,8 +70,10 @@ impl Writer {
     }
 }
 
-/// SQLite's page cache while the writer runs: most of the id index of a million events.
-const WRITE_CACHE_MIB: u32 = 40;
+/// SQLite's page cache while the writer runs: the whole index of event keys of a million events
+/// (about 18 MiB; the text index it replaced was 56 MiB and did not fit in the 40 MiB this was)
+/// and the pages the other indexes and the table are appended at.
+const WRITE_CACHE_MIB: u32 = 28;
 
 /// A batch commits when it holds this many events ...
 const BATCH_MAX_EVENTS: usize = 50_000;

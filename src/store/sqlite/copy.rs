@@ -49,22 +49,56 @@ impl CopyStore for Sqlite {
         let mut n = 0u64;
         {
             let marks: Vec<String> = (1..=t.columns.len()).map(|i| format!("?{i}")).collect();
-            let mut st = tx
-                .prepare(&format!(
+            // Events carry their dedup key (`migrations::EVENT_KEYS`), which the source does not
+            // copy: it is computed from the id, and a row whose account and id are already
+            // stored is skipped as the writer skips it.
+            let event_cols = (t.name == "events")
+                .then(|| {
+                    let at = |c: &str| t.columns.iter().position(|(n, _)| *n == c);
+                    at("account").zip(at("event_id"))
+                })
+                .flatten();
+            let sql = match event_cols {
+                Some((a, e)) => {
+                    let k = t.columns.len() + 1;
+                    format!(
+                        "INSERT OR IGNORE INTO events ({}, event_key) SELECT {}, ?{k}
+                         WHERE NOT EXISTS (SELECT 1 FROM events
+                            WHERE event_key = ?{k} AND account = ?{} AND event_id = ?{})",
+                        columns(t),
+                        marks.join(", "),
+                        a + 1,
+                        e + 1
+                    )
+                }
+                None => format!(
                     "INSERT OR IGNORE INTO {} ({}) VALUES ({})",
                     t.name,
                     columns(t),
                     marks.join(", ")
-                ))
-                .map_err(|e| err(&path, &what, e))?;
+                ),
+            };
+            let mut st = tx.prepare(&sql).map_err(|e| err(&path, &what, e))?;
             for row in rows {
-                let values = row.iter().map(|v| match v {
-                    CopyValue::Null => Value::Null,
-                    CopyValue::Int(i) => Value::Integer(*i),
-                    CopyValue::Text(s) => Value::Text(s.clone()),
-                    CopyValue::Bytes(b) => Value::Blob(b.clone()),
-                    CopyValue::Real(f) => Value::Real(*f),
-                });
+                let mut values: Vec<Value> = row
+                    .iter()
+                    .map(|v| match v {
+                        CopyValue::Null => Value::Null,
+                        CopyValue::Int(i) => Value::Integer(*i),
+                        CopyValue::Text(s) => Value::Text(s.clone()),
+                        CopyValue::Bytes(b) => Value::Blob(b.clone()),
+                        CopyValue::Real(f) => Value::Real(*f),
+                    })
+                    .collect();
+                if let Some((_, e)) = event_cols {
+                    let key = match row.get(e) {
+                        Some(CopyValue::Text(id)) => {
+                            Value::Integer(super::event_keys::event_key(id))
+                        }
+                        _ => Value::Null,
+                    };
+                    values.push(key);
+                }
                 n += st
                     .execute(rusqlite::params_from_iter(values))
                     .map_err(|e| err(&path, &what, e))? as u64;

@@ -94,8 +94,8 @@ impl CredentialStore for Sqlite {
     fn event_action(&self, account: &str, event_id: &str) -> Result<Option<String>> {
         self.conn
             .query_row(
-                "SELECT action FROM events WHERE account = ?1 AND event_id = ?2",
-                params![account, event_id],
+                "SELECT action FROM events WHERE event_key = ?3 AND account = ?1 AND event_id = ?2",
+                params![account, event_id, super::event_keys::event_key(event_id)],
                 |r| r.get(0),
             )
             .optional()

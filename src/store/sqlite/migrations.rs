@@ -362,7 +362,67 @@ pub const MIGRATIONS: &[&str] = &[
         PRIMARY KEY (job, tick_ms)
     ) WITHOUT ROWID;
     "#,
+    // Cheaper deduplication of audit events (issue 11), see [`EVENT_KEYS`].
+    EVENT_KEYS,
 ];
+
+/// The migration that replaces the `UNIQUE (account, event_id)` index of `events` with an index
+/// on `event_key`, a 64-bit integer derived from the event id (`sqlite::event_key`): the text
+/// index took random keys of ~50 bytes (UUIDs), so past a few hundred thousand events it no
+/// longer fitted the page cache and each insert read and rewrote one of its pages; the integer
+/// index is about a third of its size. The key is not unique (two ids may share one): the writer
+/// inserts an event only if no row has its key, account and id, which is what the constraint
+/// did. SQLite cannot drop a table constraint, so the table is rebuilt (same columns, same `seq`,
+/// same chain links) and its indexes made again; `Sqlite::migrate` then fills `event_key` of the
+/// rows it copied, from Rust, in the same transaction (`event_keys::backfill`).
+pub const EVENT_KEYS: &str = r#"
+    CREATE TABLE events_keyed (
+        seq             INTEGER PRIMARY KEY,
+        account         TEXT NOT NULL,
+        event_id        TEXT NOT NULL,
+        ts_ms           INTEGER NOT NULL,
+        day             TEXT NOT NULL,
+        action          TEXT NOT NULL,
+        resource_type   TEXT,
+        resource_id     TEXT,
+        resource_name   TEXT,
+        actor_id        TEXT,
+        actor_name      TEXT,
+        status          TEXT,
+        ip_address      TEXT,
+        description     TEXT,
+        data            TEXT,
+        raw             TEXT NOT NULL,
+        collected_ms    INTEGER NOT NULL,
+        chain_n         INTEGER,
+        chain_hash      BLOB,
+        -- `sqlite::event_key(event_id)`; NULL only for rows auditwarden did not write.
+        event_key       INTEGER
+    );
+    INSERT INTO events_keyed (seq, account, event_id, ts_ms, day, action, resource_type,
+        resource_id, resource_name, actor_id, actor_name, status, ip_address, description, data,
+        raw, collected_ms, chain_n, chain_hash)
+    SELECT seq, account, event_id, ts_ms, day, action, resource_type, resource_id, resource_name,
+        actor_id, actor_name, status, ip_address, description, data, raw, collected_ms, chain_n,
+        chain_hash
+    FROM events;
+    DROP TABLE events;
+    ALTER TABLE events_keyed RENAME TO events;
+    -- As before: exports and reports read one account's events by time range; a user's last
+    -- activity is their latest event as actor.
+    CREATE INDEX events_by_time ON events (account, ts_ms);
+    CREATE INDEX events_by_actor ON events (account, actor_id, ts_ms);
+    -- The dedup lookup (and `event_action`): key first, then account and id from the row.
+    CREATE INDEX events_by_key ON events (event_key);
+    -- After each pass the alert rules read an account's new credential events and the user sync
+    -- its new user-change events: without these they scanned every new row (all of them after a
+    -- backfill). Partial, so only the few rows they hold cost anything to maintain; their WHERE
+    -- is spelled as the queries spell it (`credentials.rs`, `users.rs`), or SQLite cannot use them.
+    CREATE INDEX events_credentials ON events (account, seq)
+        WHERE resource_type IN ('api_token', 'client_auth_certificate');
+    CREATE INDEX events_user_changes ON events (account, seq)
+        WHERE resource_type IN ('user', 'service_user') AND action IN ('create', 'update');
+"#;
 
 /// The migration that stores the domain rules' results with the rows (issue 12): whether a user
 /// is privileged, written with the user; which role change an alert was raised on, written with
