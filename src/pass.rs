@@ -139,6 +139,9 @@ pub async fn alerts(
 ) -> AlertsOutcome {
     let evaluated = crate::alert::evaluate(store, accounts, settings, crate::clock::now());
     let delivery = crate::alert::deliver(store, settings).await;
+    // The rules read recent failed sign-ins and every new fact of the pass: give back the page
+    // cache and heap that took, as the collection and the user sync do after theirs.
+    crate::collect::release_memory(store);
     AlertsOutcome {
         evaluated,
         delivery,

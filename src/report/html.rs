@@ -20,7 +20,7 @@ use maud::{html, Escaper, Markup, PreEscaped, Render, DOCTYPE};
 use sha2::{Digest, Sha256};
 
 use super::{Cell, Chart, Meta, ReportError, ReportKind, Sink, Summary};
-use crate::export::rfc3339;
+use crate::export::push_rfc3339;
 
 pub(super) struct HtmlSink<'a> {
     out: &'a mut dyn Write,
@@ -138,16 +138,35 @@ struct CellView<'a> {
 }
 
 fn ymd_hms(buf: &mut String, t: &impl Datelike2) {
-    let _ = write!(
-        buf,
-        "{:04}-{:02}-{:02} {:02}:{:02}:{:02}",
-        t.year(),
-        t.month(),
-        t.day(),
-        t.hour(),
-        t.minute(),
-        t.second()
-    );
+    let year = t.year();
+    if !(0..=9999).contains(&year) {
+        let _ = write!(
+            buf,
+            "{:04}-{:02}-{:02} {:02}:{:02}:{:02}",
+            year,
+            t.month(),
+            t.day(),
+            t.hour(),
+            t.minute(),
+            t.second()
+        );
+        return;
+    }
+    // Digits written directly: a report formats two of these per time cell.
+    let mut out = *b"0000-00-00 00:00:00";
+    let mut put = |at: usize, mut v: u32| {
+        for i in (at..at + if at == 0 { 4 } else { 2 }).rev() {
+            out[i] = b'0' + (v % 10) as u8;
+            v /= 10;
+        }
+    };
+    put(0, year.unsigned_abs());
+    put(5, t.month());
+    put(8, t.day());
+    put(11, t.hour());
+    put(14, t.minute());
+    put(17, t.second());
+    buf.extend(out.iter().map(|&b| char::from(b)));
 }
 
 /// The date and time fields both a UTC and a zoned time have.
@@ -166,18 +185,21 @@ impl Render for CellView<'_> {
             Cell::Time(ms) => {
                 let t = at(*ms);
                 let local = t.with_timezone(&self.tz);
-                let _ = write!(
-                    buf,
-                    "<td class=\"t\" data-v=\"{ms}\"><time datetime=\"{}\">",
-                    rfc3339(t)
-                );
+                let _ = write!(buf, "<td class=\"t\" data-v=\"{ms}\"><time datetime=\"");
+                push_rfc3339(buf, t);
+                buf.push_str("\">");
                 ymd_hms(buf, &t);
                 buf.push_str(" UTC</time><br><span class=\"local\">");
                 ymd_hms(buf, &local);
                 buf.push(' ');
-                let name = local.offset().abbreviation().map(str::to_string);
-                let name = name.unwrap_or_else(|| local.format("%:z").to_string());
-                let _ = Escaper::new(buf).write_str(&name);
+                match local.offset().abbreviation() {
+                    Some(name) => {
+                        let _ = Escaper::new(buf).write_str(name);
+                    }
+                    None => {
+                        let _ = write!(buf, "{}", local.format("%:z"));
+                    }
+                }
                 buf.push_str("</span></td>");
             }
             Cell::Int(v) => {

@@ -5,11 +5,16 @@
 use std::io::Write;
 
 use super::{Cell, Meta, ReportError, Sink, Summary};
-use crate::export::rfc3339;
+use crate::export::push_rfc3339;
 
 pub(super) struct JsonSink<'a> {
     out: &'a mut dyn Write,
-    keys: Vec<&'static str>,
+    /// Each column's `"key":`, encoded once.
+    keys: Vec<Vec<u8>>,
+    /// One row's bytes, written to `out` at once (one call per row, not per field).
+    row_buf: Vec<u8>,
+    /// A time's text.
+    time_buf: String,
     rows: u64,
 }
 
@@ -18,6 +23,8 @@ impl<'a> JsonSink<'a> {
         JsonSink {
             out,
             keys: Vec::new(),
+            row_buf: Vec::new(),
+            time_buf: String::new(),
             rows: 0,
         }
     }
@@ -25,7 +32,15 @@ impl<'a> JsonSink<'a> {
 
 impl Sink for JsonSink<'_> {
     fn begin(&mut self, meta: &Meta) -> Result<(), ReportError> {
-        self.keys = meta.columns.iter().map(|c| c.key).collect();
+        self.keys = meta
+            .columns
+            .iter()
+            .map(|c| {
+                let mut k = serde_json::to_vec(c.key)?;
+                k.push(b':');
+                Ok(k)
+            })
+            .collect::<Result<_, serde_json::Error>>()?;
         let mut head = serde_json::to_string_pretty(meta)?;
         // Keep the object open: the rows follow the header fields.
         if head.ends_with('}') {
@@ -39,28 +54,36 @@ impl Sink for JsonSink<'_> {
 
     fn row(&mut self, cells: &[Cell]) -> Result<(), ReportError> {
         // Written field by field (no map per row); every string goes through serde_json.
-        let out = &mut *self.out;
-        out.write_all(if self.rows == 0 {
+        let out = &mut self.row_buf;
+        out.clear();
+        out.extend_from_slice(if self.rows == 0 {
             b"\n    {"
         } else {
             b",\n    {"
-        })?;
+        });
         for (i, (k, c)) in self.keys.iter().zip(cells).enumerate() {
             if i > 0 {
-                out.write_all(b",")?;
+                out.push(b',');
             }
-            serde_json::to_writer(&mut *out, k)?;
-            out.write_all(b":")?;
+            out.extend_from_slice(k);
             match c {
-                Cell::Null => out.write_all(b"null")?,
+                Cell::Null => out.extend_from_slice(b"null"),
                 Cell::Text(s) => serde_json::to_writer(&mut *out, s)?,
-                Cell::Time(ms) => serde_json::to_writer(&mut *out, &rfc3339(super::at(*ms)))?,
+                Cell::Time(ms) => {
+                    // Digits, '-', ':', '.', 'T' and 'Z' only: nothing to escape.
+                    self.time_buf.clear();
+                    push_rfc3339(&mut self.time_buf, super::at(*ms));
+                    out.push(b'"');
+                    out.extend_from_slice(self.time_buf.as_bytes());
+                    out.push(b'"');
+                }
                 Cell::Int(v) => write!(out, "{v}")?,
-                Cell::Bool(b) => write!(out, "{b}")?,
+                Cell::Bool(b) => out.extend_from_slice(if *b { b"true" } else { b"false" }),
                 Cell::List(v) => serde_json::to_writer(&mut *out, v)?,
             }
         }
-        out.write_all(b"}")?;
+        out.push(b'}');
+        self.out.write_all(out)?;
         self.rows += 1;
         Ok(())
     }

@@ -67,6 +67,77 @@ fn delivery_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<AlertDelivery> {
 const ACTIVITY_SQL: &str = "SELECT MAX(ts_ms) FROM events WHERE account = ?1 AND actor_id = ?2
     AND COALESCE(status, '') <> ?4 AND ts_ms < ?3";
 
+/// Facts evaluated at a time: the rules judge each fact on its own (failed sign-ins, judged as a
+/// set, come in the last chunk), so a first sync of 100,000 users holds a few thousand facts and
+/// their alerts, not all of them (the peak RSS of `sync-users` was the facts and alerts).
+const FACT_CHUNK: usize = 2_000;
+
+/// The statements that write a chunk's alerts.
+struct AlertWriter<'t> {
+    ins: rusqlite::Statement<'t>,
+    del: rusqlite::Statement<'t>,
+}
+
+impl AlertWriter<'_> {
+    /// Judge `facts` with `eval`, write the alerts that fire (a pending delivery per sink unless
+    /// suppressed), count them in `counts`, and empty `facts` for the next chunk.
+    #[allow(clippy::too_many_arguments)]
+    fn flush(
+        &mut self,
+        tx: &rusqlite::Transaction<'_>,
+        path: &std::path::Path,
+        account: &str,
+        sinks: &[String],
+        now_ms: i64,
+        facts: &mut AlertFacts,
+        eval: &mut dyn FnMut(&AlertFacts, &mut dyn GrantCounter) -> Vec<NewAlert>,
+        counter: &mut dyn GrantCounter,
+        counts: &mut AlertCounts,
+    ) -> Result<()> {
+        counts.facts +=
+            (facts.grants.len() + facts.new_users.len() + facts.credentials.len()) as u64;
+        let alerts = eval(facts, counter);
+        for a in &alerts {
+            let n = self
+                .ins
+                .execute(params![
+                    a.key,
+                    a.uid,
+                    account,
+                    a.rule,
+                    a.severity,
+                    a.at_ms,
+                    a.summary,
+                    a.payload,
+                    a.suppressed,
+                    now_ms,
+                    a.role_change_seq
+                ])
+                .map_err(|e| err(path, "insert alert", e))?;
+            if n == 0 {
+                continue;
+            }
+            counts.alerts += 1;
+            if a.suppressed {
+                counts.suppressed += 1;
+                continue;
+            }
+            let id = tx.last_insert_rowid();
+            for s in sinks {
+                self.del
+                    .execute(params![id, s, now_ms])
+                    .map_err(|e| err(path, "insert delivery", e))?;
+            }
+        }
+        facts.grants.clear();
+        facts.new_users.clear();
+        facts.service_users.clear();
+        facts.credentials.clear();
+        facts.failed_sign_ins.clear();
+        Ok(())
+    }
+}
+
 impl AlertStore for Sqlite {
     /// Evaluate the rules on the account's role grants and first sightings not evaluated yet,
     /// write the alerts that fire (with a pending delivery per sink unless suppressed) and move
@@ -94,7 +165,35 @@ impl AlertStore for Sqlite {
         let mut facts = AlertFacts::default();
         let mut new_role_mark = role_mark;
         let mut new_hist_mark = hist_mark;
-        {
+        let mut counts = AlertCounts::default();
+        let new_cred_mark = {
+            let mut writer = AlertWriter {
+                ins: tx
+                    .prepare(
+                        "INSERT OR IGNORE INTO alerts (alert_key, uid, account, rule, severity, at_ms,
+                            summary, payload, suppressed, created_ms, role_change_seq)
+                         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
+                    )
+                    .map_err(|e| err(&path, "prepare alert", e))?,
+                del: tx
+                    .prepare(
+                        "INSERT OR IGNORE INTO alert_deliveries (alert_id, sink, status, attempts,
+                            updated_ms) VALUES (?1, ?2, 'pending', 0, ?3)",
+                    )
+                    .map_err(|e| err(&path, "prepare delivery", e))?,
+            };
+            let mut count = tx
+                .prepare(
+                    "SELECT COUNT(*) FROM role_changes WHERE account = ?1 AND actor_id = ?2
+                        AND change = 'granted' AND event_ms BETWEEN ?3 AND ?4",
+                )
+                .map_err(|e| err(&path, "prepare burst count", e))?;
+            let mut counter = |actor: &str, from: i64, to: i64| -> u64 {
+                count
+                    .query_row(params![account, actor, from, to], |r| r.get::<_, i64>(0))
+                    .map(|n| n.max(0) as u64)
+                    .unwrap_or(0)
+            };
             let mut st = tx
                 .prepare(
                     "SELECT rc.seq, rc.user_id, rc.role, rc.change, rc.observed_ms, rc.after_ms,
@@ -175,6 +274,19 @@ impl AlertStore for Sqlite {
                     (a, b) => a.or(b),
                 };
                 facts.grants.push(g);
+                if facts.grants.len() >= FACT_CHUNK {
+                    writer.flush(
+                        &tx,
+                        &path,
+                        account,
+                        sinks,
+                        now_ms,
+                        &mut facts,
+                        eval,
+                        &mut counter,
+                        &mut counts,
+                    )?;
+                }
             }
             // `?1` in the subquery, not `h.account`: uncorrelated, it runs once; the correlated
             // one scanned every user of the account for each history row (quadratic: over 20
@@ -215,6 +327,19 @@ impl AlertStore for Sqlite {
                 let (seq, u) = row.map_err(|e| err(&path, "new user", e))?;
                 new_hist_mark = new_hist_mark.max(seq);
                 facts.new_users.push(u);
+                if facts.new_users.len() >= FACT_CHUNK {
+                    writer.flush(
+                        &tx,
+                        &path,
+                        account,
+                        sinks,
+                        now_ms,
+                        &mut facts,
+                        eval,
+                        &mut counter,
+                        &mut counts,
+                    )?;
+                }
             }
             // The highest history seq of the account, so marks move past other history rows too.
             let max_hist: Option<i64> = tx
@@ -225,75 +350,25 @@ impl AlertStore for Sqlite {
                 )
                 .map_err(|e| err(&path, "history mark", e))?;
             new_hist_mark = new_hist_mark.max(max_hist.unwrap_or(0));
-        }
-        let new_cred_mark =
-            super::credentials::credential_facts(&tx, account, cred_mark, &mut facts)
-                .map_err(|e| err(&path, "credential facts", e))?;
-        facts.failed_sign_ins = super::sign_ins::recent_failed_sign_ins(&tx, account, now_ms)
-            .map_err(|e| err(&path, "failed sign-ins", e))?;
-        let mut counts = AlertCounts {
-            facts: (facts.grants.len() + facts.new_users.len() + facts.credentials.len()) as u64,
-            ..Default::default()
-        };
-        let alerts = {
-            let mut count = tx
-                .prepare(
-                    "SELECT COUNT(*) FROM role_changes WHERE account = ?1 AND actor_id = ?2
-                        AND change = 'granted' AND event_ms BETWEEN ?3 AND ?4",
-                )
-                .map_err(|e| err(&path, "prepare burst count", e))?;
-            let mut counter = |actor: &str, from: i64, to: i64| -> u64 {
-                count
-                    .query_row(params![account, actor, from, to], |r| r.get::<_, i64>(0))
-                    .map(|n| n.max(0) as u64)
-                    .unwrap_or(0)
-            };
-            eval(&facts, &mut counter)
+            let new_cred_mark =
+                super::credentials::credential_facts(&tx, account, cred_mark, &mut facts)
+                    .map_err(|e| err(&path, "credential facts", e))?;
+            facts.failed_sign_ins = super::sign_ins::recent_failed_sign_ins(&tx, account, now_ms)
+                .map_err(|e| err(&path, "failed sign-ins", e))?;
+            writer.flush(
+                &tx,
+                &path,
+                account,
+                sinks,
+                now_ms,
+                &mut facts,
+                eval,
+                &mut counter,
+                &mut counts,
+            )?;
+            new_cred_mark
         };
         {
-            let mut ins = tx
-                .prepare(
-                    "INSERT OR IGNORE INTO alerts (alert_key, uid, account, rule, severity, at_ms,
-                        summary, payload, suppressed, created_ms, role_change_seq)
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
-                )
-                .map_err(|e| err(&path, "prepare alert", e))?;
-            let mut del = tx
-                .prepare(
-                    "INSERT OR IGNORE INTO alert_deliveries (alert_id, sink, status, attempts,
-                        updated_ms) VALUES (?1, ?2, 'pending', 0, ?3)",
-                )
-                .map_err(|e| err(&path, "prepare delivery", e))?;
-            for a in &alerts {
-                let n = ins
-                    .execute(params![
-                        a.key,
-                        a.uid,
-                        account,
-                        a.rule,
-                        a.severity,
-                        a.at_ms,
-                        a.summary,
-                        a.payload,
-                        a.suppressed,
-                        now_ms,
-                        a.role_change_seq
-                    ])
-                    .map_err(|e| err(&path, "insert alert", e))?;
-                if n == 0 {
-                    continue;
-                }
-                counts.alerts += 1;
-                if a.suppressed {
-                    counts.suppressed += 1;
-                    continue;
-                }
-                let id = tx.last_insert_rowid();
-                for s in sinks {
-                    del.execute(params![id, s, now_ms])
-                        .map_err(|e| err(&path, "insert delivery", e))?;
-                }
-            }
             tx.execute(
                 "INSERT INTO alert_scan (account, role_seq, history_seq, credential_seq)
                  VALUES (?1, ?2, ?3, ?4)
