@@ -26,7 +26,7 @@ use auditwarden::store::{PgTarget, Store, StoreTarget};
 
 mod common;
 
-use common::{peak_rss_of, BIN, KEY};
+use common::{peak_rss_of, start_sim_with_keys as start_sim, BIN, KEY};
 
 /// Accounts of the daemon comparison, and the events each holds.
 const ACCOUNTS: usize = 60;
@@ -79,40 +79,6 @@ impl Drop for PgDb {
             ));
         }
     }
-}
-
-/// A simulator child with extra keys, killed on drop.
-struct Sim {
-    child: Child,
-    url: String,
-}
-
-impl Drop for Sim {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn start_sim(args: &[String], extra_keys: &[String]) -> Sim {
-    let mut child = Command::new(BIN)
-        .args(["simulate", "--listen", "127.0.0.1:0", "--seed", "1"])
-        .args(args)
-        .env("AUDITWARDEN_SIM_API_KEY", KEY)
-        .env("AUDITWARDEN_SIM_EXTRA_KEYS", extra_keys.join(","))
-        .env("AUDITWARDEN_LOG", "warn")
-        .stdout(Stdio::piped())
-        .spawn()
-        .expect("spawn simulator");
-    let mut line = String::new();
-    BufReader::new(child.stdout.take().expect("stdout"))
-        .read_line(&mut line)
-        .expect("address");
-    let url = format!(
-        "http://{}",
-        line.trim().rsplit("http://").next().unwrap_or("")
-    );
-    Sim { child, url }
 }
 
 /// A GET on `addr` (host:port): (status, body).

@@ -25,10 +25,16 @@ impl Drop for Sim {
 
 /// Start the simulator with extra arguments (`--events`, `--users`, ...) accepting [`KEY`].
 pub fn start_sim(args: &[String]) -> Sim {
+    start_sim_with_keys(args, &[])
+}
+
+/// [`start_sim`], also accepting `extra_keys` on the same world (one account per key).
+pub fn start_sim_with_keys(args: &[String], extra_keys: &[String]) -> Sim {
     let mut child = Command::new(BIN)
         .args(["simulate", "--listen", "127.0.0.1:0", "--seed", "1"])
         .args(args)
         .env("AUDITWARDEN_SIM_API_KEY", KEY)
+        .env("AUDITWARDEN_SIM_EXTRA_KEYS", extra_keys.join(","))
         .env("AUDITWARDEN_LOG", "warn")
         .stdout(Stdio::piped())
         .spawn()

@@ -194,6 +194,22 @@ impl AlertStore for Sqlite {
                     .map(|n| n.max(0) as u64)
                     .unwrap_or(0)
             };
+            // Judge and write the facts gathered so far (when a chunk fills, and at the end).
+            macro_rules! flush {
+                () => {
+                    writer.flush(
+                        &tx,
+                        &path,
+                        account,
+                        sinks,
+                        now_ms,
+                        &mut facts,
+                        eval,
+                        &mut counter,
+                        &mut counts,
+                    )?
+                };
+            }
             let mut st = tx
                 .prepare(
                     "SELECT rc.seq, rc.user_id, rc.role, rc.change, rc.observed_ms, rc.after_ms,
@@ -275,17 +291,7 @@ impl AlertStore for Sqlite {
                 };
                 facts.grants.push(g);
                 if facts.grants.len() >= FACT_CHUNK {
-                    writer.flush(
-                        &tx,
-                        &path,
-                        account,
-                        sinks,
-                        now_ms,
-                        &mut facts,
-                        eval,
-                        &mut counter,
-                        &mut counts,
-                    )?;
+                    flush!();
                 }
             }
             // `?1` in the subquery, not `h.account`: uncorrelated, it runs once; the correlated
@@ -328,17 +334,7 @@ impl AlertStore for Sqlite {
                 new_hist_mark = new_hist_mark.max(seq);
                 facts.new_users.push(u);
                 if facts.new_users.len() >= FACT_CHUNK {
-                    writer.flush(
-                        &tx,
-                        &path,
-                        account,
-                        sinks,
-                        now_ms,
-                        &mut facts,
-                        eval,
-                        &mut counter,
-                        &mut counts,
-                    )?;
+                    flush!();
                 }
             }
             // The highest history seq of the account, so marks move past other history rows too.
@@ -355,17 +351,7 @@ impl AlertStore for Sqlite {
                     .map_err(|e| err(&path, "credential facts", e))?;
             facts.failed_sign_ins = super::sign_ins::recent_failed_sign_ins(&tx, account, now_ms)
                 .map_err(|e| err(&path, "failed sign-ins", e))?;
-            writer.flush(
-                &tx,
-                &path,
-                account,
-                sinks,
-                now_ms,
-                &mut facts,
-                eval,
-                &mut counter,
-                &mut counts,
-            )?;
+            flush!();
             new_cred_mark
         };
         {
