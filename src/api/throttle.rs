@@ -118,10 +118,7 @@ impl LastSecond {
     /// Events per second over the last second, or over `span` when less has passed.
     fn per_sec(&mut self, now: Instant, span: Duration) -> f64 {
         self.roll(now);
-        let frac = now
-            .saturating_duration_since(self.since)
-            .as_secs_f64()
-            .min(1.0);
+        let frac = now.saturating_duration_since(self.since).as_secs_f64().min(1.0);
         let count = self.previous as f64 * (1.0 - frac) + self.current as f64;
         count / span.as_secs_f64().clamp(0.05, 1.0)
     }
