@@ -476,8 +476,8 @@ fn status_names_gaps_after_a_failed_pass_and_the_next_pass_closes_them() {
 }
 
 /// A server that answers 429 above N requests/s, with `Retry-After: 1` (DigiCert ONE publishes no
-/// limit, so the client starts slowly and speeds up): the client learns a pace near N, draws few
-/// 429s and loses nothing.
+/// limit, so the client starts with no cap): the client learns a pace near N, draws few 429s and
+/// loses nothing.
 #[test]
 fn adaptive_pace_settles_near_the_server_limit() {
     let sim = Sim::start(&[
@@ -497,12 +497,12 @@ fn adaptive_pace_settles_near_the_server_limit() {
     let limited = stats["statuses"]["429"].as_u64().unwrap_or(0);
     let total = stats["requests"].as_u64().expect("requests");
     assert!(limited > 0, "the cap was never hit: {out}");
-    // The slow start (30/s, growing) passes the cap of 15/s at once; its first 429 measures
-    // the limit from what the server accepted over the last second, and a cut or two more may
-    // follow (with up to `concurrent_windows` requests in flight each); after that a probe past
-    // the limit now and then. A storm (a 429 for every few requests, as a client that ignores
-    // Retry-After or bursts after a stall draws) is far above this bound.
-    let allowed = 8 + total / 50;
+    // Finding the limit from an uncapped start costs a few 429s (each hard cut is 0.6, from a
+    // first estimate up to ~10x the limit: about five cuts, each with up to `concurrent_windows`
+    // requests in flight); after that a probe past the limit now and then. A storm (a 429 for
+    // every few requests, as a client that ignores Retry-After or bursts after a stall draws)
+    // is far above this bound.
+    let allowed = 12 + total / 50;
     assert!(
         limited <= allowed,
         "{limited} 429s in {total} requests (at most {allowed}): {out}"
