@@ -280,7 +280,7 @@ fn store_copy_moves_a_history_both_ways_and_refuses_another() {
 #[test]
 fn a_daemon_works_only_the_accounts_whose_lease_it_holds() {
     use sha2::{Digest, Sha256};
-    use std::time::{Duration, Instant};
+    use std::time::Duration;
     let Some(db) = PgDb::create() else { return };
     let sim = Sim::start(&["--events", "300", "--days", "4", "--seed", "8"]);
     let pg = app(&sim, Some(&db));
@@ -314,20 +314,10 @@ fn a_daemon_works_only_the_accounts_whose_lease_it_holds() {
     assert!(d.log().contains("lease_held_elsewhere"), "{}", d.log());
     other.release_lease(&foreign).unwrap();
     let truth = sim.truth_ids();
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
+    wait_until(Duration::from_secs(60), "every event stored", || {
         let stored: BTreeSet<String> = db.store().event_ids("one").unwrap().into_iter().collect();
-        if stored == truth {
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "stored {} of {} events",
-            stored.len(),
-            truth.len()
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
+        stored == truth
+    });
     // The key's lease (beside each daemon's `node:` row).
     let leases: Vec<_> = db
         .store()
