@@ -9,6 +9,7 @@ use crate::pass::{self, PassOptions, Stage};
 use crate::schedule::Job;
 use crate::store::Store;
 
+use super::leases::Purpose;
 use super::Shared;
 
 /// What one job run came to.
@@ -37,77 +38,20 @@ pub(super) async fn run_job(
     let all: Vec<&crate::config::Account> = cfg.accounts.iter().collect();
     // Jobs that write an account's history work only the accounts whose lease this node holds
     // (PostgreSQL; on SQLite all of them), fenced for the run; `_leases` gives them up after it.
-    let (accounts, _leases) = if matches!(job, Job::Collect | Job::PollInvites) {
-        match super::leases::take(cfg, &mut store, &all) {
+    let purpose = match job {
+        Job::Collect => Some(Purpose::Collect),
+        Job::PollInvites => Some(Purpose::Poll),
+        Job::Reports | Job::DeliverAlerts => None,
+    };
+    let (accounts, _leases) = match purpose {
+        Some(p) => match super::leases::take(cfg, &mut store, &all, p) {
             Ok(taken) => taken,
             Err(e) => return Outcome::Failed(e.to_string()),
-        }
-    } else {
-        (all, super::leases::Held::none())
+        },
+        None => (all, super::leases::Held::none()),
     };
     match job {
-        Job::Collect => {
-            let mut failed = Vec::new();
-            // The daemon's figures move as each stage finishes, not after the alert delivery.
-            let mut count = |stage: Stage<'_>| match stage {
-                Stage::Collected(summaries) => shared.with_metrics(|m| {
-                    for s in summaries {
-                        *m.events_collected.entry(s.account.clone()).or_default() +=
-                            s.written.inserted;
-                        match s.pace.and_then(|p| p.rate) {
-                            Some(rate) => {
-                                m.pace_rps.insert(s.account.clone(), rate);
-                            }
-                            None => {
-                                m.pace_rps.remove(&s.account);
-                            }
-                        }
-                    }
-                }),
-                Stage::UsersSynced { collected, users } => {
-                    let now = Utc::now();
-                    shared.with_metrics(|m| {
-                        for a in &accounts {
-                            let error = pass::account_error(collected, users, &a.name);
-                            let h = m.accounts.entry(a.name.clone()).or_default();
-                            match error {
-                                Some(e) => {
-                                    failed.push(format!("{}: {e}", a.name));
-                                    h.last_error = Some(e.to_string());
-                                }
-                                None => {
-                                    h.last_error = None;
-                                    h.last_success = Some(now);
-                                }
-                            }
-                        }
-                    });
-                }
-            };
-            let opts = PassOptions {
-                collect: CollectOptions {
-                    today: crate::clock::today(),
-                    progress: false,
-                    cancel: cancel.clone(),
-                    panic_account: shared.hooks.panic_account.clone(),
-                },
-                // Alerts never fail the collection (their problems are logged by `alert`).
-                alerts: Some(&cfg.alerts),
-                on_stage: Some(&mut count),
-            };
-            let pass = match pass::run_pass(store, &accounts, opts).await {
-                Ok(p) => p,
-                Err(e) => return Outcome::Failed(e.to_string()),
-            };
-            if pass.cancelled {
-                return Outcome::Cancelled;
-            }
-            if failed.is_empty() {
-                Outcome::Ok
-            } else {
-                Outcome::Failed(failed.join("; "))
-            }
-        }
+        Job::Collect => collect_run(store, &accounts, cfg, shared, cancel).await,
         Job::PollInvites => {
             let polls =
                 collect::users::poll_invites(&mut store, &accounts, cfg.users.stale_invite_days)
@@ -155,4 +99,97 @@ pub(super) async fn run_job(
             }
         }
     }
+}
+
+/// One collection run over `accounts` (their leases held by the caller): the pass, the
+/// daemon's figures moved as each stage finishes, and what it came to.
+async fn collect_run(
+    store: Store,
+    accounts: &[&crate::config::Account],
+    cfg: &Config,
+    shared: &Shared,
+    cancel: &CancellationToken,
+) -> Outcome {
+    let mut failed = Vec::new();
+    // The daemon's figures move as each stage finishes, not after the alert delivery.
+    let mut count = |stage: Stage<'_>| match stage {
+        Stage::Collected(summaries) => shared.with_metrics(|m| {
+            for s in summaries {
+                *m.events_collected.entry(s.account.clone()).or_default() += s.written.inserted;
+                match s.pace.and_then(|p| p.rate) {
+                    Some(rate) => {
+                        m.pace_rps.insert(s.account.clone(), rate);
+                    }
+                    None => {
+                        m.pace_rps.remove(&s.account);
+                    }
+                }
+            }
+        }),
+        Stage::UsersSynced { collected, users } => {
+            let now = Utc::now();
+            shared.with_metrics(|m| {
+                for a in accounts {
+                    let error = pass::account_error(collected, users, &a.name);
+                    let h = m.accounts.entry(a.name.clone()).or_default();
+                    match error {
+                        Some(e) => {
+                            failed.push(format!("{}: {e}", a.name));
+                            h.last_error = Some(e.to_string());
+                        }
+                        None => {
+                            h.last_error = None;
+                            h.last_success = Some(now);
+                        }
+                    }
+                }
+            });
+        }
+    };
+    let opts = PassOptions {
+        collect: CollectOptions {
+            today: crate::clock::today(),
+            progress: false,
+            cancel: cancel.clone(),
+            panic_account: shared.hooks.panic_account.clone(),
+        },
+        // Alerts never fail the collection (their problems are logged by `alert`).
+        alerts: Some(&cfg.alerts),
+        on_stage: Some(&mut count),
+    };
+    let pass = match pass::run_pass(store, accounts, opts).await {
+        Ok(p) => p,
+        Err(e) => return Outcome::Failed(e.to_string()),
+    };
+    if pass.cancelled {
+        return Outcome::Cancelled;
+    }
+    if failed.is_empty() {
+        Outcome::Ok
+    } else {
+        Outcome::Failed(failed.join("; "))
+    }
+}
+
+/// The takeover watch's run (PostgreSQL): when a node died holding keys of the configured
+/// accounts, take this node's part of them now and collect those accounts, instead of waiting
+/// for the next scheduled run. `None` when there was nothing to take.
+pub(super) async fn takeover_run(
+    cfg: &Config,
+    shared: &Shared,
+    cancel: &CancellationToken,
+) -> Option<Outcome> {
+    let mut store = match Store::open_target(&cfg.store.target) {
+        Ok(s) => s,
+        Err(e) => return Some(Outcome::Failed(e.to_string())),
+    };
+    let all: Vec<&crate::config::Account> = cfg.accounts.iter().collect();
+    let (accounts, _leases) = match super::leases::take(cfg, &mut store, &all, Purpose::Takeover) {
+        Ok(taken) => taken,
+        Err(e) => return Some(Outcome::Failed(e.to_string())),
+    };
+    if accounts.is_empty() {
+        return None;
+    }
+    Some(collect_run(store, &accounts, cfg, shared, cancel).await)
 }

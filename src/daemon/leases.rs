@@ -100,6 +100,8 @@ fn unhold(counts: &mut BTreeMap<String, usize>, key: &str) -> bool {
 pub(super) struct Held {
     stop: Option<mpsc::Sender<()>>,
     heartbeat: Option<std::thread::JoinHandle<()>>,
+    /// The keys this run marked in [`COLLECTING`], unmarked on drop.
+    collecting: Vec<String>,
 }
 
 impl Held {
@@ -108,6 +110,7 @@ impl Held {
         Held {
             stop: None,
             heartbeat: None,
+            collecting: Vec::new(),
         }
     }
 }
@@ -135,12 +138,27 @@ fn ttl_ms(cfg: &Config) -> i64 {
     i64::try_from(cfg.daemon.lease.as_millis()).unwrap_or(30_000)
 }
 
+/// Whether `l` is a key a node died (or froze) holding: lapsed, never given up.
+fn orphaned(l: &Lease, node: &str, now_ms: i64) -> bool {
+    l.owner != node && l.expires_ms > 0 && l.expires_ms < now_ms && !l.key.starts_with(NODE_PREFIX)
+}
+
 /// This run's share of `keys` lease keys: all of them over the live nodes (unexpired `node:`
-/// rows), rounded up.
-fn fair_share(rows: &[Lease], keys: usize, now_ms: i64) -> usize {
+/// rows, less those holding an orphaned key: a node whose key leases lapsed unreleased is dead
+/// or frozen, whatever its own row says until it lapses too), rounded up.
+fn fair_share(rows: &[Lease], keys: usize, node: &str, now_ms: i64) -> usize {
+    let dead: Vec<&str> = rows
+        .iter()
+        .filter(|l| orphaned(l, node, now_ms))
+        .map(|l| l.owner.as_str())
+        .collect();
     let live = rows
         .iter()
-        .filter(|l| l.key.starts_with(NODE_PREFIX) && l.expires_ms >= now_ms)
+        .filter(|l| {
+            l.key.starts_with(NODE_PREFIX)
+                && l.expires_ms >= now_ms
+                && !dead.contains(&l.key[NODE_PREFIX.len()..].as_ref())
+        })
         .count()
         .max(1);
     keys.div_ceil(live)
@@ -166,14 +184,11 @@ fn try_order(
         .fetch_add(1, std::sync::atomic::Ordering::Relaxed)
         .wrapping_mul(share.max(1))
         % n;
-    let orphaned = |k: &str| {
-        rows.iter()
-            .any(|l| l.key == k && l.owner != node && l.expires_ms > 0 && l.expires_ms < now_ms)
-    };
+    let is_orphan = |k: &str| rows.iter().any(|l| l.key == k && orphaned(l, node, now_ms));
     let mut order: Vec<(bool, usize, String)> = keys
         .iter()
         .enumerate()
-        .map(|(i, k)| (!orphaned(k), (i + n - start) % n, k.clone()))
+        .map(|(i, k)| (!is_orphan(k), (i + n - start) % n, k.clone()))
         .collect();
     order.sort();
     order.into_iter().map(|(_, _, k)| k).collect()
@@ -185,22 +200,36 @@ impl Drop for Held {
         if let Some(h) = self.heartbeat.take() {
             let _ = h.join();
         }
+        let mut collecting = collecting();
+        for k in &self.collecting {
+            collecting.remove(k);
+        }
     }
 }
 
-/// Take the leases of `accounts`' keys, at most this node's fair share of them (see the module
-/// docs); the accounts this node may work now, fenced on `store`.
-pub(super) fn take<'a>(
-    cfg: &Config,
-    store: &mut Store,
-    accounts: &[&'a Account],
-) -> Result<(Vec<&'a Account>, Held), StoreError> {
-    let idle = Held::none();
-    if !matches!(cfg.store.target, StoreTarget::Postgres(_)) {
-        return Ok((accounts.to_vec(), idle));
-    }
-    let node = node_name(cfg);
-    let ttl = ttl_ms(cfg);
+/// The keys a collect run of this process works now. The takeover watch runs a collection of
+/// its own beside the scheduled one: neither takes a key the other collects (two passes of one
+/// account at once would race each other's writes).
+static COLLECTING: Mutex<std::collections::BTreeSet<String>> =
+    Mutex::new(std::collections::BTreeSet::new());
+
+fn collecting() -> std::sync::MutexGuard<'static, std::collections::BTreeSet<String>> {
+    COLLECTING.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// What a run is for, which decides the keys it takes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Purpose {
+    /// A scheduled collect run: this node's fair share of the keys, orphaned ones first.
+    Collect,
+    /// A scheduled invite poll: as a collect run, beside one of this node's own.
+    Poll,
+    /// The takeover watch: only keys a dead node left behind, split among the survivors.
+    Takeover,
+}
+
+/// The distinct lease keys of `accounts`, in config order.
+fn keys_of(accounts: &[&Account]) -> Vec<String> {
     let mut keys: Vec<String> = Vec::new();
     for a in accounts {
         let k = lease_key(a);
@@ -208,15 +237,72 @@ pub(super) fn take<'a>(
             keys.push(k);
         }
     }
+    keys
+}
+
+/// Whether some configured key was left behind by a dead node and is not worked by this node:
+/// what the takeover watch looks for on every heartbeat (one read of the lease table).
+pub(super) fn orphans_waiting(cfg: &Config, store: &Store) -> Result<bool, StoreError> {
+    let node = node_name(cfg);
     let now_ms = crate::clock::now_ms();
     let rows = store.leases()?;
-    let share = fair_share(&rows, keys.len(), now_ms);
+    let accounts: Vec<&Account> = cfg.accounts.iter().collect();
+    let busy = collecting();
+    Ok(keys_of(&accounts).iter().any(|k| {
+        !busy.contains(k)
+            && rows
+                .iter()
+                .any(|l| &l.key == k && orphaned(l, &node, now_ms))
+    }))
+}
+
+/// Take the leases of `accounts`' keys for a run of `purpose` (see [`Purpose`] and the module
+/// docs); the accounts this node may work now, fenced on `store`.
+pub(super) fn take<'a>(
+    cfg: &Config,
+    store: &mut Store,
+    accounts: &[&'a Account],
+    purpose: Purpose,
+) -> Result<(Vec<&'a Account>, Held), StoreError> {
+    let idle = Held::none();
+    if !matches!(cfg.store.target, StoreTarget::Postgres(_)) {
+        return Ok((accounts.to_vec(), idle));
+    }
+    let node = node_name(cfg);
+    let ttl = ttl_ms(cfg);
+    let now_ms = crate::clock::now_ms();
+    let rows = store.leases()?;
+    let all = keys_of(accounts);
+    let mut keys = all.clone();
+    if purpose != Purpose::Poll {
+        let busy = collecting();
+        keys.retain(|k| !busy.contains(k));
+    }
+    let share = match purpose {
+        // The orphans split among the survivors.
+        Purpose::Takeover => {
+            keys.retain(|k| {
+                rows.iter()
+                    .any(|l| &l.key == k && orphaned(l, &node, now_ms))
+            });
+            fair_share(&rows, keys.len(), &node, now_ms)
+        }
+        // The node's share of all the keys, less those its other collect run works.
+        Purpose::Collect => {
+            fair_share(&rows, all.len(), &node, now_ms).saturating_sub(all.len() - keys.len())
+        }
+        Purpose::Poll => fair_share(&rows, all.len(), &node, now_ms),
+    };
     let order = try_order(&keys, &rows, &node, now_ms, share);
     let rank = |a: &Account| {
         let k = lease_key(a);
-        order.iter().position(|o| *o == k).unwrap_or(usize::MAX)
+        order.iter().position(|o| *o == k)
     };
-    let mut accounts: Vec<&'a Account> = accounts.to_vec();
+    let mut accounts: Vec<&'a Account> = accounts
+        .iter()
+        .copied()
+        .filter(|a| rank(a).is_some())
+        .collect();
     accounts.sort_by_key(|a| rank(a));
     let mut leases: Vec<Lease> = Vec::new();
     let mut refused: Vec<String> = Vec::new();
@@ -228,28 +314,34 @@ pub(super) fn take<'a>(
             None if refused.contains(&key) => None,
             None if leases.len() >= share => {
                 refused.push(key);
-                tracing::info!(event = "lease_share_taken", account = %a.name, node = %node, share, "this node works its share of the keys; this account waits for a later run");
+                if purpose != Purpose::Takeover {
+                    tracing::info!(event = "lease_share_taken", account = %a.name, node = %node, share, "this node works its share of the keys; this account waits for a later run");
+                }
                 continue;
             }
             None => {
+                // Marked before the acquisition, so the other collect run of this node cannot
+                // take the key between the check and the acquisition.
+                if purpose != Purpose::Poll && !collecting().insert(key.clone()) {
+                    refused.push(key);
+                    continue;
+                }
                 // Counted before the acquisition: a run of this node ending meanwhile then
                 // keeps the lease instead of giving it up under this one.
                 *in_use().entry(key.clone()).or_default() += 1;
                 let l = match store.acquire_lease(&key, &node, crate::clock::now_ms(), ttl) {
                     Ok(l) => l,
                     Err(e) => {
-                        let mut counts = in_use();
-                        unhold(&mut counts, &key);
-                        for l in &leases {
-                            unhold(&mut counts, &l.key);
-                        }
+                        let mut marked: Vec<String> = leases.into_iter().map(|l| l.key).collect();
+                        marked.push(key);
+                        forget(&marked, purpose);
                         return Err(e);
                     }
                 };
                 match &l {
                     Some(l) => leases.push(l.clone()),
                     None => {
-                        unhold(&mut in_use(), &key);
+                        forget(std::slice::from_ref(&key), purpose);
                         refused.push(key);
                     }
                 }
@@ -258,6 +350,9 @@ pub(super) fn take<'a>(
         };
         match lease {
             Some(l) => {
+                if purpose == Purpose::Takeover {
+                    tracing::info!(event = "lease_taken_over", account = %a.name, node = %node, epoch = l.epoch, "a node left this account's key behind; this node works it now");
+                }
                 store.fence(&a.name, Some(l));
                 held.push(*a);
             }
@@ -269,17 +364,36 @@ pub(super) fn take<'a>(
     if leases.is_empty() {
         return Ok((held, idle));
     }
-    let hb = match Store::open_target(&cfg.store.target) {
-        Ok(hb) => hb,
-        Err(e) => {
-            let mut counts = in_use();
-            for l in &leases {
-                unhold(&mut counts, &l.key);
+    let hb =
+        Store::open_target(&cfg.store.target).and_then(|hb| heartbeat(cfg, hb, leases.clone()));
+    let marked: Vec<String> = leases.into_iter().map(|l| l.key).collect();
+    match hb {
+        Ok(mut h) => {
+            if purpose != Purpose::Poll {
+                h.collecting = marked;
             }
-            return Err(e);
+            Ok((held, h))
         }
-    };
-    Ok((held, heartbeat(cfg, hb, leases)?))
+        Err(e) => {
+            forget(&marked, purpose);
+            Err(e)
+        }
+    }
+}
+
+/// Undo the marks a failed [`take`] made for `keys` (their counts, and for a collect run their
+/// [`COLLECTING`] entries); the rows lapse by themselves.
+fn forget(keys: &[String], purpose: Purpose) {
+    let mut counts = in_use();
+    for k in keys {
+        unhold(&mut counts, k);
+    }
+    if purpose != Purpose::Poll {
+        let mut busy = collecting();
+        for k in keys {
+            busy.remove(k);
+        }
+    }
 }
 
 /// Renew `leases` every third of `lease_secs` on a thread of its own until the [`Held`] is
@@ -320,5 +434,6 @@ fn heartbeat(cfg: &Config, mut hb: Store, mut leases: Vec<Lease>) -> Result<Held
     Ok(Held {
         stop: Some(stop),
         heartbeat: Some(heartbeat),
+        collecting: Vec::new(),
     })
 }

@@ -82,6 +82,12 @@ pub async fn run(
     for job in Job::ALL {
         tasks.spawn(job_loop(job, shared.clone(), cancel.clone()));
     }
+    if matches!(
+        shared.config.borrow().store.target,
+        crate::store::StoreTarget::Postgres(_)
+    ) {
+        tasks.spawn(takeover_loop(shared.clone(), cancel.clone()));
+    }
     let server = match listener {
         Some(l) => {
             let addr = l.local_addr().map_err(DaemonError::Listener)?;
@@ -307,6 +313,79 @@ async fn job_loop(job: Job, shared: Arc<Shared>, cancel: CancellationToken) {
         shared.notifier.notify(&format!("STATUS={status}"));
         if matches!(outcome, Outcome::Cancelled) || cancel.is_cancelled() {
             return;
+        }
+    }
+}
+
+/// The takeover watch (PostgreSQL): every heartbeat (a third of `lease_secs`) one read of the
+/// lease table looks for keys of the configured accounts that a node died (or froze) holding;
+/// when there are some, this node takes its part of them and collects those accounts at once,
+/// beside its scheduled run. So a `kill -9` costs the accounts at most `lease_secs` plus one
+/// heartbeat, instead of waiting for a survivor's next scheduled run (or for the end of a long
+/// one). Off while collection is switched off.
+async fn takeover_loop(shared: Arc<Shared>, cancel: CancellationToken) {
+    let mut probe: Option<Store> = None;
+    loop {
+        let cfg = shared.config.borrow().clone();
+        let every = (cfg.daemon.lease / 3).max(Duration::from_millis(100));
+        tokio::select! {
+            _ = cancel.cancelled() => return,
+            _ = tokio::time::sleep(every) => {}
+        }
+        if cfg.job_schedule(Job::Collect).is_none() {
+            continue;
+        }
+        let (check_cfg, open) = (cfg.clone(), probe.take());
+        let checked = tokio::task::spawn_blocking(move || {
+            let store = match open {
+                Some(s) => s,
+                None => Store::open_target(&check_cfg.store.target)?,
+            };
+            let waiting = super::leases::orphans_waiting(&check_cfg, &store)?;
+            Ok::<_, crate::store::StoreError>((store, waiting))
+        })
+        .await;
+        let waiting = match checked {
+            Ok(Ok((store, waiting))) => {
+                probe = Some(store);
+                waiting
+            }
+            Ok(Err(e)) => {
+                tracing::warn!(event = "takeover_check_failed", error = %e);
+                false
+            }
+            Err(e) => {
+                tracing::warn!(event = "takeover_check_failed", error = %e);
+                false
+            }
+        };
+        if !waiting {
+            continue;
+        }
+        let node = super::leases::node_name(&cfg);
+        let started = Instant::now();
+        let run = {
+            let (shared, cancel) = (shared.clone(), cancel.clone());
+            let runtime = tokio::runtime::Handle::current();
+            // A blocking thread of its own, as a job run's (its store calls block only it).
+            tokio::task::spawn_blocking(move || {
+                runtime.block_on(super::jobs::takeover_run(&cfg, &shared, &cancel))
+            })
+        };
+        let outcome = run.await;
+        let secs = started.elapsed().as_secs_f64();
+        match outcome {
+            Ok(None) => {}
+            Ok(Some(Outcome::Ok)) => {
+                tracing::info!(event = "takeover_finished", node = %node, secs);
+            }
+            Ok(Some(Outcome::Failed(e))) => {
+                tracing::error!(event = "takeover_failed", node = %node, secs, error = %e, "the accounts taken over are collected again by the next scheduled run");
+            }
+            Ok(Some(Outcome::Cancelled)) => return,
+            Err(e) => {
+                tracing::error!(event = "takeover_failed", node = %node, error = %e);
+            }
         }
     }
 }

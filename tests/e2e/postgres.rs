@@ -418,6 +418,78 @@ fn a_paused_daemon_loses_its_lease_and_commits_nothing_after_the_takeover() {
     assert!(ok, "{out}");
 }
 
+/// A daemon killed with `kill -9` mid-backfill has its accounts taken over by the takeover
+/// watch of a survivor whose own collection schedule never fires during the test (once a
+/// year): the watch notices the lapsed leases and collects the accounts itself, without waiting
+/// for a scheduled run. Every event ends up stored once, and the chains verify.
+#[test]
+fn a_killed_daemons_accounts_are_taken_over_without_waiting_for_a_scheduled_run() {
+    use std::time::Duration;
+    let Some(db) = PgDb::create() else { return };
+    let sim = Sim::start(&[
+        "--events",
+        "12000",
+        "--days",
+        "12",
+        "--seed",
+        "5",
+        "--faults",
+        "slow=1.0,slow-ms=120",
+    ]);
+    let daemon = |node: &str, collect: &str| {
+        let a = app(&sim, Some(&db));
+        a.add_config(&format!(
+            "[schedule]\ncollect = \"{collect}\"\npoll_invites = \"\"\n[daemon]\nlisten = \"127.0.0.1:0\"\nshutdown_grace_secs = 5\nbackoff_base_secs = 1\nbackoff_max_secs = 2\nlease_secs = 3\nnode_name = \"{node}\"\n"
+        ));
+        a
+    };
+    let a_app = daemon("node-a", "* * * * * *");
+    // Midnight of January 1st: on, but no tick falls within the test.
+    let b_app = daemon("node-b", "0 0 0 1 1 *");
+    Store::open_target(&StoreTarget::Postgres(
+        PgTarget::parse(&db.url, None).unwrap(),
+    ))
+    .unwrap();
+    let truth = sim.truth_ids();
+    let count = |a: &str| db.store().event_ids(a).unwrap().len();
+    let mut b = b_app.start_daemon();
+    let mut a = a_app.start_daemon();
+    wait_until(Duration::from_secs(60), "node-a stores events", || {
+        count("one") > 0
+    });
+    a.signal(libc::SIGKILL);
+    assert!(a.wait_for_exit(Duration::from_secs(10)).is_some());
+    assert!(
+        count("one") < truth.len(),
+        "the backfill ended before the kill"
+    );
+    wait_until(
+        Duration::from_secs(120),
+        "node-b completes the killed node's backfill",
+        || count("one") == truth.len(),
+    );
+    let log = b.log();
+    assert!(log.contains("lease_taken_over"), "{log}");
+    assert!(
+        !log.contains("event=\"job_started\" job=collect"),
+        "a scheduled collect run started: {log}"
+    );
+    let leases = db.store().leases().unwrap();
+    assert!(
+        leases
+            .iter()
+            .filter(|l| l.key.starts_with("key:"))
+            .all(|l| l.owner == "node-b" && l.epoch >= 2),
+        "{leases:?}"
+    );
+    b.signal(libc::SIGTERM);
+    assert!(b.wait_for_exit(Duration::from_secs(30)).is_some());
+    let stored: BTreeSet<String> = db.store().event_ids("one").unwrap().into_iter().collect();
+    assert!(stored == truth, "stored ids differ from the truth");
+    let (ok, out) = b_app.verify(None);
+    assert!(ok, "{out}");
+}
+
 /// The `tick=` of each log line of `event` in `log`.
 fn ticks_in(log: &str, event: &str) -> Vec<String> {
     log.lines()
