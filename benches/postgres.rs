@@ -1,4 +1,5 @@
-//! PostgreSQL benchmark (`cargo bench --bench postgres [-- EVENTS]`; default 1,000,000), against
+//! PostgreSQL benchmark (`cargo bench --bench postgres [-- EVENTS] [backfill|daemons]`; default
+//! 1,000,000 events, both steps), against
 //! the server on 127.0.0.1:5432 (or `AUDITWARDEN_TEST_POSTGRES`), each step on a database of its
 //! own (created and dropped). In one run it measures:
 //! - **backfill**: `auditwarden collect` (release binary, default collection settings) of EVENTS
@@ -12,7 +13,13 @@
 //!   holds leases; the time until another node holds each of them (target: within `lease_secs`
 //!   plus one heartbeat, a third of it).
 //!
-//! It prints figures; it asserts only that the runs succeed and store every event.
+//! - **inserts**: the page insert's shape: 50,000 events through the store's `write_page` (one
+//!   `unnest` statement per page, with the dedup lookup and the chain) against a plain
+//!   tokio-postgres loop of one prepared INSERT per event, both in transactions of 10 pages of
+//!   1,000 events, on the same server.
+//!
+//! `[backfill|daemons|inserts]` runs that step alone. It prints figures; it asserts only that the
+//! runs succeed and store every event.
 
 // A benchmark program: a failed step panics with its reason, which is its report.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
@@ -117,16 +124,27 @@ impl Drop for Daemon {
 
 impl Daemon {
     fn start(config: &std::path::Path, env: &[(String, String)]) -> Daemon {
-        let mut child = Command::new(BIN)
-            .arg("--config")
+        let mut cmd = Command::new(BIN);
+        cmd.arg("--config")
             .arg(config)
             .arg("run")
             .envs(env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
-            .env("AUDITWARDEN_LOG", "warn")
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("spawn daemon");
+            .stdout(Stdio::piped());
+        // `AUDITWARDEN_BENCH_LOGS=DIR` keeps each daemon's info log in DIR (named after its
+        // config), to see where a figure's time went.
+        match std::env::var_os("AUDITWARDEN_BENCH_LOGS") {
+            Some(dir) => {
+                let name = config.file_stem().unwrap_or_default().to_string_lossy();
+                let log =
+                    std::fs::File::create(std::path::Path::new(&dir).join(format!("{name}.log")))
+                        .expect("bench log file");
+                cmd.env("AUDITWARDEN_LOG", "info").stderr(log);
+            }
+            None => {
+                cmd.env("AUDITWARDEN_LOG", "warn").stderr(Stdio::null());
+            }
+        }
+        let mut child = cmd.spawn().expect("spawn daemon");
         let mut reader = BufReader::new(child.stdout.take().expect("stdout"));
         let mut addr = None;
         loop {
@@ -175,13 +193,120 @@ fn wait_until(limit: Duration, what: &str, mut f: impl FnMut() -> bool) {
 }
 
 fn main() {
-    let events: usize = std::env::args()
-        .skip(1)
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let events: usize = args
+        .iter()
         .find_map(|a| a.parse().ok())
         .unwrap_or(1_000_000);
+    // `inserts`, `backfill` or `daemons` runs that step alone (all of them by default).
+    let steps = ["inserts", "backfill", "daemons"];
+    let only = |step: &str| {
+        !args.iter().any(|a| steps.contains(&a.as_str())) || args.iter().any(|a| a == step)
+    };
     let dir = tempfile::tempdir().expect("tempdir");
-    backfill(dir.path(), events);
-    daemons(dir.path());
+    if only("inserts") {
+        inserts();
+    }
+    if only("backfill") {
+        backfill(dir.path(), events);
+    }
+    if only("daemons") {
+        daemons(dir.path());
+    }
+}
+
+/// The page insert's shape (see the module docs).
+fn inserts() {
+    use auditwarden::api::AuditEvent;
+    use auditwarden::store::PageWrite;
+    const N: usize = 50_000;
+    println!("inserts: {N} events, transactions of 10 pages of 1,000");
+    let evs: Vec<AuditEvent> = (0..N)
+        .map(|i| AuditEvent {
+            id: format!(
+                "{:032x}",
+                (i as u128).wrapping_mul(0x9e37_79b9_7f4a_7c15_f39c_c060_5ced_c835)
+            ),
+            timestamp: chrono::DateTime::from_timestamp(1_790_000_000 + i as i64, 0).unwrap(),
+            action: "login".into(),
+            actor_id: Some(format!("u{}", i % 100)),
+            actor_name: Some("Ann".into()),
+            status: Some("success".into()),
+            raw: format!("{{\"id\":\"{i}\",\"padding\":\"{}\"}}", "x".repeat(300)),
+            resource_type: None,
+            resource_id: None,
+            resource_name: None,
+            ip_address: None,
+            description: None,
+            data: None,
+            account_id: None,
+        })
+        .collect();
+    let pg = PgDb::create("inserts");
+    let mut s = Store::open_target(&pg.target()).unwrap();
+    let t = Instant::now();
+    for tx in evs.chunks(10_000) {
+        let mut b = s.batch().unwrap();
+        for page in tx.chunks(1_000) {
+            b.write_page(&PageWrite {
+                account: "a",
+                events: page,
+                ..Default::default()
+            })
+            .unwrap();
+        }
+        b.commit().unwrap();
+    }
+    let store_secs = t.elapsed().as_secs_f64();
+    assert_eq!(s.event_ids("a").unwrap().len(), N);
+    // The floor: the same rows into the same table, one INSERT per event, no dedup, no chain.
+    let StoreTarget::Postgres(target) = pg.target() else {
+        unreachable!()
+    };
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .build()
+        .unwrap();
+    let mut c = target.connect().unwrap();
+    let t = Instant::now();
+    for tx in evs.chunks(10_000) {
+        rt.block_on(async {
+            let tx_ = c.transaction().await.unwrap();
+            let st = tx_
+                .prepare(
+                    "INSERT INTO events (account, event_id, ts_ms, day, action, actor_id,
+                        actor_name, status, raw, collected_ms, chain_n, chain_hash)
+                     VALUES ('b', $1, $2, '2026-09-21', $3, $4, $5, $6, $7, 0, 1, $8)
+                     ON CONFLICT (account, event_id) DO NOTHING",
+                )
+                .await
+                .unwrap();
+            for e in tx {
+                tx_.execute(
+                    &st,
+                    &[
+                        &e.id,
+                        &e.timestamp.timestamp_millis(),
+                        &e.action,
+                        &e.actor_id,
+                        &e.actor_name,
+                        &e.status,
+                        &e.raw,
+                        &&[0u8; 32][..],
+                    ],
+                )
+                .await
+                .unwrap();
+            }
+            tx_.commit().await.unwrap();
+        });
+    }
+    let plain_secs = t.elapsed().as_secs_f64();
+    println!(
+        "  store write_page (unnest per page, dedup, chain) {store_secs:.2} s ({:.0} events/s); plain INSERT per event {plain_secs:.2} s ({:.0} events/s); ratio {:.2}x",
+        N as f64 / store_secs,
+        N as f64 / plain_secs,
+        store_secs / plain_secs
+    );
 }
 
 /// One account's backfill into SQLite, then into PostgreSQL.

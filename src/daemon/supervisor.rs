@@ -325,14 +325,23 @@ async fn job_loop(job: Job, shared: Arc<Shared>, cancel: CancellationToken) {
 /// one). Off while collection is switched off.
 async fn takeover_loop(shared: Arc<Shared>, cancel: CancellationToken) {
     let mut probe: Option<Store> = None;
+    // Takeover runs in flight. Each works keys no other run of this node works (see
+    // `leases::take`), so several run at once: a key that lapses while an earlier takeover is
+    // still collecting is taken at the next heartbeat, not after it. Bounded all the same.
+    let mut runs = tokio::task::JoinSet::new();
     loop {
         let cfg = shared.config.borrow().clone();
         let every = (cfg.daemon.lease / 3).max(Duration::from_millis(100));
         tokio::select! {
-            _ = cancel.cancelled() => return,
+            _ = cancel.cancelled() => {
+                // Each run stops at its next safe point; the supervisor's grace bounds the wait.
+                while runs.join_next().await.is_some() {}
+                return;
+            }
             _ = tokio::time::sleep(every) => {}
         }
-        if cfg.job_schedule(Job::Collect).is_none() {
+        while runs.try_join_next().is_some() {}
+        if cfg.job_schedule(Job::Collect).is_none() || runs.len() >= MAX_TAKEOVER_RUNS {
             continue;
         }
         let (check_cfg, open) = (cfg.clone(), probe.take());
@@ -359,33 +368,36 @@ async fn takeover_loop(shared: Arc<Shared>, cancel: CancellationToken) {
                 false
             }
         };
-        if !waiting {
-            continue;
+        if waiting {
+            runs.spawn(takeover(cfg, shared.clone(), cancel.clone()));
         }
-        let node = super::leases::node_name(&cfg);
-        let started = Instant::now();
-        let run = {
-            let (shared, cancel) = (shared.clone(), cancel.clone());
-            let runtime = tokio::runtime::Handle::current();
-            // A blocking thread of its own, as a job run's (its store calls block only it).
-            tokio::task::spawn_blocking(move || {
-                runtime.block_on(super::jobs::takeover_run(&cfg, &shared, &cancel))
-            })
-        };
-        let outcome = run.await;
-        let secs = started.elapsed().as_secs_f64();
-        match outcome {
-            Ok(None) => {}
-            Ok(Some(Outcome::Ok)) => {
-                tracing::info!(event = "takeover_finished", node = %node, secs);
-            }
-            Ok(Some(Outcome::Failed(e))) => {
-                tracing::error!(event = "takeover_failed", node = %node, secs, error = %e, "the accounts taken over are collected again by the next scheduled run");
-            }
-            Ok(Some(Outcome::Cancelled)) => return,
-            Err(e) => {
-                tracing::error!(event = "takeover_failed", node = %node, error = %e);
-            }
+    }
+}
+
+/// At most this many takeover runs of one node at once.
+const MAX_TAKEOVER_RUNS: usize = 8;
+
+/// One takeover run (see [`takeover_loop`]) on a blocking thread of its own, as a job run's
+/// (its store calls block only it), and its outcome logged.
+async fn takeover(cfg: Arc<Config>, shared: Arc<Shared>, cancel: CancellationToken) {
+    let node = super::leases::node_name(&cfg);
+    let started = Instant::now();
+    let runtime = tokio::runtime::Handle::current();
+    let run = tokio::task::spawn_blocking(move || {
+        runtime.block_on(super::jobs::takeover_run(&cfg, &shared, &cancel))
+    });
+    let outcome = run.await;
+    let secs = started.elapsed().as_secs_f64();
+    match outcome {
+        Ok(None) | Ok(Some(Outcome::Cancelled)) => {}
+        Ok(Some(Outcome::Ok)) => {
+            tracing::info!(event = "takeover_finished", node = %node, secs);
+        }
+        Ok(Some(Outcome::Failed(e))) => {
+            tracing::error!(event = "takeover_failed", node = %node, secs, error = %e, "the accounts taken over are collected again by the next scheduled run");
+        }
+        Err(e) => {
+            tracing::error!(event = "takeover_failed", node = %node, error = %e);
         }
     }
 }
