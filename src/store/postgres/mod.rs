@@ -626,6 +626,14 @@ impl EventStore for Postgres {
     fn batch(&mut self) -> Result<Box<dyn EventBatch + '_>> {
         let fences = self.fences.clone();
         let (tx, location) = self.tx("begin")?;
+        // The duplicate lookup's plan must not depend on the table's statistics: during a
+        // backfill they lag far behind the rows (autovacuum analyzes late), and a custom plan
+        // that believed an account held a few thousand rows scanned all of them for every page
+        // (a 1,000,000-event backfill took 434 s, 18x SQLite). The generic plan probes the
+        // unique (account, event_id) index whatever the statistics say.
+        tx.batch_execute("SET LOCAL plan_cache_mode = force_generic_plan")
+            .wait()
+            .map_err(|e| pg_err(location, "set the plan cache mode", e))?;
         Ok(Box::new(Batch {
             fences,
             fenced: RefCell::new(HashSet::new()),
@@ -633,6 +641,7 @@ impl EventStore for Postgres {
             location,
             heads: HashMap::new(),
             insert: None,
+            dedup: None,
         }))
     }
 
@@ -805,6 +814,8 @@ struct Batch<'a> {
     /// back by [`Batch::commit`] when they moved (the flag).
     heads: HashMap<String, (ChainHead, bool)>,
     insert: Option<tokio_postgres::Statement>,
+    /// The duplicate lookup, prepared once per batch (a named statement, so its generic plan).
+    dedup: Option<tokio_postgres::Statement>,
     /// The leases this handle's writes are fenced with, and the accounts checked in this batch.
     fences: HashMap<String, crate::store::Lease>,
     fenced: RefCell<HashSet<String>>,
@@ -855,11 +866,21 @@ impl EventBatch for Batch<'_> {
             // Under the lock nobody else adds this account's events: the ids already stored
             // are exactly the duplicates.
             let ids: Vec<&str> = w.events.iter().map(|e| e.id.as_str()).collect();
+            let dedup = match &self.dedup {
+                Some(s) => s.clone(),
+                None => {
+                    let s = tx
+                        .prepare(
+                            "SELECT event_id FROM events WHERE account = $1 AND event_id = ANY($2)",
+                        )
+                        .wait()
+                        .map_err(|e| pg_err(location, "prepare the duplicate lookup", e))?;
+                    self.dedup = Some(s.clone());
+                    s
+                }
+            };
             let stored: HashSet<String> = tx
-                .query(
-                    "SELECT event_id FROM events WHERE account = $1 AND event_id = ANY($2)",
-                    &[&w.account, &ids],
-                )
+                .query(&dedup, &[&w.account, &ids])
                 .wait()
                 .map_err(|e| pg_err(location, "find duplicates", e))?
                 .iter()
