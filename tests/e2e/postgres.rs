@@ -344,6 +344,36 @@ fn wait_until(limit: std::time::Duration, what: &str, f: impl Fn() -> bool) {
     }
 }
 
+/// A simulator whose backfill (12,000 events over 12 days, every answer 120 ms late) lasts long
+/// enough to stop a daemon in the middle of it.
+fn slow_backfill(seed: u32) -> Sim {
+    let seed = seed.to_string();
+    Sim::start(&[
+        "--events",
+        "12000",
+        "--days",
+        "12",
+        "--seed",
+        &seed,
+        "--faults",
+        "slow=1.0,slow-ms=120",
+    ])
+}
+
+/// A daemon `node` on `db` (its schema made, so a test can read while daemons start) collecting
+/// on `collect` (invitation polls off), with leases of `lease_secs`.
+fn lease_daemon(sim: &Sim, db: &PgDb, node: &str, collect: &str, lease_secs: u32) -> App {
+    Store::open_target(&StoreTarget::Postgres(
+        PgTarget::parse(&db.url, None).unwrap(),
+    ))
+    .unwrap();
+    let a = app(sim, Some(db));
+    a.add_config(&format!(
+        "[schedule]\ncollect = \"{collect}\"\npoll_invites = \"\"\n[daemon]\nlisten = \"127.0.0.1:0\"\nshutdown_grace_secs = 5\nbackoff_base_secs = 1\nbackoff_max_secs = 2\nlease_secs = {lease_secs}\nnode_name = \"{node}\"\n"
+    ));
+    a
+}
+
 /// A daemon paused (SIGSTOP) mid-backfill past its lease loses its accounts to another daemon,
 /// which collects everything; resumed, the first finds its lease gone and commits nothing: every
 /// event is stored once and the chains verify.
@@ -351,29 +381,10 @@ fn wait_until(limit: std::time::Duration, what: &str, f: impl Fn() -> bool) {
 fn a_paused_daemon_loses_its_lease_and_commits_nothing_after_the_takeover() {
     use std::time::Duration;
     let Some(db) = PgDb::create() else { return };
-    let sim = Sim::start(&[
-        "--events",
-        "12000",
-        "--days",
-        "12",
-        "--seed",
-        "4",
-        "--faults",
-        "slow=1.0,slow-ms=120",
-    ]);
-    let daemon = |node: &str| {
-        let a = app(&sim, Some(&db));
-        a.add_config(&format!(
-            "[schedule]\ncollect = \"* * * * * *\"\n[daemon]\nlisten = \"127.0.0.1:0\"\nshutdown_grace_secs = 5\nbackoff_base_secs = 1\nbackoff_max_secs = 2\nlease_secs = 5\nnode_name = \"{node}\"\n"
-        ));
-        a
-    };
-    let (a_app, b_app) = (daemon("node-a"), daemon("node-b"));
-    // The schema first, so the watcher below can read while the daemons start.
-    Store::open_target(&StoreTarget::Postgres(
-        PgTarget::parse(&db.url, None).unwrap(),
-    ))
-    .unwrap();
+    let sim = slow_backfill(4);
+    let every_second = "* * * * * *";
+    let a_app = lease_daemon(&sim, &db, "node-a", every_second, 5);
+    let b_app = lease_daemon(&sim, &db, "node-b", every_second, 5);
     let truth = sim.truth_ids();
     let count = || db.store().event_ids("one").unwrap().len();
     let mut a = a_app.start_daemon();
@@ -426,30 +437,10 @@ fn a_paused_daemon_loses_its_lease_and_commits_nothing_after_the_takeover() {
 fn a_killed_daemons_accounts_are_taken_over_without_waiting_for_a_scheduled_run() {
     use std::time::Duration;
     let Some(db) = PgDb::create() else { return };
-    let sim = Sim::start(&[
-        "--events",
-        "12000",
-        "--days",
-        "12",
-        "--seed",
-        "5",
-        "--faults",
-        "slow=1.0,slow-ms=120",
-    ]);
-    let daemon = |node: &str, collect: &str| {
-        let a = app(&sim, Some(&db));
-        a.add_config(&format!(
-            "[schedule]\ncollect = \"{collect}\"\npoll_invites = \"\"\n[daemon]\nlisten = \"127.0.0.1:0\"\nshutdown_grace_secs = 5\nbackoff_base_secs = 1\nbackoff_max_secs = 2\nlease_secs = 3\nnode_name = \"{node}\"\n"
-        ));
-        a
-    };
-    let a_app = daemon("node-a", "* * * * * *");
+    let sim = slow_backfill(5);
+    let a_app = lease_daemon(&sim, &db, "node-a", "* * * * * *", 3);
     // Midnight of January 1st: on, but no tick falls within the test.
-    let b_app = daemon("node-b", "0 0 0 1 1 *");
-    Store::open_target(&StoreTarget::Postgres(
-        PgTarget::parse(&db.url, None).unwrap(),
-    ))
-    .unwrap();
+    let b_app = lease_daemon(&sim, &db, "node-b", "0 0 0 1 1 *", 3);
     let truth = sim.truth_ids();
     let count = |a: &str| db.store().event_ids(a).unwrap().len();
     let mut b = b_app.start_daemon();
