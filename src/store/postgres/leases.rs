@@ -1,8 +1,15 @@
 //! Leases and fencing on PostgreSQL (see [`LeaseStore`]): lease rows, not session advisory
 //! locks (those break behind PgBouncer's transaction pooling). A takeover is an UPDATE of the
-//! lease row; a fenced write transaction reads that row `FOR SHARE` first, so a takeover waits
-//! for a transaction already past its check, and a transaction that starts after the takeover
-//! fails its check: the old owner commits nothing after it.
+//! lease row; a fenced write transaction reads that row `FOR KEY SHARE` first, so a takeover
+//! (which locks the row `FOR UPDATE` before it raises the epoch) waits for a transaction already
+//! past its check, and a transaction that starts after the takeover fails its check: the old
+//! owner commits nothing after it.
+//!
+//! `KEY SHARE`, not `SHARE`: the owner's own renewals (a plain UPDATE of the expiry) must never
+//! wait for its writers. Under `FOR SHARE` they did, and a node writing back to back (each batch
+//! share-locks the row again as the last one commits) starved its heartbeat's UPDATE past the
+//! lease: the lease lapsed under a live node, another took it over, and both sent requests with
+//! the key at once.
 
 use tokio_postgres::Transaction;
 
@@ -27,8 +34,21 @@ impl LeaseStore for Postgres {
         now_ms: i64,
         ttl_ms: i64,
     ) -> Result<Option<Lease>> {
-        Ok(self
-            .opt(
+        let location = self.location.clone();
+        let (tx, _) = self.tx("acquire lease")?;
+        // A lease another node held and let lapse (or gave up): lock it first, which waits for
+        // that node's write transactions already past their fence check (they hold the row
+        // `FOR KEY SHARE`). A row held by a live node is not locked (no wait behind its
+        // writers), nor is the owner's own (its epoch does not change).
+        tx.query(
+            "SELECT 1 FROM leases WHERE lease_key = $1 AND owner <> $2 AND expires_ms < $3::bigint
+             FOR UPDATE",
+            &[&key, &owner, &now_ms],
+        )
+        .wait()
+        .map_err(|e| pg_err(&location, "lock the lease", e))?;
+        let row = tx
+            .query_opt(
                 "INSERT INTO leases (lease_key, owner, epoch, acquired_ms, expires_ms)
                  VALUES ($1, $2, 1, $3::bigint, $3::bigint + $4::bigint)
                  ON CONFLICT (lease_key) DO UPDATE SET
@@ -40,9 +60,14 @@ impl LeaseStore for Postgres {
                  WHERE leases.owner = excluded.owner OR leases.expires_ms < excluded.acquired_ms
                  RETURNING owner, epoch, expires_ms, acquired_ms",
                 &[&key, &owner, &now_ms, &ttl_ms],
-                "acquire lease",
-            )?
-            .map(|r| lease_of(key, &r)))
+            )
+            .wait()
+            .map_err(|e| pg_err(&location, "acquire lease", e))?
+            .map(|r| lease_of(key, &r));
+        tx.commit()
+            .wait()
+            .map_err(|e| pg_err(&location, "acquire lease", e))?;
+        Ok(row)
     }
 
     fn renew_lease(&mut self, lease: &Lease, now_ms: i64, ttl_ms: i64) -> Result<Option<Lease>> {
@@ -107,7 +132,8 @@ impl LeaseStore for Postgres {
 }
 
 /// In a write transaction of `account`: the fence, if any, must still be its owner's lease at
-/// its epoch. The share lock holds a takeover off until this transaction ends.
+/// its epoch. The key-share lock holds a takeover off until this transaction ends (and lets
+/// the owner's renewals through).
 pub(super) fn check_fence(
     tx: &Transaction<'_>,
     location: &str,
@@ -119,7 +145,7 @@ pub(super) fn check_fence(
     };
     let held = tx
         .query_opt(
-            "SELECT 1 FROM leases WHERE lease_key = $1 AND owner = $2 AND epoch = $3 FOR SHARE",
+            "SELECT 1 FROM leases WHERE lease_key = $1 AND owner = $2 AND epoch = $3 FOR KEY SHARE",
             &[&l.key, &l.owner, &l.epoch],
         )
         .wait()

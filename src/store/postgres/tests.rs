@@ -274,4 +274,36 @@ mod leases {
         assert_eq!(lb.unwrap().epoch, 2);
         assert_eq!(seen, vec!["e1"], "the batch committed before the takeover");
     }
+
+    /// The holder's renewal (its heartbeat's own connection) goes through while its write
+    /// transaction holds the lease row past its check: a node writing back to back never starves
+    /// its heartbeat past the lease (under `FOR SHARE` the renewal waited for the commit).
+    #[test]
+    fn a_renewal_does_not_wait_for_the_holders_batch() {
+        let Some((_db, t)) = super::testdb::fresh() else {
+            return;
+        };
+        let (mut a, mut heartbeat) = (open(&t), open(&t));
+        let la = a
+            .acquire_lease("key:1", "node-a", 0, 1_000)
+            .unwrap()
+            .unwrap();
+        a.fence("acc", Some(la.clone()));
+        let mut batch = a.batch().unwrap();
+        batch.write_page(&page(&[event("e1")])).unwrap();
+        let (done, renewed) = std::sync::mpsc::channel();
+        let renewer = std::thread::spawn(move || {
+            let r = heartbeat.renew_lease(&la, 500, 1_000).unwrap();
+            let _ = done.send(r.map(|l| l.expires_ms));
+        });
+        // A deadline, not a pace: the renewal answers at once unless it waits for the batch.
+        let got = renewed.recv_timeout(Duration::from_secs(20));
+        batch.commit().unwrap();
+        renewer.join().unwrap();
+        assert_eq!(
+            got,
+            Ok(Some(1_500)),
+            "the renewal waited for the holder's batch"
+        );
+    }
 }
