@@ -23,7 +23,9 @@
 //!   wait met a server that had rested as long as it asked, which a rate cap (a token bucket, a
 //!   window) lets through. Such a 429 does not cut: it undoes the hard cuts in a row before it,
 //!   and later hard cuts stop at [`HARD_CUT`] of that pace, so random 429s (a server answering
-//!   a share of requests 429 whatever the rate) cannot drive the pace towards [`MIN_RATE`].
+//!   a share of requests 429 whatever the rate) cannot drive the pace towards [`MIN_RATE`]. (A
+//!   server that rejects such requests and also caps below that bound is held back by its
+//!   `Retry-After` waits alone, a few 429s a wait; `rate_limits` can pin it.)
 //!
 //! Modelled on a virtual clock (tests below): against a 40/s token bucket (0.2 s of burst, four
 //! workers) 1 429 in 131 requests and 5 in 1,035, the pace ends at 41-43/s; against 20% random
