@@ -1,4 +1,5 @@
-//! Collection benchmark (`cargo bench --bench collect`; `-- 1000000` for one size only).
+//! Collection benchmark (`cargo bench --bench collect`; `-- 1000000` for one size only;
+//! `-- rate-limited` for the rate-limited step alone, e.g. `-- rate-limited 100000`).
 //!
 //! For each size (100,000 and 1,000,000 events over 30 days, pages of 1000) it starts the
 //! simulator (release binary) and measures, in the same run:
@@ -206,6 +207,8 @@ fn main() {
         .skip(1)
         .filter_map(|a| a.parse().ok())
         .collect();
+    // `rate-limited`: only the rate-limited step (the throttle's figures, in a minute or two).
+    let only_limited = std::env::args().any(|a| a == "rate-limited");
     let sizes = if sizes.is_empty() {
         vec![100_000, 1_000_000]
     } else {
@@ -218,6 +221,12 @@ fn main() {
         load()
     );
     for n in sizes {
+        if only_limited {
+            println!("\n== {n} events, load {}", load());
+            let dir = tempfile::tempdir().expect("tempdir");
+            rate_limited(&rt, dir.path(), n, n as u64);
+            continue;
+        }
         let t = Instant::now();
         let sim = start_sim(&[
             "--days".into(),
@@ -298,8 +307,14 @@ fn main() {
             script_s / r.secs
         );
         drop(sim);
+        rate_limited(&rt, dir.path(), n, fetched);
+    }
+}
 
-        // Rate-limited server.
+/// The rate-limited step: `auditwarden collect` (default settings) against a simulator of `n`
+/// events that answers 429 above [`RATE_CAP`] requests/s; `events` is how many it must store.
+fn rate_limited(rt: &tokio::runtime::Runtime, dir: &Path, n: usize, events: u64) {
+    {
         let sim = start_sim(&[
             "--days".into(),
             DAYS.to_string(),
@@ -308,9 +323,9 @@ fn main() {
             "--faults".into(),
             format!("rate-cap={RATE_CAP}"),
         ]);
-        let r = run_collect(dir.path(), &sim.url, "limited.db");
+        let r = run_collect(dir, &sim.url, "limited.db");
         assert_eq!(
-            r.stored, fetched,
+            r.stored, events,
             "auditwarden stored every event when limited"
         );
         let stats: Value = rt.block_on(async {
