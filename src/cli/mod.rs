@@ -375,6 +375,11 @@ pub fn main() -> ExitCode {
         std::io::stderr().is_terminal()
             && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty()),
     );
+    // Before the runtime starts its threads: freed memory goes back to the kernel.
+    crate::collect::limit_heap_cache(
+        std::env::var_os("MALLOC_TRIM_THRESHOLD_").is_some()
+            || std::env::var_os("MALLOC_MMAP_THRESHOLD_").is_some(),
+    );
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

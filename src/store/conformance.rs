@@ -44,6 +44,7 @@ macro_rules! backend_conformance {
             a_copy_in_and_out_keeps_the_history_and_its_chains,
             review_campaigns_chain_their_rows_and_verify_clean,
             a_tick_is_claimed_once_whoever_asks,
+            alert_facts_reach_the_rules_once,
         );
     };
 }
@@ -1188,4 +1189,64 @@ pub fn a_tick_is_claimed_once_whoever_asks(mut s: Store) {
         .claim_tick("reports", tick + 1000, "node-b", tick + 1005)
         .unwrap());
     assert!(s.claim_tick("collect", tick, "node-b", tick + 8).unwrap());
+}
+
+/// The alert rules get every credential event stored since their last evaluation once, however
+/// many arrived (a backfill's thousands, which a backend may hand over a chunk at a time), and on
+/// every evaluation the failed sign-ins of the lookback window, not older ones nor successes.
+pub fn alert_facts_reach_the_rules_once(mut s: Store) {
+    let day = NaiveDate::from_ymd_opt(2026, 11, 2).unwrap();
+    let n = 4_500;
+    let mut evs: Vec<AuditEvent> = (0..n)
+        .map(|i| AuditEvent {
+            action: "create".into(),
+            resource_type: Some("api_token".into()),
+            resource_id: Some(format!("t{i}")),
+            actor_id: Some("admin".into()),
+            ..event(&format!("tok-{i}"))
+        })
+        .collect();
+    let sign_in = |id: &str, status: &str, at: &str| AuditEvent {
+        timestamp: DateTime::parse_from_rfc3339(at)
+            .unwrap()
+            .with_timezone(&Utc),
+        actor_id: Some("ann".into()),
+        status: Some(status.into()),
+        ..event(id)
+    };
+    evs.push(sign_in("fail-new", "failure", "2026-11-02T08:00:00Z"));
+    evs.push(sign_in("ok-new", "success", "2026-11-02T08:01:00Z"));
+    evs.push(sign_in("fail-old", "failure", "2026-10-20T08:00:00Z"));
+    s.write_page(&PageWrite {
+        account: "acc",
+        action_filter: "",
+        day: Some(day),
+        events: &evs,
+        malformed: &[],
+        done: None,
+    })
+    .unwrap();
+    let now_ms = DateTime::parse_from_rfc3339("2026-11-03T00:00:00Z")
+        .unwrap()
+        .timestamp_millis();
+    let evaluate = |s: &mut Store| {
+        let mut credentials = Vec::new();
+        let mut failed = Vec::new();
+        s.record_alerts("acc", &[], now_ms, &mut |facts, _| {
+            credentials.extend(facts.credentials.iter().map(|c| c.event_id.clone()));
+            failed.extend(facts.failed_sign_ins.iter().map(|f| f.event_id.clone()));
+            Vec::new()
+        })
+        .unwrap();
+        credentials.sort();
+        (credentials, failed)
+    };
+    let (credentials, failed) = evaluate(&mut s);
+    let mut all: Vec<String> = (0..n).map(|i| format!("tok-{i}")).collect();
+    all.sort();
+    assert_eq!(credentials, all);
+    assert_eq!(failed, vec!["fail-new"]);
+    let (credentials, failed) = evaluate(&mut s);
+    assert!(credentials.is_empty(), "credential events judged twice");
+    assert_eq!(failed, vec!["fail-new"]);
 }

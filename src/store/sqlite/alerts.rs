@@ -346,9 +346,26 @@ impl AlertStore for Sqlite {
                 )
                 .map_err(|e| err(&path, "history mark", e))?;
             new_hist_mark = new_hist_mark.max(max_hist.unwrap_or(0));
-            let new_cred_mark =
-                super::credentials::credential_facts(&tx, account, cred_mark, &mut facts)
-                    .map_err(|e| err(&path, "credential facts", e))?;
+            super::credentials::service_user_facts(&tx, account, &mut facts)
+                .map_err(|e| err(&path, "service user facts", e))?;
+            // A chunk at a time; each read moves the mark past the events it read, so the loop
+            // ends (at most one read per FACT_CHUNK events stored after the mark).
+            let mut new_cred_mark = cred_mark;
+            loop {
+                let (mark, read) = super::credentials::credential_facts(
+                    &tx,
+                    account,
+                    new_cred_mark,
+                    FACT_CHUNK,
+                    &mut facts,
+                )
+                .map_err(|e| err(&path, "credential facts", e))?;
+                new_cred_mark = mark;
+                if read < FACT_CHUNK {
+                    break;
+                }
+                flush!();
+            }
             facts.failed_sign_ins = super::sign_ins::recent_failed_sign_ins(&tx, account, now_ms)
                 .map_err(|e| err(&path, "failed sign-ins", e))?;
             flush!();

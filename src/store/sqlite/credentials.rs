@@ -103,16 +103,13 @@ impl CredentialStore for Sqlite {
     }
 }
 
-/// The credential facts of one account for the alert rules, read in the alert transaction: every
-/// current service user with its end date, and the successful `generate`/`create` events about
-/// API tokens and client-auth certificates after `after_seq` with their creator's type and roles.
-/// Returns the new mark (the highest credential event seq seen).
-pub(super) fn credential_facts(
+/// The service-user facts of one account for the alert rules, read in the alert transaction:
+/// every current service user with its end date.
+pub(super) fn service_user_facts(
     conn: &rusqlite::Connection,
     account: &str,
-    after_seq: i64,
     facts: &mut AlertFacts,
-) -> rusqlite::Result<i64> {
+) -> rusqlite::Result<()> {
     let mut st = conn.prepare(&format!(
         "SELECT {USER_COLUMNS}, raw FROM users
          WHERE account = ?1 AND status <> 'deleted'
@@ -131,18 +128,37 @@ pub(super) fn credential_facts(
             roles: u.roles,
         });
     }
-    let mut st = conn.prepare(
+    Ok(())
+}
+
+/// The next credential facts of one account for the alert rules, read in the alert transaction:
+/// the successful `generate`/`create` events about API tokens and client-auth certificates after
+/// `after_seq`, with their creator's type and roles, at most `limit` events read (by the partial
+/// index `events_credentials`), so a backfill's credential events are judged a chunk at a time
+/// instead of held together (they were most of `collect`'s peak RSS after a million events).
+/// Returns the new mark (the highest credential event seq read) and how many events were read:
+/// fewer than `limit` means there are no more.
+pub(super) fn credential_facts(
+    conn: &rusqlite::Connection,
+    account: &str,
+    after_seq: i64,
+    limit: usize,
+    facts: &mut AlertFacts,
+) -> rusqlite::Result<(i64, usize)> {
+    let mut st = conn.prepare_cached(
         "SELECT e.seq, e.event_id, e.ts_ms, e.resource_type, e.resource_id, e.resource_name,
             e.actor_id, e.actor_name, e.ip_address, e.action, e.status, a.user_type, a.roles
          FROM events e
          LEFT JOIN users a ON a.account = e.account AND a.user_id = e.actor_id
          WHERE e.account = ?1 AND e.seq > ?2
            AND e.resource_type IN ('api_token', 'client_auth_certificate')
-         ORDER BY e.seq",
+         ORDER BY e.seq LIMIT ?3",
     )?;
-    let mut rows = st.query(params![account, after_seq])?;
+    let mut rows = st.query(params![account, after_seq, limit as i64])?;
     let mut mark = after_seq;
+    let mut read = 0;
     while let Some(r) = rows.next()? {
+        read += 1;
         mark = mark.max(r.get(0)?);
         let action: String = r.get(9)?;
         let status: Option<String> = r.get(10)?;
@@ -174,5 +190,5 @@ pub(super) fn credential_facts(
             },
         });
     }
-    Ok(mark)
+    Ok((mark, read))
 }

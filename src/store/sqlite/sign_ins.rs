@@ -1,5 +1,6 @@
 //! Failed sign-ins for the `failed-sign-ins` alert rule (issue 15): the `login` events with
-//! status `failure` of the last [`LOOKBACK_MS`], by the events' time index. Both APIs' events
+//! status `failure` of the last [`LOOKBACK_MS`], by the partial index of failed logins
+//! (`events_failed_sign_ins`; its WHERE is this query's, or SQLite cannot use it). Both APIs' events
 //! qualify (CertCentral's come from the Report Library rows).
 
 use rusqlite::params;
