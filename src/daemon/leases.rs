@@ -3,7 +3,9 @@
 //! they share DigiCert's limits), works only the accounts whose lease it holds, fences the run's
 //! store with them (a write after a takeover commits nothing, see `store::LeaseStore`), renews
 //! them from a heartbeat thread of its own every third of `[daemon] lease_secs`, and gives them
-//! up when the run ends (unless another run of this node still works them).
+//! up when the run ends (unless another run of this node still works them). Between and
+//! beside those runs, the takeover watch (`supervisor::takeover_loop`, [`Purpose::Takeover`])
+//! takes the keys a dead or frozen node left behind as soon as they lapse.
 //!
 //! Each daemon also holds a lease of its own, `node:NAME`, for its whole life: the live nodes
 //! are the unexpired `node:` rows, and a run takes at most its fair share of the keys (all keys
