@@ -242,20 +242,37 @@ fn keys_of(accounts: &[&Account]) -> Vec<String> {
     keys
 }
 
-/// Whether some configured key was left behind by a dead node and is not worked by this node:
-/// what the takeover watch looks for on every heartbeat (one read of the lease table).
-pub(super) fn orphans_waiting(cfg: &Config, store: &Store) -> Result<bool, StoreError> {
+/// What the takeover watch found in one read of the lease table.
+pub(super) struct Watch {
+    /// Some configured key was left behind by a dead node and is not worked by this node.
+    pub(super) orphans: bool,
+    /// When the next lease of a configured key held by another node expires (domain clock, ms):
+    /// a live node renews it before then, a dead one's lapses then, so the watch looks again
+    /// at that moment instead of up to a heartbeat later.
+    pub(super) next_expiry_ms: Option<i64>,
+}
+
+/// One look at the lease table for the takeover watch (see [`Watch`]).
+pub(super) fn watch(cfg: &Config, store: &Store) -> Result<Watch, StoreError> {
     let node = node_name(cfg);
     let now_ms = crate::clock::now_ms();
     let rows = store.leases()?;
     let accounts: Vec<&Account> = cfg.accounts.iter().collect();
+    let keys = keys_of(&accounts);
     let busy = collecting();
-    Ok(keys_of(&accounts).iter().any(|k| {
-        !busy.contains(k)
-            && rows
-                .iter()
-                .any(|l| &l.key == k && orphaned(l, &node, now_ms))
-    }))
+    let ours = |l: &&Lease| keys.contains(&l.key);
+    Ok(Watch {
+        orphans: rows
+            .iter()
+            .filter(ours)
+            .any(|l| !busy.contains(&l.key) && orphaned(l, &node, now_ms)),
+        next_expiry_ms: rows
+            .iter()
+            .filter(ours)
+            .filter(|l| l.owner != node && l.expires_ms >= now_ms)
+            .map(|l| l.expires_ms)
+            .min(),
+    })
 }
 
 /// Take the leases of `accounts`' keys for a run of `purpose` (see [`Purpose`] and the module

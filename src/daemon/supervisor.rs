@@ -317,8 +317,9 @@ async fn job_loop(job: Job, shared: Arc<Shared>, cancel: CancellationToken) {
     }
 }
 
-/// The takeover watch (PostgreSQL): every heartbeat (a third of `lease_secs`) one read of the
-/// lease table looks for keys of the configured accounts that a node died (or froze) holding;
+/// The takeover watch (PostgreSQL): at least every heartbeat (a third of `lease_secs`), and when
+/// the next lease held by another node would lapse, one read of the lease table looks for keys
+/// of the configured accounts that a node died (or froze) holding;
 /// when there are some, this node takes its part of them and collects those accounts at once,
 /// beside its scheduled run. So a `kill -9` costs the accounts at most `lease_secs` plus one
 /// heartbeat, instead of waiting for a survivor's next scheduled run (or for the end of a long
@@ -327,8 +328,9 @@ async fn takeover_loop(shared: Arc<Shared>, cancel: CancellationToken) {
     let mut probe: Option<Store> = None;
     // Takeover runs in flight. Each works keys no other run of this node works (see
     // `leases::take`), so several run at once: a key that lapses while an earlier takeover is
-    // still collecting is taken at the next heartbeat, not after it. Bounded all the same.
+    // still collecting is taken at once, not after it. Bounded all the same.
     let mut runs = tokio::task::JoinSet::new();
+    let mut wait = Duration::ZERO;
     loop {
         let cfg = shared.config.borrow().clone();
         let every = (cfg.daemon.lease / 3).max(Duration::from_millis(100));
@@ -338,8 +340,9 @@ async fn takeover_loop(shared: Arc<Shared>, cancel: CancellationToken) {
                 while runs.join_next().await.is_some() {}
                 return;
             }
-            _ = tokio::time::sleep(every) => {}
+            _ = tokio::time::sleep(wait) => {}
         }
+        wait = every;
         while runs.try_join_next().is_some() {}
         if cfg.job_schedule(Job::Collect).is_none() || runs.len() >= MAX_TAKEOVER_RUNS {
             continue;
@@ -350,25 +353,31 @@ async fn takeover_loop(shared: Arc<Shared>, cancel: CancellationToken) {
                 Some(s) => s,
                 None => Store::open_target(&check_cfg.store.target)?,
             };
-            let waiting = super::leases::orphans_waiting(&check_cfg, &store)?;
-            Ok::<_, crate::store::StoreError>((store, waiting))
+            let watch = super::leases::watch(&check_cfg, &store)?;
+            Ok::<_, crate::store::StoreError>((store, watch))
         })
         .await;
-        let waiting = match checked {
-            Ok(Ok((store, waiting))) => {
+        let watch = match checked {
+            Ok(Ok((store, watch))) => {
                 probe = Some(store);
-                waiting
+                watch
             }
             Ok(Err(e)) => {
                 tracing::warn!(event = "takeover_check_failed", error = %e);
-                false
+                continue;
             }
             Err(e) => {
                 tracing::warn!(event = "takeover_check_failed", error = %e);
-                false
+                continue;
             }
         };
-        if waiting {
+        // Look again when the next lease held elsewhere would lapse (a live node renews it
+        // first, every third of `lease_secs`; a dead one's lapses then), at most a heartbeat on.
+        if let Some(at) = watch.next_expiry_ms {
+            let until = u64::try_from(at - crate::clock::now_ms()).unwrap_or(0) + 20;
+            wait = Duration::from_millis(until).clamp(Duration::from_millis(50), every);
+        }
+        if watch.orphans {
             runs.spawn(takeover(cfg, shared.clone(), cancel.clone()));
         }
     }
