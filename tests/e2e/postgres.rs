@@ -318,14 +318,7 @@ fn a_daemon_works_only_the_accounts_whose_lease_it_holds() {
         let stored: BTreeSet<String> = db.store().event_ids("one").unwrap().into_iter().collect();
         stored == truth
     });
-    // The key's lease (beside each daemon's `node:` row).
-    let leases: Vec<_> = db
-        .store()
-        .leases()
-        .unwrap()
-        .into_iter()
-        .filter(|l| l.key.starts_with("key:"))
-        .collect();
+    let leases = key_leases(&db);
     assert_eq!(leases.len(), 1, "{leases:?}");
     assert_eq!((leases[0].owner.as_str(), leases[0].epoch), ("node-a", 2));
     let (ok, out) = pg.verify(None);
@@ -334,14 +327,33 @@ fn a_daemon_works_only_the_accounts_whose_lease_it_holds() {
 
 /// Wait (at most `limit`) until `f` holds; `what` names it in the failure.
 fn wait_until(limit: std::time::Duration, what: &str, f: impl Fn() -> bool) {
+    wait_for(limit, what, || f().then_some(()))
+}
+
+/// Wait (at most `limit`) until `f` finds something, and return it; `what` names it in the
+/// failure.
+fn wait_for<T>(limit: std::time::Duration, what: &str, mut f: impl FnMut() -> Option<T>) -> T {
     let deadline = std::time::Instant::now() + limit;
-    while !f() {
+    loop {
+        if let Some(found) = f() {
+            return found;
+        }
         assert!(
             std::time::Instant::now() < deadline,
             "never happened: {what}"
         );
         std::thread::sleep(std::time::Duration::from_millis(50));
     }
+}
+
+/// The API-key leases of `db` (beside each daemon's `node:` row).
+fn key_leases(db: &PgDb) -> Vec<auditwarden::store::Lease> {
+    db.store()
+        .leases()
+        .unwrap()
+        .into_iter()
+        .filter(|l| l.key.starts_with("key:"))
+        .collect()
 }
 
 /// A simulator whose backfill (12,000 events over 12 days, every answer 120 ms late) lasts long
@@ -403,13 +415,7 @@ fn a_paused_daemon_loses_its_lease_and_commits_nothing_after_the_takeover() {
         "node-b completes the backfill",
         || count() == truth.len(),
     );
-    let leases: Vec<_> = db
-        .store()
-        .leases()
-        .unwrap()
-        .into_iter()
-        .filter(|l| l.key.starts_with("key:"))
-        .collect();
+    let leases = key_leases(&db);
     assert_eq!(leases[0].owner, "node-b", "{leases:?}");
     assert!(leases[0].epoch >= 2, "{leases:?}");
     b.signal(libc::SIGTERM);
@@ -465,12 +471,9 @@ fn a_killed_daemons_accounts_are_taken_over_without_waiting_for_a_scheduled_run(
         !log.contains("event=\"job_started\" job=collect"),
         "a scheduled collect run started: {log}"
     );
-    let leases = db.store().leases().unwrap();
+    let leases = key_leases(&db);
     assert!(
-        leases
-            .iter()
-            .filter(|l| l.key.starts_with("key:"))
-            .all(|l| l.owner == "node-b" && l.epoch >= 2),
+        leases.iter().all(|l| l.owner == "node-b" && l.epoch >= 2),
         "{leases:?}"
     );
     b.signal(libc::SIGTERM);
@@ -591,21 +594,16 @@ fn three_daemons_share_twelve_accounts_through_a_kill() {
             .filter_map(|s| s.label("account").map(str::to_string))
             .collect()
     };
-    let deadline = std::time::Instant::now() + Duration::from_secs(60);
-    let (victim, victim_accounts) = loop {
-        let found = daemons.iter().enumerate().find_map(|(i, d)| {
-            let held = held_by(d);
-            held.iter().any(|a| stored(a) > 0).then_some((i, held))
-        });
-        if let Some(f) = found {
-            break f;
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "no daemon works an account"
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    };
+    let (victim, victim_accounts) = wait_for(
+        Duration::from_secs(60),
+        "a daemon works an account with events stored",
+        || {
+            daemons.iter().enumerate().find_map(|(i, d)| {
+                let held = held_by(d);
+                held.iter().any(|a| stored(a) > 0).then_some((i, held))
+            })
+        },
+    );
     daemons[victim].signal(libc::SIGKILL);
     assert!(daemons[victim]
         .wait_for_exit(Duration::from_secs(10))
