@@ -216,6 +216,7 @@ pub async fn run(
                 progress: false,
                 cancel: tokio_util::sync::CancellationToken::new(),
                 panic_account: None,
+                max_accounts: crate::config::DEFAULT_MAX_CONCURRENT_ACCOUNTS,
             },
             // Evaluated once, after both passes, with the demo's receiver (below).
             alerts: None,

@@ -42,6 +42,7 @@ pub(super) async fn collect(cli: &Cli, account: Option<&str>) -> Result<ExitCode
             progress: std::io::stderr().is_terminal(),
             cancel: tokio_util::sync::CancellationToken::new(),
             panic_account: test_panic_account(),
+            max_accounts: cfg.max_concurrent_accounts,
         },
         // Alerts never fail the collection: their problems are printed and logged only.
         alerts: Some(&cfg.alerts),

@@ -119,10 +119,13 @@ pub struct CollectOptions {
     /// `AUDITWARDEN_TEST_PANIC_ACCOUNT`), to prove that a panic is that account's failure.
     /// `None` in normal use.
     pub panic_account: Option<String>,
+    /// Accounts collected at once (`[collection] max_concurrent_accounts`, at least 1); the
+    /// others wait for a slot, in the order given.
+    pub max_accounts: usize,
 }
 
-/// One collection pass over `accounts`. Every account runs concurrently; one failing account does
-/// not stop the others. The store is handed to a writer thread and handed back at the end.
+/// One collection pass over `accounts`, at most `opts.max_accounts` of them at once; one failing
+/// account does not stop the others. The store is handed to a writer thread and handed back at the end.
 pub async fn collect(
     store: Store,
     accounts: &[&Account],
@@ -134,10 +137,14 @@ pub async fn collect(
     }
     // A few pages per account in flight: the writer drains while the fetchers wait on the network,
     // and a slow disk makes the fetchers wait instead of memory growing.
-    let width: usize = accounts
+    let max_accounts = opts.max_accounts.max(1);
+    let mut widths: Vec<usize> = accounts
         .iter()
         .map(|a| a.collection.concurrent_windows.max(1) as usize)
-        .sum();
+        .collect();
+    widths.sort_unstable_by(|a, b| b.cmp(a));
+    let width: usize = widths.iter().take(max_accounts).sum();
+    let slots = Arc::new(tokio::sync::Semaphore::new(max_accounts));
     let (tx, rx) = mpsc::channel::<WriterMsg>((2 * width).clamp(8, 64));
     let writer = Writer::spawn(store, rx);
     let multi = opts.progress.then(MultiProgress::new);
@@ -149,7 +156,14 @@ pub async fn collect(
         let bar = multi.as_ref().map(|m| m.add(progress_bar(&account.name)));
         let cancel = opts.cancel.clone();
         let panic_here = opts.panic_account.as_deref() == Some(account.name.as_str());
+        let slots = Arc::clone(&slots);
         tasks.push(tokio::spawn(async move {
+            // Waiting for a slot ends with a shutdown: the account then runs only to see the
+            // cancellation and record its pass as cancelled, as a running one would.
+            let _slot = tokio::select! {
+                s = slots.acquire_owned() => s.ok(),
+                _ = cancel.cancelled() => None,
+            };
             if panic_here {
                 panic!("AUDITWARDEN_TEST_PANIC_ACCOUNT: a panic in the task of this account");
             }

@@ -81,7 +81,16 @@ pub struct Config {
     pub alerts: AlertSettings,
     pub schedule: ScheduleSettings,
     pub daemon: DaemonSettings,
+    /// `[collection] max_concurrent_accounts`: how many accounts one pass collects at once.
+    pub max_concurrent_accounts: usize,
 }
+
+/// Accounts one pass collects at once unless `[collection] max_concurrent_accounts` says
+/// otherwise. Each account in flight holds `concurrent_windows` connections and as many response
+/// bodies (each up to `max_response_bytes`); with DigiCert's limits per API key, accounts beyond
+/// this wait for a slot instead of the host opening hundreds of connections at once, and more
+/// daemons on PostgreSQL (each working its share) collect more accounts at once.
+pub const DEFAULT_MAX_CONCURRENT_ACCOUNTS: usize = 8;
 
 impl Config {
     /// When `job` runs under `auditwarden run`, and the zone its expression is read in (the
@@ -280,10 +289,15 @@ pub fn parse(text: &str, path: &Path, env: &dyn Env) -> Result<Config, ConfigErr
         proxy: ProxySetting::Environment(env_proxies.clone()),
         ..CollectionSettings::default()
     };
+    let mut max_concurrent_accounts = DEFAULT_MAX_CONCURRENT_ACCOUNTS;
     let defaults = match root.table("collection", &mut problems) {
         Some(t) => {
             let mut s = Section::new("collection".into(), t);
             let mut d = collection_settings(&mut s, &base, &mut problems);
+            // A limit of the process, not of one account: only here, never in [[accounts]].
+            if let Some(v) = s.integer("max_concurrent_accounts", 1, 1024, &mut problems) {
+                max_concurrent_accounts = v as usize;
+            }
             transport_keys(
                 &mut s,
                 &mut d.tls,
@@ -390,6 +404,7 @@ pub fn parse(text: &str, path: &Path, env: &dyn Env) -> Result<Config, ConfigErr
             alerts,
             schedule,
             daemon,
+            max_concurrent_accounts,
         }),
         _ => Err(fail(problems)),
     }

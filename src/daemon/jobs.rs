@@ -152,6 +152,7 @@ async fn collect_run(
             progress: false,
             cancel: cancel.clone(),
             panic_account: shared.hooks.panic_account.clone(),
+            max_accounts: cfg.max_concurrent_accounts,
         },
         // Alerts never fail the collection (their problems are logged by `alert`).
         alerts: Some(&cfg.alerts),

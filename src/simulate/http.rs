@@ -311,7 +311,8 @@ struct InFlight<'a> {
 
 impl<'a> InFlight<'a> {
     fn enter(sim: &'a Simulator, key: Option<String>, node: String) -> InFlight<'a> {
-        let mut s = sim.stats();
+        let mut guard = sim.stats();
+        let s = &mut *guard;
         s.in_flight += 1;
         s.max_in_flight = s.max_in_flight.max(s.in_flight);
         let on_key = key.and_then(|k| {
@@ -326,8 +327,13 @@ impl<'a> InFlight<'a> {
                     r.first_overlap = Some(format!("{node} while {other}"));
                 }
             }
+            let idle = r.in_flight.is_empty();
             *r.in_flight.entry(node.clone()).or_default() += 1;
             let now: u64 = r.in_flight.values().sum();
+            if idle {
+                s.keys_in_flight += 1;
+                s.max_keys_in_flight = s.max_keys_in_flight.max(s.keys_in_flight);
+            }
             r.max_in_flight = r.max_in_flight.max(now);
             if r.nodes.len() < super::MAX_NODES_PER_KEY {
                 r.nodes.insert(node.clone());
@@ -340,7 +346,8 @@ impl<'a> InFlight<'a> {
 
 impl Drop for InFlight<'_> {
     fn drop(&mut self) {
-        let mut s = self.sim.stats();
+        let mut guard = self.sim.stats();
+        let s = &mut *guard;
         s.in_flight = s.in_flight.saturating_sub(1);
         if let Some((k, node)) = self.on_key.take() {
             if let Some(r) = s.keys.get_mut(&k) {
@@ -349,6 +356,9 @@ impl Drop for InFlight<'_> {
                     if *c == 0 {
                         r.in_flight.remove(&node);
                     }
+                }
+                if r.in_flight.is_empty() {
+                    s.keys_in_flight = s.keys_in_flight.saturating_sub(1);
                 }
             }
         }

@@ -166,6 +166,10 @@ struct Stats {
     /// API requests being answered now, and the most ever at once (how concurrent a client is).
     in_flight: u64,
     max_in_flight: u64,
+    /// Keys with a request in flight now, and the most at once (how many accounts with keys of
+    /// their own a client works at once).
+    keys_in_flight: u64,
+    max_keys_in_flight: u64,
     /// Per API key (labelled like the daemon's lease key, `key:` and 24 hex digits of its
     /// SHA-256, never the key): who worked it, and whether two nodes ever did at once.
     keys: BTreeMap<String, KeyRecord>,
@@ -312,6 +316,7 @@ impl Simulator {
             "statuses": statuses,
             "tls_connections": s.tls_connections,
             "max_in_flight": s.max_in_flight,
+            "max_keys_in_flight": s.max_keys_in_flight,
             "frozen": c.frozen,
             "arrivals": {
                 "drift": w.inserted_drift,

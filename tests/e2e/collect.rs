@@ -559,3 +559,76 @@ fn backfill_reads_concurrent_windows_days_at_once() {
         assert_eq!(most, width, "concurrent_windows = {width}: {out}");
     }
 }
+
+/// `[collection] max_concurrent_accounts` bounds how many accounts one pass works at once: six
+/// accounts with keys of their own (one world, slow responses so their requests overlap), at
+/// most two keys in flight at the simulator at any moment, every account complete; without the
+/// setting (default 8) the same six overlap further.
+#[test]
+fn a_pass_works_at_most_max_concurrent_accounts_at_once() {
+    let keys: Vec<String> = (0..6)
+        .map(|i| format!("sk-slots-{i:02}-51d0-PLANTED"))
+        .collect();
+    let sim = Sim::start_with_env(
+        &[
+            "--events",
+            "600",
+            "--days",
+            "4",
+            "--seed",
+            "23",
+            "--faults",
+            "slow=1.0,slow-ms=40",
+        ],
+        &[("AUDITWARDEN_SIM_EXTRA_KEYS", &keys.join(","))],
+    );
+    let url = sim.url();
+    let key_dir = tempfile::tempdir().unwrap();
+    let names: Vec<String> = (0..6).map(|i| format!("acct{i}")).collect();
+    let extras: Vec<String> = keys
+        .iter()
+        .enumerate()
+        .map(|(i, k)| {
+            let p = key_dir.path().join(format!("key{i}"));
+            std::fs::write(&p, k).unwrap();
+            format!("api_key_file = \"{}\"\n", p.display())
+        })
+        .collect();
+    let accounts: Vec<(&str, &str, &str, &str)> = names
+        .iter()
+        .zip(&extras)
+        .map(|(n, e)| (n.as_str(), "digicert-one", url.as_str(), e.as_str()))
+        .collect();
+    let limited = App::with_accounts(&accounts);
+    let text = std::fs::read_to_string(&limited.config).unwrap();
+    std::fs::write(
+        &limited.config,
+        text.replacen(
+            "[collection]\n",
+            "[collection]\nmax_concurrent_accounts = 2\n",
+            1,
+        ),
+    )
+    .unwrap();
+    limited.collect_ok();
+    for n in &names {
+        assert_matches_truth(&limited, &sim, n);
+    }
+    let at_once = sim.stats()["max_keys_in_flight"].as_u64().unwrap();
+    assert!(
+        (1..=2).contains(&at_once),
+        "{at_once} accounts were worked at once with max_concurrent_accounts = 2"
+    );
+
+    // The default lets all six run together: the bound above is the setting's doing.
+    let open = App::with_accounts(&accounts);
+    open.collect_ok();
+    for n in &names {
+        assert_matches_truth(&open, &sim, n);
+    }
+    let at_once = sim.stats()["max_keys_in_flight"].as_u64().unwrap();
+    assert!(
+        at_once >= 3,
+        "only {at_once} keys in flight at once by default"
+    );
+}

@@ -41,6 +41,9 @@ fn each_bad_config_names_its_problem() {
         (format!("[store]\npath = \"x.db\"\n{ok_account}base_url = \"ftp://x\"\n"), "accounts[0].base_url"),
         (format!("[store]\npath = \"x.db\"\n[collection]\nrate_limits = [{{ requests = 0, per_secs = 5 }}]\n{ok_account}"), "collection.rate_limits[0].requests: 0 is out of range"),
         (format!("[store]\npath = \"x.db\"\n{ok_account}api_key = \"inline-secret\"\n"), "accounts[0].api_key: unknown key"),
+        (format!("[store]\npath = \"x.db\"\n[collection]\nmax_concurrent_accounts = 0\n{ok_account}"), "collection.max_concurrent_accounts: 0 is out of range"),
+        // A limit of the process: an account cannot set it for itself.
+        (format!("[store]\npath = \"x.db\"\n{ok_account}max_concurrent_accounts = 4\n"), "accounts[0].max_concurrent_accounts: unknown key"),
     ];
     for (text, expected) in cases {
         let (code, err) = run_with(&text);
