@@ -106,12 +106,16 @@ fn main() {
     let mut peak = 0u64;
     let mut last = 0u64;
     let mut sum = 0u64;
+    let mut anon_sum = 0u64;
+    let mut file_sum = 0u64;
     let mut n = 0u64;
     while t0.elapsed() < Duration::from_secs(secs) {
         std::thread::sleep(Duration::from_secs(1));
         last = rss_kib(pid);
         peak = peak.max(last);
         sum += last;
+        anon_sum += status_kib(pid, "RssAnon:");
+        file_sum += status_kib(pid, "RssFile:");
         n += 1;
     }
     let wall = t0.elapsed().as_secs_f64();
@@ -131,15 +135,28 @@ fn main() {
         sum as f64 / n.max(1) as f64 / 1024.0,
         last as f64 / 1024.0
     );
+    println!(
+        "  of the mean: {:.1} MiB anonymous (heap, stacks), {:.1} MiB file-backed (the binary's and \
+         libraries' pages, shared with the page cache)",
+        anon_sum as f64 / n.max(1) as f64 / 1024.0,
+        file_sum as f64 / n.max(1) as f64 / 1024.0
+    );
     println!("CPU: {cpu_pct:.3}% of one core (target < 1%)");
     let _ = std::io::stdout().flush();
 }
 
 fn rss_kib(pid: u32) -> u64 {
+    status_kib(pid, "VmRSS:")
+}
+
+/// A field of /proc/PID/status in KiB: `VmRSS:` (all resident pages), `RssAnon:` (the heap,
+/// stacks and other private memory), `RssFile:` (pages of the binary and libraries mapped in:
+/// shared with the page cache, and dropped by the kernel under pressure).
+fn status_kib(pid: u32, field: &str) -> u64 {
     std::fs::read_to_string(format!("/proc/{pid}/status"))
         .unwrap_or_default()
         .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .find_map(|l| l.strip_prefix(field))
         .and_then(|v| v.split_whitespace().next().and_then(|n| n.parse().ok()))
         .unwrap_or(0)
 }
