@@ -114,12 +114,145 @@ pub fn split_list<'a>(
 }
 
 /// Parse an `/audit-log` body: an envelope `{"total", "items"}` or a bare array of events.
+///
+/// One pass over the bytes: each event is deserialized into its typed fields straight from the
+/// body, and its raw JSON is the slice it was read from ([`single_pass`]). A body that pass does
+/// not take as it comes (an escaped key, a repeated field, anything unexpected, or an error) is
+/// parsed again the two-pass way (split into raw items, then each item), which is the reference:
+/// the single pass gives the same page or none.
 pub fn parse_audit_page(body: &str) -> Result<AuditPage, String> {
+    if let Some(page) = single_pass(body) {
+        return Ok(page);
+    }
     let (total, raws) = split_list(body, "events")?;
     Ok(AuditPage {
         total,
         items: raws.into_iter().map(|r| parse_event(r.get())).collect(),
     })
+}
+
+/// The index of the first non-whitespace byte (JSON whitespace) at or after `i`.
+fn skip_ws(b: &[u8], mut i: usize) -> usize {
+    while let Some(b' ' | b'\n' | b'\t' | b'\r') = b.get(i) {
+        i += 1;
+    }
+    i
+}
+
+/// The JSON value that starts at `body[i]` (no whitespace before it), deserialized as `T`, and
+/// the index just past it.
+fn value_at<'a, T: Deserialize<'a>>(
+    body: &'a str,
+    i: usize,
+) -> Option<(serde_json::Result<T>, usize)> {
+    let mut values = serde_json::Deserializer::from_str(body.get(i..)?).into_iter::<T>();
+    let v = values.next()?;
+    let end = i + values.byte_offset();
+    Some((v, end))
+}
+
+/// The single pass of [`parse_audit_page`]; `None` sends the body to the two-pass parse.
+fn single_pass(body: &str) -> Option<AuditPage> {
+    let b = body.as_bytes();
+    let i = skip_ws(b, 0);
+    let (total, items, end) = match b.get(i)? {
+        b'[' => {
+            let (items, end) = items_at(body, i)?;
+            (None, items, end)
+        }
+        b'{' => envelope_at(body, i)?,
+        _ => return None,
+    };
+    // Only whitespace may follow, as `serde_json::from_str` requires.
+    (skip_ws(b, end) == b.len()).then_some(AuditPage { total, items })
+}
+
+/// The envelope object at `body[i]` (`{`): its `total`, its items and the index past it. As the
+/// derived [`Envelope`]: unknown fields skipped, `total` optional (or `null`), `items` required;
+/// a repeated field, or a key with an escape, is left to the two-pass parse.
+#[allow(clippy::type_complexity)]
+fn envelope_at(body: &str, mut i: usize) -> Option<(Option<u64>, Vec<ParsedEvent>, usize)> {
+    let b = body.as_bytes();
+    let (mut total, mut seen_total, mut items) = (None, false, None);
+    i += 1;
+    // Each turn consumes at least a key and a value: bounded by the body's length.
+    loop {
+        i = skip_ws(b, i);
+        if b.get(i) != Some(&b'"') {
+            return None;
+        }
+        let len = b.get(i + 1..)?.iter().position(|&c| c == b'"')?;
+        let key = body.get(i + 1..i + 1 + len)?;
+        if key.contains('\\') {
+            return None;
+        }
+        i = skip_ws(b, i + len + 2);
+        if b.get(i) != Some(&b':') {
+            return None;
+        }
+        i = skip_ws(b, i + 1);
+        match key {
+            "items" if items.is_none() => {
+                let (v, end) = items_at(body, i)?;
+                items = Some(v);
+                i = end;
+            }
+            "total" if !seen_total => {
+                let (v, end) = value_at::<Option<u64>>(body, i)?;
+                total = v.ok()?;
+                seen_total = true;
+                i = end;
+            }
+            "items" | "total" => return None,
+            _ => {
+                let (v, end) = value_at::<de::IgnoredAny>(body, i)?;
+                v.ok()?;
+                i = end;
+            }
+        }
+        i = skip_ws(b, i);
+        match b.get(i)? {
+            b',' => i += 1,
+            b'}' => return Some((total, items?, i + 1)),
+            _ => return None,
+        }
+    }
+}
+
+/// The array of events at `body[i]` (`[`), each parsed once, and the index past it. An item the
+/// typed pass rejects is measured as a raw value and given to [`parse_event`], which makes it the
+/// same [`Malformed`] record as the two-pass parse; an item that is not JSON at all fails the
+/// page (`None`).
+fn items_at(body: &str, mut i: usize) -> Option<(Vec<ParsedEvent>, usize)> {
+    let b = body.as_bytes();
+    if b.get(i) != Some(&b'[') {
+        return None;
+    }
+    let mut items = Vec::new();
+    i = skip_ws(b, i + 1);
+    if b.get(i) == Some(&b']') {
+        return Some((items, i + 1));
+    }
+    // Each turn consumes one item: bounded by the body's length.
+    loop {
+        i = skip_ws(b, i);
+        let (w, end) = value_at::<WireEvent>(body, i)?;
+        let (item, end) = match w {
+            Ok(w) => (from_wire(w, body.get(i..end)?), end),
+            Err(_) => {
+                let (raw, end) = value_at::<&RawValue>(body, i)?;
+                (parse_event(raw.ok()?.get()), end)
+            }
+        };
+        items.push(item);
+        i = end;
+        i = skip_ws(b, i);
+        match b.get(i)? {
+            b',' => i += 1,
+            b']' => return Some((items, i + 1)),
+            _ => return None,
+        }
+    }
 }
 
 /// The first non-blank character of a body: tells a JSON object from an array.
@@ -188,52 +321,56 @@ impl<'de> Deserialize<'de> for Text {
 /// An event time as served: RFC 3339 text, or epoch milliseconds as a JSON number (sibling
 /// DigiCert APIs, contract 1.2). A number in a string is text, not milliseconds.
 #[derive(Debug, Default)]
-enum Stamp {
+enum Stamp<'a> {
     #[default]
     Absent,
-    Text(String),
+    /// Borrowed from the body when it has no escapes.
+    Text(std::borrow::Cow<'a, str>),
     Millis(f64),
 }
 
-impl<'de> Deserialize<'de> for Stamp {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Stamp, D::Error> {
-        struct V;
-        impl<'de> Visitor<'de> for V {
-            type Value = Stamp;
+impl<'de: 'a, 'a> Deserialize<'de> for Stamp<'a> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Stamp<'a>, D::Error> {
+        struct V<'a>(std::marker::PhantomData<&'a ()>);
+        impl<'de: 'a, 'a> Visitor<'de> for V<'a> {
+            type Value = Stamp<'a>;
             fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
                 f.write_str("an RFC 3339 string or epoch milliseconds")
             }
-            fn visit_str<E: de::Error>(self, v: &str) -> Result<Stamp, E> {
-                Ok(Stamp::Text(v.to_string()))
+            fn visit_borrowed_str<E: de::Error>(self, v: &'de str) -> Result<Stamp<'a>, E> {
+                Ok(Stamp::Text(v.into()))
             }
-            fn visit_i64<E: de::Error>(self, v: i64) -> Result<Stamp, E> {
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<Stamp<'a>, E> {
+                Ok(Stamp::Text(v.to_string().into()))
+            }
+            fn visit_i64<E: de::Error>(self, v: i64) -> Result<Stamp<'a>, E> {
                 Ok(Stamp::Millis(v as f64))
             }
-            fn visit_u64<E: de::Error>(self, v: u64) -> Result<Stamp, E> {
+            fn visit_u64<E: de::Error>(self, v: u64) -> Result<Stamp<'a>, E> {
                 Ok(Stamp::Millis(v as f64))
             }
-            fn visit_f64<E: de::Error>(self, v: f64) -> Result<Stamp, E> {
+            fn visit_f64<E: de::Error>(self, v: f64) -> Result<Stamp<'a>, E> {
                 Ok(Stamp::Millis(v))
             }
-            fn visit_bool<E: de::Error>(self, v: bool) -> Result<Stamp, E> {
-                Ok(Stamp::Text(v.to_string()))
+            fn visit_bool<E: de::Error>(self, v: bool) -> Result<Stamp<'a>, E> {
+                Ok(Stamp::Text(v.to_string().into()))
             }
-            fn visit_unit<E: de::Error>(self) -> Result<Stamp, E> {
+            fn visit_unit<E: de::Error>(self) -> Result<Stamp<'a>, E> {
                 Ok(Stamp::Absent)
             }
-            fn visit_none<E: de::Error>(self) -> Result<Stamp, E> {
+            fn visit_none<E: de::Error>(self) -> Result<Stamp<'a>, E> {
                 Ok(Stamp::Absent)
             }
-            fn visit_some<D: Deserializer<'de>>(self, d: D) -> Result<Stamp, D::Error> {
+            fn visit_some<D: Deserializer<'de>>(self, d: D) -> Result<Stamp<'a>, D::Error> {
                 Stamp::deserialize(d)
             }
         }
-        d.deserialize_any(V)
+        d.deserialize_any(V(std::marker::PhantomData))
     }
 }
 
-impl Stamp {
-    fn or(self, other: Stamp) -> Stamp {
+impl<'a> Stamp<'a> {
+    fn or(self, other: Stamp<'a>) -> Stamp<'a> {
         match self {
             Stamp::Absent => other,
             s => s,
@@ -287,8 +424,10 @@ impl<'de> Deserialize<'de> for Party {
 #[serde(default)]
 struct WireEvent<'a> {
     id: Text,
-    timestamp: Stamp,
-    date: Stamp,
+    #[serde(borrow)]
+    timestamp: Stamp<'a>,
+    #[serde(borrow)]
+    date: Stamp<'a>,
     account: Option<Party>,
     user: Option<Party>,
     user_name: Text,
@@ -324,6 +463,11 @@ pub fn parse_event(raw: &str) -> ParsedEvent {
             ));
         }
     };
+    from_wire(w, raw)
+}
+
+/// The event (or the reason it is malformed) of a deserialized item whose JSON is `raw`.
+fn from_wire(w: WireEvent<'_>, raw: &str) -> ParsedEvent {
     let id = w.id.0.filter(|s| !s.trim().is_empty());
     let Some(id) = id else {
         return ParsedEvent::Malformed(Malformed::new(None, raw, "no id".into()));
@@ -376,13 +520,23 @@ pub fn parse_event(raw: &str) -> ParsedEvent {
         resource_name: w.resource_name.0,
         actor_id,
         actor_name,
-        status: w.status.0.map(|s| s.to_lowercase()),
+        status: w.status.0.map(lowercase),
         ip_address: w.ip_address.0.or(w.client_ip.0).or(w.ip_address_camel.0),
         description: w.description.0,
         data,
         account_id: w.account.and_then(|a| a.id),
         raw: raw.to_string(),
     })
+}
+
+/// `s` lowercased, in place when it is ASCII (the usual case: no second allocation).
+fn lowercase(mut s: String) -> String {
+    if s.is_ascii() {
+        s.make_ascii_lowercase();
+        s
+    } else {
+        s.to_lowercase()
+    }
 }
 
 /// Epoch milliseconds (a fraction is rounded) as a UTC time, if in chrono's range.
@@ -478,6 +632,62 @@ mod tests {
         let bare = parse_audit_page(&format!("[{ev},{ev}]")).unwrap();
         assert_eq!(bare.total, None);
         assert_eq!(bare.items.len(), 2);
+    }
+
+    /// The two-pass parse, the reference of the single pass.
+    fn two_pass(body: &str) -> Result<(Option<u64>, Vec<ParsedEvent>), String> {
+        let (total, raws) = split_list(body, "events")?;
+        Ok((
+            total,
+            raws.into_iter().map(|r| parse_event(r.get())).collect(),
+        ))
+    }
+
+    /// The single pass gives the two-pass page, raw slices byte for byte, malformed items
+    /// included; the bodies it leaves (escaped or repeated keys, errors) still parse as before.
+    #[test]
+    fn single_pass_matches_the_two_pass_parse() {
+        let ev = r#"{"id":"a1","timestamp":"2026-11-02T08:15:30.125+00:00","action":"login","user":{"id":"u1","name":"ann"},"status":"SUCCESS","data":{"k":[1,{"x":"y"}]}}"#;
+        let esc = r#"{ "id" : "a\"2", "timestamp": "2026-11-02T08:15:30Z", "description": "caf\u00e9 \\ \n", "status": "Échec" }"#;
+        let bodies = [
+            format!(r#"{{"total": 3, "offset": 0, "limit": 10, "items": [{ev}, {esc},{ev}]}}"#),
+            format!(r#"  {{ "items" : [ {ev} ] , "total" : null , "x": {{"a":[1,2]}} }}  "#),
+            format!(
+                r#"[{ev},42,"s",null,{{"timestamp":"2026-11-02T01:00:00Z"}},{{"id":"b","timestamp":"soon"}},[1,2],{{"id":"c","timestamp":true}}]"#
+            ),
+            format!("[\n\t{ev}\r\n]\n"),
+            "[]".to_string(),
+            r#"{"total": 0, "items": []}"#.to_string(),
+            // Left to the two-pass parse: an escaped key, a repeated field, errors.
+            format!(r#"{{"\u0074otal": 1, "items": [{ev}]}}"#),
+            format!(r#"{{"total": 1, "total": 2, "items": [{ev}]}}"#),
+            format!(r#"{{"total": 1, "items": [{ev}], "items": []}}"#),
+            format!(r#"{{"total": -1, "items": [{ev}]}}"#),
+            r#"{"total": 1}"#.to_string(),
+            format!(r#"{{"total": 1, "items": [{ev}]}} x"#),
+            format!(r#"{{"total": 2, "items": [{ev}, {{"id":"a"#),
+            format!(r#"[{ev} {ev}]"#),
+            "{}".to_string(),
+            "nope".to_string(),
+        ];
+        for body in &bodies {
+            let reference = two_pass(body);
+            let got = parse_audit_page(body).map(|p| (p.total, p.items));
+            assert_eq!(got, reference, "{body}");
+            if let Some(p) = single_pass(body) {
+                assert_eq!(Ok((p.total, p.items)), reference, "single pass of {body}");
+            }
+        }
+        // The ordinary shapes take the single pass.
+        for body in &bodies[..6] {
+            assert!(single_pass(body).is_some(), "{body}");
+        }
+        let ParsedEvent::Event(e) = &parse_audit_page(&bodies[0]).unwrap().items[1] else {
+            panic!("not parsed")
+        };
+        assert_eq!(e.raw, esc);
+        assert_eq!(e.id, "a\"2");
+        assert_eq!(e.status.as_deref(), Some("échec"));
     }
 
     /// `date` and flat `user_name`/`user_id` are accepted; offsets become UTC.
