@@ -22,6 +22,7 @@ pub mod chain;
 #[cfg(test)]
 pub mod conformance;
 pub mod copy;
+pub(crate) mod event_key;
 pub mod postgres;
 pub mod sqlite;
 pub(crate) mod types;

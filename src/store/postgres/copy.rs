@@ -122,17 +122,47 @@ impl CopyStore for Postgres {
                 }
             }
         }
-        let sql = format!(
-            "INSERT INTO {} ({}) {} SELECT * FROM unnest({}) ON CONFLICT DO NOTHING",
-            t.name,
-            columns(t),
-            if t.identity.is_some() {
-                "OVERRIDING SYSTEM VALUE"
-            } else {
-                ""
-            },
-            casts.join(", ")
-        );
+        let overriding = if t.identity.is_some() {
+            "OVERRIDING SYSTEM VALUE"
+        } else {
+            ""
+        };
+        // Events carry their dedup key (schema::EVENT_KEYS), which the source does not copy: it
+        // is computed from the id (the function SQLite's keys come from too), and a row whose
+        // account and id are already stored is skipped, as the writer skips it.
+        let event_id = (t.name == "events")
+            .then(|| t.columns.iter().position(|(n, _)| *n == "event_id"))
+            .flatten();
+        let sql = match event_id {
+            Some(at) => {
+                let keys: Vec<Option<i64>> = rows
+                    .iter()
+                    .map(|r| match r.get(at) {
+                        Some(CopyValue::Text(id)) => Some(crate::store::event_key::event_key(id)),
+                        _ => None,
+                    })
+                    .collect();
+                arrays.push(Box::new(keys));
+                casts.push(format!("${}::bigint[]", casts.len() + 1));
+                format!(
+                    "INSERT INTO events ({0}, event_key) {1} SELECT * FROM unnest({2})
+                        AS u ({0}, event_key)
+                     WHERE NOT EXISTS (SELECT 1 FROM events x WHERE x.event_key = u.event_key
+                        AND x.account = u.account AND x.event_id = u.event_id)
+                     ON CONFLICT DO NOTHING",
+                    columns(t),
+                    overriding,
+                    casts.join(", ")
+                )
+            }
+            None => format!(
+                "INSERT INTO {} ({}) {} SELECT * FROM unnest({}) ON CONFLICT DO NOTHING",
+                t.name,
+                columns(t),
+                overriding,
+                casts.join(", ")
+            ),
+        };
         let params: Vec<&(dyn ToSql + Sync)> = arrays.iter().map(|b| &**b).collect();
         let what = format!("copy into {}", t.name);
         let (tx, location) = self.tx(&what)?;

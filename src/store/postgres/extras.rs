@@ -63,8 +63,12 @@ impl CredentialStore for Postgres {
     fn event_action(&self, account: &str, event_id: &str) -> Result<Option<String>> {
         Ok(self
             .opt(
-                "SELECT action FROM events WHERE account = $1 AND event_id = $2",
-                &[&account, &event_id],
+                "SELECT action FROM events WHERE event_key = $3 AND account = $1 AND event_id = $2",
+                &[
+                    &account,
+                    &event_id,
+                    &crate::store::event_key::event_key(event_id),
+                ],
                 "event action",
             )?
             .map(|r| r.get(0)))

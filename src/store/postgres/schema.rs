@@ -401,4 +401,32 @@ pub const MIGRATIONS: &[&str] = &[
         INCLUDE (event_id, actor_id, actor_name, ip_address)
         WHERE action = 'login' AND status = 'failure';
     "#,
+    // 7: see [`EVENT_KEYS`].
+    EVENT_KEYS,
 ];
+
+/// The migration that deduplicates events by an integer key, as SQLite's `EVENT_KEYS` (issue
+/// 13): `event_key` is [`crate::store::event_key`] of the id, the same function as SQLite's, so
+/// `store copy` between the backends keeps keys equal. The text `UNIQUE (account, event_id)`
+/// index over random ids was the costliest of the page insert (its text comparisons were a third
+/// of the server's CPU in a backfill); the key is not unique (two ids may share one), and the
+/// writer inserts only the events whose key, account and id no row has, looked up under the
+/// account's `write_locks` row (see `Batch::write_page`), which is what the constraint did.
+/// `events_by_seq` goes too: only the role-event and credential scans read an account by `seq`,
+/// and they read few rows, which the two partial indexes hold (as SQLite's).
+/// `Postgres::migrate` then fills `event_key` of the rows already stored, from Rust, in chunks,
+/// in the same transaction, and runs [`EVENT_KEYS_INDEX`] (an index built once, after the fill,
+/// costs less than one maintained through it).
+pub const EVENT_KEYS: &str = r#"
+    ALTER TABLE events ADD COLUMN event_key BIGINT;
+    ALTER TABLE events DROP CONSTRAINT events_account_event_id_key;
+    DROP INDEX events_by_seq;
+    CREATE INDEX events_credentials ON events (account, seq)
+        WHERE resource_type IN ('api_token', 'client_auth_certificate');
+    CREATE INDEX events_user_changes ON events (account, seq)
+        WHERE resource_type IN ('user', 'service_user') AND action IN ('create', 'update');
+"#;
+
+/// Run by `Postgres::migrate` after [`EVENT_KEYS`] has keyed the stored rows: the dedup lookup's
+/// index (key only: the account and id are compared on the row).
+pub const EVENT_KEYS_INDEX: &str = "CREATE INDEX events_by_key ON events (event_key)";

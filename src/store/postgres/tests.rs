@@ -307,3 +307,77 @@ mod leases {
         );
     }
 }
+
+/// A database at the schema before the integer dedup key (`schema::EVENT_KEYS`), with events
+/// (more than one keying chunk of them), is migrated: every row is keyed with the shared key
+/// function, `seq` kept, and the stored events stay stored once, in their account only.
+#[test]
+fn the_event_keys_migration_keys_stored_events_and_they_stay_stored_once() {
+    use super::schema::{BOOTSTRAP, EVENT_KEYS, MIGRATIONS};
+    use super::Wait;
+    use crate::api::wire::{parse_event, ParsedEvent};
+    use crate::store::event_key::event_key;
+    use crate::store::{PageWrite, Store, StoreTarget};
+    let Some((_db, target)) = testdb::fresh() else {
+        return;
+    };
+    let at = MIGRATIONS.iter().position(|m| *m == EVENT_KEYS).unwrap();
+    let stored = 2 * super::KEY_CHUNK + 5;
+    let mut old = String::from(BOOTSTRAP);
+    for sql in &MIGRATIONS[..at] {
+        old.push_str(sql);
+    }
+    old.push_str(&format!(
+        "UPDATE auditwarden_schema SET version = {at} WHERE id = 1;
+         INSERT INTO events (account, event_id, ts_ms, day, action, raw, collected_ms)
+         SELECT 'a', 'ev-' || i, 0, '2026-11-02', 'login', '{{}}', 0
+         FROM generate_series(1, {stored}) AS i;"
+    ));
+    target.execute_batch(&old).unwrap();
+    let mut s = Store::open_target(&StoreTarget::Postgres(target.clone())).unwrap();
+    let c = target.connect().unwrap();
+    let keyed = |sql: &str| -> Vec<(i64, String, Option<i64>)> {
+        c.query(sql, &[])
+            .wait()
+            .unwrap()
+            .iter()
+            .map(|r| (r.get(0), r.get(1), r.get(2)))
+            .collect()
+    };
+    let rows = keyed("SELECT seq, event_id, event_key FROM events ORDER BY seq");
+    assert_eq!(rows.len() as i64, stored);
+    for (i, (seq, id, key)) in rows.iter().enumerate() {
+        assert_eq!(
+            (*seq, id.as_str()),
+            (i as i64 + 1, format!("ev-{}", i + 1).as_str())
+        );
+        assert_eq!(*key, Some(event_key(id)), "{id}");
+    }
+    let event = |id: &str| match parse_event(&format!(
+        r#"{{"id":"{id}","timestamp":"2026-11-02T08:00:00Z","action":"login"}}"#
+    )) {
+        ParsedEvent::Event(e) => e,
+        ParsedEvent::Malformed(m) => panic!("{}", m.reason),
+    };
+    let evs = [
+        event("ev-1"),
+        event(&format!("ev-{stored}")),
+        event("ev-new"),
+    ];
+    let w = |account| PageWrite {
+        account,
+        events: &evs,
+        ..Default::default()
+    };
+    let out = s.write_page(&w("a")).unwrap();
+    assert_eq!((out.inserted, out.duplicates), (1, 2));
+    let out = s.write_page(&w("a")).unwrap();
+    assert_eq!((out.inserted, out.duplicates), (0, 3));
+    let out = s.write_page(&w("b")).unwrap();
+    assert_eq!((out.inserted, out.duplicates), (3, 0));
+    assert_eq!(s.event_ids("a").unwrap().len() as i64, stored + 1);
+    let new =
+        keyed("SELECT seq, event_id, event_key FROM events WHERE event_id = 'ev-new' ORDER BY seq");
+    assert_eq!(new.len(), 2);
+    assert!(new.iter().all(|(_, id, k)| *k == Some(event_key(id))));
+}

@@ -377,7 +377,7 @@ pub const MIGRATIONS: &[&str] = &[
 ];
 
 /// The migration that replaces the `UNIQUE (account, event_id)` index of `events` with an index
-/// on `event_key`, a 64-bit integer derived from the event id (`sqlite::event_key`): the text
+/// on `event_key`, a 64-bit integer derived from the event id (`store::event_key`): the text
 /// index took random keys of ~50 bytes (UUIDs), so past a few hundred thousand events it no
 /// longer fitted the page cache and each insert read and rewrote one of its pages; the integer
 /// index is about a third of its size. The key is not unique (two ids may share one): the writer
