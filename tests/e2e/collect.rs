@@ -584,22 +584,8 @@ fn a_pass_works_at_most_max_concurrent_accounts_at_once() {
     );
     let url = sim.url();
     let key_dir = tempfile::tempdir().unwrap();
-    let names: Vec<String> = (0..6).map(|i| format!("acct{i}")).collect();
-    let extras: Vec<String> = keys
-        .iter()
-        .enumerate()
-        .map(|(i, k)| {
-            let p = key_dir.path().join(format!("key{i}"));
-            std::fs::write(&p, k).unwrap();
-            format!("api_key_file = \"{}\"\n", p.display())
-        })
-        .collect();
-    let accounts: Vec<(&str, &str, &str, &str)> = names
-        .iter()
-        .zip(&extras)
-        .map(|(n, e)| (n.as_str(), "digicert-one", url.as_str(), e.as_str()))
-        .collect();
-    let limited = App::with_accounts(&accounts);
+    let names: Vec<String> = (0..6).map(|i| format!("acct{i:02}")).collect();
+    let limited = App::with_keyed_accounts(&url, &keys, key_dir.path(), "acct");
     let text = std::fs::read_to_string(&limited.config).unwrap();
     std::fs::write(
         &limited.config,
@@ -621,7 +607,7 @@ fn a_pass_works_at_most_max_concurrent_accounts_at_once() {
     );
 
     // The default lets all six run together: the bound above is the setting's doing.
-    let open = App::with_accounts(&accounts);
+    let open = App::with_keyed_accounts(&url, &keys, key_dir.path(), "acct");
     open.collect_ok();
     for n in &names {
         assert_matches_truth(&open, &sim, n);

@@ -209,6 +209,28 @@ impl App {
         App { dir, config, db }
     }
 
+    /// DigiCert ONE accounts on `url`, one per key, each reading its key from a file written in
+    /// `key_dir` (`key00`, `key01`, ...): the names `{prefix}00`, `{prefix}01`, ...
+    pub fn with_keyed_accounts(url: &str, keys: &[String], key_dir: &Path, prefix: &str) -> App {
+        let accounts: Vec<(String, String)> = keys
+            .iter()
+            .enumerate()
+            .map(|(i, k)| {
+                let p = key_dir.join(format!("key{i:02}"));
+                std::fs::write(&p, k).expect("write key file");
+                (
+                    format!("{prefix}{i:02}"),
+                    format!("api_key_file = \"{}\"\n", p.display()),
+                )
+            })
+            .collect();
+        let refs: Vec<(&str, &str, &str, &str)> = accounts
+            .iter()
+            .map(|(n, e)| (n.as_str(), "digicert-one", url, e.as_str()))
+            .collect();
+        App::with_accounts(&refs)
+    }
+
     pub fn command(&self, args: &[&str]) -> Command {
         let mut cmd = Command::new(BIN);
         cmd.arg("--config")

@@ -528,27 +528,13 @@ fn three_daemons_share_twelve_accounts_through_a_kill() {
     let url = sim.url();
     let key_dir = tempfile::tempdir().unwrap();
     let names: Vec<String> = (0..12).map(|i| format!("acct{i:02}")).collect();
-    let extras: Vec<String> = keys
-        .iter()
-        .enumerate()
-        .map(|(i, k)| {
-            let p = key_dir.path().join(format!("key{i:02}"));
-            std::fs::write(&p, k).unwrap();
-            format!("api_key_file = \"{}\"\n", p.display())
-        })
-        .collect();
-    let accounts: Vec<(&str, &str, &str, &str)> = names
-        .iter()
-        .zip(&extras)
-        .map(|(n, e)| (n.as_str(), "digicert-one", url.as_str(), e.as_str()))
-        .collect();
     let nodes = ["node-a", "node-b", "node-c"];
     // Collection off at first: switched on (SIGHUP) once all three nodes are registered, so the
     // first runs split the keys three ways.
     let apps: Vec<App> = nodes
         .iter()
         .map(|node| {
-            let a = App::with_accounts(&accounts);
+            let a = App::with_keyed_accounts(&url, &keys, key_dir.path(), "acct");
             point(&a, &db);
             a.add_config(&format!(
                 "[schedule]\ncollect = \"\"\npoll_invites = \"\"\ndeliver_alerts = \"* * * * * *\"\n\
