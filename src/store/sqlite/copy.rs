@@ -93,7 +93,7 @@ impl CopyStore for Sqlite {
                 if let Some((_, e)) = event_cols {
                     let key = match row.get(e) {
                         Some(CopyValue::Text(id)) => {
-                            Value::Integer(super::event_keys::event_key(id))
+                            Value::Integer(crate::store::event_key::event_key(id))
                         }
                         _ => Value::Null,
                     };

@@ -95,7 +95,11 @@ impl CredentialStore for Sqlite {
         self.conn
             .query_row(
                 "SELECT action FROM events WHERE event_key = ?3 AND account = ?1 AND event_id = ?2",
-                params![account, event_id, super::event_keys::event_key(event_id)],
+                params![
+                    account,
+                    event_id,
+                    crate::store::event_key::event_key(event_id)
+                ],
                 |r| r.get(0),
             )
             .optional()

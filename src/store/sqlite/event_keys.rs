@@ -3,7 +3,7 @@
 
 use rusqlite::{params, Connection};
 
-pub(crate) use crate::store::event_key::event_key;
+use crate::store::event_key::event_key;
 
 /// Rows keyed per step while filling `event_key` of the rows the migration copied.
 const BACKFILL_CHUNK: i64 = 10_000;

@@ -731,7 +731,7 @@ impl EventBatch for Batch<'_> {
             // A page's events share a day or two: its text is made once per day, not per event.
             let mut day_text: Option<(NaiveDate, String)> = None;
             for e in w.events {
-                let key = event_keys::event_key(&e.id);
+                let key = crate::store::event_key::event_key(&e.id);
                 if stored
                     .exists(params![key, w.account, e.id])
                     .map_err(|er| err(path, "look up event", er))?
